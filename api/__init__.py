@@ -1,0 +1,1 @@
+"""FastAPI application, routes, command line and the embedded runtime."""

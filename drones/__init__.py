@@ -1,0 +1,1 @@
+"""Drone telemetry (DJI Cloud API, MAVLink), endurance, airspace and sortie planning."""

@@ -1,0 +1,1 @@
+"""Pure geospatial engine: arrays and geometries in, arrays and geometries out; never I/O."""

@@ -1,0 +1,1 @@
+"""MQTT ingest: topic scheme, codecs, manual-ack client, batching bridge, embedded broker."""

@@ -1,0 +1,1 @@
+"""Domain model, GPS quality filters, live fleet state, storage and configuration."""

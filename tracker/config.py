@@ -1,0 +1,119 @@
+"""Configuration: every setting from the environment as ``SERENAZGO_*``.
+
+With neither ``SERENAZGO_DATABASE_URL`` nor ``SERENAZGO_MQTT_URL`` set,
+``serenazgo up`` starts a private PostgreSQL and broker under ``data_dir``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tracker.errors import ConfigError
+from tracker.freshness import DEFAULT_THRESHOLDS, FreshnessThresholds
+from tracker.model import UnitKind
+
+# Shipped beside the repository for demos and tests; a deployment sets SERENAZGO_AREA.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DISTRICTS_FILE = REPO_ROOT.parent / "shared" / "data" / "lima_districts.geojson"
+
+
+class MqttTarget(BaseModel):
+    """A broker address parsed from ``mqtt://user:pass@host:port``."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    """Parse an ``mqtt://`` or ``mqtts://`` URL; raise :class:`ConfigError` with a fix on error."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise ConfigError(
+            f"SERENAZGO_MQTT_URL {url!r}: scheme must be mqtt:// or mqtts:// "
+            "(e.g. mqtt://user:pass@broker.example:1883)"
+        )
+    if not parts.hostname:
+        raise ConfigError(f"SERENAZGO_MQTT_URL {url!r} has no host name")
+    tls = parts.scheme in ("mqtts", "ssl")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError as exc:
+        raise ConfigError(f"SERENAZGO_MQTT_URL {url!r}: bad port ({exc})") from exc
+    return MqttTarget(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        tls=tls,
+    )
+
+
+class FilterSettings(BaseModel):
+    """Limits of the GPS quality filters (see :mod:`tracker.filters`)."""
+
+    future_tolerance_s: float = 300.0  # device clocks drift; beyond this a fix is rejected
+    max_age_s: float = 7 * 86400.0  # an offline phone may upload a week of buffered fixes
+    poor_accuracy_m: float = 100.0  # flag, do not reject: a poor fix beats no fix
+    # Top plausible ground speed per kind (m/s), with headroom for GPS error.
+    max_speed_mps: dict[UnitKind, float] = Field(
+        default_factory=lambda: {
+            UnitKind.FOOT: 12.0,
+            UnitKind.BICYCLE: 20.0,
+            UnitKind.MOTORCYCLE: 60.0,
+            UnitKind.PATROL_CAR: 60.0,
+            UnitKind.DRONE: 40.0,
+        }
+    )
+
+
+class Settings(BaseSettings):
+    """All settings; each field is ``SERENAZGO_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SERENAZGO_", env_nested_delimiter="__", extra="ignore")
+
+    database_url: str | None = None
+    mqtt_url: str | None = None
+    data_dir: Path = Path.home() / ".serenazgo"
+    area: Path | None = None
+    auto_register: bool = False
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Ingest
+    mqtt_client_id: str = "serenazgo-bridge"
+    share_group: str | None = None  # set to split the load over N bridges ($share/<group>/...)
+    batch_max: int = 5000
+    batch_interval_ms: int = 20
+    max_payload_bytes: int = 65536
+    # In-flight window: unacknowledged messages the broker may send us (MQTT 5 Receive
+    # Maximum). It bounds memory when the database stalls.
+    receive_maximum: int = 20000
+    filters: FilterSettings = Field(default_factory=FilterSettings)
+    freshness: dict[UnitKind, FreshnessThresholds] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+
+    @field_validator("batch_max", "receive_maximum")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("must be positive")
+        return v
+
+    @property
+    def mqtt(self) -> MqttTarget | None:
+        """The external broker, or None when the embedded one is to be started."""
+        return parse_mqtt_url(self.mqtt_url) if self.mqtt_url else None
+
+    def area_file(self) -> Path:
+        """The boundary GeoJSON: ``SERENAZGO_AREA`` or Lima's districts shipped in shared/data."""
+        path = self.area or DEFAULT_DISTRICTS_FILE
+        if not path.exists():
+            raise ConfigError(f"area file {path} not found: set SERENAZGO_AREA to a boundary GeoJSON")
+        return path

@@ -1,0 +1,166 @@
+"""LiveFleet: the latest known state of every unit, in memory, with change notifications.
+
+Fed by the ingest bridge after each batch commits (so it never shows a position
+the database does not have), loaded from ``unit_latest`` at start, and read by
+the API and, later, the geospatial index. Subscribers get one call per batch
+with every change in it; they run on the writer thread and must be quick
+(asyncio consumers hand over with ``loop.call_soon_threadsafe``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Literal
+
+from tracker.batch import NOT_LATEST
+from tracker.freshness import DEFAULT_THRESHOLDS, FreshnessThresholds, classify_freshness
+from tracker.model import Freshness, Ping, PingFlag, StatusUpdate, Unit, UnitKind, UnitStatus
+
+log = logging.getLogger(__name__)
+
+ChangeKind = Literal["position", "status", "unit", "connection"]
+
+
+@dataclass(slots=True)
+class UnitState:
+    """What is known about one unit right now."""
+
+    unit: Unit
+    fix: Ping | None = None  # the position shown: newest trustworthy fix (jitter keeps the old place)
+    status: UnitStatus = UnitStatus.AVAILABLE
+    status_ts: datetime | None = None
+    connected: bool | None = None  # False after an OwnTracks last-will; None when unknown
+
+
+@dataclass(slots=True, frozen=True)
+class FleetChange:
+    """One change to one unit, as sent to subscribers."""
+
+    kind: ChangeKind
+    unit_id: str
+    state: UnitState
+
+
+Subscriber = Callable[[list[FleetChange]], None]
+
+
+class LiveFleet:
+    """Latest state per unit; thread-safe; notifies subscribers of changes per batch."""
+
+    def __init__(self, thresholds: dict[UnitKind, FreshnessThresholds] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[str, UnitState] = {}
+        self._subscribers: list[Subscriber] = []
+        self._thresholds = thresholds or DEFAULT_THRESHOLDS
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def load(self, units: Iterable[Unit], latest: Iterable[Ping]) -> None:
+        """Fill the fleet from the database at start (units, then their latest fixes)."""
+        with self._lock:
+            for unit in units:
+                self._states[unit.unit_id] = UnitState(unit=unit, status=unit.status)
+            for ping in latest:
+                state = self._states.get(ping.unit_id)
+                if state is not None:
+                    state.fix = ping
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(changes)`` after every applied batch; returns the unsubscribe function."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def get(self, unit_id: str) -> UnitState | None:
+        """Return a copy of one unit's state, or None if unknown."""
+        with self._lock:
+            state = self._states.get(unit_id)
+            return replace(state) if state is not None else None
+
+    def snapshot(self) -> list[UnitState]:
+        """Return a copy of every unit's state, in unit id order."""
+        with self._lock:
+            return [replace(self._states[k]) for k in sorted(self._states)]
+
+    def freshness(self, state: UnitState, now: datetime) -> Freshness:
+        """Return the freshness of ``state``'s fix at ``now`` (LOST when it has none)."""
+        if state.fix is None:
+            return Freshness.LOST
+        age = (now - state.fix.ts).total_seconds()
+        return classify_freshness(age, state.unit.kind, self._thresholds)
+
+    def upsert_unit(self, unit: Unit) -> None:
+        """Add a unit (or replace its description, keeping its position and status)."""
+        with self._lock:
+            state = self._states.get(unit.unit_id)
+            if state is None:
+                state = self._states[unit.unit_id] = UnitState(unit=unit, status=unit.status)
+            else:
+                state.unit = unit
+            changes = [FleetChange("unit", unit.unit_id, replace(state))]
+        self._notify(changes)
+
+    def apply(
+        self,
+        pings: Iterable[Ping] = (),
+        statuses: Iterable[tuple[str, StatusUpdate]] = (),
+        disconnected: Iterable[str] = (),
+    ) -> list[FleetChange]:
+        """Apply a committed batch with the same rules as ``unit_latest``; notify and return the changes.
+
+        A ping moves a unit only forward in time and only when it is not SUSPECT,
+        OUTLIER or LATE; a JITTER ping refreshes time, speed and battery but keeps
+        the previous position so a stationary unit does not wander on the map.
+        """
+        changed: dict[tuple[ChangeKind, str], None] = {}
+        with self._lock:
+            for ping in pings:
+                if ping.flags & NOT_LATEST:
+                    continue
+                state = self._states.get(ping.unit_id)
+                if state is None:
+                    continue
+                old = state.fix
+                if old is not None and old.ts >= ping.ts:
+                    continue
+                if old is not None and ping.flags & PingFlag.JITTER:
+                    ping = replace(ping, lat=old.lat, lon=old.lon, alt=old.alt)
+                state.fix = ping
+                state.connected = True
+                changed[("position", ping.unit_id)] = None
+            for unit_id, update in statuses:
+                state = self._states.get(unit_id)
+                if state is None or (state.status_ts is not None and state.status_ts >= update.ts):
+                    continue
+                state.status = update.status
+                state.status_ts = update.ts
+                changed[("status", unit_id)] = None
+            for unit_id in disconnected:
+                state = self._states.get(unit_id)
+                if state is not None and state.connected is not False:
+                    state.connected = False
+                    changed[("connection", unit_id)] = None
+            changes = [FleetChange(kind, uid, replace(self._states[uid])) for kind, uid in changed]
+        self._notify(changes)
+        return changes
+
+    def _notify(self, changes: list[FleetChange]) -> None:
+        if not changes:
+            return
+        for callback in list(self._subscribers):
+            try:
+                callback(changes)
+            except Exception:
+                # A broken subscriber must never stop ingest.
+                log.exception("LiveFleet subscriber %r failed", callback)

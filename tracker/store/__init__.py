@@ -1,0 +1,1 @@
+"""Storage: schema and migrations, COPY writer, queries, embedded PostgreSQL."""

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: each measures our code beside a peer or the physical limit."""

@@ -1,0 +1,115 @@
+"""Bare MQTT subscribers that only count: the peers our bridge is measured against.
+
+Each runs in its own process (``python -m benchmarks.consumers paho|gmqtt``) so
+that, like the bridge, it has a core's worth of Python to itself. It prints
+``READY`` once subscribed, then one JSON line when it has received
+``--expect`` messages (or timed out): count, first and last receive times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import threading
+import time
+
+
+def run_paho(
+    host: str, port: int, topic: str, expect: int, timeout: float, receive_maximum: int
+) -> dict[str, float]:
+    """Count messages with paho-mqtt (MQTT 5, QoS 1, automatic acknowledgement)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    got = 0
+    first = last = 0.0
+    done = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: object, _m: mqtt.MQTTMessage) -> None:
+        nonlocal got, first, last
+        last = time.time()
+        if got == 0:
+            first = last
+        got += 1
+        if got >= expect:
+            done.set()
+
+    def on_connect(c: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None) -> None:
+        c.subscribe(topic, qos=1)
+
+    def on_subscribe(*_a: object) -> None:
+        print("READY", flush=True)
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-paho", protocol=mqtt.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.ReceiveMaximum = receive_maximum
+    client.on_message = on_message
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.connect(host, port, clean_start=True, properties=props)
+    client.loop_start()
+    done.wait(timeout)
+    client.loop_stop()
+    return {"count": got, "first": first, "last": last}
+
+
+def run_gmqtt(
+    host: str, port: int, topic: str, expect: int, timeout: float, receive_maximum: int
+) -> dict[str, float]:
+    """Count messages with gmqtt (MQTT 5, QoS 1, automatic acknowledgement)."""
+    import gmqtt
+
+    async def main() -> dict[str, float]:
+        got = 0
+        first = last = 0.0
+        done = asyncio.Event()
+
+        def on_message(_c: object, _t: str, _p: bytes, _q: int, _pr: object) -> int:
+            nonlocal got, first, last
+            last = time.time()
+            if got == 0:
+                first = last
+            got += 1
+            if got >= expect:
+                done.set()
+            return 0
+
+        def on_subscribe(*_a: object) -> None:
+            print("READY", flush=True)
+
+        client = gmqtt.Client("bench-gmqtt", receive_maximum=receive_maximum)
+        client.on_message = on_message
+        client.on_subscribe = on_subscribe
+        await client.connect(host, port)
+        client.subscribe(topic, qos=1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout)
+        await client.disconnect()
+        return {"count": got, "first": first, "last": last}
+
+    return asyncio.run(main())
+
+
+def main() -> None:
+    """Command line: run one bare subscriber and print its JSON result."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("client", choices=["paho", "gmqtt"])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--topic", default="serenazgo/units/+/position")
+    ap.add_argument("--expect", type=int, required=True)
+    ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--receive-maximum", type=int, default=20000)
+    a = ap.parse_args()
+    fn = run_paho if a.client == "paho" else run_gmqtt
+    result = fn(a.host, a.port, a.topic, a.expect, a.timeout, a.receive_maximum)
+    print(json.dumps(result), flush=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

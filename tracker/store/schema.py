@@ -1,0 +1,305 @@
+"""The database schema as versioned migrations, with a TimescaleDB and a plain PostgreSQL path.
+
+Tables (see DESIGN.md, Storage):
+
+- ``units``: one row per field unit. ``external_ids`` (jsonb, protocol -> id) is
+  what the application writes; a trigger mirrors it into ``unit_external_ids``
+  whose primary key (protocol, external_id) makes every external id map to one
+  unit only. A clash raises unique_violation, which the unit registry turns
+  into :class:`~tracker.errors.DuplicateUnitError`.
+- ``positions``: every stored fix, unique on (unit_id, ts) so a replayed ping is
+  stored once. It is the one big table, so its row is kept lean: columns are
+  ordered 8-byte first so no alignment padding is wasted, ``source`` is a
+  smallint code (``ping_sources`` names them), ``flags`` a smallint bit mask,
+  and the receive time is ``recv_lag_ms`` (int4 milliseconds after ``ts``)
+  instead of a second timestamptz: the lag is what one asks of it, and it saves
+  4-8 bytes a row. No foreign key to ``units``: a per-row RI check would cost
+  more than the whole insert, and the writer only stores resolved units.
+  TimescaleDB: a hypertable with 1-day chunks, compressed after 7 days
+  (segmented by unit_id, ordered by ts DESC), dropped after 400 days.
+  Plain: native range partitions by UTC day (``positions_pYYYYMMDD``) created
+  on demand by the writer, a BRIN index on ts, and a function that drops
+  partitions past retention.
+- ``unit_latest``: one row per unit, moved only forwards in time by the writer.
+- ``dead_letters``: rejected messages with (truncated) payload, original size and reason.
+- ``positions_hourly``: per-unit hourly stats, a continuous aggregate on
+  TimescaleDB and an ordinary view on plain PostgreSQL (same columns).
+
+Migrations are frozen once released: to change the schema, append a migration.
+The migrator (:mod:`tracker.store.migrations`) records each applied version
+with a checksum of the SQL it ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from tracker.model import Source
+
+# Stable codes of Source in positions.source / unit_latest.source (mirrored in ping_sources).
+SOURCE_CODES: dict[Source, int] = {
+    Source.NATIVE: 0,
+    Source.OWNTRACKS: 1,
+    Source.OSMAND: 2,
+    Source.DJI: 3,
+    Source.MAVLINK: 4,
+}
+SOURCE_BY_CODE: dict[int, Source] = {code: source for source, code in SOURCE_CODES.items()}
+
+RETENTION_DAYS_DEFAULT = 400
+COMPRESS_AFTER_DAYS = 7
+# Dead-letter payloads are kept up to this many bytes (the original size is kept beside them).
+DEAD_LETTER_PAYLOAD_MAX = 4096
+# Name prefix of the plain path's day partitions: positions_p20240131.
+PARTITION_PREFIX = "positions_p"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema version: SQL common to both paths, then the TimescaleDB or plain part."""
+
+    version: int
+    name: str
+    common: str = ""
+    timescale: str = ""
+    plain: str = ""
+
+    def sql(self, timescale: bool) -> str:
+        """The SQL this migration runs on the TimescaleDB path or the plain path."""
+        part = self.timescale if timescale else self.plain
+        return "\n".join(s.strip("\n") for s in (self.common, part) if s.strip()) + "\n"
+
+    def checksum(self, timescale: bool) -> str:
+        """SHA-256 of :meth:`sql`, recorded when applied to detect a released migration edited later."""
+        return hashlib.sha256(self.sql(timescale).encode()).hexdigest()
+
+
+SCHEMA_MIGRATIONS_DDL = """\
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    checksum   text        NOT NULL
+);
+"""
+
+_CORE = """\
+CREATE TABLE units (
+    unit_id      text        PRIMARY KEY CHECK (unit_id ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$'),
+    kind         text        NOT NULL
+                 CHECK (kind IN ('patrol_car', 'motorcycle', 'bicycle', 'foot', 'drone')),
+    callsign     text        NOT NULL DEFAULT '',
+    sector       text        NOT NULL DEFAULT '',
+    capabilities text[]      NOT NULL DEFAULT '{}',
+    external_ids jsonb       NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(external_ids) = 'object'),
+    status       text        NOT NULL DEFAULT 'available'
+                 CHECK (status IN ('available', 'dispatched', 'en_route', 'on_scene', 'out_of_service')),
+    status_ts    timestamptz,
+    active       boolean     NOT NULL DEFAULT true,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+
+-- One unit per (protocol, external id); kept in step with units.external_ids by a trigger.
+CREATE TABLE unit_external_ids (
+    protocol    text NOT NULL,
+    external_id text NOT NULL,
+    unit_id     text NOT NULL REFERENCES units (unit_id) ON DELETE CASCADE,
+    PRIMARY KEY (protocol, external_id)
+);
+CREATE INDEX unit_external_ids_unit ON unit_external_ids (unit_id);
+
+CREATE FUNCTION serenazgo_sync_external_ids() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.external_ids IS NOT DISTINCT FROM OLD.external_ids THEN
+            RETURN NEW;
+        END IF;
+        DELETE FROM unit_external_ids WHERE unit_id = NEW.unit_id;
+    END IF;
+    INSERT INTO unit_external_ids (protocol, external_id, unit_id)
+    SELECT key, value, NEW.unit_id FROM jsonb_each_text(NEW.external_ids);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER units_sync_external_ids
+    AFTER INSERT OR UPDATE OF external_ids ON units
+    FOR EACH ROW EXECUTE FUNCTION serenazgo_sync_external_ids();
+
+-- Names of the smallint codes in positions.source (for people reading the tables).
+CREATE TABLE ping_sources (
+    code smallint PRIMARY KEY,
+    name text     NOT NULL UNIQUE
+);
+INSERT INTO ping_sources (code, name) VALUES
+    (0, 'native'), (1, 'owntracks'), (2, 'osmand'), (3, 'dji'), (4, 'mavlink');
+
+-- Updated in place on every fix: room on each page keeps those updates HOT (no index churn).
+CREATE TABLE unit_latest (
+    unit_id     text        PRIMARY KEY,
+    ts          timestamptz NOT NULL,
+    lat         float8      NOT NULL,
+    lon         float8      NOT NULL,
+    alt         real,
+    speed       real,
+    heading     real,
+    accuracy    real,
+    battery     real,
+    flags       smallint    NOT NULL DEFAULT 0,
+    source      smallint    NOT NULL DEFAULT 0,
+    received_at timestamptz
+) WITH (fillfactor = 50);
+
+CREATE TABLE dead_letters (
+    id           bigserial   PRIMARY KEY,
+    received_at  timestamptz NOT NULL,
+    topic        text        NOT NULL,
+    payload      bytea       NOT NULL,
+    payload_size integer     NOT NULL,
+    reason       text        NOT NULL,
+    detail       text        NOT NULL DEFAULT ''
+);
+CREATE INDEX dead_letters_received_at ON dead_letters (received_at);
+CREATE INDEX dead_letters_reason ON dead_letters (reason, received_at);
+"""
+
+# Column order: 8-byte types first, then 4, then 2, then the varlena unit_id, so that
+# no alignment padding is wasted (see the module docstring).
+_POSITIONS_COLUMNS = """\
+    ts          timestamptz NOT NULL,
+    lat         float8      NOT NULL,
+    lon         float8      NOT NULL,
+    alt         real,
+    speed       real,
+    heading     real,
+    accuracy    real,
+    battery     real,
+    recv_lag_ms integer,
+    flags       smallint    NOT NULL DEFAULT 0,
+    source      smallint    NOT NULL DEFAULT 0,
+    unit_id     text        NOT NULL,
+    CONSTRAINT positions_unit_ts UNIQUE (unit_id, ts)"""
+
+_POSITIONS_TIMESCALE = f"""\
+CREATE EXTENSION IF NOT EXISTS timescaledb;
+
+CREATE TABLE positions (
+{_POSITIONS_COLUMNS}
+);
+-- No default ts index: chunk exclusion answers time windows, (unit_id, ts) answers tracks.
+SELECT create_hypertable('positions', by_range('ts', INTERVAL '1 day'), create_default_indexes => false);
+ALTER TABLE positions SET (
+    timescaledb.compress,
+    timescaledb.compress_segmentby = 'unit_id',
+    timescaledb.compress_orderby = 'ts DESC'
+);
+SELECT add_compression_policy('positions', compress_after => INTERVAL '{COMPRESS_AFTER_DAYS} days');
+SELECT add_retention_policy('positions', drop_after => INTERVAL '{RETENTION_DAYS_DEFAULT} days');
+"""
+
+_POSITIONS_PLAIN = f"""\
+CREATE TABLE positions (
+{_POSITIONS_COLUMNS}
+) PARTITION BY RANGE (ts);
+-- Fixes arrive in time order, so a BRIN index answers time windows at a few pages per partition.
+CREATE INDEX positions_ts_brin ON positions USING brin (ts);
+
+-- Creates the UTC-day partition holding `day`; returns false when it already exists.
+-- Safe under concurrency: creators queue on an advisory lock and re-check.
+CREATE FUNCTION serenazgo_ensure_position_partition(day date) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    part text := '{PARTITION_PREFIX}' || to_char(day, 'YYYYMMDD');
+BEGIN
+    IF to_regclass(part) IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('serenazgo.positions.partition'));
+    IF to_regclass(part) IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format(
+        'CREATE TABLE %I PARTITION OF positions FOR VALUES FROM (%L) TO (%L)',
+        part, day::timestamp AT TIME ZONE 'UTC', (day + 1)::timestamp AT TIME ZONE 'UTC');
+    RETURN true;
+END
+$$;
+
+-- Drops the partitions whose whole day is older than now() - keep; returns their names.
+CREATE FUNCTION serenazgo_drop_position_partitions(keep interval) RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE
+    part record;
+    upper_bound timestamptz;
+BEGIN
+    FOR part IN
+        SELECT c.oid::regclass::text AS name, pg_get_expr(c.relpartbound, c.oid) AS bound
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'positions'::regclass
+    LOOP
+        upper_bound := substring(part.bound FROM 'TO \\(''([^'']+)''\\)')::timestamptz;
+        IF upper_bound IS NOT NULL AND upper_bound <= now() - keep THEN
+            EXECUTE format('DROP TABLE %s', part.name);
+            RETURN NEXT part.name;
+        END IF;
+    END LOOP;
+END
+$$;
+"""
+
+_HOURLY_SELECT = """\
+    count(*)      AS fixes,
+    avg(speed)    AS avg_speed,
+    max(speed)    AS max_speed,
+    avg(accuracy) AS avg_accuracy,
+    min(battery)  AS min_battery
+FROM positions
+GROUP BY bucket, unit_id"""
+
+_HOURLY_TIMESCALE = f"""\
+CREATE MATERIALIZED VIEW positions_hourly
+WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+SELECT time_bucket(INTERVAL '1 hour', ts) AS bucket, unit_id,
+{_HOURLY_SELECT}
+WITH NO DATA;
+-- Late fixes are accepted up to 7 days old: refresh 8 days back so they are counted.
+SELECT add_continuous_aggregate_policy('positions_hourly',
+    start_offset => INTERVAL '8 days', end_offset => INTERVAL '1 hour',
+    schedule_interval => INTERVAL '1 hour');
+"""
+
+_HOURLY_PLAIN = f"""\
+CREATE VIEW positions_hourly AS
+SELECT date_trunc('hour', ts, 'UTC') AS bucket, unit_id,
+{_HOURLY_SELECT};
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "core tables: units, external ids, unit_latest, dead_letters", common=_CORE),
+    Migration(2, "positions", timescale=_POSITIONS_TIMESCALE, plain=_POSITIONS_PLAIN),
+    Migration(3, "positions_hourly", timescale=_HOURLY_TIMESCALE, plain=_HOURLY_PLAIN),
+)
+
+
+def record_sql(migration: Migration, timescale: bool) -> str:
+    """The INSERT that records ``migration`` as applied (used by the migrator and :func:`schema_sql`)."""
+    name = migration.name.replace("'", "''")
+    return (
+        "INSERT INTO schema_migrations (version, name, checksum) VALUES "
+        f"({migration.version}, '{name}', '{migration.checksum(timescale)}');\n"
+    )
+
+
+def schema_sql(timescale: bool) -> str:
+    """The full DDL of one path: every migration in order, each recorded in schema_migrations.
+
+    Running it on an empty database is equivalent to ``serenazgo db migrate``.
+    """
+    path = "TimescaleDB" if timescale else "plain PostgreSQL"
+    parts = [f"-- serenazgo schema, {path} path ({len(MIGRATIONS)} migrations)\n", SCHEMA_MIGRATIONS_DDL]
+    for m in MIGRATIONS:
+        parts.append(f"\n-- migration {m.version}: {m.name}\n")
+        parts.append(m.sql(timescale))
+        parts.append(record_sql(m, timescale))
+    return "".join(parts)

@@ -3,6 +3,7 @@
 :func:`decode_message` is the one entry for every transport (MQTT topics, and HTTP
 ingest with an equivalent topic such as ``owntracks/{u}/{d}``): it checks the size,
 routes by topic (:mod:`mqtt_bridge.topics`) and calls the codec for that route.
+An empty payload (how MQTT clears a retained message) is Ignored, not rejected.
 Each codec is a pure function of ``(identifiers, payload, received_at)``.
 """
 
@@ -13,7 +14,7 @@ from datetime import datetime
 
 from mqtt_bridge.codecs import native, owntracks
 from mqtt_bridge.topics import Route, RouteKind, parse_topic
-from tracker.model import DecodeResult, Rejection
+from tracker.model import DecodeResult, Ignored, Rejection
 
 __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "decode_message"]
 
@@ -35,6 +36,9 @@ def _decode(topic: str, payload: bytes, received_at: datetime, max_payload_bytes
     route = parse_topic(topic)
     if type(route) is not Route:
         return route  # type: ignore[return-value]  # Ignored or Rejection
+    if size == 0:
+        # What MQTT clients publish to clear a retained message (mosquitto_pub -r -n).
+        return Ignored("empty_payload")
     kind = route.kind
     if kind is RouteKind.NATIVE_POSITION:
         return native.decode_position(route.ids[0], payload, received_at)

@@ -1,0 +1,320 @@
+"""Hostile input: whatever arrives on whatever topic, decode_message answers with a value.
+
+The codec's safety net turns an unexpected exception into Rejection("internal_error");
+these tests also assert that the net never fires, so a codec bug cannot hide behind it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mqtt_bridge.codecs import DEFAULT_MAX_PAYLOAD_BYTES, decode_message
+from tracker.model import Decoded, Ignored, Rejection
+
+RECEIVED = datetime(2024, 5, 20, 15, 0, 0, tzinfo=UTC)
+NATIVE = "serenazgo/units/car-7/position"
+STATUS = "serenazgo/units/car-7/status"
+OWNTRACKS = "owntracks/jane/phone"
+TOPICS = [NATIVE, STATUS, OWNTRACKS, OWNTRACKS + "/event"]
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _check_invariants(result: object) -> None:
+    """What every answer must satisfy, whatever the input."""
+    assert isinstance(result, (Decoded, Ignored, Rejection)), result
+    if isinstance(result, Rejection):
+        assert result.reason != "internal_error", result.detail
+        assert result.reason and result.reason.replace("_", "").isalnum() and result.reason.islower()
+        assert result.detail
+        return
+    if isinstance(result, Decoded):
+        for ping in result.pings:
+            assert type(ping.lat) is float and math.isfinite(ping.lat)
+            assert type(ping.lon) is float and math.isfinite(ping.lon)
+            for value in (ping.alt, ping.speed, ping.heading, ping.accuracy, ping.battery):
+                assert value is None or (type(value) is float and math.isfinite(value))
+            assert ping.ts.tzinfo is not None and ping.ts.utcoffset() is not None
+
+
+def _decode(topic: str, payload: bytes, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> object:
+    result = decode_message(topic, payload, RECEIVED, limit)
+    _check_invariants(result)
+    return result
+
+
+def _reason(topic: str, payload: bytes) -> str:
+    result = _decode(topic, payload)
+    assert isinstance(result, Rejection), result
+    return result.reason
+
+
+# -- size -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topic", TOPICS)
+def test_ten_megabyte_payload_is_refused_before_parsing(topic: str) -> None:
+    big = b'{"lat": 1.5, "lon": 2.5, "pad": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    result = _decode(topic, big)
+    assert isinstance(result, Rejection)
+    assert result.reason == "payload_too_large"
+    assert str(len(big)) in result.detail
+
+
+def test_size_limit_is_inclusive_and_configurable() -> None:
+    payload = b'{"lat": 1.5, "lon": 2.5}'
+    assert isinstance(_decode(NATIVE, payload, limit=len(payload)), Decoded)
+    result = _decode(NATIVE, payload, limit=len(payload) - 1)
+    assert isinstance(result, Rejection)
+    assert result.reason == "payload_too_large"
+    assert f"{len(payload)} bytes" in result.detail and f"{len(payload) - 1}-byte" in result.detail
+
+
+# -- not JSON -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topic", TOPICS)
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"hello", "invalid_json"),
+        (b"lat=1.5&lon=2.5", "invalid_json"),  # an OsmAnd query string on the wrong transport
+        (b"$GPRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W*6A", "invalid_json"),
+        (b"\x00\x01\x02\x03", "invalid_json"),
+        (b"\xff\xfe{\x00}\x00", "invalid_utf8"),  # UTF-16 with BOM
+        (b'{"lat": "\xe9", "lon": 2.5}', "invalid_utf8"),  # Latin-1 inside a JSON string
+        (b"\xef\xbb\xbf{}", "invalid_json"),  # UTF-8 BOM: orjson, like RFC 8259 parsers, refuses it
+        (b"{", "invalid_json"),
+        (b'{"lat": 1.5, "lon": 2.5,}', "invalid_json"),  # trailing comma
+        (b"{'lat': 1.5}", "invalid_json"),  # Python repr, not JSON
+        # ioBroker.owntracks#6: an iPhone payload as a subscriber received it, cut off after "tid".
+        (
+            b'{"cog":136,"batt":75,"lon":9.227956132971894,"acc":10,"vel":0,"vac":4,'
+            b'"lat":47.72337962412063,"t":"u","conn":"m","tst":1494851972,"alt":394,"_type":"location","tid',
+            "invalid_json",
+        ),
+    ],
+)
+def test_non_json(topic: str, payload: bytes, reason: str) -> None:
+    assert _reason(topic, payload) == reason
+
+
+def test_random_binary_is_rejected() -> None:
+    blob = os.urandom(4096)
+    assert _reason(NATIVE, blob) in {"invalid_json", "invalid_utf8"}
+
+
+@pytest.mark.parametrize("topic", TOPICS)
+def test_empty_payload_is_how_mqtt_clears_a_retained_message(topic: str) -> None:
+    assert _decode(topic, b"") == Ignored("empty_payload")
+
+
+def test_empty_payload_on_a_bad_topic_is_still_rejected() -> None:
+    assert _reason("serenazgo/units/+/position", b"") == "invalid_unit_id"
+
+
+def test_buffer_types_other_than_bytes_decode_the_same() -> None:
+    payload = b'{"lat": 1.5, "lon": 2.5, "ts": 1716217200}'
+    expected = _decode(NATIVE, payload)
+    assert _decode(NATIVE, bytearray(payload)) == expected  # type: ignore[arg-type]
+    assert _decode(NATIVE, memoryview(payload)) == expected  # type: ignore[arg-type]
+
+
+def test_non_text_topic_is_rejected() -> None:
+    result = decode_message(b"serenazgo/units/car-7/position", b"{}", RECEIVED)  # type: ignore[arg-type]
+    assert isinstance(result, Rejection)
+    assert result.reason == "unknown_topic"
+
+
+# -- NaN, Infinity, huge numbers ------------------------------------------------------
+
+
+@pytest.mark.parametrize("topic", [NATIVE, OWNTRACKS])
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"nan", b"1e400", b"-1e999"])
+def test_non_finite_literals_are_invalid_json(topic: str, literal: bytes) -> None:
+    payload = b'{"_type": "location", "lat": ' + literal + b', "lon": 2.5}'
+    assert _reason(topic, payload) == "invalid_json"
+
+
+@pytest.mark.parametrize("text", ["NaN", "nan", "Infinity", "-inf", "1e400", "0x1A", " 1", "1,5"])
+def test_non_finite_or_odd_numeric_strings_are_wrong_type(text: str) -> None:
+    # OwnTracks accepts numeric strings; these are not plain decimals, so they are refused.
+    payload = orjson.dumps({"_type": "location", "lat": text, "lon": 2.5})
+    assert _reason(OWNTRACKS, payload) == "wrong_type"
+    # Native accepts no strings for coordinates at all.
+    assert _reason(NATIVE, orjson.dumps({"lat": text, "lon": 2.5})) == "wrong_type"
+
+
+def test_huge_integer_becomes_a_finite_float_for_the_filters() -> None:
+    result = _decode(NATIVE, b'{"lat": 123456789012345678901234567890, "lon": 2.5}')
+    assert isinstance(result, Decoded)
+    assert result.pings[0].lat == 1.2345678901234568e29  # the filters reject it as out of range
+
+
+# -- deep nesting ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topic", TOPICS)
+def test_deeply_nested_json_is_rejected(topic: str) -> None:
+    deep = b"[" * 30_000 + b"]" * 30_000  # 60 KB: under the size limit, over the depth limit
+    assert _reason(topic, deep) == "invalid_json"
+    deep_object = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    assert _reason(topic, deep_object) == "invalid_json"
+
+
+def test_nested_value_within_the_parser_limit_is_a_wrong_type() -> None:
+    nested = b"[" * 500 + b"]" * 500
+    assert _reason(NATIVE, b'{"lat": ' + nested + b', "lon": 2.5}') == "wrong_type"
+
+
+# -- topics ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        ("serenazgo/units/+/position", "invalid_unit_id"),
+        ("serenazgo/units/#/status", "invalid_unit_id"),
+        ("serenazgo/units//position", "invalid_unit_id"),
+        ("serenazgo/units/a/../b/position", "invalid_unit_id"),
+        ("serenazgo/units/car 7/position", "invalid_unit_id"),
+        ("serenazgo/units/carro-ñ/position", "invalid_unit_id"),
+        ("serenazgo/units/\u202ecar/position", "invalid_unit_id"),  # right-to-left override
+        ("serenazgo/units/car\x00/position", "invalid_unit_id"),
+        ("owntracks/jane//event", "invalid_device_id"),
+        ("owntracks/+/+", "invalid_device_id"),
+        ("owntracks/jane/ph\u200bone\x07", "invalid_device_id"),
+        ("", "unknown_topic"),
+        ("//////", "unknown_topic"),
+        ("serenazgo/units/car-7/position/extra", "unknown_topic"),
+    ],
+)
+def test_hostile_topics(topic: str, reason: str) -> None:
+    assert _reason(topic, b'{"lat": 1.5, "lon": 2.5}') == reason
+
+
+# -- fuzzing --------------------------------------------------------------------------
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+)
+_json = st.recursive(
+    _json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+# Values aimed at the fields the codecs read: right types, wrong types, edge values.
+_field_values = (
+    _json
+    | st.sampled_from(["NaN", "Infinity", "-1", "1716217200", "1716217200123", "2024-05-20T15:00:00Z", ""])
+    | st.sampled_from([2**31 - 1, 2**31, -1, 0, 1e308, -1e308, 2**63 - 1])
+)
+_keys = st.sampled_from(
+    [
+        "_type",
+        "lat",
+        "lon",
+        "ts",
+        "tst",
+        "alt",
+        "speed",
+        "heading",
+        "accuracy",
+        "battery",
+        "mock",
+        "status",
+        "acc",
+        "vel",
+        "cog",
+        "batt",
+        "event",
+        "desc",
+        "wtst",
+        "topic",
+        "inregions",
+        "created_at",
+    ]
+)
+_types = st.sampled_from(
+    [
+        "location",
+        "location",
+        "location",
+        "transition",
+        "lwt",
+        "card",
+        "cmd",
+        "waypoints",
+        "encrypted",
+        "x",
+        "",
+    ]
+)
+
+
+@st.composite
+def _targeted_object(draw: st.DrawFn) -> dict[str, object]:
+    """A mostly valid message with a few fields removed or replaced by anything at all."""
+    obj: dict[str, object] = {
+        "_type": draw(_types),
+        "lat": draw(st.floats(-90, 90)),
+        "lon": draw(st.floats(-180, 180)),
+        "status": draw(st.sampled_from(["available", "on_scene", "busy"])),
+        "event": draw(st.sampled_from(["enter", "leave", "arrive"])),
+    }
+    for key in draw(st.sets(_keys, max_size=2)):
+        obj.pop(key, None)
+    obj.update(draw(st.dictionaries(_keys, _field_values, max_size=3)))
+    return obj
+
+
+_payloads = (
+    st.binary(max_size=300)
+    | _json.map(orjson.dumps)
+    | _targeted_object().map(orjson.dumps)
+    | st.lists(_targeted_object(), max_size=4).map(orjson.dumps)
+)
+_levels = st.text(max_size=12) | st.sampled_from(
+    ["+", "#", "", "car-7", "jane", "phone", "event", "position"]
+)
+_topics = (
+    st.sampled_from(TOPICS)
+    | st.text(max_size=60)
+    | st.builds(lambda u: f"serenazgo/units/{u}/position", _levels)
+    | st.builds(lambda u: f"serenazgo/units/{u}/status", _levels)
+    | st.builds(lambda u, d: f"owntracks/{u}/{d}", _levels, _levels)
+    | st.builds(lambda u, d, s: f"owntracks/{u}/{d}/{s}", _levels, _levels, _levels)
+)
+
+
+@FUZZ
+@given(topic=_topics, payload=_payloads)
+def test_fuzz_decode_message_never_raises(topic: str, payload: bytes) -> None:
+    _decode(topic, payload)
+
+
+@FUZZ
+@given(payload=_targeted_object().map(orjson.dumps), topic=st.sampled_from(TOPICS))
+def test_fuzz_targeted_fields_on_valid_topics(topic: str, payload: bytes) -> None:
+    _decode(topic, payload)
+
+
+@FUZZ
+@given(payload=st.binary(max_size=2000), limit=st.integers(min_value=0, max_value=3000))
+def test_fuzz_any_limit(payload: bytes, limit: int) -> None:
+    result = _decode(NATIVE, payload, limit)
+    if len(payload) > limit:
+        assert isinstance(result, Rejection) and result.reason == "payload_too_large"

@@ -146,11 +146,9 @@ def candidate_bin_dirs() -> list[Path]:
     return unique
 
 
-def _demote(user: RunUser) -> dict[str, object]:
-    """subprocess keyword arguments that run a child as ``user`` (no-op for the current user)."""
-    if user.uid is None:
-        return {}
-    return {"user": user.uid, "group": user.gid, "extra_groups": []}
+def _extra_groups(user: RunUser) -> list[int] | None:
+    """Supplementary groups for a child run as ``user``: none (drop root's), or unchanged."""
+    return [] if user.uid is not None else None
 
 
 def _server_major(bin_dir: Path, user: RunUser) -> int | None:
@@ -162,7 +160,9 @@ def _server_major(bin_dir: Path, user: RunUser) -> int | None:
             text=True,
             check=True,
             timeout=20,
-            **_demote(user),  # type: ignore[arg-type]
+            user=user.uid,
+            group=user.gid,
+            extra_groups=_extra_groups(user),
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -334,13 +334,15 @@ class EmbeddedPostgres:
                     os.chown(path, user.uid, user.gid or -1)
             os.chmod(self.pgdata, 0o700)
         except OSError as exc:
-            raise EmbeddedServerError(f"cannot prepare PostgreSQL data folder {self.data_dir}: {exc}") from exc
+            raise EmbeddedServerError(f"cannot prepare the data folder {self.data_dir}: {exc}") from exc
         if user.uid is not None and shutil.which("test"):
             reachable = subprocess.run(
                 ["test", "-w", str(self.pgdata)],
                 check=False,
                 timeout=10,
-                **_demote(user),  # type: ignore[arg-type]
+                user=user.uid,
+                group=user.gid,
+                extra_groups=_extra_groups(user),
             )
             if reachable.returncode != 0:
                 raise EmbeddedServerError(
@@ -402,7 +404,9 @@ class EmbeddedPostgres:
                 check=False,
                 timeout=300,
                 env=self._child_env(),
-                **_demote(user),  # type: ignore[arg-type]
+                user=user.uid,
+                group=user.gid,
+                extra_groups=_extra_groups(user),
             )
         if proc.returncode != 0:
             raise EmbeddedServerError(
@@ -448,7 +452,8 @@ class EmbeddedPostgres:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return True  # cannot tell: assume it is, and let the user decide
-        return any(part.endswith(b"postgres") for part in cmdline[:1]) and str(self.pgdata).encode() in cmdline
+        is_postgres = bool(cmdline) and cmdline[0].endswith(b"postgres")
+        return is_postgres and str(self.pgdata).encode() in cmdline
 
     def _launch(self) -> None:
         assert self.bin_dir is not None
@@ -485,7 +490,9 @@ class EmbeddedPostgres:
                     # Own process group: terminal signals do not reach it, and kill() can
                     # tell when every backend of this server is gone.
                     start_new_session=True,
-                    **_demote(user),  # type: ignore[arg-type]
+                    user=user.uid,
+                    group=user.gid,
+                    extra_groups=_extra_groups(user),
                 )
             except OSError as exc:
                 raise EmbeddedServerError(f"cannot run {args[0]}: {exc}") from exc
@@ -533,10 +540,11 @@ class EmbeddedPostgres:
     def _accepts_connections(self) -> bool:
         try:
             with psycopg.connect(self.url, connect_timeout=2, autocommit=True) as conn:
-                conn.execute("SELECT 1")
-        except psycopg.OperationalError:
+                row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+        except psycopg.Error:
             return False
-        return True
+        # Whoever answers on the port must be *our* server, not another one already there.
+        return row is not None and Path(str(row[0])).resolve() == self.pgdata.resolve()
 
     def _hint_port(self) -> str:
         if self._fixed_port or self.port:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -29,7 +30,7 @@ class MigrationStatus:
     applied_at: datetime | None
 
 
-def timescale_available(conn: psycopg.Connection[object]) -> bool:
+def timescale_available(conn: psycopg.Connection[Any]) -> bool:
     """True when the server can create the timescaledb extension (installed and preloaded)."""
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),"
@@ -40,15 +41,15 @@ def timescale_available(conn: psycopg.Connection[object]) -> bool:
     return bool(available) and "timescaledb" in str(preload)
 
 
-def storage_path(conn: psycopg.Connection[object]) -> bool | None:
+def storage_path(conn: psycopg.Connection[Any]) -> bool | None:
     """True for TimescaleDB, False for plain partitions, None when ``positions`` does not exist yet."""
     row = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass('positions')").fetchone()
     if row is None:
         return None
-    return row[0] != "p"  # a hypertable is an ordinary table ('r'); plain is partitioned ('p')
+    return bool(row[0] != "p")  # a hypertable is an ordinary table ('r'); plain is partitioned ('p')
 
 
-def apply_migrations(conn: psycopg.Connection[object], timescale: bool | None = None) -> list[Migration]:
+def apply_migrations(conn: psycopg.Connection[Any], timescale: bool | None = None) -> list[Migration]:
     """Apply pending migrations on an autocommit connection; return those applied.
 
     ``timescale`` None picks TimescaleDB when the server offers it. Raises
@@ -56,13 +57,12 @@ def apply_migrations(conn: psycopg.Connection[object], timescale: bool | None = 
     when the requested path contradicts the one the database already uses.
     """
     if not conn.autocommit:
-        raise StorageError("apply_migrations needs an autocommit connection (each migration is its own transaction)")
+        raise StorageError("apply_migrations needs an autocommit connection (one transaction per migration)")
     conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_KEY])
     try:
         conn.execute(SCHEMA_MIGRATIONS_DDL)
-        applied = {
-            version: checksum
-            for version, checksum in conn.execute("SELECT version, checksum FROM schema_migrations")
+        applied: dict[int, str] = {
+            int(v): str(c) for v, c in conn.execute("SELECT version, checksum FROM schema_migrations")
         }
         existing = storage_path(conn)
         if existing is not None and timescale is not None and existing != timescale:

@@ -1,0 +1,379 @@
+"""The hot path: one :class:`IngestBatch` stored in one transaction, as fast as PostgreSQL allows.
+
+Pings go by binary COPY into a per-connection TEMP staging table, then one
+``INSERT … SELECT … ON CONFLICT (unit_id, ts) DO NOTHING`` moves them into
+``positions``: COPY is the fastest way in, and the INSERT makes a replayed
+batch (redelivered after a crash) store nothing twice and tells how many rows
+were new. ``unit_latest`` is then upserted from the newest eligible staging
+row per unit, guarded by ``WHERE unit_latest.ts < EXCLUDED.ts`` so that a late
+fix never moves it backwards. Flag updates, status changes, new units and dead
+letters ride in the same transaction, so the batch is acknowledged upstream
+only when all of it is durable.
+
+The writer owns one synchronous connection (it runs in the bridge's writer
+thread). On any database error it raises :class:`StorageError`; if the
+connection broke it is dropped and the next :meth:`PositionWriter.write`
+reconnects, so the caller just retries the batch later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from datetime import UTC, date, timedelta
+from types import TracebackType
+from typing import Any, Self
+
+import psycopg
+
+from tracker.batch import NOT_LATEST, BatchResult, DeadLetter, FlagUpdate, IngestBatch
+from tracker.errors import StorageError
+from tracker.model import Ping, PingFlag, StatusUpdate, Unit
+from tracker.store.partitions import drop_old_partitions, ensure_partitions, partition_days, utc_today
+from tracker.store.schema import DEAD_LETTER_PAYLOAD_MAX, RETENTION_DAYS_DEFAULT, SOURCE_CODES
+from tracker.store.units import unit_params
+
+_NOT_LATEST = int(NOT_LATEST)
+_JITTER = int(PingFlag.JITTER)
+_INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
+
+_STAGING_COLUMNS = "ts, lat, lon, alt, speed, heading, accuracy, battery, received_at, flags, source, unit_id"
+_STAGING_TYPES = [
+    "timestamptz", "float8", "float8", "float4", "float4", "float4", "float4", "float4",
+    "timestamptz", "int2", "int2", "text",
+]  # fmt: skip
+
+CREATE_STAGING_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS positions_staging (
+    ts timestamptz NOT NULL, lat float8 NOT NULL, lon float8 NOT NULL,
+    alt real, speed real, heading real, accuracy real, battery real,
+    received_at timestamptz, flags smallint NOT NULL, source smallint NOT NULL, unit_id text NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+
+COPY_STAGING_SQL = f"COPY positions_staging ({_STAGING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+
+# recv_lag_ms: milliseconds from the fix to its arrival, clamped to int4 (±24 days).
+INSERT_POSITIONS_SQL = f"""
+INSERT INTO positions
+    (ts, lat, lon, alt, speed, heading, accuracy, battery, recv_lag_ms, flags, source, unit_id)
+SELECT ts, lat, lon, alt, speed, heading, accuracy, battery,
+       round(least(greatest(date_part('epoch', received_at - ts) * 1000, {_INT4_MIN}), {_INT4_MAX}))::int4,
+       flags, source, unit_id
+FROM positions_staging
+ORDER BY unit_id, ts
+ON CONFLICT (unit_id, ts) DO NOTHING
+"""
+
+# For a JITTER fix the unit is standing still: take its time, speed and battery, keep the
+# previous position (lat, lon, alt, heading and the accuracy that describes that position).
+_UPSERT_LATEST_TAIL = f"""
+ON CONFLICT (unit_id) DO UPDATE SET
+    ts = EXCLUDED.ts,
+    lat = CASE WHEN EXCLUDED.flags & {_JITTER} <> 0 THEN l.lat ELSE EXCLUDED.lat END,
+    lon = CASE WHEN EXCLUDED.flags & {_JITTER} <> 0 THEN l.lon ELSE EXCLUDED.lon END,
+    alt = CASE WHEN EXCLUDED.flags & {_JITTER} <> 0 THEN l.alt ELSE EXCLUDED.alt END,
+    heading = CASE WHEN EXCLUDED.flags & {_JITTER} <> 0 THEN l.heading ELSE EXCLUDED.heading END,
+    accuracy = CASE WHEN EXCLUDED.flags & {_JITTER} <> 0 THEN l.accuracy ELSE EXCLUDED.accuracy END,
+    speed = EXCLUDED.speed,
+    battery = EXCLUDED.battery,
+    flags = EXCLUDED.flags,
+    source = EXCLUDED.source,
+    received_at = EXCLUDED.received_at
+WHERE l.ts < EXCLUDED.ts
+"""
+
+_LATEST_INSERT_HEAD = (
+    "INSERT INTO unit_latest AS l "
+    "(unit_id, ts, lat, lon, alt, speed, heading, accuracy, battery, flags, source, received_at)"
+)
+
+# Newest fix per unit that may become latest.
+UPSERT_LATEST_SQL = f"""
+{_LATEST_INSERT_HEAD}
+SELECT DISTINCT ON (unit_id)
+       unit_id, ts, lat, lon, alt, speed, heading, accuracy, battery, flags, source, received_at
+FROM positions_staging
+WHERE flags & {_NOT_LATEST} = 0
+ORDER BY unit_id, ts DESC
+{_UPSERT_LATEST_TAIL}
+"""
+
+# When a unit's newest eligible fix is JITTER but the batch also holds an older, non-jitter
+# eligible fix, that fix moved the unit: apply it first, so the JITTER fix then keeps *its*
+# position rather than the one stored before the batch.
+UPSERT_LATEST_ANCHOR_SQL = f"""
+WITH eligible AS (
+    SELECT * FROM positions_staging WHERE flags & {_NOT_LATEST} = 0
+), newest AS (
+    SELECT DISTINCT ON (unit_id) unit_id, ts, flags FROM eligible ORDER BY unit_id, ts DESC
+), anchor AS (
+    SELECT DISTINCT ON (unit_id) * FROM eligible WHERE flags & {_JITTER} = 0 ORDER BY unit_id, ts DESC
+)
+{_LATEST_INSERT_HEAD}
+SELECT a.unit_id, a.ts, a.lat, a.lon, a.alt, a.speed, a.heading, a.accuracy, a.battery, a.flags, a.source,
+       a.received_at
+FROM anchor a JOIN newest n USING (unit_id)
+WHERE n.flags & {_JITTER} <> 0 AND a.ts < n.ts
+{_UPSERT_LATEST_TAIL}
+"""
+
+FLAG_UPDATE_SQL = "UPDATE positions SET flags = flags | %s WHERE unit_id = %s AND ts = %s"
+
+STATUS_UPDATE_SQL = """
+UPDATE units u
+SET status = s.status, status_ts = s.ts, updated_at = now()
+FROM (
+    SELECT DISTINCT ON (unit_id) unit_id, status, ts
+    FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS t(unit_id, status, ts)
+    ORDER BY unit_id, ts DESC
+) s
+WHERE u.unit_id = s.unit_id AND (u.status_ts IS NULL OR u.status_ts < s.ts)
+"""
+
+# An auto-registered unit whose external id meanwhile went to another unit is skipped, not an
+# error: a batch that can never commit would be retried forever.
+INSERT_NEW_UNIT_SQL = """
+INSERT INTO units (unit_id, kind, callsign, sector, capabilities, external_ids, status, active)
+SELECT %(unit_id)s, %(kind)s, %(callsign)s, %(sector)s, %(capabilities)s, %(external_ids)s,
+       %(status)s, %(active)s
+WHERE NOT EXISTS (
+    SELECT 1 FROM unit_external_ids e JOIN jsonb_each_text(%(external_ids)s) j
+        ON e.protocol = j.key AND e.external_id = j.value
+)
+ON CONFLICT (unit_id) DO NOTHING
+"""
+
+COPY_DEAD_LETTERS_SQL = (
+    "COPY dead_letters (received_at, topic, payload, payload_size, reason, detail) FROM STDIN (FORMAT BINARY)"
+)
+_DEAD_LETTER_TYPES = ["timestamptz", "text", "bytea", "int4", "text", "text"]
+
+
+def clean_text(text: str) -> str:
+    """Text PostgreSQL accepts: no NUL characters, no lone surrogates (from undecodable bytes)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\0")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def batch_days(pings: list[Ping]) -> set[date]:
+    """The UTC days a list of pings falls on (the day partitions it needs)."""
+    if not pings:
+        return set()
+    stamps = [p.ts for p in pings]
+    lo = min(stamps).astimezone(UTC).date()
+    hi = max(stamps).astimezone(UTC).date()
+    if (hi - lo).days <= 3:
+        # Usual case (now, plus a few buffered fixes): the span, with no per-ping work.
+        return {lo + timedelta(days=i) for i in range((hi - lo).days + 1)}
+    return {t.astimezone(UTC).date() for t in stamps}
+
+
+class PositionWriter:
+    """Stores ingest batches through one synchronous connection; reconnects after failures.
+
+    ``retention_days`` (plain path only): when the writer creates a new day
+    partition it also drops partitions older than this; None keeps everything.
+    On TimescaleDB retention is the extension's background job instead.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        retention_days: int | None = RETENTION_DAYS_DEFAULT,
+        connect_timeout: float = 5.0,
+        statement_timeout_ms: int = 60_000,
+        partitions_ahead: int = 1,
+    ) -> None:
+        self.conninfo = conninfo
+        self.retention_days = retention_days
+        self.connect_timeout = connect_timeout
+        self.statement_timeout_ms = statement_timeout_ms
+        self.partitions_ahead = partitions_ahead
+        self._conn: psycopg.Connection[Any] | None = None
+        self._partitioned = False
+        self._known_days: set[date] = set()
+
+    # -- connection ---------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while the writer holds an open connection."""
+        return self._conn is not None and not self._conn.closed
+
+    def connect(self) -> None:
+        """Open the connection now (write() also does it on demand); raise StorageError on failure."""
+        try:
+            self._connection()
+        except psycopg.Error as exc:
+            self._drop()
+            raise StorageError(f"cannot connect the position writer: {exc}") from exc
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        conn = psycopg.connect(
+            self.conninfo,
+            autocommit=True,
+            connect_timeout=max(1, int(self.connect_timeout)),
+            application_name="serenazgo-writer",
+            # Notice a dead server or network within seconds rather than hours.
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
+        try:
+            conn.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
+            conn.execute(CREATE_STAGING_SQL)
+            row = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass('positions')").fetchone()
+            if row is None:
+                raise StorageError("table 'positions' does not exist: run `serenazgo db migrate` first")
+            self._partitioned = row[0] == "p"
+            if self._partitioned:
+                self._known_days = partition_days(conn)
+                ahead = [utc_today() + timedelta(days=i) for i in range(self.partitions_ahead + 1)]
+                self._ensure_days(conn, set(ahead))
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _drop(self) -> None:
+        """Forget the connection (and what it cached) after a failure."""
+        conn, self._conn = self._conn, None
+        self._known_days = set()
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._drop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- partitions (plain path) ----------------------------------------------------------
+
+    def _ensure_days(self, conn: psycopg.Connection[Any], days: Iterable[date]) -> None:
+        missing = [d for d in days if d not in self._known_days]
+        if not missing:
+            return
+        # A new day began (or an old fix arrived): the natural moment to enforce retention,
+        # before creating, so that a partition this batch needs is never dropped under it.
+        if self.retention_days is not None and drop_old_partitions(conn, self.retention_days):
+            self._known_days = partition_days(conn)
+        ensure_partitions(conn, missing)
+        self._known_days.update(missing)
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def write(self, batch: IngestBatch) -> BatchResult:
+        """Store ``batch`` in one transaction; raise StorageError (nothing stored) on failure."""
+        try:
+            conn = self._connection()
+            if self._partitioned and batch.pings:
+                self._ensure_days(conn, batch_days(batch.pings))
+            stored = 0
+            with conn.transaction(), conn.cursor() as cur:
+                if batch.new_units:
+                    self._insert_units(cur, batch.new_units)
+                if batch.pings:
+                    stored = self._store_pings(cur, batch.pings)
+                if batch.flag_updates:
+                    self._apply_flags(cur, batch.flag_updates)
+                if batch.statuses:
+                    self._apply_statuses(cur, batch.statuses)
+                if batch.dead_letters:
+                    self._store_dead_letters(cur, batch.dead_letters)
+        except psycopg.Error as exc:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._drop()
+            else:
+                # The transaction rolled back; the cached partition days may be stale (a partition
+                # dropped by retention elsewhere), so re-read them before the retry.
+                self._refresh_days()
+            raise StorageError(f"cannot store batch of {len(batch.pings)} pings: {exc}") from exc
+        return BatchResult(
+            stored=stored, duplicates=len(batch.pings) - stored, dead_letters=len(batch.dead_letters)
+        )
+
+    def _refresh_days(self) -> None:
+        if self._conn is None or not self._partitioned:
+            return
+        try:
+            self._known_days = partition_days(self._conn)
+        except psycopg.Error:
+            self._drop()
+
+    def _store_pings(self, cur: psycopg.Cursor[Any], pings: list[Ping]) -> int:
+        codes = SOURCE_CODES
+        jitter = False
+        with cur.copy(COPY_STAGING_SQL) as copy:
+            copy.set_types(_STAGING_TYPES)
+            write_row = copy.write_row
+            for p in pings:
+                flags = int(p.flags)
+                jitter = jitter or bool(flags & _JITTER)
+                write_row(
+                    (
+                        p.ts, p.lat, p.lon, p.alt, p.speed, p.heading, p.accuracy, p.battery,
+                        p.received_at, flags, codes[p.source], p.unit_id,
+                    )
+                )  # fmt: skip
+        cur.execute(INSERT_POSITIONS_SQL)
+        stored = max(cur.rowcount, 0)
+        if jitter:
+            cur.execute(UPSERT_LATEST_ANCHOR_SQL)
+        cur.execute(UPSERT_LATEST_SQL)
+        return stored
+
+    @staticmethod
+    def _insert_units(cur: psycopg.Cursor[Any], units: list[Unit]) -> None:
+        cur.executemany(INSERT_NEW_UNIT_SQL, [unit_params(u) for u in units])
+
+    @staticmethod
+    def _apply_flags(cur: psycopg.Cursor[Any], updates: list[FlagUpdate]) -> None:
+        # Merge updates of the same fix so that no bit is lost to a double match.
+        merged: dict[tuple[str, Any], int] = {}
+        for u in updates:
+            key = (u.unit_id, u.ts)
+            merged[key] = merged.get(key, 0) | int(u.add)
+        cur.executemany(FLAG_UPDATE_SQL, [(add, unit_id, ts) for (unit_id, ts), add in merged.items()])
+
+    @staticmethod
+    def _apply_statuses(cur: psycopg.Cursor[Any], statuses: list[tuple[str, StatusUpdate]]) -> None:
+        cur.execute(
+            STATUS_UPDATE_SQL,
+            [[u for u, _ in statuses], [str(s.status) for _, s in statuses], [s.ts for _, s in statuses]],
+        )
+
+    @staticmethod
+    def _store_dead_letters(cur: psycopg.Cursor[Any], letters: list[DeadLetter]) -> None:
+        with cur.copy(COPY_DEAD_LETTERS_SQL) as copy:
+            copy.set_types(_DEAD_LETTER_TYPES)
+            for d in letters:
+                payload = bytes(d.payload)
+                copy.write_row(
+                    (
+                        d.received_at,
+                        clean_text(d.topic),
+                        payload[:DEAD_LETTER_PAYLOAD_MAX],
+                        len(payload),
+                        clean_text(d.reason),
+                        clean_text(d.detail),
+                    )
+                )

@@ -59,6 +59,9 @@ JITTER_MAX_REPORTED_SPEED_MPS = 1.0
 _NULL_ISLAND_DEG = 1e-7  # about a centimetre: receivers without a fix report exactly 0, 0
 
 HISTORY = 4  # accepted fixes kept per unit (the rules look two back)
+_SUSPECT = int(PingFlag.SUSPECT)
+_OUTLIER = int(PingFlag.OUTLIER)
+_JITTER = int(PingFlag.JITTER)
 RECENT = 8  # fixes remembered per unit to recognise exact duplicates
 
 
@@ -88,10 +91,15 @@ class FilterContext:
     settings: FilterSettings
     newest_allowed: datetime = field(init=False)
     oldest_allowed: datetime = field(init=False)
+    # For the all-clear fast path: the earliest acceptable time, the worst unflagged accuracy.
+    earliest_clear: datetime = field(init=False)
+    accuracy_clear: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.newest_allowed = _shift(self.now, self.settings.future_tolerance_s, later=True)
         self.oldest_allowed = _shift(self.now, self.settings.max_age_s, later=False)
+        self.earliest_clear = max(self.oldest_allowed, EARLIEST_FIX)
+        self.accuracy_clear = min(self.settings.poor_accuracy_m, MAX_FIELD_ACCURACY_M)
 
 
 def _shift(now: datetime, seconds: float, later: bool) -> datetime:
@@ -244,9 +252,39 @@ STRUCTURAL_STEPS: tuple[tuple[str, Step], ...] = (
 """Structural checks in the order they run: (name, step)."""
 
 
+def all_clear(p: Ping, ctx: FilterContext) -> bool:
+    """True when no structural step would reject, flag or change ``p`` (the common case).
+
+    A fast path only: it may say False for a fine ping (the steps then run and
+    decide), but True must mean the steps would do nothing; a property test holds
+    it to that. One expression instead of fourteen calls saves a few µs per ping.
+    """
+    lat = p.lat
+    lon = p.lon
+    return (
+        -90.0 <= lat <= 90.0
+        and -180.0 <= lon <= 180.0
+        and (
+            lat >= _NULL_ISLAND_DEG
+            or lat <= -_NULL_ISLAND_DEG
+            or lon >= _NULL_ISLAND_DEG
+            or lon <= -_NULL_ISLAND_DEG
+        )
+        and p.ts.tzinfo is UTC
+        and ctx.earliest_clear <= p.ts <= ctx.newest_allowed
+        and (p.speed is None or 0.0 <= p.speed <= MAX_FIELD_SPEED_MPS)
+        and (p.heading is None or 0.0 <= p.heading < 360.0)
+        and (p.accuracy is None or 0.0 <= p.accuracy <= ctx.accuracy_clear)
+        and (p.battery is None or 0.0 <= p.battery <= 100.0)
+        and (p.alt is None or MIN_ALTITUDE_M <= p.alt <= MAX_ALTITUDE_M)
+    )
+
+
 def check_fix(ping: Ping, now: datetime, settings: FilterSettings) -> Rejection | None:
     """Run the structural steps on ``ping`` (cleaning its fields in place); the Rejection, if any."""
     ctx = FilterContext(now, settings)
+    if all_clear(ping, ctx):
+        return None
     for _, step in STRUCTURAL_STEPS:
         result = step(ping, ctx)
         if result is not False and result is not True:
@@ -267,7 +305,7 @@ class _Fix:
     lat: float
     lon: float
     accuracy: float | None
-    flags: PingFlag  # flags this filter gave it (replayed on an exact duplicate)
+    flags: int  # PingFlag bits this filter gave it, as a plain int (IntFlag operators are slow)
 
 
 @dataclass(slots=True)
@@ -325,7 +363,7 @@ class KinematicFilter:
         """Flag ``ping`` (LATE, SUSPECT, JITTER) and return flag updates for earlier fixes."""
         t = ping.ts.timestamp()
         track = self._tracks.get(ping.unit_id)
-        new = _Fix(t, ping.ts, ping.lat, ping.lon, ping.accuracy, PingFlag.NONE)
+        new = _Fix(t, ping.ts, ping.lat, ping.lon, ping.accuracy, 0)
         if track is None:
             track = self._tracks[ping.unit_id] = _Track(newest_t=t)
             track.fixes.append(new)
@@ -336,7 +374,7 @@ class KinematicFilter:
             for old in track.recent:
                 if old.t == t and old.lat == ping.lat and old.lon == ping.lon:
                     if old.flags:
-                        ping.flags |= old.flags
+                        ping.flags |= PingFlag(old.flags)
                     return []
             ping.flags |= PingFlag.LATE
             return []
@@ -345,17 +383,17 @@ class KinematicFilter:
         updates: list[FlagUpdate] = []
         prev = track.fixes[-1]
         speed = _speed(prev, new)
-        if speed > limit and prev.flags & PingFlag.SUSPECT and len(track.fixes) >= 2:
+        if speed > limit and prev.flags & _SUSPECT and len(track.fixes) >= 2:
             before = track.fixes[-2]
             speed_from_before = _speed(before, new)
             if speed_from_before <= limit:
                 # prev was a spike: out of line with both its neighbours.
-                prev.flags |= PingFlag.OUTLIER
+                prev.flags |= _OUTLIER
                 updates.append(FlagUpdate(ping.unit_id, prev.ts, PingFlag.OUTLIER))
                 track.fixes.pop()
                 speed = speed_from_before
         if speed > limit:
-            new.flags = PingFlag.SUSPECT
+            new.flags = _SUSPECT
         else:
             anchor = track.anchor
             if (
@@ -367,11 +405,11 @@ class KinematicFilter:
                 and (ping.speed is None or ping.speed < JITTER_MAX_REPORTED_SPEED_MPS)
                 and haversine_m(anchor.lat, anchor.lon, new.lat, new.lon) < anchor.accuracy + new.accuracy
             ):
-                new.flags = PingFlag.JITTER
+                new.flags = _JITTER
             else:
                 track.anchor = new
         if new.flags:
-            ping.flags |= new.flags
+            ping.flags |= PingFlag(new.flags)
         track.fixes.append(new)
         track.recent.append(new)
         return updates
@@ -381,11 +419,11 @@ class KinematicFilter:
 # Pipeline
 
 # Kinematic flag -> the step name reported when the kinematic filter sets it.
-_KINEMATIC_NAMES: tuple[tuple[PingFlag, str], ...] = (
-    (PingFlag.LATE, "late"),
-    (PingFlag.SUSPECT, "suspect"),
-    (PingFlag.JITTER, "jitter"),
-    (PingFlag.OUTLIER, "outlier"),
+_KINEMATIC_NAMES: tuple[tuple[int, str], ...] = (
+    (int(PingFlag.LATE), "late"),
+    (_SUSPECT, "suspect"),
+    (_JITTER, "jitter"),
+    (_OUTLIER, "outlier"),
 )
 
 
@@ -421,18 +459,19 @@ class FilterPipeline:
         """Filter one ping of a unit of ``kind`` (``ping.unit_id`` must be resolved)."""
         ctx = now if isinstance(now, FilterContext) else FilterContext(now, self.settings)
         fired: list[str] = []
-        for name, step in self._steps:
-            result = step(ping, ctx)
-            if result is False:
-                continue
-            if result is True:
-                fired.append(name)
-                continue
-            return result
+        if not all_clear(ping, ctx):
+            for name, step in self._steps:
+                result = step(ping, ctx)
+                if result is False:
+                    continue
+                if result is True:
+                    fired.append(name)
+                    continue
+                return result
         before = ping.flags
         updates = self.kinematics.apply(ping, kind)
-        added = ping.flags & ~before
-        if added:
+        if ping.flags != before:  # plain int comparison; IntFlag's & and ~ are slow
+            added = int(ping.flags) & ~int(before)
             fired.extend(name for flag, name in _KINEMATIC_NAMES if added & flag)
         if updates:
             fired.append("outlier")

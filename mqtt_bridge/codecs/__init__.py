@@ -4,23 +4,56 @@
 ingest with an equivalent topic such as ``owntracks/{u}/{d}``): it checks the size,
 routes by topic (:mod:`mqtt_bridge.topics`) and calls the codec for that route.
 An empty payload (how MQTT clears a retained message) is Ignored, not rejected.
-Each codec is a pure function of ``(identifiers, payload, received_at)``.
+Each codec is a pure function of ``(sender, payload, received_at)``.
+
+Every unit publishes on the same topic again and again, so the route and sender
+of a topic are worked out once and kept in a bounded table.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from mqtt_bridge.codecs import native, owntracks
 from mqtt_bridge.topics import Route, RouteKind, parse_topic
-from tracker.model import DecodeResult, Ignored, Rejection
+from tracker.model import DecodeResult, DeviceRef, Ignored, Rejection, Source
 
 __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "decode_message"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PAYLOAD_BYTES = 65536
+# Topics remembered: a metropolis has ~10,000 units (x2 for status topics). A flood of
+# distinct hostile topics only empties the table, it cannot grow it.
+ROUTE_CACHE_SIZE = 50_000
+
+Codec = Callable[[DeviceRef, bytes, datetime], DecodeResult]
+_Target = tuple[Codec, DeviceRef] | Ignored | Rejection
+_routes: dict[str, _Target] = {}
+
+
+def _target(topic: str) -> _Target:
+    """Codec and sender for ``topic`` (or why there is none), from the cache when possible."""
+    target = _routes.get(topic)
+    if target is not None:
+        return target
+    route = parse_topic(topic)
+    if isinstance(route, Route):
+        kind = route.kind
+        if kind is RouteKind.NATIVE_POSITION:
+            target = (native.decode_position, DeviceRef(Source.NATIVE, route.ids[0]))
+        elif kind is RouteKind.NATIVE_STATUS:
+            target = (native.decode_status, DeviceRef(Source.NATIVE, route.ids[0]))
+        else:
+            target = (owntracks.decode, owntracks.device_ref(route.ids[0], route.ids[1]))
+    else:
+        target = route
+    if len(_routes) >= ROUTE_CACHE_SIZE:
+        _routes.clear()
+    _routes[topic] = target
+    return target
 
 
 def _decode(topic: str, payload: bytes, received_at: datetime, max_payload_bytes: int) -> DecodeResult:
@@ -33,18 +66,14 @@ def _decode(topic: str, payload: bytes, received_at: datetime, max_payload_bytes
             "payload_too_large",
             f"payload is {size} bytes, over the {max_payload_bytes}-byte limit (SERENAZGO_MAX_PAYLOAD_BYTES)",
         )
-    route = parse_topic(topic)
-    if type(route) is not Route:
-        return route  # type: ignore[return-value]  # Ignored or Rejection
+    target = _target(topic)
+    if type(target) is not tuple:
+        return target  # type: ignore[return-value]  # Ignored or Rejection
     if size == 0:
         # What MQTT clients publish to clear a retained message (mosquitto_pub -r -n).
         return Ignored("empty_payload")
-    kind = route.kind
-    if kind is RouteKind.NATIVE_POSITION:
-        return native.decode_position(route.ids[0], payload, received_at)
-    if kind is RouteKind.NATIVE_STATUS:
-        return native.decode_status(route.ids[0], payload, received_at)
-    return owntracks.decode(route.ids[0], route.ids[1], payload, received_at)
+    codec, ref = target
+    return codec(ref, payload, received_at)
 
 
 def decode_message(

@@ -25,6 +25,7 @@ EPOCH_MS_THRESHOLD = 2**31
 _NUMERIC_STRING = re.compile(r"-?[0-9]{1,20}(?:\.[0-9]{1,12})?")
 _MAX_ISO_LEN = 64
 _MAX_SHOWN = 60
+_fromtimestamp = datetime.fromtimestamp
 
 JsonObject = dict[str, Any]
 
@@ -99,19 +100,25 @@ def as_float(key: str, value: object, allow_string: bool) -> float | Rejection:
 
 def required_float(obj: JsonObject, key: str, allow_string: bool = False) -> float | Rejection:
     """Read a required numeric field as a finite float."""
-    value = obj.get(key)
+    value: Any = obj.get(key)
+    t = type(value)
+    if t is float:  # fast path: orjson never yields a non-finite float
+        return value  # type: ignore[no-any-return]
+    if t is int:  # orjson ints fit in 64 bits: always a finite float
+        return float(value)
     if value is None:
         return missing(key)
-    if type(value) is float:  # fast path: orjson never yields a non-finite float
-        return value
     return as_float(key, value, allow_string)
 
 
 def optional_float(obj: JsonObject, key: str, allow_string: bool = False) -> float | Rejection | None:
     """Read an optional numeric field: None when absent or null, else a finite float."""
-    value = obj.get(key)
-    if value is None or type(value) is float:
-        return value
+    value: Any = obj.get(key)
+    t = type(value)
+    if t is float or value is None:
+        return value  # type: ignore[no-any-return]
+    if t is int:
+        return float(value)
     return as_float(key, value, allow_string)
 
 
@@ -119,19 +126,24 @@ def epoch_to_datetime(key: str, epoch: float) -> datetime | Rejection:
     """Turn an epoch (seconds below 2**31, else milliseconds) into an aware UTC datetime."""
     seconds = epoch / 1000.0 if epoch >= EPOCH_MS_THRESHOLD else epoch
     try:
-        return datetime.fromtimestamp(seconds, UTC)
+        return _fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError):
         return Rejection("invalid_timestamp", f"field {key!r}: epoch {epoch!r} is not a representable time")
 
 
-def parse_timestamp(key: str, value: object, allow_iso: bool = True) -> datetime | Rejection:
-    """Read a timestamp: epoch number, numeric string, or (when ``allow_iso``) ISO-8601 with offset."""
+def parse_timestamp(key: str, value: object) -> datetime | Rejection:
+    """Read a timestamp: epoch number or numeric string (seconds or ms), or ISO-8601 with an offset."""
     t = type(value)
     if t is int or t is float:
-        f = float(value)  # type: ignore[arg-type]
-        if not math.isfinite(f):
-            return Rejection("invalid_timestamp", f"field {key!r} is not a finite number")
-        return epoch_to_datetime(key, f)
+        # Inlined epoch_to_datetime: this is the hot path of every native ping.
+        epoch: float = value  # type: ignore[assignment]
+        seconds = epoch / 1000.0 if epoch >= EPOCH_MS_THRESHOLD else epoch
+        try:
+            return _fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):  # also NaN, which orjson never yields
+            return Rejection(
+                "invalid_timestamp", f"field {key!r}: epoch {epoch!r} is not a representable time"
+            )
     if t is not str:
         return Rejection(
             "invalid_timestamp",
@@ -141,7 +153,7 @@ def parse_timestamp(key: str, value: object, allow_iso: bool = True) -> datetime
     text: str = value  # type: ignore[assignment]
     if _NUMERIC_STRING.fullmatch(text):
         return epoch_to_datetime(key, float(text))
-    if not allow_iso or len(text) > _MAX_ISO_LEN:
+    if len(text) > _MAX_ISO_LEN:
         return Rejection("invalid_timestamp", f"field {key!r}: {_show(text)} is not an epoch timestamp")
     try:
         dt = datetime.fromisoformat(text)

@@ -11,8 +11,9 @@ a ``wrong_type`` rejection (the dead letter tells the device developer at once),
 and numeric strings are accepted for ``ts`` only.
 
 Native senders name the unit itself in the topic, so pings come out with
-``unit_id`` already set to the topic's unit id (the registry still checks that the
-unit exists); ``ref`` is ``DeviceRef(Source.NATIVE, unit_id)``.
+``unit_id`` already set to the topic's unit id, ``ref.external_id`` (the registry
+still checks that the unit exists); ``ref`` is ``DeviceRef(Source.NATIVE, unit_id)``,
+built once per topic by :mod:`mqtt_bridge.codecs`.
 
 This is the hot path (target: well under 5 µs per message), hence the flat code.
 """
@@ -51,8 +52,8 @@ _FLAGS: dict[tuple[bool, bool], PingFlag] = {
 }
 
 
-def decode_position(unit_id: str, payload: bytes, received_at: datetime) -> DecodeResult:
-    """Decode a native position message for ``unit_id`` (already checked by the topic parser)."""
+def decode_position(ref: DeviceRef, payload: bytes, received_at: datetime) -> DecodeResult:
+    """Decode a native position message from ``ref`` (its unit id already checked by the topic parser)."""
     obj = load_object(payload)
     if isinstance(obj, Rejection):
         return obj
@@ -95,12 +96,23 @@ def decode_position(unit_id: str, payload: bytes, received_at: datetime) -> Deco
     flags = _FLAGS[defaulted, mock]
     # Positional arguments: about twice as fast as keywords here (benchmarks/bench_codecs.py).
     ping = Ping(
-        unit_id, ts, lat, lon, alt, speed, heading, accuracy, battery, flags, Source.NATIVE, received_at
+        ref.external_id,
+        ts,
+        lat,
+        lon,
+        alt,
+        speed,
+        heading,
+        accuracy,
+        battery,
+        flags,
+        Source.NATIVE,
+        received_at,
     )
-    return Decoded(DeviceRef(Source.NATIVE, unit_id), [ping])
+    return Decoded(ref, [ping])
 
 
-def decode_status(unit_id: str, payload: bytes, received_at: datetime) -> DecodeResult:
+def decode_status(ref: DeviceRef, payload: bytes, received_at: datetime) -> DecodeResult:
     """Decode a native status message; ``ts`` defaults to the receive time."""
     obj = load_object(payload)
     if isinstance(obj, Rejection):
@@ -124,4 +136,4 @@ def decode_status(unit_id: str, payload: bytes, received_at: datetime) -> Decode
         if isinstance(parsed, Rejection):
             return parsed
         ts = parsed
-    return Decoded(DeviceRef(Source.NATIVE, unit_id), status=StatusUpdate(status, ts))
+    return Decoded(ref, status=StatusUpdate(status, ts))

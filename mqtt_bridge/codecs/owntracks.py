@@ -232,9 +232,13 @@ def _decode_array(ref: DeviceRef, items: list[Any], received_at: datetime) -> De
     return merged
 
 
-def decode(user: str, device: str, payload: bytes, received_at: datetime) -> DecodeResult:
-    """Decode an OwnTracks message published on ``owntracks/{user}/{device}[/event]``."""
-    ref = DeviceRef(Source.OWNTRACKS, f"owntracks/{user}/{device}")
+def device_ref(user: str, device: str) -> DeviceRef:
+    """The sender of ``owntracks/{user}/{device}[/...]``."""
+    return DeviceRef(Source.OWNTRACKS, f"owntracks/{user}/{device}")
+
+
+def decode(ref: DeviceRef, payload: bytes, received_at: datetime) -> DecodeResult:
+    """Decode an OwnTracks message from ``ref`` (see :func:`device_ref`)."""
     data = load_json(payload)
     if type(data) is dict:
         return decode_object(ref, data, received_at)

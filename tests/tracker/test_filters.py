@@ -26,6 +26,7 @@ from tracker.filters import (
     Filtered,
     FilterPipeline,
     KinematicFilter,
+    all_clear,
     check_fix,
     haversine_m,
     implied_speed_mps,
@@ -277,6 +278,72 @@ def test_existing_flags_are_kept() -> None:
     assert _ok(flags=PingFlag.TS_DEFAULTED | PingFlag.MOCK, battery=-3.0).flags == (
         PingFlag.TS_DEFAULTED | PingFlag.MOCK | PingFlag.FIELD_DROPPED
     )
+
+
+def _edgy(low: float, high: float) -> st.SearchStrategy[float | None]:
+    """Floats around and beyond a field's limits, plus None, NaN and infinities."""
+    return st.none() | st.floats() | st.sampled_from([low, high, low - 1e-9, high + 1e-9, 0.0, -0.0, 360.0])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lat=_edgy(-90.0, 90.0),
+    lon=_edgy(-180.0, 180.0),
+    ts_offset=st.sampled_from([0.0, -1.0, 1.0, SETTINGS.future_tolerance_s, -SETTINGS.max_age_s])
+    | st.floats(-1e10, 1e10)
+    | st.just((datetime(1999, 1, 1, tzinfo=UTC) - NOW).total_seconds() - 1),
+    speed=_edgy(0.0, 350.0),
+    heading=_edgy(0.0, 360.0),
+    accuracy=_edgy(0.0, SETTINGS.poor_accuracy_m) | st.sampled_from([100_000.0, 150_000.0]),
+    battery=_edgy(0.0, 100.0),
+    alt=_edgy(-500.0, 20_000.0),
+    max_age_s=st.sampled_from([SETTINGS.max_age_s, 1e12]),  # 1e12: "no limit", so 1999 matters
+    poor_accuracy_m=st.sampled_from([SETTINGS.poor_accuracy_m, 1e6]),  # above the 100 km field limit
+)
+def test_property_all_clear_means_no_step_would_act(
+    lat: float | None,
+    lon: float | None,
+    ts_offset: float,
+    speed: float | None,
+    heading: float | None,
+    accuracy: float | None,
+    battery: float | None,
+    alt: float | None,
+    max_age_s: float,
+    poor_accuracy_m: float,
+) -> None:
+    ping = Ping(
+        "u1",
+        NOW + timedelta(seconds=ts_offset),
+        lat if lat is not None else 1.0,
+        lon if lon is not None else 1.0,
+        alt=alt,
+        speed=speed,
+        heading=heading,
+        accuracy=accuracy,
+        battery=battery,
+    )
+    ctx = FilterContext(NOW, FilterSettings(max_age_s=max_age_s, poor_accuracy_m=poor_accuracy_m))
+    if not all_clear(ping, ctx):
+        return
+    copy = replace(ping)
+    for name, step in STRUCTURAL_STEPS:
+        assert step(copy, ctx) is False, name
+    assert copy == ping
+
+
+def test_all_clear_takes_the_common_case() -> None:
+    ping = Ping(
+        "u1",
+        NOW - timedelta(seconds=5),
+        *LIMA,
+        alt=79.0,
+        speed=8.3,
+        heading=182.0,
+        accuracy=12.0,
+        battery=81.0,
+    )
+    assert all_clear(ping, FilterContext(NOW, SETTINGS))
 
 
 # -- kinematics -----------------------------------------------------------------------

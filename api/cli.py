@@ -1,0 +1,367 @@
+"""The ``serenazgo`` command line: ``up``, ``simulate``, ``bridge`` and ``db migrate|status|schema``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from tracker.config import DEFAULT_DISTRICTS_FILE, Settings, parse_mqtt_url
+from tracker.errors import SerenazgoError
+
+if TYPE_CHECKING:
+    from geo.area import Area
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="serenazgo",
+    help="Real-time tracking for municipal security centres (model: Miraflores' Central Alerta).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(
+    help="Database schema: apply migrations, show their status, print the DDL.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    """Settings from the environment, or exit 2 naming the bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [
+            f"  SERENAZGO_{'__'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        ]
+        err_console.print(
+            "[bold red]error:[/bold red] bad configuration in the environment:\n" + "\n".join(lines)
+        )
+        raise typer.Exit(2) from exc
+
+
+@contextlib.contextmanager
+def _friendly_errors() -> Iterator[None]:
+    """Print serenazgo's own errors (they say what to do) without a traceback; exit 1."""
+    try:
+        yield
+    except SerenazgoError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def up(
+    host: Annotated[
+        str | None, typer.Option(help="address the API listens on [default: SERENAZGO_HOST or 127.0.0.1]")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="API port [default: SERENAZGO_PORT or 8000]")] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo/--no-demo", help="also run a simulated Miraflores fleet")
+    ] = False,
+    broker_port: Annotated[
+        int | None, typer.Option(help="port of the embedded MQTT broker [default: 1883 or the next free one]")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="random seed of the simulated fleet (--demo)")] = 1,
+    district: Annotated[
+        str | None, typer.Option(help="district the demo fleet patrols [default: Miraflores]")
+    ] = None,
+) -> None:
+    """Run the whole service in one process: API, ingest bridge, and what is not configured.
+
+    Without SERENAZGO_DATABASE_URL a private PostgreSQL starts under
+    SERENAZGO_DATA_DIR (default ~/.serenazgo); without SERENAZGO_MQTT_URL a
+    private MQTT broker does. Ctrl-C stops everything cleanly.
+    """
+    from api.runtime import UpOptions, run_up
+
+    settings = _settings()
+    options = UpOptions(
+        host=host or settings.host,
+        port=port if port is not None else settings.port,
+        demo=demo,
+        broker_port=broker_port,
+        seed=seed,
+        district=district,
+    )
+    raise typer.Exit(run_up(settings, options, console))
+
+
+def _sim_area(settings: Settings, district: str | None) -> Area:
+    from tracker.area_file import load_area
+
+    path = settings.area_file()
+    if district is None and path == DEFAULT_DISTRICTS_FILE:
+        district = "Miraflores"
+    return load_area(path, district)
+
+
+@app.command()
+def simulate(
+    mqtt_url: Annotated[
+        str | None,
+        typer.Option(help="broker to publish to [default: SERENAZGO_MQTT_URL or mqtt://127.0.0.1:1883]"),
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="register the units in this database [default: SERENAZGO_DATABASE_URL]")
+    ] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            help="register the units through a running API instead (its bridge learns them at once)"
+        ),
+    ] = None,
+    foot: Annotated[int, typer.Option(min=0, help="serenos on foot")] = 60,
+    cars: Annotated[int, typer.Option(min=0, help="patrol cars")] = 25,
+    motorcycles: Annotated[int, typer.Option(min=0, help="motorcycles")] = 15,
+    drones: Annotated[int, typer.Option(min=0, help="drones")] = 4,
+    speedup: Annotated[
+        float,
+        typer.Option(
+            min=1.0, help="run S times faster, replaying the recent past until it meets the present"
+        ),
+    ] = 1.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0.0, help="stop after this many seconds [default: never]")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="random seed: the same seed gives the same fleet and moves")] = 1,
+    district: Annotated[str | None, typer.Option(help="district to patrol [default: Miraflores]")] = None,
+    bad_fix_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="share of deliberately bad fixes")
+    ] = 0.01,
+) -> None:
+    """Publish a realistic simulated fleet (OwnTracks and native JSON, QoS 1) to a broker."""
+    from mqtt_bridge.simulator import DEFAULT_CATCH_UP_S, PublishStats, SimClock, publish_fleet
+    from tracker.simulation import FleetMix, FleetSimulation
+
+    settings = _settings()
+    with _friendly_errors():
+        target = parse_mqtt_url(mqtt_url or settings.mqtt_url or "mqtt://127.0.0.1:1883")
+        mix = FleetMix(foot, cars, motorcycles, drones)
+        if mix.total == 0:
+            raise typer.BadParameter("the fleet is empty: give at least one unit")
+        catch_up = duration if duration is not None and speedup > 1 else DEFAULT_CATCH_UP_S
+        clock = SimClock(speedup=speedup, catch_up_s=catch_up)
+        sim = FleetSimulation(
+            _sim_area(settings, district), mix, seed=seed, start=clock.sim_start, bad_fix_rate=bad_fix_rate
+        )
+        _register_for_simulation(sim, api_url, database_url or settings.database_url)
+        stats = PublishStats()
+        console.print(
+            f"publishing {mix.total} units to mqtt://{target.host}:{target.port}"
+            + (f" at {speedup:g}× until it meets the present" if speedup > 1 else "")
+            + "  (Ctrl-C to stop)"
+        )
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            task = asyncio.create_task(publish_fleet(sim, target, clock, stats, stop, duration_s=duration))
+            with Live(
+                _status_line(stats, mix.total), console=console, refresh_per_second=4, transient=False
+            ) as live:
+                while not task.done():
+                    await asyncio.wait([task], timeout=0.5)
+                    live.update(_status_line(stats, mix.total))
+            await task
+
+        asyncio.run(main())
+        console.print(f"done: {stats.sent} pings sent ({stats.bad} deliberately bad), {stats.failed} failed")
+
+
+def _register_for_simulation(sim: object, api_url: str | None, database_url: str | None) -> None:
+    from mqtt_bridge.simulator import register_units
+    from tracker.simulation import FleetSimulation
+
+    assert isinstance(sim, FleetSimulation)
+    if api_url:
+        created, existing = _register_via_api(api_url, sim)
+    elif database_url:
+        made, existing = register_units(database_url, sim.units)
+        created = len(made)
+        console.print(
+            "[dim]units written to the database: a bridge already running learns them at its next start; "
+            "use --api-url to register through a running API instead[/dim]"
+        )
+    else:
+        err_console.print(
+            "[yellow]warning:[/yellow] units not registered (no --api-url, --database-url or "
+            "SERENAZGO_DATABASE_URL): the bridge dead-letters them unless SERENAZGO_AUTO_REGISTER is on"
+        )
+        return
+    console.print(f"registered {created} new units ({existing} already known)")
+
+
+def _register_via_api(api_url: str, sim: object) -> tuple[int, int]:
+    import httpx
+
+    from mqtt_bridge.simulator import as_unit
+    from tracker.simulation import FleetSimulation
+
+    assert isinstance(sim, FleetSimulation)
+    created = existing = 0
+    with httpx.Client(base_url=api_url.rstrip("/"), timeout=10.0) as client:
+        for sim_unit in sim.units:
+            unit = as_unit(sim_unit)
+            body = {
+                "unit_id": unit.unit_id,
+                "kind": str(unit.kind),
+                "callsign": unit.callsign,
+                "sector": unit.sector,
+                "capabilities": sorted(unit.capabilities),
+                "external_ids": unit.external_ids,
+            }
+            try:
+                resp = client.post("/api/v1/units", json=body)
+            except httpx.HTTPError as exc:
+                raise SerenazgoError(f"cannot reach the API at {api_url}: {exc}; check --api-url") from exc
+            if resp.status_code == 201:
+                created += 1
+            elif resp.status_code == 409:
+                existing += 1
+            else:
+                raise SerenazgoError(
+                    f"the API refused unit {unit.unit_id}: {resp.status_code} {resp.text[:300]}"
+                )
+    return created, existing
+
+
+def _status_line(stats: object, units: int) -> Table:
+    from mqtt_bridge.simulator import PublishStats
+
+    assert isinstance(stats, PublishStats)
+    grid = Table.grid(padding=(0, 2))
+    state = (
+        "[green]connected[/green]" if stats.connected else f"[yellow]connecting[/yellow] {stats.last_error}"
+    )
+    sim_now = stats.sim_now.astimezone(UTC).strftime("%H:%M:%S UTC") if stats.sim_now else "-"
+    grid.add_row(
+        f"[bold]{units}[/bold] units",
+        f"sent [bold]{stats.sent}[/bold] pings ({stats.bad} bad)",
+        f"[bold]{stats.rate():.1f}[/bold]/s",
+        f"sim time {sim_now}",
+        state,
+        f"failed {stats.failed}" if stats.failed else "",
+    )
+    return grid
+
+
+@app.command()
+def bridge() -> None:
+    """Run the ingest bridge alone (scale-out: N bridges share the load; set SERENAZGO_SHARE_GROUP).
+
+    Needs SERENAZGO_DATABASE_URL and SERENAZGO_MQTT_URL.
+    """
+    from api.bridge_runner import run_bridge_process
+
+    settings = _settings()
+    with _friendly_errors():
+        raise typer.Exit(run_bridge_process(settings, console))
+
+
+def _database_url(database_url: str | None, settings: Settings) -> str | None:
+    return database_url or settings.database_url
+
+
+def _with_database(database_url: str | None, what: str, fn: Callable[[str], T]) -> T:
+    """Run ``fn(conninfo)`` on the given database, or on the embedded one (started for the occasion)."""
+    if database_url:
+        return fn(database_url)
+    from api.runtime import embedded_pg_dir
+    from tracker.store.embedded import EmbeddedPostgres
+
+    settings = _settings()
+    server = EmbeddedPostgres(embedded_pg_dir(settings.data_dir))
+    with console.status(f"starting the embedded PostgreSQL to {what}…"):
+        server.start()
+    try:
+        return fn(server.url)
+    finally:
+        server.stop()
+
+
+DatabaseUrlOption = Annotated[
+    str | None, typer.Option(help="[default: SERENAZGO_DATABASE_URL, else the embedded database]")
+]
+
+
+@db_app.command("migrate")
+def db_migrate(database_url: DatabaseUrlOption = None) -> None:
+    """Apply pending migrations (safe to run from several processes at once)."""
+    from tracker.store.migrations import migrate
+
+    with _friendly_errors():
+        applied = _with_database(_database_url(database_url, _settings()), "migrate", migrate)
+    if applied:
+        for m in applied:
+            console.print(f"applied {m.version}: {m.name}")
+    else:
+        console.print("the schema is up to date")
+
+
+@db_app.command("status")
+def db_status(database_url: DatabaseUrlOption = None) -> None:
+    """List the migrations and when each was applied."""
+    from tracker.store.migrations import migration_status
+
+    with _friendly_errors():
+        rows = _with_database(_database_url(database_url, _settings()), "read its status", migration_status)
+    table = Table("version", "name", "applied at")
+    pending = 0
+    for row in rows:
+        applied = (
+            row.applied_at.astimezone(UTC).isoformat(timespec="seconds") if row.applied_at else "pending"
+        )
+        pending += row.applied_at is None
+        table.add_row(str(row.version), row.name, applied)
+    console.print(table)
+    console.print(f"{pending} pending" if pending else "up to date")
+
+
+@db_app.command("schema")
+def db_schema(
+    timescale: Annotated[
+        bool, typer.Option("--timescale/--plain", help="TimescaleDB hypertable path or plain partitions")
+    ] = False,
+) -> None:
+    """Print the full DDL (every migration) for review or for a DBA to apply by hand."""
+    from tracker.store.schema import schema_sql
+
+    sys.stdout.write(schema_sql(timescale))
+
+
+@app.command()
+def version() -> None:
+    """Print serenazgo's version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        console.print(f"serenazgo {dist_version('serenazgo')}")
+    except PackageNotFoundError:
+        console.print("serenazgo (not installed)")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""``/api/v1/units/{unit_id}/track``: where a unit went over a time window (GeoJSON, CSV or GPX)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Response, status
+
+from api.deps import Pool
+from api.formats import iso_z, track_csv, track_geojson, track_gpx
+from api.schemas import Problem
+from tracker.errors import UnitNotFoundError
+from tracker.store import queries
+from tracker.store import units as unit_store
+
+router = APIRouter(prefix="/api/v1/units", tags=["tracks"])
+
+DEFAULT_WINDOW = timedelta(hours=24)
+MAX_WINDOW = timedelta(days=7)
+MAX_POINTS = 200_000  # a drone reporting every 2 s for 4.6 days; beyond this, ask for a shorter window
+
+
+class TrackFormat(StrEnum):
+    """Output format of a track."""
+
+    GEOJSON = "geojson"
+    CSV = "csv"
+    GPX = "gpx"
+
+
+MEDIA_TYPES = {
+    TrackFormat.GEOJSON: "application/geo+json",
+    TrackFormat.CSV: "text/csv; charset=utf-8",
+    TrackFormat.GPX: "application/gpx+xml",
+}
+
+
+def _utc(ts: datetime) -> datetime:
+    # A time without an offset is taken as UTC, the system's only time zone inside.
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def resolve_window(start: datetime | None, end: datetime | None, now: datetime) -> tuple[datetime, datetime]:
+    """The ``[start, end)`` window asked for: defaults to the 24 h up to now; 422 when impossible.
+
+    >>> now = datetime(2024, 5, 6, 12, tzinfo=UTC)
+    >>> [iso_z(t) for t in resolve_window(None, None, now)]
+    ['2024-05-05T12:00:00Z', '2024-05-06T12:00:00Z']
+    """
+    if start is None and end is None:
+        end = now
+    if end is None:
+        assert start is not None
+        end = _utc(start) + DEFAULT_WINDOW
+    end = _utc(end)
+    start = end - DEFAULT_WINDOW if start is None else _utc(start)
+    if end <= start:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"end ({iso_z(end)}) must be after start ({iso_z(start)})",
+        )
+    if end - start > MAX_WINDOW:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"the window {iso_z(start)} .. {iso_z(end)} is longer than {MAX_WINDOW.days} days: "
+            "ask for several shorter windows",
+        )
+    return start, end
+
+
+@router.get(
+    "/{unit_id}/track",
+    summary="A unit's track over a time window",
+    responses={
+        200: {
+            "content": {
+                "application/geo+json": {},
+                "text/csv": {},
+                "application/gpx+xml": {},
+            },
+            "description": "GeoJSON Feature (LineString, lon/lat), CSV with a header row, or GPX 1.1",
+        },
+        404: {"model": Problem},
+        422: {"model": Problem},
+    },
+)
+async def get_track(
+    unit_id: str,
+    pool: Pool,
+    start: Annotated[
+        datetime | None, Query(description="ISO-8601; default: end - 24 h (UTC if no offset)")
+    ] = None,
+    end: Annotated[
+        datetime | None, Query(description="ISO-8601, exclusive; default: now, or start + 24 h")
+    ] = None,
+    format: Annotated[TrackFormat, Query(description="geojson, csv or gpx")] = TrackFormat.GEOJSON,
+    include_outliers: Annotated[
+        bool, Query(description="include fixes the filters judged OUTLIER (spikes); excluded by default")
+    ] = False,
+) -> Response:
+    """The unit's fixes with ``start <= ts < end``, oldest first, in the chosen format."""
+    now = datetime.now(UTC)
+    window_start, window_end = resolve_window(start, end, now)
+    try:
+        unit = await unit_store.get_unit(pool, unit_id)
+    except UnitNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    points = await queries.track(
+        pool, unit_id, window_start, window_end, exclude_outliers=not include_outliers, limit=MAX_POINTS + 1
+    )
+    if len(points) > MAX_POINTS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"more than {MAX_POINTS} fixes in this window: ask for a shorter one",
+        )
+    stem = f"{unit_id}_{window_start:%Y%m%dT%H%M%SZ}"
+    if format is TrackFormat.CSV:
+        body: str | bytes = track_csv(unit, points)
+        headers = {"Content-Disposition": f'attachment; filename="{stem}.csv"'}
+    elif format is TrackFormat.GPX:
+        body = track_gpx(unit, points, now)
+        headers = {"Content-Disposition": f'attachment; filename="{stem}.gpx"'}
+    else:
+        body = orjson.dumps(track_geojson(unit, points, window_start, window_end))
+        headers = {}
+    return Response(body, media_type=MEDIA_TYPES[format], headers=headers)

@@ -1,0 +1,441 @@
+"""``serenazgo up``: the whole service in one process, starting whatever is not configured.
+
+Order of start: (embedded) PostgreSQL → migrations → (demo: simulated units
+registered) → registry and LiveFleet loaded → (embedded) broker → ingest bridge
+→ HTTP API → (demo: simulator). Stop is the reverse: simulator, API, bridge
+(flushes and acknowledges what it holds), broker, database. SIGINT and SIGTERM
+both stop it cleanly; a failure at start stops what had been started and says
+what to change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import signal
+import socket
+import stat
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from api.app import create_app
+from api.context import ApiContext
+from tracker.config import DEFAULT_DISTRICTS_FILE, MqttTarget, Settings, parse_mqtt_url
+from tracker.errors import ConfigError, SerenazgoError
+from tracker.fleet import LiveFleet
+from tracker.registry import UnitRegistry
+from tracker.store.migrations import migrate
+from tracker.store.queries import load_latest_sync
+from tracker.store.units import load_all_units_sync
+
+T = TypeVar("T")
+
+DEFAULT_DEMO_DISTRICT = "Miraflores"
+SHUTDOWN_BRIDGE_TIMEOUT_S = 15.0
+
+
+class ApiPortInUseError(ConfigError):
+    """The API's host:port is taken."""
+
+
+@dataclass(slots=True)
+class UpOptions:
+    """What ``serenazgo up`` was asked for on the command line."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    demo: bool = False
+    broker_port: int | None = None  # embedded broker only; None: its default
+    seed: int = 1
+    district: str | None = None
+
+
+def bind_api_socket(host: str, port: int) -> socket.socket:
+    """Bind the API's listening socket now, so a taken port is reported before anything starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ApiPortInUseError(
+                f"port {port} on {host} is already in use (another serenazgo?): choose another with --port"
+            ) from exc
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(f"cannot listen on {host}: no such local address; change --host") from exc
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}; change --host or --port") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _others_can_reach(path: Path) -> bool:
+    """True when every existing parent of ``path`` lets other users through (o+x)."""
+    for parent in [path, *path.parents]:
+        try:
+            mode = parent.stat().st_mode
+        except FileNotFoundError:
+            continue
+        if not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def embedded_pg_dir(data_dir: Path) -> Path:
+    """Where the embedded PostgreSQL keeps its files.
+
+    Normally ``<data_dir>/postgres``. As root, PostgreSQL runs as an unprivileged
+    user that cannot enter a closed home (``/root`` is mode 700): the cluster then
+    lives under ``/var/lib/serenazgo/postgres-<hash of data_dir>`` instead, so
+    that ``serenazgo up`` works as root out of the box (and is printed at start).
+    """
+    wanted = data_dir / "postgres"
+    if os.geteuid() != 0 or _others_can_reach(data_dir):
+        return wanted
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
+    return Path("/var/lib/serenazgo") / f"postgres-{digest}"
+
+
+def _redact(url: str) -> str:
+    """``url`` without its password, for printing."""
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(url)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+            return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the runtime decides when the API stops."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Leave signals to the runtime (uvicorn would re-raise them after shutdown)."""
+        yield
+
+
+@dataclass(slots=True)
+class Runtime:
+    """One ``serenazgo up`` run: what was started, in order, so it can be stopped in reverse."""
+
+    settings: Settings
+    options: UpOptions
+    console: Console = field(default_factory=Console)
+    conninfo: str = ""
+    mqtt: MqttTarget | None = None
+    registry: UnitRegistry = field(default_factory=UnitRegistry)
+    fleet: LiveFleet = field(default_factory=LiveFleet)
+    api_url: str = ""
+    pg_dir: Path | None = None
+    broker_url: str = ""
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _signals: int = 0
+    _stack: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
+    sim_stats: Any = None
+    _bridge: Any = None
+    _simulation: Any = None
+    _api_task: asyncio.Task[None] | None = None
+    _sim_task: asyncio.Task[Any] | None = None
+
+    # ----- signals -----------------------------------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            self.console.print(f"\n[bold]{signal.Signals(signum).name}[/bold]: stopping serenazgo…")
+        else:
+            self.console.print("[yellow]already stopping: waiting for the bridge to flush[/yellow]")
+        self._stop.set()
+
+    def request_stop(self) -> None:
+        """Ask the running service to stop (what SIGINT does)."""
+        self._stop.set()
+
+    # ----- steps -------------------------------------------------------------------------
+
+    async def _step(self, what: str, fn: Callable[[], T]) -> T:
+        """Run a blocking start step in a thread with a spinner; signals still work meanwhile."""
+        with self.console.status(f"{what}…"):
+            started = time.monotonic()
+            result = await asyncio.to_thread(fn)
+        self.console.print(f"[green]✓[/green] {what} [dim]({time.monotonic() - started:.1f} s)[/dim]")
+        return result
+
+    def _push(self, name: str, stop: Callable[[], Awaitable[None]]) -> None:
+        self._stack.append((name, stop))
+
+    async def _start_database(self) -> None:
+        if self.settings.database_url:
+            self.conninfo = self.settings.database_url
+            await self._step("checking the database", lambda: _ping_database(self.conninfo))
+            return
+        from tracker.store.embedded import EmbeddedPostgres
+
+        self.pg_dir = embedded_pg_dir(self.settings.data_dir)
+        server = EmbeddedPostgres(self.pg_dir)
+        await self._step(f"starting PostgreSQL in {self.pg_dir}", server.start)
+
+        async def stop() -> None:
+            await asyncio.to_thread(server.stop)
+
+        self._push("PostgreSQL", stop)
+        self.conninfo = server.url
+
+    async def _start_broker(self) -> None:
+        if self.settings.mqtt is not None:
+            self.mqtt = self.settings.mqtt
+            self.broker_url = _redact(self.settings.mqtt_url or "")
+            return
+        from mqtt_bridge.broker import EmbeddedBroker
+
+        broker = EmbeddedBroker(self.settings.data_dir / "broker", port=self.options.broker_port)
+        await self._step("starting the MQTT broker", broker.start)
+
+        async def stop() -> None:
+            await asyncio.to_thread(broker.stop)
+
+        self._push("MQTT broker", stop)
+        self.broker_url = broker.url
+        self.mqtt = parse_mqtt_url(broker.url)
+
+    def _load_fleet(self) -> int:
+        units = load_all_units_sync(self.conninfo)
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            latest = load_latest_sync(conn)
+        self.registry.replace(units)
+        self.fleet = LiveFleet(self.settings.freshness)
+        self.fleet.load(units, latest)
+        return len(units)
+
+    async def _start_bridge(self) -> None:
+        from mqtt_bridge.bridge import Bridge
+
+        assert self.mqtt is not None
+        bridge = Bridge(self.settings, self.mqtt, self.conninfo, self.registry, self.fleet)
+        await self._step("starting the ingest bridge", bridge.start)
+
+        async def stop() -> None:
+            await asyncio.to_thread(bridge.stop, SHUTDOWN_BRIDGE_TIMEOUT_S)
+
+        self._push("ingest bridge (flushing)", stop)
+        self._bridge = bridge
+
+    async def _start_api(self, sock: socket.socket) -> None:
+        ctx = ApiContext(
+            settings=self.settings,
+            conninfo=self.conninfo,
+            registry=self.registry,
+            fleet=self.fleet,
+            mqtt=self.mqtt,
+            bridge=self._bridge,
+        )
+        app = create_app(ctx)
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5
+        )
+        server = _Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]), name="api")
+        with self.console.status("starting the HTTP API…"):
+            while not server.started:
+                if task.done():
+                    exc = task.exception() if not task.cancelled() else None
+                    raise ConfigError(f"the HTTP API did not start: {exc!r}")
+                await asyncio.sleep(0.05)
+        self.console.print("[green]✓[/green] HTTP API")
+        self._api_task = task
+
+        async def stop() -> None:
+            server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError, SystemExit):
+                await task
+
+        self._push("HTTP API", stop)
+
+    async def _start_simulator(self) -> None:
+        from mqtt_bridge.simulator import PublishStats, SimClock, publish_fleet
+
+        sim = self._simulation
+        assert self.mqtt is not None
+        stats = PublishStats()
+        stop = asyncio.Event()
+        clock = SimClock(wall_start=sim.start)
+        task = asyncio.create_task(
+            publish_fleet(sim, self.mqtt, clock, stats, stop, client_id="serenazgo-demo-fleet"),
+            name="simulator",
+        )
+        self.sim_stats = stats
+        self._sim_task = task
+
+        async def stop_sim() -> None:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self._push(f"simulator ({len(sim.units)} units)", stop_sim)
+        self.console.print(f"[green]✓[/green] simulated fleet: {_mix_line(sim)}")
+
+    def _prepare_demo(self) -> int:
+        from datetime import UTC, datetime
+
+        from mqtt_bridge.simulator import register_units
+        from tracker.area_file import load_area
+        from tracker.simulation import FleetSimulation
+
+        district = self.options.district
+        if district is None and self.settings.area_file() == DEFAULT_DISTRICTS_FILE:
+            district = DEFAULT_DEMO_DISTRICT
+        area = load_area(self.settings.area_file(), district)
+        self._simulation = FleetSimulation(area, seed=self.options.seed, start=datetime.now(UTC))
+        created, _existing = register_units(self.conninfo, self._simulation.units)
+        return len(created)
+
+    # ----- the run -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start everything, serve until a signal, stop everything; return the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        code = 0
+        try:
+            await self._start_all()
+            if not self._stop.is_set():
+                self._print_summary()
+                await self._serve()
+        except SerenazgoError as exc:
+            self.console.print(f"[bold red]error:[/bold red] {exc}")
+            code = 1
+        finally:
+            await self._stop_all()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        if code == 0:
+            self.console.print("[bold green]serenazgo stopped cleanly.[/bold green]")
+        return code
+
+    async def _start_all(self) -> None:
+        opts = self.options
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        sock = bind_api_socket(opts.host, opts.port)
+        try:
+            await self._start_database()
+            if self._stop.is_set():
+                return
+            applied = await self._step("applying database migrations", lambda: migrate(self.conninfo))
+            if applied:
+                self.console.print(f"  [dim]applied {len(applied)} migration(s)[/dim]")
+            if opts.demo:
+                created = await self._step("registering the simulated fleet", self._prepare_demo)
+                if created:
+                    self.console.print(f"  [dim]registered {created} new units[/dim]")
+            n_units = await self._step("loading units and latest positions", self._load_fleet)
+            self.console.print(f"  [dim]{n_units} units known[/dim]")
+            if self._stop.is_set():
+                return
+            await self._start_broker()
+            if self._stop.is_set():
+                return
+            await self._start_bridge()
+            if self._stop.is_set():
+                return
+            await self._start_api(sock)
+        except BaseException:
+            sock.close()
+            raise
+        self.api_url = f"http://{_url_host(opts.host)}:{sock.getsockname()[1]}"
+        if opts.demo and not self._stop.is_set():
+            await self._start_simulator()
+
+    async def _serve(self) -> None:
+        """Wait for a stop signal, or for a part that should run forever to end by itself."""
+        watched: list[asyncio.Task[Any]] = [t for t in (self._api_task, self._sim_task) if t is not None]
+        stop_wait = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([stop_wait, *watched], return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        for task in watched:
+            if task in done and not self._stop.is_set():
+                exc = None if task.cancelled() else task.exception()
+                raise SerenazgoError(f"{task.get_name()} stopped unexpectedly: {exc!r}")
+
+    async def _stop_all(self) -> None:
+        while self._stack:
+            name, stop = self._stack.pop()
+            with self.console.status(f"stopping {name}…"):
+                try:
+                    await stop()
+                except Exception as exc:
+                    self.console.print(f"[red]✗[/red] stopping {name} failed: {exc}")
+                    continue
+            self.console.print(f"[green]✓[/green] stopped {name}")
+        if self.sim_stats is not None:
+            self.console.print(f"  [dim]simulator sent {self.sim_stats.sent} pings[/dim]")
+
+    def _print_summary(self) -> None:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("API", self.api_url)
+        table.add_row("docs", f"{self.api_url}/docs")
+        table.add_row("live map data", f"{self.api_url}/api/v1/live")
+        table.add_row("broker", self.broker_url + ("" if self.settings.mqtt else "  (embedded)"))
+        table.add_row(
+            "database", _redact(self.conninfo) + ("" if self.settings.database_url else "  (embedded)")
+        )
+        table.add_row("data folder", str(self.settings.data_dir))
+        if self.pg_dir is not None and not self.pg_dir.is_relative_to(self.settings.data_dir):
+            table.add_row(
+                "database files", f"{self.pg_dir}  (the data folder is closed to the postgres user)"
+            )
+        table.add_row("auto-register", "on" if self.settings.auto_register else "off")
+        self.console.print()
+        self.console.print("[bold]serenazgo is running[/bold]  (Ctrl-C to stop)")
+        self.console.print(table)
+        self.console.print()
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):  # noqa: S104
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _ping_database(conninfo: str) -> None:
+    try:
+        with psycopg.connect(conninfo, connect_timeout=10) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        raise ConfigError(
+            f"cannot reach the database at {_redact(conninfo)}: {exc}. Fix SERENAZGO_DATABASE_URL, "
+            "or unset it to use the embedded PostgreSQL"
+        ) from exc
+
+
+def _mix_line(sim: Any) -> str:
+    counts: dict[str, int] = {}
+    for unit in sim.units:
+        counts[str(unit.kind)] = counts.get(str(unit.kind), 0) + 1
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items())
+
+
+def run_up(settings: Settings, options: UpOptions, console: Console | None = None) -> int:
+    """Run ``serenazgo up`` to completion; return the process exit code."""
+    if options.demo:
+        # Phones and trackers the demo did not register (someone's own OwnTracks) join on their own.
+        settings = settings.model_copy(update={"auto_register": True})
+    runtime = Runtime(settings, options, console=console or Console())
+    return asyncio.run(runtime.run())

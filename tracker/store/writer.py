@@ -58,7 +58,9 @@ INSERT_POSITIONS_SQL = f"""
 INSERT INTO positions
     (ts, lat, lon, alt, speed, heading, accuracy, battery, recv_lag_ms, flags, source, unit_id)
 SELECT ts, lat, lon, alt, speed, heading, accuracy, battery,
-       round(least(greatest(date_part('epoch', received_at - ts) * 1000, {_INT4_MIN}), {_INT4_MAX}))::int4,
+       CASE WHEN received_at IS NOT NULL THEN  -- (greatest/least would turn NULL into a bound)
+           round(least(greatest(date_part('epoch', received_at - ts) * 1000, {_INT4_MIN}), {_INT4_MAX}))::int4
+       END,
        flags, source, unit_id
 FROM positions_staging
 ORDER BY unit_id, ts

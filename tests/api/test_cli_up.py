@@ -1,0 +1,247 @@
+"""The real ``serenazgo up`` as a subprocess: embedded PostgreSQL and Mosquitto, a ping end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+
+from tracker.store.embedded import free_port
+
+pytestmark = pytest.mark.integration
+
+SERENAZGO = Path(sys.executable).with_name("serenazgo")
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 60.0
+
+
+class Up:
+    """One ``serenazgo up`` process and what it printed."""
+
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.broker_port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"up-{self.port}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")}
+        env.update(SERENAZGO_DATA_DIR=str(data_dir), COLUMNS="200", NO_COLOR="1", TERM="dumb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(SERENAZGO), "up", "--port", str(self.port), "--broker-port", str(self.broker_port), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_healthy(self) -> dict:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"serenazgo up exited with {self.proc.returncode}:\n{self.output()}")
+            with contextlib.suppress(httpx.HTTPError):
+                resp = httpx.get(f"{self.base}/healthz", timeout=5)
+                last = resp.text
+                if resp.status_code == 200:
+                    return resp.json()
+            time.sleep(0.3)
+        pytest.fail(f"/healthz never became healthy (last: {last}):\n{self.output()}")
+
+    def stop(self, sig: int) -> int:
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"serenazgo up did not stop within {STOP_TIMEOUT_S} s:\n{self.output()}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+def processes_using(path: Path) -> list[str]:
+    """Command lines of live processes that mention ``path`` (the embedded servers' data folders)."""
+    found = []
+    needle = str(path).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().split(") ", 1)[1][0]
+        except OSError:
+            continue
+        if needle in cmdline and state != "Z":
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+def port_closed(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # Under /tmp and open to others (0755): PostgreSQL runs as the postgres user when we are root.
+    root = Path(tempfile.mkdtemp(prefix="serenazgo-up-"))
+    root.chmod(0o755)
+    yield root / "data"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def publish(port: int, topic: str, payload: dict) -> None:
+    """Publish one QoS 1 message with paho and wait for the broker's PUBACK."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{os.getpid()}")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        info = client.publish(topic, json.dumps(payload), qos=1)
+        info.wait_for_publish(timeout=30)
+        assert info.is_published()
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def wait_live(base: str, predicate, what: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        body = httpx.get(f"{base}/api/v1/live", timeout=5).json()
+        if predicate(body):
+            return body
+        time.sleep(0.3)
+    pytest.fail(f"never saw {what} in /api/v1/live; last: {json.dumps(body)[:2000]}")
+
+
+def test_up_ingests_a_ping_end_to_end_stops_cleanly_and_keeps_its_data(data_dir: Path) -> None:
+    up = Up(data_dir)
+    try:
+        health = up.wait_healthy()
+        assert health["checks"]["bridge"]["ok"] is True
+        out = up.output()
+        for where in (up.base, f"{up.base}/docs", f"mqtt://127.0.0.1:{up.broker_port}", str(data_dir)):
+            assert where in out, f"{where!r} not printed:\n{out}"
+
+        unit = {"unit_id": "mov-07", "kind": "patrol_car", "callsign": "MOV-07", "sector": "S3"}
+        assert httpx.post(f"{up.base}/api/v1/units", json=unit, timeout=10).status_code == 201
+        # Registered through the API a moment ago: the bridge must accept its pings at once.
+        ts = time.time() - 5
+        publish(
+            up.broker_port,
+            "serenazgo/units/mov-07/position",
+            {"ts": int(ts * 1000), "lat": -12.1211, "lon": -77.0297, "speed": 8.5, "accuracy": 4.0},
+        )
+
+        def has_fix(body: dict) -> bool:
+            return any(f["id"] == "mov-07" and f["geometry"] for f in body["features"])
+
+        live = wait_live(up.base, has_fix, "mov-07's fix")
+        feature = next(f for f in live["features"] if f["id"] == "mov-07")
+        assert feature["geometry"]["coordinates"] == [-77.0297, -12.1211]
+        assert feature["properties"]["speed"] == 8.5
+        assert feature["properties"]["freshness"] == "live"
+        assert "serenazgo_" in httpx.get(f"{up.base}/metrics", timeout=5).text
+
+        assert up.stop(signal.SIGINT) == 0
+        out = up.output()
+        assert "stopped cleanly" in out
+        assert (
+            out.index("stopped HTTP API")
+            < out.index("stopped ingest bridge")
+            < out.index("stopped MQTT broker")
+        )
+        assert out.index("stopped MQTT broker") < out.index("stopped PostgreSQL")
+        assert processes_using(data_dir) == []
+        assert port_closed(up.broker_port)
+        assert port_closed(up.port)
+    finally:
+        up.close()
+
+    # Again on the same data folder: the unit and its last position were kept.
+    again = Up(data_dir)
+    try:
+        again.wait_healthy()
+        feature = next(
+            f
+            for f in httpx.get(f"{again.base}/api/v1/live", timeout=5).json()["features"]
+            if f["id"] == "mov-07"
+        )
+        assert feature["geometry"]["coordinates"] == [-77.0297, -12.1211]
+        assert again.stop(signal.SIGTERM) == 0
+        assert processes_using(data_dir) == []
+    finally:
+        again.close()
+
+
+def test_up_demo_shows_the_simulated_fleet_moving_in(data_dir: Path) -> None:
+    up = Up(data_dir, "--demo")
+    try:
+        up.wait_healthy()
+        units = httpx.get(f"{up.base}/api/v1/units", timeout=10).json()
+        assert len(units) == 104
+        kinds = {u["kind"] for u in units}
+        assert kinds == {"foot", "patrol_car", "motorcycle", "drone"}
+
+        def fleet_reporting(body: dict) -> bool:
+            seen = {f["properties"]["kind"] for f in body["features"] if f["geometry"]}
+            return {"drone", "patrol_car", "foot"} <= seen
+
+        live = wait_live(up.base, fleet_reporting, "drones, cars and serenos reporting")
+        for f in live["features"]:
+            if f["geometry"]:
+                lon, lat = f["geometry"]["coordinates"]
+                # Inside Miraflores' bounding box, in lon/lat order.
+                assert -77.06 < lon < -77.0
+                assert -12.15 < lat < -12.1
+        assert up.stop(signal.SIGINT) == 0
+        out = up.output()
+        assert "stopped simulator" in out
+        assert out.index("stopped simulator") < out.index("stopped HTTP API")
+        assert processes_using(data_dir) == []
+    finally:
+        up.close()
+
+
+def test_up_says_which_flag_to_change_when_the_api_port_is_taken(data_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")}
+        env.update(SERENAZGO_DATA_DIR=str(data_dir), COLUMNS="200", NO_COLOR="1")
+        proc = subprocess.run(
+            [str(SERENAZGO), "up", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 1
+    assert f"port {port}" in proc.stdout + proc.stderr
+    assert "--port" in proc.stdout + proc.stderr
+    assert processes_using(data_dir) == []

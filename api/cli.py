@@ -178,10 +178,11 @@ def simulate(
             ) as live:
                 while not task.done():
                     await asyncio.wait([task], timeout=0.5)
-                    live.update(_status_line(stats, mix.total))
+                    live.update(_status_line(stats, mix.total, task.done()))
             await task
 
         asyncio.run(main())
+        console.print()
         console.print(f"done: {stats.sent} pings sent ({stats.bad} deliberately bad), {stats.failed} failed")
 
 
@@ -242,7 +243,7 @@ def _register_via_api(api_url: str, sim: object) -> tuple[int, int]:
     return created, existing
 
 
-def _status_line(stats: object, units: int) -> Table:
+def _status_line(stats: object, units: int, done: bool = False) -> Table:
     from mqtt_bridge.simulator import PublishStats
 
     assert isinstance(stats, PublishStats)

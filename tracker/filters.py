@@ -6,7 +6,8 @@ island", before 1999, too far in the future, older than ``max_age_s``) and clean
 the optional fields in place: a speed, heading, accuracy, battery or altitude out
 of range is set to None and the ping flagged ``FIELD_DROPPED`` (a position is too
 valuable to lose over a bad battery value); heading 360 becomes 0; an accuracy
-worse than ``poor_accuracy_m`` flags ``POOR_ACCURACY``.
+worse than ``poor_accuracy_m`` flags ``POOR_ACCURACY``. Most pings need none of
+this: :func:`all_clear` recognises them in one expression and the steps are skipped.
 
 Kinematic rules (:class:`KinematicFilter`, state kept per unit, last few fixes only):
 
@@ -59,10 +60,13 @@ JITTER_MAX_REPORTED_SPEED_MPS = 1.0
 _NULL_ISLAND_DEG = 1e-7  # about a centimetre: receivers without a fix report exactly 0, 0
 
 HISTORY = 4  # accepted fixes kept per unit (the rules look two back)
+RECENT = 8  # fixes remembered per unit to recognise exact duplicates
+
+# Kinematic state keeps flags as plain ints: IntFlag's operators run Python-level enum
+# code (about a microsecond each), too slow for every ping.
 _SUSPECT = int(PingFlag.SUSPECT)
 _OUTLIER = int(PingFlag.OUTLIER)
 _JITTER = int(PingFlag.JITTER)
-RECENT = 8  # fixes remembered per unit to recognise exact duplicates
 
 
 def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -360,7 +364,11 @@ class KinematicFilter:
         self._tracks.pop(unit_id, None)
 
     def apply(self, ping: Ping, kind: UnitKind) -> list[FlagUpdate]:
-        """Flag ``ping`` (LATE, SUSPECT, JITTER) and return flag updates for earlier fixes."""
+        """Flag ``ping`` (LATE, SUSPECT, JITTER) and return flag updates for earlier fixes.
+
+        State is keyed by ``ping.unit_id``, so resolve the unit first; one entry per
+        unit, each holding at most :data:`HISTORY` + :data:`RECENT` fixes.
+        """
         t = ping.ts.timestamp()
         track = self._tracks.get(ping.unit_id)
         new = _Fix(t, ping.ts, ping.lat, ping.lon, ping.accuracy, 0)
@@ -396,14 +404,17 @@ class KinematicFilter:
             new.flags = _SUSPECT
         else:
             anchor = track.anchor
+            # Unknown or zero accuracy (0 means "unknown" to some devices): no jitter test.
+            circle = 0.0
+            a_acc = anchor.accuracy if anchor is not None else None
+            n_acc = new.accuracy
+            if a_acc is not None and n_acc is not None and a_acc > 0.0 and n_acc > 0.0:
+                circle = a_acc + n_acc
             if (
                 anchor is not None
-                and anchor.accuracy
-                and new.accuracy
-                and anchor.accuracy > 0.0
-                and new.accuracy > 0.0
+                and circle > 0.0
                 and (ping.speed is None or ping.speed < JITTER_MAX_REPORTED_SPEED_MPS)
-                and haversine_m(anchor.lat, anchor.lon, new.lat, new.lon) < anchor.accuracy + new.accuracy
+                and haversine_m(anchor.lat, anchor.lon, new.lat, new.lon) < circle
             ):
                 new.flags = _JITTER
             else:

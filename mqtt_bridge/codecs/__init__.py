@@ -35,11 +35,9 @@ _routes: dict[str, _Target] = {}
 
 
 def _target(topic: str) -> _Target:
-    """Codec and sender for ``topic`` (or why there is none), from the cache when possible."""
-    target = _routes.get(topic)
-    if target is not None:
-        return target
+    """Work out the codec and sender for ``topic`` (or why there is none) and remember it."""
     route = parse_topic(topic)
+    target: _Target
     if isinstance(route, Route):
         kind = route.kind
         if kind is RouteKind.NATIVE_POSITION:
@@ -54,26 +52,6 @@ def _target(topic: str) -> _Target:
         _routes.clear()
     _routes[topic] = target
     return target
-
-
-def _decode(topic: str, payload: bytes, received_at: datetime, max_payload_bytes: int) -> DecodeResult:
-    """The dispatch itself (see :func:`decode_message`)."""
-    if type(topic) is not str:
-        return Rejection("unknown_topic", f"topic must be text, got {type(topic).__name__}")
-    size = len(payload)
-    if size > max_payload_bytes:
-        return Rejection(
-            "payload_too_large",
-            f"payload is {size} bytes, over the {max_payload_bytes}-byte limit (SERENAZGO_MAX_PAYLOAD_BYTES)",
-        )
-    target = _target(topic)
-    if type(target) is not tuple:
-        return target  # type: ignore[return-value]  # Ignored or Rejection
-    if size == 0:
-        # What MQTT clients publish to clear a retained message (mosquitto_pub -r -n).
-        return Ignored("empty_payload")
-    codec, ref = target
-    return codec(ref, payload, received_at)
 
 
 def decode_message(
@@ -94,7 +72,23 @@ def decode_message(
     'wrong_type'
     """
     try:
-        return _decode(topic, payload, received_at, max_payload_bytes)
+        if type(topic) is not str:
+            return Rejection("unknown_topic", f"topic must be text, got {type(topic).__name__}")
+        size = len(payload)
+        if size > max_payload_bytes:
+            return Rejection(
+                "payload_too_large",
+                f"payload is {size} bytes, over the {max_payload_bytes}-byte limit "
+                "(SERENAZGO_MAX_PAYLOAD_BYTES)",
+            )
+        target = _routes.get(topic) or _target(topic)
+        if type(target) is not tuple:
+            return target  # type: ignore[return-value]  # Ignored or Rejection
+        if size == 0:
+            # What MQTT clients publish to clear a retained message (mosquitto_pub -r -n).
+            return Ignored("empty_payload")
+        codec, ref = target
+        return codec(ref, payload, received_at)
     except Exception as exc:
         # Last line of defence: a codec bug must dead-letter one message, not stop ingest.
         # The hostile-input tests fuzz the codecs to keep this branch unreachable.

@@ -65,6 +65,11 @@ def load_json(payload: bytes) -> Any | Rejection:
         return Rejection("invalid_json", f"payload is not valid JSON: {str(exc)[:120]}")
 
 
+def not_an_object(data: object) -> Rejection:
+    """Rejection for a payload that is valid JSON but not an object."""
+    return Rejection("not_an_object", f"payload is a JSON {type_name(data)}, expected an object {{...}}")
+
+
 def load_object(payload: bytes) -> JsonObject | Rejection:
     """Parse ``payload`` as one JSON object."""
     data = load_json(payload)
@@ -72,7 +77,7 @@ def load_object(payload: bytes) -> JsonObject | Rejection:
         return data
     if isinstance(data, Rejection):
         return data
-    return Rejection("not_an_object", f"payload is a JSON {type_name(data)}, expected an object {{...}}")
+    return not_an_object(data)
 
 
 def wrong_type(key: str, value: object, expected: str) -> Rejection:

@@ -44,6 +44,7 @@ from typing import Any
 from mqtt_bridge.codecs.fields import (
     JsonObject,
     load_json,
+    not_an_object,
     optional_float,
     parse_timestamp,
     required_float,
@@ -246,4 +247,4 @@ def decode(ref: DeviceRef, payload: bytes, received_at: datetime) -> DecodeResul
         return data
     if type(data) is list:
         return _decode_array(ref, data, received_at)
-    return Rejection("not_an_object", f"payload is a JSON {type_name(data)}, expected an object {{...}}")
+    return not_an_object(data)

@@ -318,3 +318,20 @@ def test_fuzz_any_limit(payload: bytes, limit: int) -> None:
     result = _decode(NATIVE, payload, limit)
     if len(payload) > limit:
         assert isinstance(result, Rejection) and result.reason == "payload_too_large"
+
+
+def test_topic_flood_keeps_the_route_table_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mqtt_bridge.codecs as codecs
+
+    monkeypatch.setattr(codecs, "ROUTE_CACHE_SIZE", 10)
+    monkeypatch.setattr(codecs, "_routes", {})
+    for i in range(100):
+        result = _decode(f"serenazgo/units/flood-{i}/position", b'{"lat": 1.5, "lon": 2.5}')
+        assert isinstance(result, Decoded)
+        assert result.pings[0].unit_id == f"flood-{i}"
+        assert len(codecs._routes) <= 10
+    # Cached answers are the same as fresh ones.
+    again = _decode("serenazgo/units/flood-99/position", b'{"lat": 1.5, "lon": 2.5}')
+    assert again == result
+    assert _reason("serenazgo/units/+/position", b"{}") == "invalid_unit_id"
+    assert _reason("serenazgo/units/+/position", b"{}") == "invalid_unit_id"

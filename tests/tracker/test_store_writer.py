@@ -88,6 +88,18 @@ def test_stores_every_ping_exactly_once_with_all_fields(writer: PositionWriter, 
         assert lag == (None if p.received_at is None else 1500)
 
 
+def test_partly_replayed_batch_stores_only_the_new_fixes(writer: PositionWriter, pg_url: str) -> None:
+    first = [ping("rep", i, lat=-12.0 - i * 1e-4) for i in range(100)]
+    writer.write(IngestBatch(pings=first))
+    mixed = first[50:] + [ping("rep", 100 + i, lat=-13.0) for i in range(50)]
+    result = writer.write(IngestBatch(pings=mixed))
+    assert (result.stored, result.duplicates) == (50, 50)
+    stored = rows(pg_url, "SELECT ts, lat FROM positions WHERE unit_id = 'rep' ORDER BY ts")
+    assert stored == [(p.ts, p.lat) for p in first] + [(p.ts, p.lat) for p in mixed[50:]]
+    # The replayed fixes kept their first version; latest moved to the newest new fix.
+    assert latest(pg_url, "rep")[:2] == (T0 + timedelta(seconds=149), -13.0)
+
+
 def test_duplicates_inside_one_batch_are_stored_once(writer: PositionWriter, pg_url: str) -> None:
     first = ping("dup", 10, lat=-12.0)
     twin = ping("dup", 10, lat=-12.5)  # same (unit, ts): a redelivered copy

@@ -18,9 +18,11 @@ import pytest
 
 from tracker.store.schema import COMPRESS_AFTER_DAYS, MIGRATIONS, RETENTION_DAYS_DEFAULT, schema_sql
 from tracker.store.writer import (
+    CREATE_LATEST_STAGING_SQL,
     CREATE_STAGING_SQL,
     FLAG_UPDATE_SQL,
     INSERT_POSITIONS_SQL,
+    POSITION_COLUMNS,
     UPSERT_LATEST_SQL,
 )
 
@@ -54,21 +56,39 @@ def run_checker(sql: str, *queries: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
     staged = (
-        "INSERT INTO positions_staging (ts, lat, lon, speed, received_at, flags, source, unit_id) VALUES"
-        " ('2024-03-01 10:00:00+00', -12.10, -77.03, 1.0, '2024-03-01 10:00:01+00', 0, 1, 'u1'),"
-        " ('2024-03-01 10:00:10+00', -12.11, -77.03, 1.0, '2024-03-01 10:00:11+00', 0, 1, 'u1'),"
-        " ('2024-03-01 10:00:05+00', -12.20, -77.04, 2.0, NULL, 0, 0, 'u2')"
+        f"INSERT INTO positions_staging ({POSITION_COLUMNS}) VALUES"
+        " ('2024-03-01 10:00:00+00', -12.10, -77.03, NULL, 1.0, NULL, NULL, NULL, 1000, 0, 1, 'u1'),"
+        " ('2024-03-01 10:00:10+00', -12.11, -77.03, NULL, 1.0, NULL, NULL, NULL, 1000, 0, 1, 'u1'),"
+        " ('2024-03-01 10:00:05+00', -12.20, -77.04, NULL, 2.0, NULL, NULL, NULL, NULL, 0, 0, 'u2')"
+    )
+    latest = (
+        "INSERT INTO latest_staging (pass, unit_id, ts, lat, lon, flags, source) VALUES"
+        " (2, 'u1', '2024-03-01 10:00:10+00', -12.11, -77.03, 0, 1),"
+        " (2, 'u2', '2024-03-01 10:00:05+00', -12.20, -77.04, 0, 0)"
+    )
+    # What the writer's fast path (a plain COPY) relies on: the unique index holds on compressed chunks.
+    duplicate_refused = (
+        "DO $$ BEGIN"
+        f" INSERT INTO positions ({POSITION_COLUMNS}) VALUES"
+        " ('2024-03-01 10:00:00+00', 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 'u1');"
+        " RAISE EXCEPTION 'a duplicate (unit_id, ts) was stored in a compressed chunk';"
+        " EXCEPTION WHEN unique_violation THEN NULL; END $$"
     )
     flag = (
         FLAG_UPDATE_SQL.replace("%s", "16", 1)
         .replace("%s", "'u2'", 1)
         .replace("%s", "'2024-03-01 10:00:05+00'")
     )
-    write = ["BEGIN", CREATE_STAGING_SQL, staged, INSERT_POSITIONS_SQL, UPSERT_LATEST_SQL, "COMMIT"]
+    upsert = UPSERT_LATEST_SQL.replace("%s", "2")
+    write = [
+        "BEGIN", CREATE_STAGING_SQL, CREATE_LATEST_STAGING_SQL, staged, INSERT_POSITIONS_SQL, latest, upsert,
+        "COMMIT",
+    ]  # fmt: skip
     named = {
         "count_first": "SELECT count(*)::int AS n FROM positions",
         "compressed": "SELECT count(compress_chunk(c))::int AS n FROM show_chunks('positions') c",
         "count_replayed": "SELECT count(*)::int AS n FROM positions",
+        "duplicate_refused": duplicate_refused,
         "rows": "SELECT unit_id, flags, recv_lag_ms FROM positions ORDER BY unit_id, ts",
         "latest": "SELECT unit_id, ts::text AS ts, lat FROM unit_latest ORDER BY unit_id",
     }
@@ -78,6 +98,7 @@ def report() -> dict[str, Any]:
         "compressed",
         *write,  # the same batch again, now into a compressed chunk
         "count_replayed",
+        "duplicate_refused",
         flag,
         "rows",
         "latest",
@@ -121,6 +142,7 @@ def test_writer_sql_is_idempotent_on_the_hypertable_even_compressed(report: dict
     assert q["count_first"] == [{"n": 3}]
     assert q["compressed"][0]["n"] >= 1
     assert q["count_replayed"] == [{"n": 3}]  # replaying into the compressed chunk stored nothing twice
+    assert q["duplicate_refused"] == []  # ran: the duplicate raised unique_violation
     assert q["rows"] == [
         {"unit_id": "u1", "flags": 0, "recv_lag_ms": 1000},
         {"unit_id": "u1", "flags": 0, "recv_lag_ms": 1000},

@@ -13,8 +13,11 @@ Tables (see DESIGN.md, Storage):
   smallint code (``ping_sources`` names them), ``flags`` a smallint bit mask,
   and the receive time is ``recv_lag_ms`` (int4 milliseconds after ``ts``)
   instead of a second timestamptz: the lag is what one asks of it, and it saves
-  4-8 bytes a row. No foreign key to ``units``: a per-row RI check would cost
-  more than the whole insert, and the writer only stores resolved units.
+  4-8 bytes a row. Every ``unit_id`` column uses the "C" collation: ids are
+  ASCII by contract, and byte comparison keeps the (unit_id, ts) index fast on
+  servers whose default collation is a linguistic one. No foreign key to
+  ``units``: a per-row RI check would cost more than the whole insert, and the
+  writer only stores resolved units.
   TimescaleDB: a hypertable with 1-day chunks, compressed after 7 days
   (segmented by unit_id, ordered by ts DESC), dropped after 400 days.
   Plain: native range partitions by UTC day (``positions_pYYYYMMDD``) created
@@ -86,7 +89,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 
 _CORE = """\
 CREATE TABLE units (
-    unit_id      text        PRIMARY KEY CHECK (unit_id ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$'),
+    unit_id      text        COLLATE "C" PRIMARY KEY CHECK (unit_id ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$'),
     kind         text        NOT NULL
                  CHECK (kind IN ('patrol_car', 'motorcycle', 'bicycle', 'foot', 'drone')),
     callsign     text        NOT NULL DEFAULT '',
@@ -105,7 +108,7 @@ CREATE TABLE units (
 CREATE TABLE unit_external_ids (
     protocol    text NOT NULL,
     external_id text NOT NULL,
-    unit_id     text NOT NULL REFERENCES units (unit_id) ON DELETE CASCADE,
+    unit_id     text COLLATE "C" NOT NULL REFERENCES units (unit_id) ON DELETE CASCADE,
     PRIMARY KEY (protocol, external_id)
 );
 CREATE INDEX unit_external_ids_unit ON unit_external_ids (unit_id);
@@ -137,7 +140,7 @@ INSERT INTO ping_sources (code, name) VALUES
 
 -- Updated in place on every fix: room on each page keeps those updates HOT (no index churn).
 CREATE TABLE unit_latest (
-    unit_id     text        PRIMARY KEY,
+    unit_id     text        COLLATE "C" PRIMARY KEY,
     ts          timestamptz NOT NULL,
     lat         float8      NOT NULL,
     lon         float8      NOT NULL,
@@ -178,7 +181,7 @@ _POSITIONS_COLUMNS = """\
     recv_lag_ms integer,
     flags       smallint    NOT NULL DEFAULT 0,
     source      smallint    NOT NULL DEFAULT 0,
-    unit_id     text        NOT NULL,
+    unit_id     text        COLLATE "C" NOT NULL,
     CONSTRAINT positions_unit_ts UNIQUE (unit_id, ts)"""
 
 _POSITIONS_TIMESCALE = f"""\

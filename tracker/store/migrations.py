@@ -8,9 +8,8 @@ nothing. The storage path (TimescaleDB or plain) is chosen once, when
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -21,9 +20,8 @@ from tracker.store.schema import MIGRATIONS, SCHEMA_MIGRATIONS_DDL, Migration, r
 MIGRATION_LOCK_KEY = 0x7365_7265_6E61_7A67
 
 
-@dataclass(frozen=True, slots=True)
-class MigrationStatus:
-    """One known or applied migration and when it was applied (None: pending)."""
+class MigrationStatus(NamedTuple):
+    """One known or applied migration and when it was applied (None: pending); unpacks as a tuple."""
 
     version: int
     name: str

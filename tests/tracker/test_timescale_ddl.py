@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tracker.store.partitions import ADD_RETENTION_SQL, REMOVE_RETENTION_SQL
 from tracker.store.schema import COMPRESS_AFTER_DAYS, MIGRATIONS, RETENTION_DAYS_DEFAULT, schema_sql
 from tracker.store.writer import (
     CREATE_LATEST_STAGING_SQL,
@@ -91,6 +92,9 @@ def report() -> dict[str, Any]:
         "duplicate_refused": duplicate_refused,
         "rows": "SELECT unit_id, flags, recv_lag_ms FROM positions ORDER BY unit_id, ts",
         "latest": "SELECT unit_id, ts::text AS ts, lat FROM unit_latest ORDER BY unit_id",
+        "retention_after": (
+            "SELECT config FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"
+        ),
     }
     order = [
         *write,
@@ -102,6 +106,9 @@ def report() -> dict[str, Any]:
         flag,
         "rows",
         "latest",
+        REMOVE_RETENTION_SQL,  # set_retention_policy(conn, 30)
+        ADD_RETENTION_SQL.replace("%s", "30"),
+        "retention_after",
     ]
     queries = [named.get(q, q) for q in order]
     result = run_checker(schema_sql(timescale=True), *queries)
@@ -129,6 +136,10 @@ def test_compression_retention_and_aggregate_jobs(report: dict[str, Any]) -> Non
     assert jobs[("policy_retention", "positions")]["drop_after"] == f"{RETENTION_DAYS_DEFAULT} days"
     assert ("policy_refresh_continuous_aggregate", "positions_hourly") in jobs
     assert [c["view_name"] for c in report["continuous_aggregates"]] == ["positions_hourly"]
+
+
+def test_retention_can_be_changed(report: dict[str, Any]) -> None:
+    assert [r["config"]["drop_after"] for r in report["named"]["retention_after"]] == ["30 days"]
 
 
 def test_printed_ddl_records_the_timescale_migrations(report: dict[str, Any]) -> None:

@@ -76,10 +76,12 @@ def drop_old_partitions(conn: psycopg.Connection[Any], keep_days: int) -> list[s
     return [name for (name,) in rows]
 
 
+REMOVE_RETENTION_SQL = "SELECT remove_retention_policy('positions', if_exists => true)"
+ADD_RETENTION_SQL = "SELECT add_retention_policy('positions', drop_after => make_interval(days => %s))"
+
+
 def set_retention_policy(conn: psycopg.Connection[Any], keep_days: int) -> None:
     """TimescaleDB: replace the retention job of ``positions`` with one keeping ``keep_days`` days."""
     with conn.transaction():
-        conn.execute("SELECT remove_retention_policy('positions', if_exists => true)")
-        conn.execute(
-            "SELECT add_retention_policy('positions', drop_after => make_interval(days => %s))", [keep_days]
-        )
+        conn.execute(REMOVE_RETENTION_SQL)
+        conn.execute(ADD_RETENTION_SQL, [keep_days])

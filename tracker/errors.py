@@ -18,7 +18,15 @@ class ConfigError(SerenazgoError):
 
 
 class StorageError(SerenazgoError):
-    """The database refused or could not be reached."""
+    """The database refused or could not be reached; retrying later may succeed."""
+
+
+class StorageDataError(StorageError):
+    """The database refused the data itself (SQLSTATE class 22 or 23): retrying as is never succeeds.
+
+    The bridge answers by splitting the batch until the offending message is
+    found, and dead-letters that one message instead of stalling ingest.
+    """
 
 
 class EmbeddedServerError(SerenazgoError):

@@ -265,3 +265,17 @@ def test_receive_lag_is_clamped_to_int4(writer: PositionWriter, pg_url: str) -> 
     early = ping("lag1", 1, received_at=T0 - timedelta(days=30))
     writer.write(IngestBatch(pings=[very_late, early]))
     assert rows(pg_url, "SELECT recv_lag_ms FROM positions ORDER BY ts") == [(2**31 - 1,), (-(2**31),)]
+
+
+def test_data_the_server_refuses_is_a_storage_data_error_and_the_writer_recovers(
+    writer: PositionWriter, pg_url: str
+) -> None:
+    """Text PostgreSQL cannot store (a NUL byte) is told apart from an outage."""
+    from tracker.errors import StorageDataError
+
+    # Codecs and the registry never let such an id through; the writer must still not
+    # report it as a transient failure, or the bridge would retry it forever.
+    with pytest.raises(StorageDataError, match="0x00"):
+        writer.write(IngestBatch(pings=[ping("MOV\x0001", 0)]))
+    result = writer.write(IngestBatch(pings=[ping("MOV-01", 1)]))
+    assert result.stored == 1

@@ -32,7 +32,7 @@ from typing import Any, Self
 import psycopg
 
 from tracker.batch import NOT_LATEST, BatchResult, DeadLetter, FlagUpdate, IngestBatch
-from tracker.errors import StorageError
+from tracker.errors import StorageDataError, StorageError
 from tracker.model import Ping, PingFlag, StatusUpdate, Unit
 from tracker.store.partitions import drop_old_partitions, ensure_partitions, partition_days, utc_today
 from tracker.store.schema import DEAD_LETTER_PAYLOAD_MAX, RETENTION_DAYS_DEFAULT, SOURCE_CODES
@@ -320,7 +320,11 @@ class PositionWriter:
     # -- the hot path ----------------------------------------------------------------------
 
     def write(self, batch: IngestBatch) -> BatchResult:
-        """Store ``batch`` in one transaction; raise StorageError (nothing stored) on failure."""
+        """Store ``batch`` in one transaction; raise StorageError (nothing stored) on failure.
+
+        StorageDataError means the server refused the data itself: the same batch
+        will fail again, so the caller must isolate and dead-letter the culprit.
+        """
         try:
             conn = self._connection()
             if self._partitioned and batch.pings:
@@ -344,7 +348,10 @@ class PositionWriter:
                 # The transaction rolled back; the cached partition days may be stale (a partition
                 # dropped by retention elsewhere), so re-read them before the retry.
                 self._refresh_days()
-            raise StorageError(f"cannot store batch of {len(batch.pings)} pings: {exc}") from exc
+            message = f"cannot store batch of {len(batch.pings)} pings: {exc}"
+            if isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError):
+                raise StorageDataError(message) from exc
+            raise StorageError(message) from exc
         return BatchResult(
             stored=stored, duplicates=len(batch.pings) - stored, dead_letters=len(batch.dead_letters)
         )

@@ -43,6 +43,7 @@ from tracker.store.units import load_all_units_sync
 T = TypeVar("T")
 
 DEFAULT_DEMO_DISTRICT = "Miraflores"
+MQTT_DEFAULT_PORT = 1883
 SHUTDOWN_BRIDGE_TIMEOUT_S = 15.0
 
 
@@ -81,6 +82,16 @@ def bind_api_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing listens on ``host:port`` and we may bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _others_can_reach(path: Path) -> bool:
@@ -203,7 +214,16 @@ class Runtime:
             return
         from mqtt_bridge.broker import EmbeddedBroker
 
-        broker = EmbeddedBroker(self.settings.data_dir / "broker", port=self.options.broker_port)
+        port = self.options.broker_port
+        if port is not None and not port_free(port):
+            raise ConfigError(
+                f"port {port} for the embedded MQTT broker is in use: choose another with --broker-port, "
+                "or set SERENAZGO_MQTT_URL to use the broker that is already running there"
+            )
+        if port is None and port_free(MQTT_DEFAULT_PORT):
+            # Devices are configured with host:port once: keep the standard port when it is free.
+            port = MQTT_DEFAULT_PORT
+        broker = EmbeddedBroker(self.settings.data_dir / "broker", port=port)
         await self._step("starting the MQTT broker", broker.start)
 
         async def stop() -> None:

@@ -68,6 +68,8 @@ READ_CHUNK = 256 * 1024
 # Packets decoded per turn before paho's loop runs again (writes acks, keepalive).
 _DRAIN_PACKETS = 2000
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
+_UNSUPPORTED_PROTOCOL_VERSION = 0x84  # CONNACK reason code
+CONNACK_TIMEOUT_S = 10.0
 
 
 @dataclass(slots=True)
@@ -223,6 +225,7 @@ class AckClient:
         protocol: int = paho.MQTTv5,
         on_connection_change: Callable[[bool], None] | None = None,
         pause_reading: Callable[[], bool] | None = None,
+        connack_timeout_s: float = CONNACK_TIMEOUT_S,
     ) -> None:
         if not 1 <= receive_maximum <= MQTT_RECEIVE_MAXIMUM_LIMIT:
             raise ValueError(f"receive_maximum must be 1-{MQTT_RECEIVE_MAXIMUM_LIMIT}, got {receive_maximum}")
@@ -237,6 +240,8 @@ class AckClient:
         self._on_message = on_message
         self._on_connection_change = on_connection_change
         self._pause_reading = pause_reading
+        self._downgrade = False
+        self.connack_timeout_s = connack_timeout_s
         self._lock = threading.Lock()  # guards generation/connected against ack()
         self._generation = 0
         self._connected = False
@@ -321,8 +326,8 @@ class AckClient:
         them again.
         """
         sent = dropped = 0
-        client = self._client
         with self._lock:
+            client = self._client
             generation = self._generation if self._connected else -1
             for m in messages:
                 if m.generation != generation:
@@ -368,8 +373,14 @@ class AckClient:
         client = self._client
         attempt = 0
         open_socket = False
+        connack_deadline = 0.0
         while not self._stopping.is_set():
             if not open_socket:
+                if self._downgrade:
+                    self._downgrade = False
+                    self.protocol = paho.MQTTv311
+                    with self._lock:
+                        self._client = client = self._make_client()
                 try:
                     rc = client.reconnect()
                 except (OSError, ValueError) as exc:  # refused, unreachable, DNS
@@ -379,6 +390,7 @@ class AckClient:
                     attempt = self._backoff(attempt)
                     continue
                 open_socket = True
+                connack_deadline = time.monotonic() + self.connack_timeout_s
             if self._pause_reading is not None and self._connected and self._pause_reading():
                 rc = self._service_without_reading()
             else:
@@ -390,7 +402,15 @@ class AckClient:
             if rc == _SUCCESS:
                 if self._connected:
                     attempt = 0
-                continue
+                    continue
+                if time.monotonic() < connack_deadline:
+                    continue
+                # No CONNACK: an MQTT 3.1.1-only broker may choke on an MQTT 5 CONNECT.
+                if self.protocol == paho.MQTTv5:
+                    log.warning("MQTT %s: no CONNACK to an MQTT 5 CONNECT; trying MQTT 3.1.1", self.client_id)
+                    self._downgrade = True
+                client.close_socket()
+                rc = MQTTErrorCode.MQTT_ERR_CONN_LOST
             # The connection is gone (or the broker refused us): later acks must not use it.
             self._set_connected(False)
             open_socket = False
@@ -449,6 +469,11 @@ class AckClient:
         _properties: Properties | None,
     ) -> None:
         if reason.is_failure:
+            if self.protocol == paho.MQTTv5 and reason.value == _UNSUPPORTED_PROTOCOL_VERSION:
+                # An MQTT 3.1.1-only broker (the amqtt fallback): no Receive Maximum, no session
+                # expiry; the read pause still bounds memory.
+                log.warning("MQTT %s: the broker does not speak MQTT 5; using MQTT 3.1.1", self.client_id)
+                self._downgrade = True
             self._note_error(f"broker refused the connection: {reason}")
             return
         if flags.session_present:

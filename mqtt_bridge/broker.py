@@ -1,0 +1,451 @@
+"""A private MQTT broker under a data folder: the embedded default and the test fixture.
+
+:class:`EmbeddedBroker` runs the ``mosquitto`` binary when it is installed, with a
+configuration generated at every start (``<state_dir>/mosquitto.conf``) so that
+"a ping is acknowledged only once stored; restarting anything loses nothing
+acknowledged" holds as far as Mosquitto 2.0 can make it hold:
+
+* ``persistence true``: sessions, subscriptions and queued QoS 1 messages are
+  written to ``<state_dir>/mosquitto.db`` at every autosave and at a clean stop
+  (SIGTERM), and read back at start. A **graceful** restart loses nothing.
+* ``autosave_interval`` (:data:`AUTOSAVE_INTERVAL_S` = 5 s, time based): Mosquitto
+  2.0 has no write-ahead log, so a ``kill -9`` (or power loss) of the *broker*
+  loses what it accepted (PUBACKed to publishers) since the last save and had not
+  yet delivered to a bridge that committed it: with the bridge keeping up (lag of
+  tens of ms) that is only what is in flight at the crash; during a backlog
+  (bridge or database down) up to 5 s of publishes. Acks the bridge sent since
+  the last save are forgotten too, so those messages come again (stored once).
+  Each save rewrites the whole database and blocks the broker's single thread
+  while it does: shorter intervals cost throughput exactly when a backlog is large.
+  For zero loss across broker crashes use a replicated broker (EMQX, HiveMQ,
+  VerneMQ clusters).
+* ``max_queued_messages 0`` + ``max_queued_bytes`` (:data:`MAX_QUEUED_BYTES`, 512 MiB of
+  payload per client): Mosquitto's default queues only 1,000 QoS 1 messages for a
+  client and *silently drops* the rest. 512 MiB is ~5 million pings: days for a
+  district (20 pings/s), ~8 minutes for a metropolis at 10,000 pings/s. Beyond
+  it the broker drops messages it has acknowledged to the publisher, so alert on
+  the bridge's lag long before. Broker memory is ~2-3x the queued payload.
+* ``max_inflight_messages`` (1,000) bounds unacknowledged messages towards MQTT 3
+  clients; MQTT 5 clients (our bridge) set their own Receive Maximum.
+* ``max_packet_size``: 256 KiB of payload (+4 KiB for topic and headers). The bridge itself
+  dead-letters payloads above ``SERENAZGO_MAX_PAYLOAD_BYTES`` (64 KiB), so anything
+  between the two limits is visible in the dead letters; the broker refuses
+  what is larger (MQTT 5 publishers get a reason code).
+* ``persistent_client_expiration 14d``: a session nobody reconnects to is dropped
+  after two weeks (bridges ask for a week, see :mod:`mqtt_bridge.ackclient`).
+* ``allow_anonymous true`` on 127.0.0.1 only, for now (device authentication is a
+  later issue).
+
+As root, Mosquitto runs as the ``mosquitto`` user (it warns against running as
+root), which must own the state folder. When that user cannot reach ``data_dir``
+(e.g. under ``/root``, mode 700) the broker keeps its state in
+``/var/lib/serenazgo/broker-<hash of data_dir>`` instead (:attr:`state_dir`).
+
+Without a ``mosquitto`` binary the broker falls back to amqtt, in process
+(:mod:`mqtt_bridge.amqtt_broker`): good enough to try serenazgo, but it drops
+messages not acknowledged within 5 s, so the guarantee does not hold on it;
+read its limits there. :meth:`EmbeddedBroker.start` logs a warning when it falls back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Literal, Self
+
+from tracker.errors import EmbeddedServerError
+from tracker.store.embedded import free_port
+
+log = logging.getLogger(__name__)
+
+AUTOSAVE_INTERVAL_S = 5
+MAX_QUEUED_BYTES = 512 * 1024 * 1024
+MAX_INFLIGHT_MESSAGES_V3 = 1000
+MESSAGE_SIZE_LIMIT = 256 * 1024
+PERSISTENT_CLIENT_EXPIRATION = "14d"
+RUN_USER = "mosquitto"
+RELOCATED_ROOT = Path("/var/lib/serenazgo")
+_MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
+_LOG_TAIL_LINES = 30
+
+BrokerKind = Literal["mosquitto", "amqtt"]
+
+
+def find_mosquitto() -> Path | None:
+    """The ``mosquitto`` binary: on PATH, else the usual sbin folders; None if not installed."""
+    found = shutil.which("mosquitto")
+    if found:
+        return Path(found)
+    for candidate in _MOSQUITTO_PATHS:
+        if os.access(candidate, os.X_OK):
+            return Path(candidate)
+    return None
+
+
+def mosquitto_config(
+    port: int,
+    state_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    autosave_interval_s: int = AUTOSAVE_INTERVAL_S,
+    max_queued_bytes: int = MAX_QUEUED_BYTES,
+    max_inflight_messages: int = MAX_INFLIGHT_MESSAGES_V3,
+    message_size_limit: int = MESSAGE_SIZE_LIMIT,
+    persistent_client_expiration: str = PERSISTENT_CLIENT_EXPIRATION,
+) -> str:
+    """The text of the generated ``mosquitto.conf`` (each choice is explained in the module docstring)."""
+    return "\n".join(
+        [
+            "# Generated by serenazgo (mqtt_bridge/broker.py) at every start: edits here are lost.",
+            f"listener {port} {host}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {state_dir}/",
+            "persistence_file mosquitto.db",
+            "autosave_on_changes false",
+            f"autosave_interval {autosave_interval_s}",
+            "max_queued_messages 0",
+            f"max_queued_bytes {max_queued_bytes}",
+            f"max_inflight_messages {max_inflight_messages}",
+            # The whole packet: payload limit plus room for the topic and headers.
+            f"max_packet_size {message_size_limit + 4096}",
+            f"persistent_client_expiration {persistent_client_expiration}",
+            "set_tcp_nodelay true",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+            "",
+        ]
+    )
+
+
+def _run_user() -> pwd.struct_passwd | None:
+    """The user Mosquitto runs as: ``mosquitto`` when we are root, else ourselves (None)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(RUN_USER)
+    except KeyError:
+        raise EmbeddedServerError(
+            f"running as root, and there is no {RUN_USER!r} user for Mosquitto to run as: install the "
+            "mosquitto package (it creates the user), or run serenazgo as a normal user"
+        ) from None
+
+
+def _user_can_write(user: pwd.struct_passwd, path: Path) -> bool:
+    """True when ``user`` can enter and write ``path`` (every parent must let it through)."""
+    proc = subprocess.run(
+        ["test", "-w", str(path), "-a", "-x", str(path)],
+        check=False,
+        timeout=10,
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+    )
+    return proc.returncode == 0
+
+
+class EmbeddedBroker:
+    """A private broker listening on 127.0.0.1 with its state under ``data_dir``.
+
+    ``start()`` returns once it accepts connections; ``stop()`` is a clean stop
+    (state saved), ``kill()`` a SIGKILL (a crash, for fault tests). The port is
+    kept across restarts. Use it as a context manager to stop it on exit.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        autosave_interval_s: int = AUTOSAVE_INTERVAL_S,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
+        mosquitto: Path | Literal[False] | None = None,
+        start_timeout: float = 20.0,
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self._fixed_port = port
+        self.port: int = port or 0
+        self.autosave_interval_s = autosave_interval_s
+        self.max_queued_bytes = max_queued_bytes
+        self.start_timeout = start_timeout
+        # None: find it; False: do not use it (the in-process amqtt fallback).
+        self.binary: Path | None = find_mosquitto() if mosquitto is None else (mosquitto or None)
+        self.kind: BrokerKind = "mosquitto" if self.binary is not None else "amqtt"
+        self.state_dir = self.data_dir
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._amqtt: object | None = None
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``mqtt://127.0.0.1:<port>`` (what SERENAZGO_MQTT_URL would be)."""
+        if not self.port:
+            raise EmbeddedServerError("the embedded broker has no port yet: call start() first")
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        """The broker's log file."""
+        return self.state_dir / f"{self.kind}.log"
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the running Mosquitto, or None (also for the in-process fallback)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the broker we started is up."""
+        if self.kind == "amqtt":
+            return self._amqtt is not None
+        return self.pid is not None
+
+    def start(self) -> None:
+        """Start the broker and wait until it accepts connections."""
+        if self.running:
+            return
+        if self.kind == "amqtt":
+            self._start_amqtt()
+            return
+        user = _run_user()
+        self._prepare_state_dir(user)
+        preferred = self._fixed_port or self.port
+        attempts = 1 if preferred else 3
+        for attempt in range(attempts):
+            self.port = preferred or free_port()
+            try:
+                self._launch(user)
+                return
+            except _PortTakenError:
+                if attempt == attempts - 1:
+                    raise EmbeddedServerError(
+                        f"Mosquitto could not listen on 127.0.0.1:{self.port}: address in use. "
+                        "Choose another port (serenazgo up --broker-port), or stop what listens there.\n"
+                        f"{self.log_tail()}"
+                    ) from None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Clean stop: Mosquitto saves its state (sessions, queued messages) and exits."""
+        if self.kind == "amqtt":
+            self._stop_amqtt()
+            return
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise EmbeddedServerError(
+                    f"Mosquitto did not stop within {timeout:.0f} s and was killed; messages accepted "
+                    f"since its last autosave may be lost.\n{self.log_tail()}"
+                ) from None
+        self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash, for fault tests): unsaved state is lost, as in production."""
+        if self.kind == "amqtt":
+            self._stop_amqtt()
+            return
+        proc = self._proc
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+        self._proc = None
+
+    def restart(self) -> None:
+        """Clean stop and start again on the same state folder and port."""
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the broker log (for error messages)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no broker log)"
+        return f"--- last lines of {self.log_path} ---\n" + "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedBroker({self.kind}, state_dir={str(self.state_dir)!r}, port={self.port})"
+
+    # -- Mosquitto ----------------------------------------------------------------------------
+
+    def _prepare_state_dir(self, user: pwd.struct_passwd | None) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EmbeddedServerError(f"cannot create the broker folder {self.data_dir}: {exc}") from exc
+        if user is None:
+            self.state_dir = self.data_dir
+            return
+        state = self.data_dir
+        self._own(state, user)
+        if not _user_can_write(user, state):
+            # A parent is closed to the mosquitto user (e.g. /root is mode 700).
+            digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:10]
+            state = RELOCATED_ROOT / f"broker-{digest}"
+            try:
+                RELOCATED_ROOT.mkdir(parents=True, exist_ok=True)
+                RELOCATED_ROOT.chmod(0o755)
+                state.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise EmbeddedServerError(f"cannot create the broker folder {state}: {exc}") from exc
+            self._own(state, user)
+            if not _user_can_write(user, state):
+                raise EmbeddedServerError(
+                    f"the {user.pw_name!r} user that runs Mosquitto cannot write {self.data_dir} nor "
+                    f"{state}: put SERENAZGO_DATA_DIR where it can (e.g. /var/lib/serenazgo)"
+                )
+        self.state_dir = state
+
+    @staticmethod
+    def _own(path: Path, user: pwd.struct_passwd) -> None:
+        try:
+            os.chown(path, user.pw_uid, user.pw_gid)
+            path.chmod(0o700)
+            db = path / "mosquitto.db"
+            if db.exists():
+                os.chown(db, user.pw_uid, user.pw_gid)
+        except OSError as exc:
+            raise EmbeddedServerError(f"cannot hand {path} to the {user.pw_name!r} user: {exc}") from exc
+
+    def _launch(self, user: pwd.struct_passwd | None) -> None:
+        assert self.binary is not None
+        conf = self.state_dir / "mosquitto.conf"
+        conf.write_text(
+            mosquitto_config(
+                self.port,
+                self.state_dir,
+                autosave_interval_s=self.autosave_interval_s,
+                max_queued_bytes=self.max_queued_bytes,
+            )
+        )
+        conf.chmod(0o644)
+        log: IO[bytes]
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== serenazgo: starting {self.binary} on port {self.port} ===\n".encode())
+            log.flush()
+            offset = log.tell()
+            try:
+                self._proc = subprocess.Popen(
+                    [str(self.binary), "-c", str(conf)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    # Own session: a terminal's Ctrl-C reaches the runtime, which stops us in order.
+                    start_new_session=True,
+                    user=user.pw_uid if user else None,
+                    group=user.pw_gid if user else None,
+                    extra_groups=[] if user else None,
+                )
+            except OSError as exc:
+                raise EmbeddedServerError(f"cannot run {self.binary}: {exc}") from exc
+        self._wait_ready(offset)
+
+    def _new_log(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _wait_ready(self, log_offset: int) -> None:
+        proc = self._proc
+        assert proc is not None
+        deadline = time.monotonic() + self.start_timeout
+        delay = 0.01
+        while True:
+            code = proc.poll()
+            if code is not None:
+                self._proc = None
+                if "Address already in use" in self._new_log(log_offset):
+                    raise _PortTakenError
+                raise EmbeddedServerError(
+                    f"Mosquitto exited with code {code} while starting on port {self.port}.\n"
+                    f"{self.log_tail()}"
+                )
+            # "running" is printed after the persistence file is restored and listeners are open.
+            if " running" in self._new_log(log_offset) and _accepts_tcp(self.port):
+                return
+            if time.monotonic() > deadline:
+                self.kill()
+                raise EmbeddedServerError(
+                    f"Mosquitto did not accept connections within {self.start_timeout:.0f} s on port "
+                    f"{self.port} (restoring a very large mosquitto.db takes time).\n{self.log_tail()}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.2)
+
+    # -- amqtt fallback ----------------------------------------------------------------------
+
+    def _start_amqtt(self) -> None:
+        from mqtt_bridge.amqtt_broker import InProcessBroker
+
+        log.warning(
+            "no mosquitto binary found: using the in-process amqtt broker, which drops messages not "
+            "acknowledged within 5 s (install mosquitto for the no-loss guarantee)"
+        )
+        self.state_dir = self.data_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self._fixed_port or self.port or free_port()
+        broker = InProcessBroker(self.port, self.log_path, start_timeout=self.start_timeout)
+        broker.start()
+        self._amqtt = broker
+
+    def _stop_amqtt(self) -> None:
+        broker, self._amqtt = self._amqtt, None
+        if broker is not None:
+            from mqtt_bridge.amqtt_broker import InProcessBroker
+
+            assert isinstance(broker, InProcessBroker)
+            broker.stop()
+
+
+def _accepts_tcp(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class _PortTakenError(Exception):
+    """Mosquitto exited because its port was taken (retry on another)."""
+
+
+__all__ = [
+    "AUTOSAVE_INTERVAL_S",
+    "MAX_QUEUED_BYTES",
+    "EmbeddedBroker",
+    "find_mosquitto",
+    "mosquitto_config",
+]

@@ -196,10 +196,6 @@ def _register_for_simulation(sim: object, api_url: str | None, database_url: str
     elif database_url:
         made, existing = register_units(database_url, sim.units)
         created = len(made)
-        console.print(
-            "[dim]units written to the database: a bridge already running learns them at its next start; "
-            "use --api-url to register through a running API instead[/dim]"
-        )
     else:
         err_console.print(
             "[yellow]warning:[/yellow] units not registered (no --api-url, --database-url or "
@@ -267,13 +263,13 @@ def _status_line(stats: object, units: int, done: bool = False) -> Table:
 def bridge() -> None:
     """Run the ingest bridge alone (scale-out: N bridges share the load; set SERENAZGO_SHARE_GROUP).
 
-    Needs SERENAZGO_DATABASE_URL and SERENAZGO_MQTT_URL.
+    Needs SERENAZGO_DATABASE_URL and SERENAZGO_MQTT_URL; applies migrations first.
+    Stops cleanly (stores and acknowledges what it holds) on SIGINT or SIGTERM.
     """
-    from api.bridge_runner import run_bridge_process
+    from mqtt_bridge.__main__ import main as bridge_main
 
-    settings = _settings()
-    with _friendly_errors():
-        raise typer.Exit(run_bridge_process(settings, console))
+    _settings()  # report a bad environment the same way as the other commands
+    raise typer.Exit(bridge_main())
 
 
 def _database_url(database_url: str | None, settings: Settings) -> str | None:

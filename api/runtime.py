@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import signal
 import socket
@@ -28,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import uvicorn
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.table import Table
 
 from api.app import create_app
@@ -454,8 +456,16 @@ def _mix_line(sim: Any) -> str:
 
 def run_up(settings: Settings, options: UpOptions, console: Console | None = None) -> int:
     """Run ``serenazgo up`` to completion; return the process exit code."""
+    console = console or Console()
+    # Warnings of the parts (bridge reconnecting, database retries) show up between the progress lines.
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=True, markup=False)],
+        force=True,
+    )
     if options.demo:
         # Phones and trackers the demo did not register (someone's own OwnTracks) join on their own.
         settings = settings.model_copy(update={"auto_register": True})
-    runtime = Runtime(settings, options, console=console or Console())
+    runtime = Runtime(settings, options, console=console)
     return asyncio.run(runtime.run())

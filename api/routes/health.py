@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.context import ApiContext, BridgeHandle
 from api.deps import Context
 from tracker.config import MqttTarget
+from tracker.metrics import REGISTRY
 
 router = APIRouter(tags=["operations"])
 
@@ -108,6 +109,4 @@ def _verdict(problem: str | None) -> dict[str, Any]:
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 async def metrics() -> Response:
     """Every serenazgo metric in the Prometheus text format."""
-    from tracker.metrics import REGISTRY  # TEMP until tracker/metrics.py lands
-
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

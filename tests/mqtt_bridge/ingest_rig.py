@@ -94,6 +94,7 @@ class IngestRig:
         self.names = names
         self.bridges: list[Bridge] = []
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.logs: list[str] = []
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings for a test bridge: short batches, a small in-flight window."""
@@ -145,7 +146,11 @@ class IngestRig:
         return bridge
 
     def spawn_bridge(self, log_name: str = "bridge", **env: str) -> subprocess.Popen[bytes]:
-        """``python -m mqtt_bridge`` as a subprocess (for kill -9 and SIGTERM), logging to a file."""
+        """``python -m mqtt_bridge`` as a subprocess (for kill -9 and SIGTERM), once it is connected.
+
+        It logs to ``log_path(log_name)``; its session on the broker exists (and
+        queues) from the moment this returns.
+        """
         full = {k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")}
         full.update(
             SERENAZGO_DATABASE_URL=self.conninfo,
@@ -168,6 +173,15 @@ class IngestRig:
                 cwd=REPO,
             )
         self.processes.append(proc)
+        self.logs.append(log_name)
+        self.wait_for(
+            "the bridge process to connect",
+            lambda: (
+                (proc.poll() is None and " running: " in self.log_text(log_name)) or proc.poll() is not None
+            ),
+        )
+        if proc.poll() is not None:
+            pytest.fail(f"the bridge exited with {proc.returncode}:\n{self.log_text(log_name)}")
         return proc
 
     def log_path(self, name: str) -> Path:
@@ -188,8 +202,10 @@ class IngestRig:
         )
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` (none for a statement that returns no rows)."""
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            return conn.execute(sql, params).fetchall()
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description is not None else []
 
     def position_keys(self) -> list[Key]:
         """Every stored (unit_id, ts), with repeats if there were any."""
@@ -199,7 +215,8 @@ class IngestRig:
         deadline = time.monotonic() + timeout
         while not check():
             if time.monotonic() > deadline:
-                pytest.fail(f"timed out waiting for {what}")
+                logs = "".join(f"\n--- {name}.log ---\n{self.log_text(name)[-3000:]}" for name in self.logs)
+                pytest.fail(f"timed out waiting for {what}{logs}")
             time.sleep(0.05)
 
     def wait_rows(self, n: int, timeout: float = WAIT_S) -> None:

@@ -143,6 +143,9 @@ def simulate(
     bad_fix_rate: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="share of deliberately bad fixes")
     ] = 0.01,
+    incidents_per_hour: Annotated[
+        float, typer.Option(min=0.0, help="incidents that dispatch a unit (status changes) per hour")
+    ] = 30.0,
 ) -> None:
     """Publish a realistic simulated fleet (OwnTracks and native JSON, QoS 1) to a broker."""
     from mqtt_bridge.simulator import DEFAULT_CATCH_UP_S, PublishStats, SimClock, publish_fleet
@@ -157,7 +160,12 @@ def simulate(
         catch_up = duration if duration is not None and speedup > 1 else DEFAULT_CATCH_UP_S
         clock = SimClock(speedup=speedup, catch_up_s=catch_up)
         sim = FleetSimulation(
-            _sim_area(settings, district), mix, seed=seed, start=clock.sim_start, bad_fix_rate=bad_fix_rate
+            _sim_area(settings, district),
+            mix,
+            seed=seed,
+            start=clock.sim_start,
+            bad_fix_rate=bad_fix_rate,
+            incidents_per_hour=incidents_per_hour,
         )
         _register_for_simulation(sim, api_url, database_url or settings.database_url)
         stats = PublishStats()
@@ -183,7 +191,10 @@ def simulate(
 
         asyncio.run(main())
         console.print()
-        console.print(f"done: {stats.sent} pings sent ({stats.bad} deliberately bad), {stats.failed} failed")
+        console.print(
+            f"done: {stats.sent} pings ({stats.bad} deliberately bad) and {stats.statuses} status changes "
+            f"sent, {stats.failed} failed"
+        )
 
 
 def _register_for_simulation(sim: object, api_url: str | None, database_url: str | None) -> None:
@@ -250,7 +261,7 @@ def _status_line(stats: object, units: int, done: bool = False) -> Table:
     sim_now = stats.sim_now.astimezone(UTC).strftime("%H:%M:%S UTC") if stats.sim_now else "-"
     grid.add_row(
         f"[bold]{units}[/bold] units",
-        f"sent [bold]{stats.sent}[/bold] pings ({stats.bad} bad)",
+        f"sent [bold]{stats.sent}[/bold] pings ({stats.bad} bad), {stats.statuses} status changes",
         f"[bold]{stats.rate():.1f}[/bold]/s",
         f"sim time {sim_now}",
         state,

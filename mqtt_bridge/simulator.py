@@ -32,12 +32,13 @@ import psycopg
 from tracker.config import MqttTarget
 from tracker.errors import DuplicateUnitError
 from tracker.model import Source, Unit
-from tracker.simulation import FleetSimulation, SimFix, SimUnit
+from tracker.simulation import FleetSimulation, SimFix, SimStatus, SimUnit
 from tracker.store.units import create_unit_sync
 
 log = logging.getLogger(__name__)
 
 NATIVE_POSITION_TOPIC = "serenazgo/units/{unit_id}/position"
+NATIVE_STATUS_TOPIC = "serenazgo/units/{unit_id}/status"
 DEFAULT_CATCH_UP_S = 300.0
 TICK_S = 0.25  # how often the publisher wakes up to send what became due
 MAX_IN_FLIGHT = 500  # unacknowledged QoS 1 publishes at once
@@ -84,6 +85,17 @@ def encode_fix(fix: SimFix) -> tuple[str, bytes]:
         if value is not None:
             native[key] = value
     return NATIVE_POSITION_TOPIC.format(unit_id=unit.unit_id), orjson.dumps(native)
+
+
+def encode_status(event: SimStatus) -> tuple[str, bytes]:
+    """The native status message the dispatch console publishes for ``event``."""
+    body = {"status": str(event.status), "ts": _iso_ms(event.ts)}
+    return NATIVE_STATUS_TOPIC.format(unit_id=event.unit.unit_id), orjson.dumps(body)
+
+
+def encode(message: SimFix | SimStatus) -> tuple[str, bytes]:
+    """Topic and payload of a fix or a status change."""
+    return encode_status(message) if isinstance(message, SimStatus) else encode_fix(message)
 
 
 def as_unit(sim_unit: SimUnit) -> Unit:
@@ -144,7 +156,8 @@ class SimClock:
 class PublishStats:
     """What the publisher has done so far (read by the status line and at shutdown)."""
 
-    sent: int = 0
+    sent: int = 0  # fixes acknowledged by the broker
+    statuses: int = 0  # status changes acknowledged
     failed: int = 0
     bad: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -186,7 +199,7 @@ async def publish_fleet(
     """
     deadline = time.monotonic() + duration_s if duration_s is not None else math.inf
     attempt = 0
-    pending: list[SimFix] = []
+    pending: list[SimFix | SimStatus] = []
     while not stop.is_set() and time.monotonic() < deadline:
         try:
             async with aiomqtt.Client(
@@ -205,6 +218,7 @@ async def publish_fleet(
                 attempt = 0
                 while not stop.is_set() and time.monotonic() < deadline:
                     pending.extend(sim.advance_to(clock.sim_time(now())))
+                    pending.extend(sim.take_status_events())
                     stats.sim_now = sim.now()
                     if pending:
                         await _publish_all(client, pending, stats)
@@ -229,19 +243,24 @@ async def publish_fleet(
     return stats
 
 
-async def _publish_all(client: aiomqtt.Client, fixes: list[SimFix], stats: PublishStats) -> None:
-    """Publish ``fixes`` concurrently (bounded), counting acknowledgements; raise if the link drops."""
+async def _publish_all(
+    client: aiomqtt.Client, messages: list[SimFix | SimStatus], stats: PublishStats
+) -> None:
+    """Publish ``messages`` concurrently (bounded), counting acknowledgements; raise if the link drops."""
     gate = asyncio.Semaphore(MAX_IN_FLIGHT)
 
-    async def one(fix: SimFix) -> None:
-        topic, payload = encode_fix(fix)
+    async def one(message: SimFix | SimStatus) -> None:
+        topic, payload = encode(message)
         async with gate:
             await client.publish(topic, payload, qos=1, timeout=30.0)
+        if isinstance(message, SimStatus):
+            stats.statuses += 1
+            return
         stats.sent += 1
-        if fix.bad is not None:
+        if message.bad is not None:
             stats.bad += 1
 
-    results = await asyncio.gather(*(one(f) for f in fixes), return_exceptions=True)
+    results = await asyncio.gather(*(one(m) for m in messages), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         stats.failed += len(errors)

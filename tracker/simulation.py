@@ -7,6 +7,9 @@ grid), stop for a while at some waypoints, and report at their kind's interval
 with GPS noise whose spread matches the accuracy they claim. A configured share
 of fixes is bad in the ways real devices are bad (a spike far away, (0, 0), no
 timestamp, an impossible battery level) so the ingest filters have work to do.
+Incidents arrive at Central Alerta's rate; the nearest available vehicle (or a
+sereno within a few blocks) is dispatched, drives there at urgent speed, stays
+on scene, and returns to patrol; each status change is a :class:`SimStatus`.
 
 Everything is driven by one seeded :class:`numpy.random.Generator`: the same
 seed, area and mix give the same fleet and the same fixes. Movement happens in
@@ -16,6 +19,7 @@ lon/lat degrees.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,7 +32,7 @@ from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 
 from geo.area import Area, random_points
 from geo.local_frame import LocalFrame
-from tracker.model import Source, UnitKind
+from tracker.model import Source, UnitKind, UnitStatus
 
 # A 2-D Gaussian's 68 % radius (what Android and iOS report as accuracy) is this many per-axis sigmas.
 ACCURACY_SIGMAS = math.sqrt(-2.0 * math.log(1.0 - 0.68))
@@ -118,6 +122,12 @@ DRONE_RETURN_AT_PCT = 25.0  # head for the dock below this charge
 DRONE_SWAP_S = 360.0  # battery swap on the dock
 FIXED_POST_SHARE = 0.1  # serenos standing guard at a fixed post (park, embassy, cliff stairs)
 OWNTRACKS_SHARE = 0.8  # serenos whose phone runs OwnTracks; the rest use the native app
+# Central Alerta logged ~690 incidents a day in 2024, about 29 an hour.
+INCIDENTS_PER_HOUR = 30.0
+FOOT_DISPATCH_RADIUS_M = 500.0  # a sereno on foot is sent only to what is around the corner
+ACK_DELAY_S = (10.0, 45.0)  # from "dispatched" to "en route": the crew acknowledges and sets off
+ON_SCENE_S = (300.0, 1500.0)
+DISPATCHABLE = frozenset({UnitKind.FOOT, UnitKind.BICYCLE, UnitKind.PATROL_CAR, UnitKind.MOTORCYCLE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +193,19 @@ class SimFix:
 
 
 @dataclass(frozen=True, slots=True)
+class SimStatus:
+    """A dispatch status change of one unit, as the dispatch console would publish it."""
+
+    unit: SimUnit
+    status: UnitStatus
+    ts: datetime
+    incident_lat: float  # where the incident is
+    incident_lon: float
+    true_lat: float  # where the unit was when its status changed
+    true_lon: float
+
+
+@dataclass(frozen=True, slots=True)
 class Sector:
     """A named part of the area (in the simulation's metric frame)."""
 
@@ -230,6 +253,7 @@ class FleetSimulation:
         bad_fix_rate: float = 0.01,
         sectors: int = 6,
         tick_s: float = 1.0,
+        incidents_per_hour: float = INCIDENTS_PER_HOUR,
     ) -> None:
         if not 0.0 <= bad_fix_rate <= 1.0:
             raise ValueError(f"bad_fix_rate must be within 0..1, got {bad_fix_rate}")
@@ -239,6 +263,9 @@ class FleetSimulation:
         self.start = start
         self.bad_fix_rate = bad_fix_rate
         self.tick_s = tick_s
+        if incidents_per_hour < 0:
+            raise ValueError(f"incidents_per_hour must be >= 0, got {incidents_per_hour}")
+        self.incidents_per_hour = incidents_per_hour
         self.rng = np.random.default_rng(seed)
         self.frame = LocalFrame.centred_on(area)
         self.area_xy: Area = self.frame.geometry_to_xy(area)  # type: ignore[assignment]
@@ -305,6 +332,11 @@ class FleetSimulation:
         self.fixed_post = np.array(
             [u.kind is UnitKind.FOOT and rng.random() < FIXED_POST_SHARE for u in units], dtype=bool
         )
+        self.status = [UnitStatus.AVAILABLE] * n
+        self.dispatchable = np.array([u.kind in DISPATCHABLE for u in units], dtype=bool) & ~self.fixed_post
+        self._incident: list[NDArray[np.float64] | None] = [None] * n
+        self._scheduled: list[tuple[float, int, UnitStatus]] = []  # heap of (time, unit, status)
+        self._status_events: list[SimStatus] = []
         self.interval = np.array([p.report_interval_s for p in self._profiles])
         # First reports spread over one interval so the fleet does not report in lock-step.
         self.next_report = rng.uniform(0.0, 1.0, n) * self.interval
@@ -314,10 +346,13 @@ class FleetSimulation:
 
     # ----- movement ---------------------------------------------------------------------------
 
-    def _route(self, i: int, goal: NDArray[np.float64], manhattan: bool) -> list[NDArray[np.float64]] | None:
-        """A path from unit ``i``'s position to ``goal`` inside its region, or None if none is simple."""
+    def _route(
+        self, i: int, goal: NDArray[np.float64], manhattan: bool, region: Area | None = None
+    ) -> list[NDArray[np.float64]] | None:
+        """A path from unit ``i``'s position to ``goal`` inside ``region`` (default: its own), or None."""
         here = self.pos[i].copy()
-        region = self._regions[i]
+        if region is None:
+            region = self._regions[i]
         if not manhattan:
             return [goal] if region.covers(LineString([here, goal])) else None
         corners = [np.array([goal[0], here[1]]), np.array([here[0], goal[1]])]
@@ -337,9 +372,12 @@ class FleetSimulation:
             # A drone flies home straight unless a concave edge of the area is in the way.
             path = self._route(i, home, False) or self._route(i, home, True) or [home]
         else:
+            # Back from an incident outside its sector, a unit drives home through the whole area.
+            inside = self._regions[i].covers(Point(float(self.pos[i, 0]), float(self.pos[i, 1])))
+            via = None if inside else self.area_xy
             for _ in range(12):
                 goal = random_points(self._regions[i], 1, self.rng)[0]
-                path = self._route(i, goal, profile.manhattan)
+                path = self._route(i, goal, profile.manhattan, via)
                 if path is not None:
                     break
         if path is None:
@@ -365,6 +403,12 @@ class FleetSimulation:
             self.airborne[i] = False
             self.dwell_until[i] = self.t + DRONE_SWAP_S
             self.battery[i] = 100.0
+            return
+        if self._incident[i] is not None:
+            on_scene = self.rng.uniform(*ON_SCENE_S)
+            self._set_status(i, UnitStatus.ON_SCENE)
+            self.dwell_until[i] = self.t + on_scene
+            heapq.heappush(self._scheduled, (self.t + on_scene, i, UnitStatus.AVAILABLE))
             return
         if self.rng.random() < profile.dwell_probability:
             self.dwell_until[i] = self.t + self.rng.uniform(*profile.dwell_s)
@@ -400,6 +444,7 @@ class FleetSimulation:
         self.t = now + dt
         for i in np.flatnonzero(arrive):
             self._arrive(int(i))
+        self._dispatch_step(dt)
         low = self.is_drone & self.airborne & ~self._returning & (self.battery < DRONE_RETURN_AT_PCT)
         for i in np.flatnonzero(low):
             self._returning[i] = True
@@ -408,6 +453,58 @@ class FleetSimulation:
         # Phones get charged at the base when nearly empty (a sereno swaps to a charged phone).
         flat = self.has_battery & ~self.is_drone & (self.battery < 10.0)
         self.battery[flat] = 100.0
+
+    def _set_status(self, i: int, status: UnitStatus) -> None:
+        """Change unit ``i``'s status now and record the event."""
+        self.status[i] = status
+        incident = self._incident[i] if self._incident[i] is not None else self.pos[i]
+        assert incident is not None
+        ilon, ilat = self.frame.to_lonlat(incident[0], incident[1])
+        ulon, ulat = self.frame.to_lonlat(self.pos[i, 0], self.pos[i, 1])
+        self._status_events.append(
+            SimStatus(self.units[i], status, self.now(), float(ilat), float(ilon), float(ulat), float(ulon))
+        )
+        if status is UnitStatus.AVAILABLE:
+            self._incident[i] = None
+
+    def _dispatch(self) -> None:
+        """An incident somewhere in the area: send the nearest available vehicle (or a sereno close by)."""
+        spot = random_points(self.area_xy, 1, self.rng)[0]
+        free = self.dispatchable & np.array([s is UnitStatus.AVAILABLE for s in self.status], dtype=bool)
+        if not free.any():
+            return  # everybody is busy: the incident waits in the queue (not modelled)
+        dist = np.hypot(self.pos[:, 0] - spot[0], self.pos[:, 1] - spot[1])
+        is_foot = np.array([u.kind is UnitKind.FOOT for u in self.units], dtype=bool)
+        eligible = free & (~is_foot | (dist <= FOOT_DISPATCH_RADIUS_M))
+        if not eligible.any():
+            return
+        i = int(np.flatnonzero(eligible)[np.argmin(dist[eligible])])
+        profile = self._profiles[i]
+        self._incident[i] = spot
+        self._set_status(i, UnitStatus.DISPATCHED)
+        path = self._route(i, spot, profile.manhattan, self.area_xy) or [spot]
+        self._legs[i] = path[1:]
+        self.target[i] = path[0]
+        # Urgent: the top third of the kind's speed range.
+        lo, hi = profile.speed_mps
+        self.speed[i] = self.rng.uniform(hi - (hi - lo) / 3, hi)
+        ack = self.rng.uniform(*ACK_DELAY_S)
+        self.dwell_until[i] = self.t + ack  # acknowledging: still standing, already routed
+        heapq.heappush(self._scheduled, (self.t + ack, i, UnitStatus.EN_ROUTE))
+
+    def _dispatch_step(self, dt: float) -> None:
+        """New incidents (Poisson) and the status changes that fall due."""
+        if self.incidents_per_hour > 0:
+            for _ in range(self.rng.poisson(self.incidents_per_hour * dt / 3600.0)):
+                self._dispatch()
+        while self._scheduled and self._scheduled[0][0] <= self.t:
+            _, i, status = heapq.heappop(self._scheduled)
+            self._set_status(i, status)
+
+    def take_status_events(self) -> list[SimStatus]:
+        """The status changes since the last call, in time order."""
+        events, self._status_events = self._status_events, []
+        return events
 
     def current_speed(self) -> NDArray[np.float64]:
         """True ground speed of every unit right now (m/s; 0 when stopped)."""

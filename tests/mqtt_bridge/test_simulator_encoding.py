@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from mqtt_bridge.codecs import decode_message
-from mqtt_bridge.simulator import SimClock, encode_fix
+from mqtt_bridge.simulator import SimClock, encode_fix, encode_status
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE
 from tracker.model import Decoded, PingFlag, Source
@@ -88,3 +88,19 @@ def test_clock_replays_the_past_faster_and_never_runs_ahead_of_the_wall() -> Non
     assert realtime.sim_time(wall0 + timedelta(seconds=5)) == wall0 + timedelta(seconds=5)
     with pytest.raises(ValueError, match="speedup"):
         SimClock(speedup=0.5)
+
+
+def test_status_changes_decode_to_the_same_status_and_time() -> None:
+    area = load_area(DEFAULT_DISTRICTS_FILE, "Miraflores")
+    sim = FleetSimulation(area, FleetMix(4, 4, 2, 0), seed=5, start=T0, incidents_per_hour=200)
+    sim.advance_to(T0 + timedelta(minutes=30))
+    events = sim.take_status_events()
+    assert len(events) > 10
+    for event in events:
+        topic, payload = encode_status(event)
+        assert topic == f"serenazgo/units/{event.unit.unit_id}/status"
+        result = decode_message(topic, payload, T0 + timedelta(hours=1))
+        assert isinstance(result, Decoded), result
+        assert result.status is not None
+        assert result.status.status is event.status
+        assert abs((result.status.ts - event.ts).total_seconds()) < 0.001

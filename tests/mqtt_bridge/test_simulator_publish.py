@@ -41,7 +41,9 @@ class Subscriber:
         assert self.ready.wait(10), "subscriber never subscribed"
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
-        client.subscribe([("serenazgo/units/+/position", 1), ("owntracks/+/+", 1)])
+        client.subscribe(
+            [("serenazgo/units/+/position", 1), ("serenazgo/units/+/status", 1), ("owntracks/+/+", 1)]
+        )
         self.ready.set()
 
     def _on_message(self, client, userdata, message) -> None:
@@ -84,7 +86,12 @@ def test_publishes_every_fix_with_qos1_in_both_formats(mqtt_broker, test_names, 
     try:
         clock = SimClock(speedup=30.0, catch_up_s=3.0)
         sim = FleetSimulation(
-            miraflores, FleetMix(5, 1, 1, 1), seed=4, start=clock.sim_start, bad_fix_rate=0.0
+            miraflores,
+            FleetMix(5, 1, 1, 1),
+            seed=4,
+            start=clock.sim_start,
+            bad_fix_rate=0.0,
+            incidents_per_hour=300,
         )
         stats = PublishStats()
         target = parse_mqtt_url(mqtt_broker.url)
@@ -95,16 +102,23 @@ def test_publishes_every_fix_with_qos1_in_both_formats(mqtt_broker, test_names, 
         )
         assert stats.sent > 50
         assert stats.failed == 0
-        assert wait_for(lambda: sub.count() >= stats.sent)
-        assert sub.count() == stats.sent
+        assert stats.statuses > 0
+        assert wait_for(lambda: sub.count() >= stats.sent + stats.statuses)
+        assert sub.count() == stats.sent + stats.statuses
         now = datetime.now(UTC)
         units = set()
+        statuses = 0
         for topic, payload in sub.messages:
             result = decode_message(topic, payload, now)
             assert isinstance(result, Decoded), (topic, payload, result)
+            if result.status is not None:
+                statuses += 1
+                assert topic.endswith("/status")
+                continue
             ping = result.pings[0]
             assert ping.ts <= now  # a speed-up never sends times from the future
             units.add(result.ref.external_id)
+        assert statuses == stats.statuses
         assert len(units) == 8
         assert any(u.startswith("owntracks/") for u in units)
     finally:

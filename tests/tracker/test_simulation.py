@@ -14,8 +14,17 @@ from pyproj import Geod
 
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE
-from tracker.model import Source, UnitKind, is_valid_unit_id
-from tracker.simulation import PROFILES, BadFix, FleetMix, FleetSimulation, SimFix
+from tracker.model import Source, UnitKind, UnitStatus, is_valid_unit_id
+from tracker.simulation import (
+    FOOT_DISPATCH_RADIUS_M,
+    INCIDENTS_PER_HOUR,
+    PROFILES,
+    BadFix,
+    FleetMix,
+    FleetSimulation,
+    SimFix,
+    SimStatus,
+)
 
 GEOD = Geod(ellps="WGS84")
 T0 = datetime(2024, 5, 6, 14, 0, tzinfo=UTC)
@@ -28,9 +37,15 @@ def miraflores():
 
 
 @pytest.fixture(scope="module")
-def hour(miraflores) -> tuple[FleetSimulation, list[SimFix]]:
+def hour_with_statuses(miraflores) -> tuple[FleetSimulation, list[SimFix], list[SimStatus]]:
     sim = FleetSimulation(miraflores, seed=11, start=T0, bad_fix_rate=0.02)
-    return sim, sim.advance_to(T0 + HOUR)
+    fixes = sim.advance_to(T0 + HOUR)
+    return sim, fixes, sim.take_status_events()
+
+
+@pytest.fixture(scope="module")
+def hour(hour_with_statuses) -> tuple[FleetSimulation, list[SimFix]]:
+    return hour_with_statuses[:2]
 
 
 def by_unit(fixes: list[SimFix]) -> dict[str, list[SimFix]]:
@@ -74,13 +89,75 @@ def test_true_positions_never_leave_the_boundary(hour, miraflores) -> None:
     assert inside.all(), f"{(~inside).sum()} of {len(fixes)} true positions outside Miraflores"
 
 
-def test_ground_units_patrol_their_own_sector(hour) -> None:
-    sim, fixes = hour
+def test_ground_units_patrol_their_own_sector_until_dispatched(hour_with_statuses) -> None:
+    sim, fixes, statuses = hour_with_statuses
+    first_dispatch: dict[str, datetime] = {}
+    for event in statuses:
+        if event.status is UnitStatus.DISPATCHED:
+            first_dispatch.setdefault(event.unit.unit_id, event.ts)
     sectors = {s.name: s.shape_xy.buffer(0.01) for s in sim.sectors}
+    checked = 0
     for f in fixes:
-        if f.unit.kind in (UnitKind.FOOT, UnitKind.PATROL_CAR):
-            x, y = sim.frame.to_xy(f.true_lon, f.true_lat)
-            assert sectors[f.unit.sector].covers(shapely.Point(float(x), float(y))), f.unit.unit_id
+        if f.unit.kind not in (UnitKind.FOOT, UnitKind.PATROL_CAR):
+            continue
+        if f.true_ts >= first_dispatch.get(f.unit.unit_id, T0 + 2 * HOUR):
+            continue
+        x, y = sim.frame.to_xy(f.true_lon, f.true_lat)
+        assert sectors[f.unit.sector].covers(shapely.Point(float(x), float(y))), f.unit.unit_id
+        checked += 1
+    assert checked > 10_000
+
+
+def test_incidents_send_units_through_a_full_status_cycle(hour_with_statuses) -> None:
+    _, _fixes, statuses = hour_with_statuses
+    dispatched = [e for e in statuses if e.status is UnitStatus.DISPATCHED]
+    # Poisson at ~30 an hour (5 sigma), less the rare moments when nobody is free.
+    assert abs(len(dispatched) - INCIDENTS_PER_HOUR) < 5 * math.sqrt(INCIDENTS_PER_HOUR)
+    order = [UnitStatus.DISPATCHED, UnitStatus.EN_ROUTE, UnitStatus.ON_SCENE, UnitStatus.AVAILABLE]
+    by_unit: dict[str, list[SimStatus]] = defaultdict(list)
+    for e in statuses:
+        by_unit[e.unit.unit_id].append(e)
+    completed = 0
+    for unit_id, events in by_unit.items():
+        assert all(a.ts <= b.ts for a, b in itertools.pairwise(events)), unit_id
+        kinds = [e.status for e in events]
+        # Cycles in order; the last one may still be running at the end of the hour.
+        assert kinds == (order * len(kinds))[: len(kinds)], (unit_id, kinds)
+        for e in events:
+            assert e.unit.kind is not UnitKind.DRONE
+            if e.status is UnitStatus.ON_SCENE:
+                gap = geodesic_m(e.true_lon, e.true_lat, e.incident_lon, e.incident_lat)
+                assert float(gap) < 0.5, f"{unit_id} on scene {float(gap):.1f} m from the incident"
+                completed += 1
+            if e.status is UnitStatus.DISPATCHED and e.unit.kind is UnitKind.FOOT:
+                away = geodesic_m(e.true_lon, e.true_lat, e.incident_lon, e.incident_lat)
+                assert float(away) <= FOOT_DISPATCH_RADIUS_M * 1.01
+    assert completed >= len(dispatched) // 2
+
+
+def test_the_nearest_available_vehicle_is_dispatched(miraflores) -> None:
+    sim = FleetSimulation(miraflores, FleetMix(0, 6, 0, 0), seed=8, start=T0, incidents_per_hour=400)
+    seen = 0
+    for second in range(1, 1200):
+        sim.advance_to(T0 + timedelta(seconds=second))
+        events = sim.take_status_events()
+        freed = {e.unit.unit_id for e in events if e.status is UnitStatus.AVAILABLE}
+        for e in events:
+            if e.status is not UnitStatus.DISPATCHED:
+                continue
+            seen += 1
+            chosen = geodesic_m(e.true_lon, e.true_lat, e.incident_lon, e.incident_lat)
+            for j, unit in enumerate(sim.units):
+                if sim.status[j] is UnitStatus.AVAILABLE and unit.unit_id not in freed:
+                    lon, lat = sim.frame.to_lonlat(sim.pos[j, 0], sim.pos[j, 1])
+                    assert geodesic_m(lon, lat, e.incident_lon, e.incident_lat) >= chosen - 0.5
+    assert seen >= 10
+
+
+def test_no_incidents_no_status_changes(miraflores) -> None:
+    sim = FleetSimulation(miraflores, FleetMix(5, 5, 5, 1), seed=3, start=T0, incidents_per_hour=0)
+    sim.advance_to(T0 + timedelta(minutes=30))
+    assert sim.take_status_events() == []
 
 
 def test_speeds_between_fixes_are_plausible_per_kind(hour) -> None:

@@ -155,6 +155,7 @@ class Runtime:
     fleet: LiveFleet = field(default_factory=LiveFleet)
     api_url: str = ""
     pg_dir: Path | None = None
+    broker_dir: Path | None = None
     broker_url: str = ""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _signals: int = 0
@@ -233,6 +234,7 @@ class Runtime:
 
         self._push("MQTT broker", stop)
         self.broker_url = broker.url
+        self.broker_dir = broker.state_dir
         self.mqtt = parse_mqtt_url(broker.url)
 
     def _load_fleet(self) -> int:
@@ -423,6 +425,8 @@ class Runtime:
             table.add_row(
                 "database files", f"{self.pg_dir}  (the data folder is closed to the postgres user)"
             )
+        if self.broker_dir is not None and not self.broker_dir.is_relative_to(self.settings.data_dir):
+            table.add_row("broker files", f"{self.broker_dir}  (the data folder is closed to the mosquitto user)")
         table.add_row("auto-register", "on" if self.settings.auto_register else "off")
         self.console.print()
         self.console.print("[bold]serenazgo is running[/bold]  (Ctrl-C to stop)")

@@ -426,7 +426,8 @@ class Runtime:
                 "database files", f"{self.pg_dir}  (the data folder is closed to the postgres user)"
             )
         if self.broker_dir is not None and not self.broker_dir.is_relative_to(self.settings.data_dir):
-            table.add_row("broker files", f"{self.broker_dir}  (the data folder is closed to the mosquitto user)")
+            closed = "(the data folder is closed to the mosquitto user)"
+            table.add_row("broker files", f"{self.broker_dir}  {closed}")
         table.add_row("auto-register", "on" if self.settings.auto_register else "off")
         self.console.print()
         self.console.print("[bold]serenazgo is running[/bold]  (Ctrl-C to stop)")

@@ -22,6 +22,7 @@ import stat
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -34,13 +35,17 @@ from rich.table import Table
 
 from api.app import create_app
 from api.context import ApiContext
+from mqtt_bridge.bridge import Bridge, load_state
+from mqtt_bridge.broker import EmbeddedBroker
+from mqtt_bridge.simulator import PublishStats, SimClock, publish_fleet, register_units
+from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE, MqttTarget, Settings, parse_mqtt_url
 from tracker.errors import ConfigError, SerenazgoError
 from tracker.fleet import LiveFleet
 from tracker.registry import UnitRegistry
+from tracker.simulation import FleetSimulation
+from tracker.store.embedded import EmbeddedPostgres
 from tracker.store.migrations import migrate
-from tracker.store.queries import load_latest_sync
-from tracker.store.units import load_all_units_sync
 
 T = TypeVar("T")
 
@@ -160,9 +165,9 @@ class Runtime:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _signals: int = 0
     _stack: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
-    sim_stats: Any = None
-    _bridge: Any = None
-    _simulation: Any = None
+    sim_stats: PublishStats | None = None
+    _bridge: Bridge | None = None
+    _simulation: FleetSimulation | None = None
     _api_task: asyncio.Task[None] | None = None
     _sim_task: asyncio.Task[Any] | None = None
 
@@ -174,10 +179,6 @@ class Runtime:
             self.console.print(f"\n[bold]{signal.Signals(signum).name}[/bold]: stopping serenazgo…")
         else:
             self.console.print("[yellow]already stopping: waiting for the bridge to flush[/yellow]")
-        self._stop.set()
-
-    def request_stop(self) -> None:
-        """Ask the running service to stop (what SIGINT does)."""
         self._stop.set()
 
     # ----- steps -------------------------------------------------------------------------
@@ -198,8 +199,6 @@ class Runtime:
             self.conninfo = self.settings.database_url
             await self._step("checking the database", lambda: _ping_database(self.conninfo))
             return
-        from tracker.store.embedded import EmbeddedPostgres
-
         self.pg_dir = embedded_pg_dir(self.settings.data_dir)
         server = EmbeddedPostgres(self.pg_dir)
         await self._step(f"starting PostgreSQL in {self.pg_dir}", server.start)
@@ -215,8 +214,6 @@ class Runtime:
             self.mqtt = self.settings.mqtt
             self.broker_url = _redact(self.settings.mqtt_url or "")
             return
-        from mqtt_bridge.broker import EmbeddedBroker
-
         port = self.options.broker_port
         if port is not None and not port_free(port):
             raise ConfigError(
@@ -238,17 +235,10 @@ class Runtime:
         self.mqtt = parse_mqtt_url(broker.url)
 
     def _load_fleet(self) -> int:
-        units = load_all_units_sync(self.conninfo)
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            latest = load_latest_sync(conn)
-        self.registry.replace(units)
-        self.fleet = LiveFleet(self.settings.freshness)
-        self.fleet.load(units, latest)
-        return len(units)
+        self.registry, self.fleet = load_state(self.conninfo, self.settings)
+        return len(self.registry)
 
     async def _start_bridge(self) -> None:
-        from mqtt_bridge.bridge import Bridge
-
         assert self.mqtt is not None
         bridge = Bridge(self.settings, self.mqtt, self.conninfo, self.registry, self.fleet)
         await self._step("starting the ingest bridge", bridge.start)
@@ -291,9 +281,8 @@ class Runtime:
         self._push("HTTP API", stop)
 
     async def _start_simulator(self) -> None:
-        from mqtt_bridge.simulator import PublishStats, SimClock, publish_fleet
-
         sim = self._simulation
+        assert sim is not None
         assert self.mqtt is not None
         stats = PublishStats()
         stop = asyncio.Event()
@@ -314,12 +303,6 @@ class Runtime:
         self.console.print(f"[green]✓[/green] simulated fleet: {_mix_line(sim)}")
 
     def _prepare_demo(self) -> int:
-        from datetime import UTC, datetime
-
-        from mqtt_bridge.simulator import register_units
-        from tracker.area_file import load_area
-        from tracker.simulation import FleetSimulation
-
         district = self.options.district
         if district is None and self.settings.area_file() == DEFAULT_DISTRICTS_FILE:
             district = DEFAULT_DEMO_DISTRICT
@@ -452,7 +435,7 @@ def _ping_database(conninfo: str) -> None:
         ) from exc
 
 
-def _mix_line(sim: Any) -> str:
+def _mix_line(sim: FleetSimulation) -> str:
     counts: dict[str, int] = {}
     for unit in sim.units:
         counts[str(unit.kind)] = counts.get(str(unit.kind), 0) + 1

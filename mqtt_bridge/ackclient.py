@@ -30,18 +30,22 @@ What this client guarantees:
 * **Reconnects** with jittered exponential backoff, ``uniform(0, 1.5 ** min(10, n))``
   seconds (aiomqtt's reconnect delay), capped at ``max_backoff_s``.
 
-Two narrow overrides of paho internals make ingest fast enough (paho ``>=2.1,<3``;
-both are checked against paho's own decoder in tests/mqtt_bridge/test_ackclient.py):
+Narrow overrides of paho internals make ingest fast enough (paho ``>=2.1,<3``; the
+decoder is checked against paho's own in tests/mqtt_bridge/test_ackclient.py):
 paho reads every packet with three ``recv`` calls and builds an MQTT 5
 ``Properties`` object for every PUBLISH, which caps it near 15,000 messages/s on
-our box. :class:`_IngestClient` reads the socket in 256 KiB chunks and decodes QoS 0/1
-PUBLISH packets directly (~8x faster); anything unusual goes to paho's own path.
+our box. :class:`_IngestClient` reads the socket in 256 KiB chunks and decodes the
+complete QoS 0/1 PUBLISH packets in them directly (anything else, and anything
+unusual, goes to paho's own reader),
+and queues a batch's PUBACKs as one write (paho's ``ack()`` costs a packet and a
+wake-up syscall per message).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -65,9 +69,12 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 24 * 3600
 MQTT_RECEIVE_MAXIMUM_LIMIT = 65535  # a two-byte property
 READ_CHUNK = 256 * 1024
-# Packets decoded per turn before paho's loop runs again (writes acks, keepalive).
+# Packets decoded per turn before paho's loop runs again (writes acks, keepalive), and
+# between two looks at pause_reading (so a paused reader overshoots by READ_SLICE at most).
 _DRAIN_PACKETS = 2000
+READ_SLICE = 256
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
+_PUBACK_BASE = 0x40020000  # PUBACK, remaining length 2; the packet id fills the low 16 bits
 _UNSUPPORTED_PROTOCOL_VERSION = 0x84  # CONNACK reason code
 CONNACK_TIMEOUT_S = 10.0
 
@@ -123,6 +130,65 @@ class _IngestClient(paho.Client):
         chunk = bytes(buf[:bufsize])
         del buf[:bufsize]  # bytearray deletes from the front in O(1) amortised
         return chunk
+
+    def take_publishes(self, limit: int) -> int:
+        """Decode up to ``limit`` complete QoS 0/1 PUBLISH packets at the head of the read buffer.
+
+        Returns how many were handed to the sink. Stops at anything else (another
+        packet type, QoS 2, a packet not fully read yet, a malformed one): paho's
+        own reader takes it from there. Only runs between packets, never while
+        paho is half-way through one.
+        """
+        sink = self.sink
+        if sink is None or self._in_packet["command"] != 0:
+            return 0
+        buf = self._rbuf
+        end_of_data = len(buf)
+        v5 = self._protocol == paho.MQTTv5
+        pos = count = 0
+        while count < limit and pos < end_of_data:
+            first = buf[pos]
+            qos = (first & 0x06) >> 1
+            if first & 0xF0 != 0x30 or qos == 2:
+                break
+            i = pos + 1
+            length = 0
+            mult = 1
+            complete = False
+            while i < end_of_data and mult <= 128**3:
+                byte = buf[i]
+                i += 1
+                length += (byte & 0x7F) * mult
+                if not byte & 0x80:
+                    complete = True
+                    break
+                mult *= 128
+            end = i + length
+            if not complete or end > end_of_data:
+                break
+            try:
+                decoded = decode_publish_fast(buf[i:end], qos, v5)
+            except (IndexError, ValueError):
+                break  # malformed: paho's reader reports it and drops the connection
+            if decoded is None:
+                break
+            topic, mid, payload = decoded
+            sink(topic, payload, mid, qos, bool(first & 0x08), bool(first & 0x01))
+            pos = end
+            count += 1
+        if pos:
+            del buf[:pos]
+        return count
+
+    def ack_batch(self, mids: list[int]) -> None:
+        """Queue QoS 1 PUBACKs for ``mids`` as one write instead of one packet (and syscall) each.
+
+        A PUBACK with success and no properties is 4 bytes in MQTT 3.1.1 and 5
+        alike: 0x40, remaining length 2, the packet id (MQTT 5 section 3.4.2.1).
+        """
+        if mids:
+            data = struct.pack(f"!{len(mids)}I", *[_PUBACK_BASE | mid for mid in mids])
+            self._packet_queue(paho.PUBACK, data, 0, 0)
 
     def close_socket(self) -> None:
         """Close the connection's socket at once (no DISCONNECT packet)."""
@@ -326,16 +392,17 @@ class AckClient:
         them again.
         """
         sent = dropped = 0
+        mids: list[int] = []
         with self._lock:
-            client = self._client
             generation = self._generation if self._connected else -1
             for m in messages:
                 if m.generation != generation:
                     dropped += 1
                     continue
                 if m.qos:
-                    client.ack(m.mid, m.qos)
+                    mids.append(m.mid)
                 sent += 1
+            self._client.ack_batch(mids)
             self.stats.acked += sent
             self.stats.acks_dropped += dropped
         return sent
@@ -374,6 +441,7 @@ class AckClient:
         attempt = 0
         open_socket = False
         connack_deadline = 0.0
+        awaiting_connack = False
         while not self._stopping.is_set():
             if not open_socket:
                 if self._downgrade:
@@ -390,6 +458,7 @@ class AckClient:
                     attempt = self._backoff(attempt)
                     continue
                 open_socket = True
+                awaiting_connack = True
                 connack_deadline = time.monotonic() + self.connack_timeout_s
             if self._pause_reading is not None and self._connected and self._pause_reading():
                 rc = self._service_without_reading()
@@ -397,13 +466,19 @@ class AckClient:
                 rc = client.loop(timeout=0.0 if client.buffered else 0.1)
                 drained = 0
                 while rc == _SUCCESS and client.buffered and drained < _DRAIN_PACKETS:
-                    rc = client.loop_read()
-                    drained += 1
+                    if self._pause_reading is not None and self._pause_reading():
+                        break
+                    taken = client.take_publishes(READ_SLICE)
+                    drained += taken
+                    if not taken:  # not a whole PUBLISH at the head: paho's reader handles it
+                        rc = client.loop_read()
+                        drained += 1
             if rc == _SUCCESS:
                 if self._connected:
                     attempt = 0
+                    awaiting_connack = False
                     continue
-                if time.monotonic() < connack_deadline:
+                if not awaiting_connack or time.monotonic() < connack_deadline:
                     continue
                 # No CONNACK: an MQTT 3.1.1-only broker may choke on an MQTT 5 CONNECT.
                 if self.protocol == paho.MQTTv5:

@@ -1,16 +1,19 @@
 """The ingest bridge: MQTT in, PostgreSQL out; a message is acknowledged only once stored.
 
-Two threads:
+Three threads:
 
 * the MQTT network thread (:class:`mqtt_bridge.ackclient.AckClient`) appends every
   received message to a queue;
-* the writer thread takes batches from it (up to ``settings.batch_max`` messages,
-  waiting at most ``settings.batch_interval_ms`` after the first), runs
-  :class:`mqtt_bridge.pipeline.IngestPipeline`, stores the batch in one
-  transaction (:class:`tracker.store.writer.PositionWriter`) and only **then**
+* the pipeline thread takes batches from it (up to ``settings.batch_max``
+  messages, waiting at most ``settings.batch_interval_ms`` after the first) and
+  runs :class:`mqtt_bridge.pipeline.IngestPipeline` on each;
+* the writer thread stores each batch in one transaction
+  (:class:`tracker.store.writer.PositionWriter`), in order, and only **then**
   acknowledges every message of it (dead-lettered ones included), updates the
   :class:`LiveFleet` and announces dead letters on ``serenazgo/deadletter``
-  (JSON ``{topic, reason, detail, received_at}``, QoS 0, best effort).
+  (JSON ``{topic, reason, detail, received_at}``, QoS 0, best effort). One
+  prepared batch waits at most, so the next batch's decoding and filtering
+  overlaps the database's work on the current one.
 
 Failures:
 
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import signal
 import threading
 import time
@@ -70,6 +74,8 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER_TOPIC = "serenazgo/deadletter"
 STORAGE_REFUSED = "storage_refused"
+
+_Prepared = tuple[list[InboundMessage], PipelineResult]
 
 
 @dataclass(slots=True)
@@ -127,11 +133,15 @@ class Bridge:
         self._closing = threading.Event()  # stop taking messages; flush what is queued
         self._abandon = threading.Event()  # stop retrying: leave the rest to the broker
         self._stopped = threading.Event()
-        self._writer_thread: threading.Thread | None = None
+        # A batch runs through the pipeline while the one before it is being committed: the
+        # database's share of a commit (parsing, indexes, fsync) overlaps our Python work.
+        self._prepared: queue.Queue[_Prepared | None] = queue.Queue(maxsize=1)
+        self._threads: list[threading.Thread] = []
         self._last_refresh = 0.0
         # Counters: written by one thread each, read by anyone.
         self._received = 0
-        self._settled = 0
+        self._settled = 0  # acknowledged, or left to the broker at stop (commit thread)
+        self._abandoned = 0  # taken from the queue but never committed, at stop (pipeline thread)
         self._stored = 0
         self._duplicates = 0
         self._dead = 0
@@ -161,10 +171,14 @@ class Bridge:
 
         Not reaching the broker in time is logged, not raised: the client keeps retrying.
         """
-        if self._writer_thread is not None:
+        if self._threads:
             return
-        self._writer_thread = threading.Thread(target=self._writer_loop, name="ingest-writer", daemon=True)
-        self._writer_thread.start()
+        self._threads = [
+            threading.Thread(target=self._prepare_loop, name="ingest-pipeline", daemon=True),
+            threading.Thread(target=self._commit_loop, name="ingest-writer", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
         self.mqtt.start()
         if wait_connected_s and not self.mqtt.wait_connected(wait_connected_s):
             log.warning(
@@ -189,25 +203,25 @@ class Bridge:
         """
         self._closing.set()
         self._wake.set()
-        thread = self._writer_thread
-        flushed = True
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                flushed = False
-                log.warning(
-                    "bridge %s: could not store the last %d messages within %.0f s; the broker keeps them",
-                    self.client_id,
-                    self._received - self._settled,
-                    timeout,
-                )
-                self._abandon.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        flushed = not any(t.is_alive() for t in self._threads)
+        if not flushed:
+            log.warning(
+                "bridge %s: could not store the last %d messages within %.0f s; the broker keeps them",
+                self.client_id,
+                self._unsettled(),
+                timeout,
+            )
+            self._abandon.set()
+            for thread in self._threads:
                 thread.join(10.0)
         self.mqtt.stop()
         self.writer.close()
         self._stopped.set()
         self._connected_gauge.set(0)
-        return flushed and self._received == self._settled
+        return flushed and self._unsettled() == 0
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the bridge has stopped; False on timeout."""
@@ -216,8 +230,11 @@ class Bridge:
     @property
     def running(self) -> bool:
         """True between start() and stop()."""
-        thread = self._writer_thread
-        return thread is not None and thread.is_alive() and not self._stopped.is_set()
+        threads = self._threads
+        return bool(threads) and all(t.is_alive() for t in threads) and not self._stopped.is_set()
+
+    def _unsettled(self) -> int:
+        return self._received - self._settled - self._abandoned
 
     def stats(self) -> BridgeStats:
         """Counters and state right now."""
@@ -227,7 +244,7 @@ class Bridge:
             connected=self.mqtt.connected,
             database_down=self._db_down,
             received=self._received,
-            in_flight=self._received - self._settled,
+            in_flight=self._unsettled(),
             queued=len(self._queue),
             stored=self._stored,
             duplicates=self._duplicates,
@@ -253,6 +270,15 @@ class Bridge:
         if n == 1 or n == self.batch_max:
             self._wake.set()
 
+    @property
+    def max_in_flight(self) -> int:
+        """Most messages this bridge holds unacknowledged: its memory bound.
+
+        The queue stops growing at Receive Maximum (the read pause, plus one read
+        slice), one batch waits for the writer and one is being written.
+        """
+        return self.mqtt.receive_maximum + ackclient.READ_SLICE + 2 * self.batch_max
+
     def _queue_full(self) -> bool:
         # Mosquitto 2.0.11 can overshoot Receive Maximum (see ackclient): stop reading instead.
         return len(self._queue) >= self.mqtt.receive_maximum
@@ -262,9 +288,10 @@ class Bridge:
         if connected:
             metrics.MQTT_CONNECTS.inc()
 
-    # -- writer thread ------------------------------------------------------------------------------
+    # -- pipeline thread ------------------------------------------------------------------------------
 
-    def _writer_loop(self) -> None:
+    def _prepare_loop(self) -> None:
+        """Take batches from the queue, run the pipeline, hand them to the commit thread."""
         try:
             while not self._abandon.is_set():
                 batch = self._next_batch()
@@ -272,12 +299,24 @@ class Bridge:
                     if self._closing.is_set():
                         break
                     continue
-                self._handle(batch)
+                if not self._hand_over((batch, self.pipeline.run(batch))):
+                    self._abandoned += len(batch)
         except Exception:
-            log.exception("bridge %s: writer thread failed; stopping ingest", self.client_id)
-            self._last_error = "writer thread failed (see the log)"
+            log.exception("bridge %s: pipeline thread failed; stopping ingest", self.client_id)
+            self._last_error = "pipeline thread failed (see the log)"
         finally:
-            self._inflight_gauge.set(self._received - self._settled)
+            self._hand_over(None)
+
+    def _hand_over(self, item: _Prepared | None) -> bool:
+        """Queue ``item`` for the commit thread (waiting while it is busy); False if abandoned."""
+        while True:
+            try:
+                self._prepared.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                commit_alive = len(self._threads) > 1 and self._threads[1].is_alive()
+                if self._abandon.is_set() or not commit_alive:
+                    return False
 
     def _next_batch(self) -> list[InboundMessage]:
         q, wake, batch_max = self._queue, self._wake, self.batch_max
@@ -299,9 +338,32 @@ class Bridge:
         popleft = q.popleft
         return [popleft() for _ in range(min(len(q), batch_max))]
 
-    def _handle(self, messages: list[InboundMessage]) -> None:
+    # -- commit thread --------------------------------------------------------------------------------
+
+    def _commit_loop(self) -> None:
+        try:
+            while True:
+                try:
+                    item = self._prepared.get(timeout=0.2)
+                except queue.Empty:
+                    if self._threads[0].is_alive():
+                        continue
+                    break  # the pipeline thread ended without a last word (it failed)
+                if item is None:
+                    break
+                messages, result = item
+                if self._abandon.is_set():
+                    self._settled += len(messages)  # left to the broker
+                    continue
+                self._commit(messages, result)
+        except Exception:
+            log.exception("bridge %s: writer thread failed; stopping ingest", self.client_id)
+            self._last_error = "writer thread failed (see the log)"
+        finally:
+            self._inflight_gauge.set(self._unsettled())
+
+    def _commit(self, messages: list[InboundMessage], result: PipelineResult) -> None:
         """Store one batch (retrying through outages), then ack, update the fleet, announce dead letters."""
-        result = self.pipeline.run(messages)
         started = time.perf_counter()
         parts = self._store_until_done(result, messages)
         if parts is None:  # abandoned at stop: the broker resends these
@@ -423,7 +485,7 @@ class Bridge:
             metrics.ACKS_DROPPED.inc(not_acked)
         metrics.BATCHES.inc()
         metrics.INGEST_LAG.observe_many([committed_at - m.received_at for m in messages])
-        self._inflight_gauge.set(self._received - self._settled)
+        self._inflight_gauge.set(self._unsettled())
 
     def _announce(self, letters: list[DeadLetter]) -> None:
         sent = 0

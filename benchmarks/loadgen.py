@@ -12,7 +12,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 
@@ -68,12 +68,15 @@ def publish(
     window: int = 20000,
     client_id: str = "serenazgo-loadgen",
     timeout: float = 120.0,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> PublishReport:
     """Publish ``(topic, payload)`` messages at QoS 1 as fast as possible, or paced at ``rate``/s.
 
     Packets are encoded before the clock starts. At most ``window`` messages
     are unacknowledged at once (packet ids are 16-bit). Returns when every
     message is acknowledged by the broker or ``timeout`` passes.
+    ``send_times`` holds ``clock()`` just before each message's chunk was written:
+    pass ``clock=time.time`` to compare them with receive times taken in other processes.
     """
     msgs = list(messages)
     packets = [publish_packet(t, p, (i % 65535) + 1) for i, (t, p) in enumerate(msgs)]
@@ -122,7 +125,7 @@ def publish(
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        now = time.perf_counter()
+        now = clock()
         sock.sendall(b"".join(block))
         send_times.extend([now] * len(block))
         sent += len(block)

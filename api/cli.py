@@ -21,6 +21,8 @@ from tracker.errors import SerenazgoError
 
 if TYPE_CHECKING:
     from geo.area import Area
+    from mqtt_bridge.simulator import PublishStats
+    from tracker.simulation import FleetSimulation
 
 T = TypeVar("T")
 
@@ -197,11 +199,9 @@ def simulate(
         )
 
 
-def _register_for_simulation(sim: object, api_url: str | None, database_url: str | None) -> None:
+def _register_for_simulation(sim: FleetSimulation, api_url: str | None, database_url: str | None) -> None:
     from mqtt_bridge.simulator import register_units
-    from tracker.simulation import FleetSimulation
 
-    assert isinstance(sim, FleetSimulation)
     if api_url:
         created, existing = _register_via_api(api_url, sim)
     elif database_url:
@@ -216,44 +216,47 @@ def _register_for_simulation(sim: object, api_url: str | None, database_url: str
     console.print(f"registered {created} new units ({existing} already known)")
 
 
-def _register_via_api(api_url: str, sim: object) -> tuple[int, int]:
-    import httpx
+def _register_via_api(api_url: str, sim: FleetSimulation) -> tuple[int, int]:
+    """POST every simulated unit to a running API; return (created, already known)."""
+    import urllib.error
+    import urllib.request
+
+    import orjson
 
     from mqtt_bridge.simulator import as_unit
-    from tracker.simulation import FleetSimulation
 
-    assert isinstance(sim, FleetSimulation)
     created = existing = 0
-    with httpx.Client(base_url=api_url.rstrip("/"), timeout=10.0) as client:
-        for sim_unit in sim.units:
-            unit = as_unit(sim_unit)
-            body = {
-                "unit_id": unit.unit_id,
-                "kind": str(unit.kind),
-                "callsign": unit.callsign,
-                "sector": unit.sector,
-                "capabilities": sorted(unit.capabilities),
-                "external_ids": unit.external_ids,
-            }
-            try:
-                resp = client.post("/api/v1/units", json=body)
-            except httpx.HTTPError as exc:
-                raise SerenazgoError(f"cannot reach the API at {api_url}: {exc}; check --api-url") from exc
-            if resp.status_code == 201:
-                created += 1
-            elif resp.status_code == 409:
-                existing += 1
-            else:
-                raise SerenazgoError(
-                    f"the API refused unit {unit.unit_id}: {resp.status_code} {resp.text[:300]}"
-                )
+    endpoint = api_url.rstrip("/") + "/api/v1/units"
+    if not endpoint.startswith(("http://", "https://")):
+        raise SerenazgoError(f"--api-url {api_url!r} must start with http:// or https://")
+    for sim_unit in sim.units:
+        unit = as_unit(sim_unit)
+        body = {
+            "unit_id": unit.unit_id,
+            "kind": str(unit.kind),
+            "callsign": unit.callsign,
+            "sector": unit.sector,
+            "capabilities": sorted(unit.capabilities),
+            "external_ids": unit.external_ids,
+        }
+        request = urllib.request.Request(  # noqa: S310  # scheme checked above
+            endpoint, data=orjson.dumps(body), headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+                created += resp.status == 201
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                detail = exc.read()[:300].decode(errors="replace")
+                raise SerenazgoError(f"the API refused unit {unit.unit_id}: {exc.code} {detail}") from exc
+            existing += 1
+        except (urllib.error.URLError, OSError) as exc:
+            raise SerenazgoError(f"cannot reach the API at {api_url}: {exc}; check --api-url") from exc
     return created, existing
 
 
-def _status_line(stats: object, units: int, done: bool = False) -> Table:
-    from mqtt_bridge.simulator import PublishStats
-
-    assert isinstance(stats, PublishStats)
+def _status_line(stats: PublishStats, units: int, done: bool = False) -> Table:
+    """The one-line live status of ``serenazgo simulate``."""
     grid = Table.grid(padding=(0, 2))
     state = (
         "[green]connected[/green]" if stats.connected else f"[yellow]connecting[/yellow] {stats.last_error}"

@@ -166,6 +166,24 @@ def test_up_ingests_a_ping_end_to_end_stops_cleanly_and_keeps_its_data(data_dir:
         assert feature["properties"]["freshness"] == "live"
         assert "serenazgo_" in httpx.get(f"{up.base}/metrics", timeout=5).text
 
+        # A separate simulator registering through this API: its units report at once.
+        sim = subprocess.run(
+            [str(SERENAZGO), "simulate", "--api-url", up.base, "--mqtt-url", f"mqtt://127.0.0.1:{up.broker_port}",
+             "--foot", "2", "--cars", "0", "--motorcycles", "0", "--drones", "1", "--duration", "3",
+             "--speedup", "8", "--incidents-per-hour", "0", "--bad-fix-rate", "0"],
+            capture_output=True, text=True, timeout=120, check=False,
+            env={k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")},
+        )  # fmt: skip
+        assert sim.returncode == 0, sim.stdout + sim.stderr
+        assert "registered 3 new units (0 already known)" in sim.stdout
+        wait_live(
+            up.base,
+            lambda body: (
+                {"ser-001", "ser-002", "dron-01"} <= {f["id"] for f in body["features"] if f["geometry"]}
+            ),
+            "the simulated units registered through the API",
+        )
+
         assert up.stop(signal.SIGINT) == 0
         out = up.output()
         assert "stopped cleanly" in out

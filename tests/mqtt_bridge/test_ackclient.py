@@ -19,7 +19,13 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from mqtt_bridge.ackclient import AckClient, InboundMessage, decode_publish_fast, reconnect_delay
+from mqtt_bridge.ackclient import (
+    AckClient,
+    InboundMessage,
+    _IngestClient,
+    decode_publish_fast,
+    reconnect_delay,
+)
 from mqtt_bridge.broker import EmbeddedBroker
 from tests.fixtures.mosquitto import TestNames, publish_qos1
 from tracker.config import parse_mqtt_url
@@ -297,3 +303,53 @@ def test_stock_paho_path_is_used_for_qos2(mqtt_broker: EmbeddedBroker, test_name
     (m,) = inbox.take()
     assert (m.payload, m.qos) == (b"two", 1)
     client.stop()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _publish_packet(topic: str, payload: bytes, qos: int, mid: int, v5: bool, dup: bool = False) -> bytes:
+    raw = topic.encode()
+    body = struct.pack("!H", len(raw)) + raw + (struct.pack("!H", mid) if qos else b"")
+    if v5:
+        body += _properties(60, "application/json", [("k", "v")]).pack()
+    body += payload
+    return bytes([0x30 | (qos << 1) | (0x08 if dup else 0)]) + _varint(len(body)) + body
+
+
+@pytest.mark.parametrize("v5", [True, False])
+def test_publishes_are_taken_from_the_buffer_up_to_anything_else(v5: bool) -> None:
+    client = _IngestClient(
+        CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+    )
+    got: list[tuple[str, bytes, int, int, bool, bool]] = []
+    client.sink = lambda *args: got.append(args)
+    big = bytes(range(256)) * 80  # a three-byte remaining length
+    stream = (
+        _publish_packet("a/b", b"one", 1, 7, v5)
+        + _publish_packet("c", big, 0, 0, v5)
+        + _publish_packet("d/e/f", b"three", 1, 65535, v5, dup=True)
+        + b"\xd0\x00"  # PINGRESP: paho's reader must see it
+        + _publish_packet("g", b"four", 1, 9, v5)
+    )
+    partial = _publish_packet("h", b"five", 1, 10, v5)
+    client._rbuf += stream + partial[:-2]
+    assert client.take_publishes(100) == 3
+    assert got == [
+        ("a/b", b"one", 7, 1, False, False),
+        ("c", big, 0, 0, False, False),
+        ("d/e/f", b"three", 65535, 1, True, False),
+    ]
+    assert bytes(client._rbuf).startswith(b"\xd0\x00")
+    del client._rbuf[:2]  # what paho's reader would consume
+    assert client.take_publishes(1) == 1 and got[-1][:3] == ("g", b"four", 9)
+    assert client.take_publishes(100) == 0  # the last packet is not complete yet
+    client._rbuf += partial[-2:]
+    assert client.take_publishes(100) == 1 and got[-1][:3] == ("h", b"five", 10)
+    assert not client._rbuf

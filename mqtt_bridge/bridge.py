@@ -30,6 +30,16 @@ Failures:
   Dead letters have no natural key: one that was committed but not yet
   acknowledged at the crash is stored again.
 
+Scale-out (``SERENAZGO_SHARE_GROUP``): N bridges subscribe as ``$share/<group>/...``
+and the broker spreads messages over them; storage is idempotent, so that is
+safe. Two caveats with Mosquitto: it round-robins *per message*, so each
+bridge's kinematic filter sees only part of a unit's fixes (``unit_latest`` and
+LATE are still right: the database enforces them; SUSPECT/JITTER get weaker;
+a broker that shares by topic hash, such as EMQX's ``hash_topic``, avoids
+this); and messages in flight to a bridge that dies wait in its session until
+it returns with the same client id (eclipse-mosquitto/mosquitto#2662), so give
+every bridge a stable ``SERENAZGO_MQTT_CLIENT_ID``.
+
 The caller loads the :class:`UnitRegistry` and :class:`LiveFleet` (from ``units``
 and ``unit_latest``) before starting the bridge, and shares them with the API;
 :func:`load_state` does it, and :func:`run_bridge` (``python -m mqtt_bridge``,

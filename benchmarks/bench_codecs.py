@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from benchmarks.report import add_run_options, write_results
 from mqtt_bridge.codecs import decode_message
 from tracker.config import FilterSettings
 from tracker.filters import Filtered, FilterPipeline
@@ -107,12 +108,13 @@ def best_of(repeat: int, body: Callable[[], int]) -> float:
     return best
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print µs per message with the ratio to orjson.loads."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+    add_run_options(parser, argv, {"n": 5000, "repeat": 1})
+    args = parser.parse_args(argv)
     rng = random.Random(20240520)
     native = native_messages(args.n, rng)
     owntracks = owntracks_messages(args.n, rng)
@@ -181,6 +183,15 @@ def main() -> None:
         print(f"{name:44} {per * 1e6:8.2f} {per / floor:8.1f} {1 / per:10,.0f}")
     shown = ", ".join(f"{k} {v}" for k, v in fired.most_common()) or "none"
     print(f"filter steps fired over {len(pings)} pings: {shown}")
+    steps = [
+        {"step": name, "us_per_msg": per * 1e6, "x_floor": per / floor, "msgs_per_s": 1 / per}
+        for name, per, floor in rows
+    ]
+    path = write_results(
+        "codecs", {"n": args.n, "units": UNITS, "repeat": args.repeat, "steps": steps, "fired": dict(fired)},
+        args.results_dir, args.quick,
+    )  # fmt: skip
+    print(f"results written to {path}")
 
 
 if __name__ == "__main__":

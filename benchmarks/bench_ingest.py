@@ -56,7 +56,7 @@ from benchmarks.ingest_rig import (
     temp_broker,
 )
 from benchmarks.pg_server import fresh_database, temp_postgres
-from benchmarks.report import say, table, write_results
+from benchmarks.report import add_run_options, say, table, write_results
 from mqtt_bridge.broker import EmbeddedBroker
 from mqtt_bridge.topics import subscription_filters
 
@@ -69,21 +69,17 @@ BRIDGE_CLIENT_ID = "bench-bridge"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options (``--quick``: a short smoke run)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=None, help="messages per round (default 300,000; quick 20,000)")
-    ap.add_argument("--units", type=int, default=None, help="registered units (default 2,000; quick 500)")
+    ap.add_argument("--n", type=int, default=300_000, help="messages per round")
+    ap.add_argument("--units", type=int, default=2000, help="registered units")
     ap.add_argument("--owntracks-share", type=float, default=0.1, help="share of units on OwnTracks")
     ap.add_argument("--seed", type=int, default=20240520)
     ap.add_argument("--rounds", nargs="+", choices=ROUNDS, default=list(ROUNDS))
     ap.add_argument("--repeat", type=int, default=1, help="passes over the rounds (median reported)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds a consumer may take per round")
     ap.add_argument("--profile", type=Path, help="record the bridge with py-spy into this folder")
-    ap.add_argument("--results-dir", type=Path, default=None, help="default benchmarks/results")
-    ap.add_argument("--quick", action="store_true", help="a short smoke run")
+    add_run_options(ap, argv, {"n": 20_000, "units": 500})
     args = ap.parse_args(argv)
-    if args.n is None:
-        args.n = 20_000 if args.quick else 300_000
-    if args.units is None:
-        args.units = min(500 if args.quick else 2000, args.n)
+    args.units = min(args.units, args.n)
     if args.timeout is None:
         args.timeout = max(120.0, args.n / 1000)
     return args
@@ -287,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, write benchmarks/results/ingest.json."""
     args = parse_args(argv)
     data = run(args)
-    path = write_results("ingest", data, args.results_dir)
+    path = write_results("ingest", data, args.results_dir, args.quick)
     say(f"results written to {path}")
     return 0
 

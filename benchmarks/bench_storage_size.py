@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from benchmarks.pg_server import fresh_database, temp_postgres
+from benchmarks.report import add_run_options, write_results
 from tracker.area_file import load_area
 from tracker.batch import IngestBatch
 from tracker.config import Settings
@@ -91,7 +92,7 @@ def table_bytes(conn: psycopg.Connection[tuple[int, ...]], table: str) -> tuple[
     return int(row[0]), int(row[1]), int(row[2])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Store the fixes, measure, print a table and a JSON summary."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -99,7 +100,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000, help="fixes to store")
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=3)
-    args = parser.parse_args()
+    add_run_options(parser, argv, {"n": 20_000})
+    args = parser.parse_args(argv)
 
     t = time.perf_counter()
     pings = simulated_pings(args.n, args.seed)
@@ -148,15 +150,9 @@ def main() -> None:
         f"  straightforward schema total      {per['naive_total']:7.1f}"
         f"   (heap {per['naive_heap']:.1f}, indexes {per['naive_indexes']:.1f})"
     )
-    print(
-        json.dumps(
-            {
-                "benchmark": "storage_size",
-                "rows": rows,
-                "bytes_per_ping": {k: round(v, 1) for k, v in per.items()},
-            }
-        )
-    )
+    body = {"rows": rows, "bytes_per_ping": {k: round(v, 1) for k, v in per.items()}}
+    print(json.dumps({"benchmark": "storage_size", **body}))
+    print(f"results written to {write_results('storage_size', body, args.results_dir, args.quick)}")
 
 
 if __name__ == "__main__":

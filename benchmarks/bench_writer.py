@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from benchmarks.pg_server import fresh_database, temp_postgres
+from benchmarks.report import add_run_options, write_results
 from tracker.batch import IngestBatch
 from tracker.model import Ping, PingFlag, Source
 from tracker.store.writer import PositionWriter
@@ -143,7 +144,7 @@ def run_durable_copy(url: str, work: list[IngestBatch]) -> float:
         return time.perf_counter() - t
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print one line per batch size, then a JSON summary."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -153,7 +154,8 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=2000, help="distinct units")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median reported)")
     parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
+    add_run_options(parser, argv, {"n": 20_000, "batch": [2000], "repeat": 1})
+    args = parser.parse_args(argv)
 
     pings = make_pings(args.n, args.units, random.Random(args.seed))
     summary = []
@@ -181,6 +183,9 @@ def main() -> None:
                  "ratio": round(ours_rate / floor_rate, 3)}
             )  # fmt: skip
     print(json.dumps({"benchmark": "writer", "n": args.n, "units": args.units, "results": summary}))
+    body = {"n": args.n, "units": args.units, "results": summary}
+    path = write_results("writer", body, args.results_dir, args.quick)
+    print(f"results written to {path}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -74,11 +75,28 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
-def write_results(name: str, data: dict[str, Any], results_dir: Path | None = None) -> Path:
-    """Write ``<results_dir>/<name>.json`` (default benchmarks/results/) with the machine details."""
+def add_run_options(parser: argparse.ArgumentParser, argv: list[str] | None, quick: dict[str, Any]) -> None:
+    """Add ``--quick`` (a short smoke run: ``quick`` become the defaults) and ``--results-dir``."""
+    parser.add_argument("--quick", action="store_true", help=f"a short smoke run ({_show(quick)})")
+    parser.add_argument("--results-dir", type=Path, default=None, help="default benchmarks/results")
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        parser.set_defaults(**quick)  # options given explicitly still win
+
+
+def _show(values: dict[str, Any]) -> str:
+    return ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
+
+
+def write_results(
+    name: str, data: dict[str, Any], results_dir: Path | None = None, quick: bool = False
+) -> Path:
+    """Write ``<results_dir>/<name>.json`` (default benchmarks/results/) with the machine details.
+
+    A quick run writes ``<name>.quick.json``, so that it never replaces real figures.
+    """
     folder = results_dir or RESULTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
+    path = folder / f"{name}{'.quick' if quick else ''}.json"
     body = _finite({"benchmark": name, **data, "machine": machine()})
     path.write_text(json.dumps(body, indent=2) + "\n")
     return path

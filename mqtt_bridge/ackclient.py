@@ -307,6 +307,7 @@ class AckClient:
         self._on_connection_change = on_connection_change
         self._pause_reading = pause_reading
         self._downgrade = False
+        self._disconnecting = False
         self.connack_timeout_s = connack_timeout_s
         self._lock = threading.Lock()  # guards generation/connected against ack()
         self._generation = 0
@@ -422,6 +423,7 @@ class AckClient:
         """
         if self._stopping.is_set():
             return
+        self._disconnecting = True
         if self._connected:
             # Queued after every ack already queued, so those reach the broker first; queued
             # before the network thread is told to stop, so it is still there to write it.
@@ -489,8 +491,8 @@ class AckClient:
             # The connection is gone (or the broker refused us): later acks must not use it.
             self._set_connected(False)
             open_socket = False
-            if self._stopping.is_set():
-                break
+            if self._stopping.is_set() or self._disconnecting:
+                break  # our own DISCONNECT went out
             self._note_error(f"connection to {self.target.host}:{self.target.port} lost ({rc.name})")
             attempt = self._backoff(attempt)
         # Let the acks and the DISCONNECT queued by stop() go out, then close the socket.

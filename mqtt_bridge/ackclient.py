@@ -561,8 +561,10 @@ class AckClient:
                 "MQTT %s: the broker had no session for us; messages queued for it are lost", self.client_id
             )
         # Subscribe every time: idempotent, and it repairs a broker that lost our session.
+        # Retained messages only come with a subscription the session did not have yet.
         if self.protocol == paho.MQTTv5:
-            client.subscribe([(f, SubscribeOptions(qos=1)) for f in self.topic_filters])
+            options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+            client.subscribe([(f, options) for f in self.topic_filters])
         else:
             client.subscribe([(f, 1) for f in self.topic_filters])
         self.stats.last_error = ""

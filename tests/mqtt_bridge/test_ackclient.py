@@ -353,3 +353,26 @@ def test_publishes_are_taken_from_the_buffer_up_to_anything_else(v5: bool) -> No
     client._rbuf += partial[-2:]
     assert client.take_publishes(100) == 1 and got[-1][:3] == ("h", b"five", 10)
     assert not client._rbuf
+
+
+def test_retained_message_comes_once_not_at_every_reconnect(
+    mqtt_broker: EmbeddedBroker, test_names: TestNames
+) -> None:
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=test_names.client("ret"), protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", mqtt_broker.port)
+    pub.loop_start()
+    pub.publish(test_names.topic("x"), b"retained", qos=1, retain=True).wait_for_publish(WAIT_S)
+    pub.loop_stop()
+    pub.disconnect()
+    inbox = Inbox()
+    client = make_client(mqtt_broker, test_names, inbox)
+    (first,) = inbox.take()
+    assert (first.payload, first.retain) == (b"retained", True)
+    assert client.ack(first)
+    client.stop()
+
+    client = make_client(mqtt_broker, test_names, inbox)  # subscribes again, to the same session
+    publish(mqtt_broker, test_names, [b"marker"])
+    (next_one,) = inbox.take()
+    assert next_one.payload == b"marker"
+    client.stop()

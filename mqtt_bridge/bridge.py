@@ -413,6 +413,7 @@ class Bridge:
                 if not self._db_down:
                     log.warning("bridge %s: cannot store (%s); retrying", self.client_id, exc)
                 self._set_db_down(True, str(exc))
+                self._inflight_gauge.set(self._unsettled())
                 if self._abandon.wait(delay):
                     return None
                 delay = min(delay * 2, self.storage_retry_max_s)

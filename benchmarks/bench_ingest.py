@@ -17,7 +17,8 @@ publishing the same messages at full speed with the raw-socket load generator
 (:mod:`benchmarks.loadgen`) while one consumer, in its own process, takes them:
 
 ``broker``  no subscriber: what Mosquitto accepts from the publisher (its ingest ceiling);
-``paho``    a bare paho subscriber that only counts (QoS 1, automatic acks);
+``paho``    a bare paho subscriber that only counts (MQTT 5, QoS 1, automatic acks);
+``paho311`` the same over MQTT 3.1.1 (paho builds no MQTT 5 Properties per message);
 ``gmqtt``   a bare gmqtt subscriber that only counts;
 ``bridge``  our bridge (:mod:`benchmarks._bridge_runner`): decode, resolve, filter, store
             (one transaction per batch), PUBACK after commit, LiveFleet updated; a
@@ -30,12 +31,13 @@ publisher's acknowledged rate stands beside each. Results: a table on stdout and
 ``benchmarks/results/ingest.json``.
 
 Run: ``.venv/bin/python -m benchmarks.bench_ingest [--n 300000] [--units 2000] [--repeat 1]
-[--rounds broker paho gmqtt bridge] [--profile DIR] [--quick]``
+[--rounds broker paho paho311 gmqtt bridge] [--profile DIR] [--quick]``
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import statistics
 import subprocess
@@ -62,8 +64,15 @@ from mqtt_bridge.topics import subscription_filters
 
 GOAL_PINGS_PER_S = 30_000
 GOAL_RATIO_TO_PAHO = 0.90
-ROUNDS = ("broker", "paho", "gmqtt", "bridge")
+ROUNDS = ("broker", "paho", "paho311", "gmqtt", "bridge")
 BRIDGE_CLIENT_ID = "bench-bridge"
+LABELS = {
+    "broker": "publisher alone (no subscriber)",
+    "paho": "bare paho subscriber (MQTT 5)",
+    "paho311": "bare paho subscriber (MQTT 3.1.1)",
+    "gmqtt": "bare gmqtt subscriber",
+    "bridge": "serenazgo bridge (full pipeline)",
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -227,46 +236,50 @@ def summarise(args: argparse.Namespace, passes: list[dict[str, Any]]) -> dict[st
     n = args.n
     rows = []
     medians: dict[str, dict[str, float]] = {}
-    labels = {
-        "broker": "publisher alone (no subscriber)",
-        "paho": "bare paho subscriber",
-        "gmqtt": "bare gmqtt subscriber",
-        "bridge": "serenazgo bridge (full pipeline)",
-    }
     for name in args.rounds:
         consumer = _median(passes, name, "consumer")
         publisher = _median(passes, name, "publisher")
         medians[name] = {"consumer": consumer, "publisher": publisher}
-        complete = all(p[name].get("consumer", {}).get("complete", True) for p in passes)
-        note = "" if complete else "INCOMPLETE"
+        notes = []
+        if not all(p[name].get("consumer", {}).get("complete", True) for p in passes):
+            notes.append("INCOMPLETE")
         if name == "bridge":
             exact = all(p[name]["consumer"]["rows_exact"] for p in passes)
-            note = ("rows exact" if exact else "ROWS MISMATCH") + ("" if complete else ", INCOMPLETE")
-        rows.append([labels[name], consumer, publisher, note])
-    bridge = medians.get("bridge", {}).get("consumer", float("nan"))
-    paho = medians.get("paho", {}).get("consumer", float("nan"))
-    gmqtt = medians.get("gmqtt", {}).get("consumer", float("nan"))
+            notes.append("rows exact" if exact else "ROWS MISMATCH")
+        if consumer >= 0.95 * publisher:
+            # It took messages as fast as they came: its own ceiling is higher than shown.
+            notes.append("kept up with the publisher")
+        rows.append([LABELS[name], consumer, publisher, ", ".join(notes)])
+    rate = {name: medians.get(name, {}).get("consumer", math.nan) for name in ROUNDS}
+    bridge = rate["bridge"]
+    pahos = [r for r in (rate["paho"], rate["paho311"]) if not math.isnan(r)]
+    best_paho = max(pahos) if pahos else math.nan  # the stricter bar of the two paho variants
     summary = {
         "bridge_pings_per_s": bridge,
-        "paho_msgs_per_s": paho,
-        "gmqtt_msgs_per_s": gmqtt,
-        "bridge_over_paho": bridge / paho if paho else float("nan"),
-        "bridge_over_gmqtt": bridge / gmqtt if gmqtt else float("nan"),
-        "bridge_over_goal": bridge / GOAL_PINGS_PER_S,
+        "paho_msgs_per_s": rate["paho"],
+        "paho311_msgs_per_s": rate["paho311"],
+        "gmqtt_msgs_per_s": rate["gmqtt"],
+        "bridge_over_paho": _ratio(bridge, rate["paho"]),
+        "bridge_over_paho311": _ratio(bridge, rate["paho311"]),
+        "bridge_over_best_paho": _ratio(bridge, best_paho),
+        "bridge_over_gmqtt": _ratio(bridge, rate["gmqtt"]),
+        "bridge_over_goal": _ratio(bridge, GOAL_PINGS_PER_S),
         "meets_goal_30000": bridge >= GOAL_PINGS_PER_S,
-        "meets_goal_90pct_paho": bool(paho) and bridge / paho >= GOAL_RATIO_TO_PAHO,
+        "meets_goal_90pct_paho": _ratio(bridge, best_paho) >= GOAL_RATIO_TO_PAHO,
     }
     print()
     print(f"ingest: {n:,} QoS 1 messages, {args.units:,} units, {args.repeat} pass(es), median rates")
     print(table(["round", "consumer msg/s", "publisher msg/s", "note"], rows))
     print()
-    print(f"bridge / bare paho   {summary['bridge_over_paho']:.2f}   (goal ≥ {GOAL_RATIO_TO_PAHO:.2f}: "
-          f"{'met' if summary['meets_goal_90pct_paho'] else 'NOT met'})")  # fmt: skip
-    print(f"bridge / bare gmqtt  {summary['bridge_over_gmqtt']:.2f}")
-    print(
-        f"bridge vs goal       {bridge:,.0f} / {GOAL_PINGS_PER_S:,} pings/s = "
-        f"{summary['bridge_over_goal']:.2f}   ({'met' if summary['meets_goal_30000'] else 'NOT met'})"
-    )
+    print(f"bridge / bare paho (MQTT 5)      {_show(summary['bridge_over_paho'])}")
+    print(f"bridge / bare paho (MQTT 3.1.1)  {_show(summary['bridge_over_paho311'])}")
+    met_ratio = "met" if summary["meets_goal_90pct_paho"] else "NOT met"
+    met_rate = "met" if summary["meets_goal_30000"] else "NOT met"
+    print(f"bridge / faster bare paho        {_show(summary['bridge_over_best_paho'])}   "
+          f"(goal ≥ {GOAL_RATIO_TO_PAHO:.2f}: {met_ratio})")  # fmt: skip
+    print(f"bridge / bare gmqtt              {_show(summary['bridge_over_gmqtt'])}")
+    print(f"bridge vs goal                   {bridge:,.0f} / {GOAL_PINGS_PER_S:,} pings/s = "
+          f"{_show(summary['bridge_over_goal'])}   ({met_rate})")  # fmt: skip
     return {
         "n": n,
         "units": args.units,
@@ -277,6 +290,14 @@ def summarise(args: argparse.Namespace, passes: list[dict[str, Any]]) -> dict[st
         "summary": summary,
         "passes": passes,
     }
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(b) else math.nan
+
+
+def _show(ratio: float) -> str:
+    return "-" if math.isnan(ratio) else f"{ratio:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:

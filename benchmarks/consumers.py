@@ -1,6 +1,6 @@
 """Bare MQTT subscribers that only count: the peers our bridge is measured against.
 
-Each runs in its own process (``python -m benchmarks.consumers paho|gmqtt``) so
+Each runs in its own process (``python -m benchmarks.consumers paho|paho311|gmqtt``) so
 that, like the bridge, it has a core's worth of Python to itself. It prints
 ``READY`` once subscribed, then one JSON line when it has received
 ``--expect`` messages (or timed out): count, first and last receive times.
@@ -40,8 +40,13 @@ def run_paho(
     receive_maximum: int,
     progress: bool = False,
     times_out: str | None = None,
+    v311: bool = False,
 ) -> dict[str, float]:
-    """Count messages with paho-mqtt (MQTT 5, QoS 1, automatic acknowledgement)."""
+    """Count messages with paho-mqtt (MQTT 5, or 3.1.1 with ``v311``; QoS 1, automatic acknowledgement).
+
+    MQTT 3.1.1 spares paho an MQTT 5 ``Properties`` object per PUBLISH; the broker then
+    bounds in-flight messages with its own ``max_inflight_messages`` instead of Receive Maximum.
+    """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
@@ -70,13 +75,20 @@ def run_paho(
     def on_subscribe(*_a: object) -> None:
         print("READY", flush=True)
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-paho", protocol=mqtt.MQTTv5)
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.ReceiveMaximum = receive_maximum
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id="bench-paho311" if v311 else "bench-paho",
+        protocol=mqtt.MQTTv311 if v311 else mqtt.MQTTv5,
+    )
     client.on_message = on_message
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
-    client.connect(host, port, clean_start=True, properties=props)
+    if v311:
+        client.connect(host, port)  # clean session: paho's default for 3.1.1
+    else:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.ReceiveMaximum = receive_maximum
+        client.connect(host, port, clean_start=True, properties=props)
     client.loop_start()
     if progress:
         _report_progress(lambda: got, done)
@@ -143,7 +155,7 @@ def run_gmqtt(
 def main() -> None:
     """Command line: run one bare subscriber and print its JSON result."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("client", choices=["paho", "gmqtt"])
+    ap.add_argument("client", choices=["paho", "paho311", "gmqtt"])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--topic", default="serenazgo/units/+/position")
@@ -153,8 +165,11 @@ def main() -> None:
     ap.add_argument("--progress", action="store_true", help="print PROGRESS <count> every second")
     ap.add_argument("--times-out", help="paho: write [receive time, topic, payload] per message here")
     a = ap.parse_args()
-    fn = run_paho if a.client == "paho" else run_gmqtt
-    result = fn(a.host, a.port, a.topic, a.expect, a.timeout, a.receive_maximum, a.progress, a.times_out)
+    if a.client == "gmqtt":
+        result = run_gmqtt(a.host, a.port, a.topic, a.expect, a.timeout, a.receive_maximum, a.progress)
+    else:
+        result = run_paho(a.host, a.port, a.topic, a.expect, a.timeout, a.receive_maximum, a.progress,
+                          a.times_out, v311=a.client == "paho311")  # fmt: skip
     print(json.dumps(result), flush=True)
     sys.exit(0)
 

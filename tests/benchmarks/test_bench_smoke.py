@@ -55,11 +55,11 @@ def test_bench_ingest_quick_counts_every_message(tmp_path: Path) -> None:
     data = results(tmp_path, "ingest")
     assert data["n"] == N
     (rounds,) = data["passes"]
-    assert set(rounds) == {"broker", "paho", "gmqtt", "bridge"}
+    assert set(rounds) == {"broker", "paho", "paho311", "gmqtt", "bridge"}
     for name, r in rounds.items():
         assert r["publisher"]["sent"] == N, name
         assert r["publisher"]["acked"] == N, name  # the broker acknowledged every publish
-    for name in ("paho", "gmqtt", "bridge"):
+    for name in ("paho", "paho311", "gmqtt", "bridge"):
         assert rounds[name]["consumer"]["count"] == N, name  # nobody lost or double-counted one
         assert rounds[name]["consumer"]["complete"] is True, name
     bridge = rounds["bridge"]["consumer"]

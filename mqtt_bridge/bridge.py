@@ -166,7 +166,7 @@ class Bridge:
         self.mqtt = AckClient(
             mqtt,
             self.client_id,
-            subscription_filters(settings.share_group),
+            subscription_filters(settings.share_group or None),  # an empty variable means none
             self._on_message,
             receive_maximum=min(settings.receive_maximum, ackclient.MQTT_RECEIVE_MAXIMUM_LIMIT),
             max_backoff_s=max_backoff_s,

@@ -60,7 +60,8 @@ class Up:
             with contextlib.suppress(httpx.HTTPError):
                 resp = httpx.get(f"{self.base}/healthz", timeout=5)
                 last = resp.text
-                if resp.status_code == 200:
+                # Healthy, and done starting: the summary of where everything is comes last.
+                if resp.status_code == 200 and "Ctrl-C to stop" in self.output():
                     return resp.json()
             time.sleep(0.3)
         pytest.fail(f"/healthz never became healthy (last: {last}):\n{self.output()}")

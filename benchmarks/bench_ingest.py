@@ -46,7 +46,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks import loadgen
+from benchmarks import loadgen, profile_stages
 from benchmarks.fleet_stream import make_stream, register_units, write_keys
 from benchmarks.ingest_rig import (
     ConsumerProcess,
@@ -66,6 +66,7 @@ GOAL_PINGS_PER_S = 30_000
 GOAL_RATIO_TO_PAHO = 0.90
 ROUNDS = ("broker", "paho", "paho311", "gmqtt", "bridge")
 BRIDGE_CLIENT_ID = "bench-bridge"
+PY_SPY_RATE_HZ = 200
 LABELS = {
     "broker": "publisher alone (no subscriber)",
     "paho": "bare paho subscriber (MQTT 5)",
@@ -85,7 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rounds", nargs="+", choices=ROUNDS, default=list(ROUNDS))
     ap.add_argument("--repeat", type=int, default=1, help="passes over the rounds (median reported)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds a consumer may take per round")
-    ap.add_argument("--profile", type=Path, help="record the bridge with py-spy into this folder")
+    ap.add_argument(
+        "--profile", type=Path, help="record the bridge with py-spy into this folder; print where time goes"
+    )
     add_run_options(ap, argv, {"n": 20_000, "units": 500})
     args = ap.parse_args(argv)
     args.units = min(args.units, args.n)
@@ -149,6 +152,10 @@ def round_bridge(broker: EmbeddedBroker, url: str, messages: list[tuple[str, byt
         if spy is not None:
             spy.wait(60)
         drop_session(broker, BRIDGE_CLIENT_ID)
+    if spy is not None and profile is not None:
+        stages = profile_stages.breakdown(profile / f"bridge-{index}.txt", len(messages), PY_SPY_RATE_HZ)
+        result["profile"] = {"file": str(profile / f"bridge-{index}.txt"), "stages": stages}
+        say("  where the bridge's Python time went (py-spy --gil):\n" + profile_stages.show(stages))
     stored = stored_counts(url)
     result["stored_rows"] = stored
     result["rows_exact"] = stored["positions"] == len(messages)
@@ -160,7 +167,11 @@ def round_bridge(broker: EmbeddedBroker, url: str, messages: list[tuple[str, byt
 
 
 def start_py_spy(runner: ConsumerProcess, out: Path) -> subprocess.Popen[bytes] | None:
-    """py-spy on the bridge process until it exits (collapsed stacks, per thread); None if not installed."""
+    """py-spy on the bridge process until it exits; None if not installed.
+
+    ``--gil``: only the thread holding the GIL is sampled, i.e. where the process's one
+    core of Python goes (time waiting for PostgreSQL or the socket is not in it).
+    """
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if runner.proc is None or not Path(exe).exists():
         say("  (py-spy not found: pip install py-spy; no profile)")
@@ -246,6 +257,8 @@ def summarise(args: argparse.Namespace, passes: list[dict[str, Any]]) -> dict[st
         if name == "bridge":
             exact = all(p[name]["consumer"]["rows_exact"] for p in passes)
             notes.append("rows exact" if exact else "ROWS MISMATCH")
+            if args.profile is not None:
+                notes.append("under py-spy")
         if consumer >= 0.95 * publisher:
             # It took messages as fast as they came: its own ceiling is higher than shown.
             notes.append("kept up with the publisher")

@@ -5,6 +5,9 @@ the database does not have), loaded from ``unit_latest`` at start, and read by
 the API and, later, the geospatial index. Subscribers get one call per batch
 with every change in it; they run on the writer thread and must be quick
 (asyncio consumers hand over with ``loop.call_soon_threadsafe``).
+
+States are immutable and replaced on change, so readers and subscribers share
+them without copies and never see a half-applied update.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ from tracker.model import Freshness, Ping, PingFlag, StatusUpdate, Unit, UnitKin
 
 log = logging.getLogger(__name__)
 
+_NOT_LATEST = int(NOT_LATEST)
+_JITTER = int(PingFlag.JITTER)
+
 ChangeKind = Literal["position", "status", "unit", "connection"]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class UnitState:
-    """What is known about one unit right now."""
+    """What is known about one unit right now (immutable: a change makes a new state)."""
 
     unit: Unit
     fix: Ping | None = None  # the position shown: newest trustworthy fix (jitter keeps the old place)
@@ -68,7 +74,7 @@ class LiveFleet:
             for ping in latest:
                 state = self._states.get(ping.unit_id)
                 if state is not None:
-                    state.fix = ping
+                    self._states[ping.unit_id] = replace(state, fix=ping)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(changes)`` after every applied batch; returns the unsubscribe function."""
@@ -83,15 +89,14 @@ class LiveFleet:
         return unsubscribe
 
     def get(self, unit_id: str) -> UnitState | None:
-        """Return a copy of one unit's state, or None if unknown."""
-        with self._lock:
-            state = self._states.get(unit_id)
-            return replace(state) if state is not None else None
+        """Return one unit's state, or None if unknown."""
+        return self._states.get(unit_id)
 
     def snapshot(self) -> list[UnitState]:
-        """Return a copy of every unit's state, in unit id order."""
+        """Return every unit's state, in unit id order."""
         with self._lock:
-            return [replace(self._states[k]) for k in sorted(self._states)]
+            states = dict(self._states)
+        return [states[k] for k in sorted(states)]
 
     def freshness(self, state: UnitState, now: datetime) -> Freshness:
         """Return the freshness of ``state``'s fix at ``now`` (LOST when it has none)."""
@@ -103,12 +108,10 @@ class LiveFleet:
     def upsert_unit(self, unit: Unit) -> None:
         """Add a unit (or replace its description, keeping its position and status)."""
         with self._lock:
-            state = self._states.get(unit.unit_id)
-            if state is None:
-                state = self._states[unit.unit_id] = UnitState(unit=unit, status=unit.status)
-            else:
-                state.unit = unit
-            changes = [FleetChange("unit", unit.unit_id, replace(state))]
+            old = self._states.get(unit.unit_id)
+            state = UnitState(unit=unit, status=unit.status) if old is None else replace(old, unit=unit)
+            self._states[unit.unit_id] = state
+            changes = [FleetChange("unit", unit.unit_id, state)]
         self._notify(changes)
 
     def apply(
@@ -123,35 +126,52 @@ class LiveFleet:
         OUTLIER or LATE; a JITTER ping refreshes time, speed and battery but keeps
         the previous position so a stationary unit does not wander on the map.
         """
-        changed: dict[tuple[ChangeKind, str], None] = {}
+        # Per unit, the newest eligible ping of the batch (only it can become the shown fix)
+        # and the newest one that moved (where a JITTER newest fix really stands).
+        newest: dict[str, Ping] = {}
+        moved: dict[str, Ping] = {}
+        get_new, get_moved = newest.get, moved.get
+        for ping in pings:
+            flags = ping.flags
+            if flags & _NOT_LATEST:
+                continue
+            uid = ping.unit_id
+            seen = get_new(uid)
+            if seen is None or ping.ts > seen.ts:
+                newest[uid] = ping
+            if not flags & _JITTER:
+                seen = get_moved(uid)
+                if seen is None or ping.ts > seen.ts:
+                    moved[uid] = ping
+        changes: list[FleetChange] = []
         with self._lock:
-            for ping in pings:
-                if ping.flags & NOT_LATEST:
-                    continue
-                state = self._states.get(ping.unit_id)
+            states = self._states
+            for unit_id, ping in newest.items():
+                state = states.get(unit_id)
                 if state is None:
                     continue
                 old = state.fix
                 if old is not None and old.ts >= ping.ts:
                     continue
-                if old is not None and ping.flags & PingFlag.JITTER:
-                    ping = replace(ping, lat=old.lat, lon=old.lon, alt=old.alt)
-                state.fix = ping
-                state.connected = True
-                changed[("position", ping.unit_id)] = None
+                if ping.flags & _JITTER:
+                    anchor = get_moved(unit_id)
+                    if anchor is None or (old is not None and anchor.ts <= old.ts):
+                        anchor = old
+                    if anchor is not None:
+                        ping = replace(ping, lat=anchor.lat, lon=anchor.lon, alt=anchor.alt)
+                state = states[unit_id] = replace(state, fix=ping, connected=True)
+                changes.append(FleetChange("position", unit_id, state))
             for unit_id, update in statuses:
-                state = self._states.get(unit_id)
+                state = states.get(unit_id)
                 if state is None or (state.status_ts is not None and state.status_ts >= update.ts):
                     continue
-                state.status = update.status
-                state.status_ts = update.ts
-                changed[("status", unit_id)] = None
+                state = states[unit_id] = replace(state, status=update.status, status_ts=update.ts)
+                changes.append(FleetChange("status", unit_id, state))
             for unit_id in disconnected:
-                state = self._states.get(unit_id)
+                state = states.get(unit_id)
                 if state is not None and state.connected is not False:
-                    state.connected = False
-                    changed[("connection", unit_id)] = None
-            changes = [FleetChange(kind, uid, replace(self._states[uid])) for kind, uid in changed]
+                    state = states[unit_id] = replace(state, connected=False)
+                    changes.append(FleetChange("connection", unit_id, state))
         self._notify(changes)
         return changes
 

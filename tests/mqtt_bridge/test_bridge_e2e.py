@@ -37,10 +37,17 @@ def test_every_ping_is_stored_once_with_latest_and_track(ingest: IngestRig) -> N
         u: (ts, lat, lon) for u, ts, lat, lon in ingest.query("SELECT unit_id, ts, lat, lon FROM unit_latest")
     }
     assert latest == {u: (m.ts, m.lat, m.lon) for u, m in last.items()}
-    for unit_id, m in last.items():
-        state = bridge.fleet.get(unit_id)
-        assert state is not None and state.fix is not None
-        assert (state.fix.ts, state.fix.lat, state.fix.lon) == (m.ts, m.lat, m.lon)
+    # The fleet is updated right after the acknowledgements, so it may lag them a moment.
+    def fleet_shows_last_fixes() -> bool:
+        for unit_id, m in last.items():
+            state = bridge.fleet.get(unit_id)
+            if state is None or state.fix is None:
+                return False
+            if (state.fix.ts, state.fix.lat, state.fix.lon) != (m.ts, m.lat, m.lon):
+                return False
+        return True
+
+    ingest.wait_for("the live fleet shows every unit's last fix", fleet_shows_last_fixes)
     phone = next(iter(phones))
     track = ingest.query("SELECT ts, lat, lon, source FROM positions WHERE unit_id = %s ORDER BY ts", phone)
     assert [(t, lat, lon) for t, lat, lon, _ in track] == [
@@ -66,8 +73,10 @@ def test_status_topic_updates_the_unit(ingest: IngestRig) -> None:
     assert all(ingest.publish([Sent(f"serenazgo/units/{car}/status", body, car, ts, 0, 0)]).acked)
     ingest.wait_for("the status", lambda: ingest.query("SELECT status FROM units")[0][0] == "dispatched")
     assert ingest.query("SELECT status_ts FROM units")[0][0] == ts
-    state = bridge.fleet.get(car)
-    assert state is not None and state.status is UnitStatus.DISPATCHED
+    ingest.wait_for(
+        "the live fleet's status",
+        lambda: (s := bridge.fleet.get(car)) is not None and s.status is UnitStatus.DISPATCHED,
+    )
 
 
 def unknown_senders(ingest: IngestRig) -> list[Sent]:
@@ -130,9 +139,12 @@ def test_unknown_units_are_registered_when_auto_register_is_on(ingest: IngestRig
     units = dict(ingest.query("SELECT unit_id, external_ids FROM units"))
     assert units == {sent[0].unit_id: {}, sent[1].unit_id: {"owntracks": sent[1].topic}}
     assert ingest.query("SELECT count(*) FROM dead_letters")[0][0] == 0
+    def shown(unit_id: str, lat: float) -> bool:
+        state = bridge.fleet.get(unit_id)
+        return state is not None and state.fix is not None and state.fix.lat == lat
+
     for m in sent:
-        state = bridge.fleet.get(m.unit_id)
-        assert state is not None and state.fix is not None and state.fix.lat == m.lat
+        ingest.wait_for(f"{m.unit_id} in the live fleet", lambda m=m: shown(m.unit_id, m.lat))
 
 
 def test_hostile_messages_become_dead_letters_and_ingest_goes_on(ingest: IngestRig) -> None:
@@ -178,8 +190,7 @@ def test_owntracks_last_will_marks_the_unit_disconnected(ingest: IngestRig) -> N
     )
     assert all(ingest.publish(sent).acked)
     ingest.wait_rows(1)
-    state = bridge.fleet.get(unit_id)
-    assert state is not None and state.connected is True
+    ingest.wait_for("connected", lambda: (s := bridge.fleet.get(unit_id)) is not None and s.connected is True)
     assert all(ingest.publish([lwt]).acked)
     ingest.wait_for(
         "the last will", lambda: (s := bridge.fleet.get(unit_id)) is not None and s.connected is False

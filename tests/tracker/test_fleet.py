@@ -94,3 +94,24 @@ def test_unsubscribe_stops_notifications() -> None:
     unsubscribe()
     fleet.apply([_ping(0)])
     assert seen == []
+
+
+def test_jitter_after_a_real_move_in_the_same_batch_stays_at_the_move() -> None:
+    fleet = _fleet()
+    fleet.apply([_ping(0, lat=-12.1000)])
+    fleet.apply([_ping(10, lat=-12.1100), _ping(20, lat=-12.1101, flags=PingFlag.JITTER)])
+    state = fleet.get("SER-001")
+    assert state is not None
+    assert state.fix is not None
+    assert state.fix.lat == -12.1100
+    assert state.fix.ts == T0 + timedelta(seconds=20)
+
+
+def test_states_are_immutable_snapshots() -> None:
+    fleet = _fleet()
+    fleet.apply([_ping(0, lat=-12.10)])
+    before = fleet.get("SER-001")
+    fleet.apply([_ping(10, lat=-12.20)])
+    assert before is not None
+    assert before.fix is not None
+    assert before.fix.lat == -12.10  # a reader's state never changes under it

@@ -16,9 +16,9 @@ from tracker.errors import ConfigError
 from tracker.freshness import DEFAULT_THRESHOLDS, FreshnessThresholds
 from tracker.model import UnitKind
 
-# Shipped beside the repository for demos and tests; a deployment sets SERENAZGO_AREA.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DISTRICTS_FILE = REPO_ROOT.parent / "shared" / "data" / "lima_districts.geojson"
+# Lima's districts ship inside the package (tracker/data) for the demo and tests;
+# a deployment sets SERENAZGO_AREA to its own boundary file.
+DEFAULT_DISTRICTS_FILE = Path(__file__).resolve().parent / "data" / "lima_districts.geojson"
 
 
 class MqttTarget(BaseModel):
@@ -112,7 +112,7 @@ class Settings(BaseSettings):
         return parse_mqtt_url(self.mqtt_url) if self.mqtt_url else None
 
     def area_file(self) -> Path:
-        """The boundary GeoJSON: ``SERENAZGO_AREA`` or Lima's districts shipped in shared/data."""
+        """The boundary GeoJSON: ``SERENAZGO_AREA`` or Lima's districts shipped in tracker/data."""
         path = self.area or DEFAULT_DISTRICTS_FILE
         if not path.exists():
             raise ConfigError(f"area file {path} not found: set SERENAZGO_AREA to a boundary GeoJSON")

@@ -6,6 +6,12 @@ registered) → registry and LiveFleet loaded → (embedded) broker → ingest b
 (flushes and acknowledges what it holds), broker, database. SIGINT and SIGTERM
 both stop it cleanly; a failure at start stops what had been started and says
 what to change.
+
+The embedded servers are started and stopped on one dedicated thread that lives
+until everything is stopped: they get their parent-death signal when the thread
+that started them exits (:mod:`tracker.server_process`), so a ``kill -9`` of
+``serenazgo up`` takes them down too (PostgreSQL fast, Mosquitto saving its state),
+while a worker thread of asyncio's pool could end, and stop them, at any time.
 """
 
 from __future__ import annotations
@@ -13,14 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import logging
-import os
 import signal
 import socket
-import stat
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,31 +105,19 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def _others_can_reach(path: Path) -> bool:
-    """True when every existing parent of ``path`` lets other users through (o+x)."""
-    for parent in [path, *path.parents]:
-        try:
-            mode = parent.stat().st_mode
-        except FileNotFoundError:
-            continue
-        if not mode & stat.S_IXOTH:
-            return False
-    return True
-
-
 def embedded_pg_dir(data_dir: Path) -> Path:
-    """Where the embedded PostgreSQL keeps its files.
+    """The folder asked of the embedded PostgreSQL: ``<data_dir>/postgres``.
 
-    Normally ``<data_dir>/postgres``. As root, PostgreSQL runs as an unprivileged
-    user that cannot enter a closed home (``/root`` is mode 700): the cluster then
-    lives under ``/var/lib/serenazgo/postgres-<hash of data_dir>`` instead, so
-    that ``serenazgo up`` works as root out of the box (and is printed at start).
+    As root, PostgreSQL runs as an unprivileged user that cannot enter a closed
+    home (``/root`` is mode 700); the launcher then keeps the cluster under
+    ``/var/lib/serenazgo`` instead (its ``state_dir``, printed at start).
     """
-    wanted = data_dir / "postgres"
-    if os.geteuid() != 0 or _others_can_reach(data_dir):
-        return wanted
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
-    return Path("/var/lib/serenazgo") / f"postgres-{digest}"
+    return data_dir / "postgres"
+
+
+def embedded_broker_dir(data_dir: Path) -> Path:
+    """The folder asked of the embedded broker: ``<data_dir>/broker`` (relocated like PostgreSQL's)."""
+    return data_dir / "broker"
 
 
 def _redact(url: str) -> str:
@@ -163,6 +155,10 @@ class Runtime:
     broker_dir: Path | None = None
     broker_url: str = ""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # One long-lived thread starts and stops the embedded servers (see the module docstring).
+    _servers_thread: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="embedded-servers")
+    )
     _signals: int = 0
     _stack: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
     sim_stats: PublishStats | None = None
@@ -183,13 +179,23 @@ class Runtime:
 
     # ----- steps -------------------------------------------------------------------------
 
-    async def _step(self, what: str, fn: Callable[[], T]) -> T:
-        """Run a blocking start step in a thread with a spinner; signals still work meanwhile."""
+    async def _step(self, what: str, fn: Callable[[], T], *, server: bool = False) -> T:
+        """Run a blocking start step in a thread with a spinner; signals still work meanwhile.
+
+        ``server``: it starts an embedded server, so it runs on the servers' own thread.
+        """
         with self.console.status(f"{what}…"):
             started = time.monotonic()
-            result = await asyncio.to_thread(fn)
+            if server:
+                result = await self._on_servers_thread(fn)
+            else:
+                result = await asyncio.to_thread(fn)
         self.console.print(f"[green]✓[/green] {what} [dim]({time.monotonic() - started:.1f} s)[/dim]")
         return result
+
+    async def _on_servers_thread(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the thread that owns the embedded servers."""
+        return await asyncio.get_running_loop().run_in_executor(self._servers_thread, fn)
 
     def _push(self, name: str, stop: Callable[[], Awaitable[None]]) -> None:
         self._stack.append((name, stop))
@@ -199,14 +205,14 @@ class Runtime:
             self.conninfo = self.settings.database_url
             await self._step("checking the database", lambda: _ping_database(self.conninfo))
             return
-        self.pg_dir = embedded_pg_dir(self.settings.data_dir)
-        server = EmbeddedPostgres(self.pg_dir)
-        await self._step(f"starting PostgreSQL in {self.pg_dir}", server.start)
+        server = EmbeddedPostgres(embedded_pg_dir(self.settings.data_dir))
+        await self._step("starting PostgreSQL", server.start, server=True)
 
         async def stop() -> None:
-            await asyncio.to_thread(server.stop)
+            await self._on_servers_thread(server.stop)
 
         self._push("PostgreSQL", stop)
+        self.pg_dir = server.state_dir
         self.conninfo = server.url
 
     async def _start_broker(self) -> None:
@@ -223,11 +229,11 @@ class Runtime:
         if port is None and port_free(MQTT_DEFAULT_PORT):
             # Devices are configured with host:port once: keep the standard port when it is free.
             port = MQTT_DEFAULT_PORT
-        broker = EmbeddedBroker(self.settings.data_dir / "broker", port=port)
-        await self._step("starting the MQTT broker", broker.start)
+        broker = EmbeddedBroker(embedded_broker_dir(self.settings.data_dir), port=port)
+        await self._step("starting the MQTT broker", broker.start, server=True)
 
         async def stop() -> None:
-            await asyncio.to_thread(broker.stop)
+            await self._on_servers_thread(broker.stop)
 
         self._push("MQTT broker", stop)
         self.broker_url = broker.url
@@ -329,6 +335,8 @@ class Runtime:
             code = 1
         finally:
             await self._stop_all()
+            # The servers are stopped: their thread may end (anything left gets its death signal).
+            self._servers_thread.shutdown(wait=True)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         if code == 0:
@@ -404,13 +412,9 @@ class Runtime:
             "database", _redact(self.conninfo) + ("" if self.settings.database_url else "  (embedded)")
         )
         table.add_row("data folder", str(self.settings.data_dir))
-        if self.pg_dir is not None and not self.pg_dir.is_relative_to(self.settings.data_dir):
-            table.add_row(
-                "database files", f"{self.pg_dir}  (the data folder is closed to the postgres user)"
-            )
-        if self.broker_dir is not None and not self.broker_dir.is_relative_to(self.settings.data_dir):
-            closed = "(the data folder is closed to the mosquitto user)"
-            table.add_row("broker files", f"{self.broker_dir}  {closed}")
+        for what, where in (("database files", self.pg_dir), ("broker files", self.broker_dir)):
+            if where is not None and not where.is_relative_to(self.settings.data_dir):
+                table.add_row(what, f"{where}  (the data folder is closed to the server's OS user)")
         table.add_row("auto-register", "on" if self.settings.auto_register else "off")
         self.console.print()
         self.console.print("[bold]serenazgo is running[/bold]  (Ctrl-C to stop)")

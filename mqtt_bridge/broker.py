@@ -40,6 +40,9 @@ As root, Mosquitto runs as the ``mosquitto`` user (it warns against running as
 root), which must own the state folder. When that user cannot reach ``data_dir``
 (e.g. under ``/root``, mode 700) the broker keeps its state in
 ``/var/lib/serenazgo/broker-<hash of data_dir>`` instead (:attr:`state_dir`).
+The process machinery (user, own session, parent-death signal, log, port retry,
+stop, kill) is :mod:`tracker.server_process`: Mosquitto gets SIGTERM (it saves
+its state and exits) when the thread that started it exits.
 
 Without a ``mosquitto`` binary the broker falls back to amqtt, in process
 (:mod:`mqtt_bridge.amqtt_broker`): good enough to try serenazgo, but it drops
@@ -49,22 +52,26 @@ read its limits there. :meth:`EmbeddedBroker.start` logs a warning when it falls
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import os
-import pwd
 import shutil
 import signal
 import socket
-import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Literal, Self
+from typing import Literal, Self
 
 from tracker.errors import EmbeddedServerError
-from tracker.store.embedded import free_port
+from tracker.server_process import (
+    LOG_TAIL_LINES,
+    RunUser,
+    ServerProcess,
+    free_port,
+    log_tail,
+    pick_run_user,
+    reachable_dir,
+    start_on_port,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +81,7 @@ MAX_INFLIGHT_MESSAGES_V3 = 1000
 MESSAGE_SIZE_LIMIT = 256 * 1024
 PERSISTENT_CLIENT_EXPIRATION = "14d"
 RUN_USER = "mosquitto"
-RELOCATED_ROOT = Path("/var/lib/serenazgo")
 _MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
-_LOG_TAIL_LINES = 30
 
 BrokerKind = Literal["mosquitto", "amqtt"]
 
@@ -132,30 +137,13 @@ def mosquitto_config(
     )
 
 
-def _run_user() -> pwd.struct_passwd | None:
-    """The user Mosquitto runs as: ``mosquitto`` when we are root, else ourselves (None)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam(RUN_USER)
-    except KeyError:
-        raise EmbeddedServerError(
-            f"running as root, and there is no {RUN_USER!r} user for Mosquitto to run as: install the "
-            "mosquitto package (it creates the user), or run serenazgo as a normal user"
-        ) from None
-
-
-def _user_can_write(user: pwd.struct_passwd, path: Path) -> bool:
-    """True when ``user`` can enter and write ``path`` (every parent must let it through)."""
-    proc = subprocess.run(
-        ["test", "-w", str(path), "-a", "-x", str(path)],
-        check=False,
-        timeout=10,
-        user=user.pw_uid,
-        group=user.pw_gid,
-        extra_groups=[],
+def _run_user() -> RunUser:
+    """The user Mosquitto runs as: ``mosquitto`` when we are root, else ourselves."""
+    return pick_run_user(
+        "Mosquitto",
+        (RUN_USER,),
+        hint="install the mosquitto package (it creates the user), or run serenazgo as a normal user",
     )
-    return proc.returncode == 0
 
 
 class EmbeddedBroker:
@@ -164,6 +152,8 @@ class EmbeddedBroker:
     ``start()`` returns once it accepts connections; ``stop()`` is a clean stop
     (state saved), ``kill()`` a SIGKILL (a crash, for fault tests). The port is
     kept across restarts. Use it as a context manager to stop it on exit.
+    Mosquitto stops (cleanly) when the thread that started it exits: start it
+    from a thread that lives as long as the broker should.
     """
 
     def __init__(
@@ -186,7 +176,7 @@ class EmbeddedBroker:
         self.binary: Path | None = find_mosquitto() if mosquitto is None else (mosquitto or None)
         self.kind: BrokerKind = "mosquitto" if self.binary is not None else "amqtt"
         self.state_dir = self.data_dir
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._server = ServerProcess("Mosquitto", death_signal=signal.SIGTERM)
         self._amqtt: object | None = None
 
     # -- public API ---------------------------------------------------------------------
@@ -206,14 +196,14 @@ class EmbeddedBroker:
     @property
     def pid(self) -> int | None:
         """Pid of the running Mosquitto, or None (also for the in-process fallback)."""
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+        return self._server.pid
 
     @property
     def running(self) -> bool:
         """True while the broker we started is up."""
         if self.kind == "amqtt":
             return self._amqtt is not None
-        return self.pid is not None
+        return self._server.running
 
     def start(self) -> None:
         """Start the broker and wait until it accepts connections."""
@@ -224,67 +214,40 @@ class EmbeddedBroker:
             return
         user = _run_user()
         self._prepare_state_dir(user)
-        preferred = self._fixed_port or self.port
-        attempts = 1 if preferred else 3
-        for attempt in range(attempts):
-            self.port = preferred or free_port()
-            try:
-                self._launch(user)
-                return
-            except _PortTakenError:
-                if attempt == attempts - 1:
-                    raise EmbeddedServerError(
-                        f"Mosquitto could not listen on 127.0.0.1:{self.port}: address in use. "
-                        "Choose another port (serenazgo up --broker-port), or stop what listens there.\n"
-                        f"{self.log_tail()}"
-                    ) from None
+        self.port = start_on_port(
+            "Mosquitto",
+            self._fixed_port or self.port,
+            lambda port: self._launch(port, user),
+            hint="Choose another port (serenazgo up --broker-port), or stop what listens there.",
+            tail=self.log_tail,
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         """Clean stop: Mosquitto saves its state (sessions, queued messages) and exits."""
         if self.kind == "amqtt":
             self._stop_amqtt()
             return
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise EmbeddedServerError(
-                    f"Mosquitto did not stop within {timeout:.0f} s and was killed; messages accepted "
-                    f"since its last autosave may be lost.\n{self.log_tail()}"
-                ) from None
-        self._proc = None
+        if not self._server.stop(signal.SIGTERM, timeout):
+            raise EmbeddedServerError(
+                f"Mosquitto did not stop within {timeout:.0f} s and was killed; messages accepted "
+                f"since its last autosave may be lost.\n{self.log_tail()}"
+            )
 
     def kill(self) -> None:
         """SIGKILL the broker (a crash, for fault tests): unsaved state is lost, as in production."""
         if self.kind == "amqtt":
             self._stop_amqtt()
             return
-        proc = self._proc
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
-        self._proc = None
+        self._server.kill()
 
     def restart(self) -> None:
         """Clean stop and start again on the same state folder and port."""
         self.stop()
         self.start()
 
-    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of the broker log (for error messages)."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no broker log)"
-        return f"--- last lines of {self.log_path} ---\n" + "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> Self:
         self.start()
@@ -300,112 +263,37 @@ class EmbeddedBroker:
 
     # -- Mosquitto ----------------------------------------------------------------------------
 
-    def _prepare_state_dir(self, user: pwd.struct_passwd | None) -> None:
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise EmbeddedServerError(f"cannot create the broker folder {self.data_dir}: {exc}") from exc
-        if user is None:
-            self.state_dir = self.data_dir
-            return
-        state = self.data_dir
-        self._own(state, user)
-        if not _user_can_write(user, state):
-            # A parent is closed to the mosquitto user (e.g. /root is mode 700).
-            digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:10]
-            state = RELOCATED_ROOT / f"broker-{digest}"
-            try:
-                RELOCATED_ROOT.mkdir(parents=True, exist_ok=True)
-                RELOCATED_ROOT.chmod(0o755)
-                state.mkdir(exist_ok=True)
-            except OSError as exc:
-                raise EmbeddedServerError(f"cannot create the broker folder {state}: {exc}") from exc
-            self._own(state, user)
-            if not _user_can_write(user, state):
-                raise EmbeddedServerError(
-                    f"the {user.pw_name!r} user that runs Mosquitto cannot write {self.data_dir} nor "
-                    f"{state}: put SERENAZGO_DATA_DIR where it can (e.g. /var/lib/serenazgo)"
-                )
-        self.state_dir = state
+    def _prepare_state_dir(self, user: RunUser) -> None:
+        self.state_dir = reachable_dir(self.data_dir, user, server="Mosquitto", prefix="broker")
+        if user.switches:
+            # Sessions and queued messages are nobody else's business.
+            user.own(self.state_dir / "mosquitto.db")
+            self.state_dir.chmod(0o700)
 
-    @staticmethod
-    def _own(path: Path, user: pwd.struct_passwd) -> None:
-        try:
-            os.chown(path, user.pw_uid, user.pw_gid)
-            path.chmod(0o700)
-            db = path / "mosquitto.db"
-            if db.exists():
-                os.chown(db, user.pw_uid, user.pw_gid)
-        except OSError as exc:
-            raise EmbeddedServerError(f"cannot hand {path} to the {user.pw_name!r} user: {exc}") from exc
-
-    def _launch(self, user: pwd.struct_passwd | None) -> None:
+    def _launch(self, port: int, user: RunUser) -> None:
         assert self.binary is not None
+        self.port = port
         conf = self.state_dir / "mosquitto.conf"
         conf.write_text(
             mosquitto_config(
-                self.port,
+                port,
                 self.state_dir,
                 autosave_interval_s=self.autosave_interval_s,
                 max_queued_bytes=self.max_queued_bytes,
             )
         )
         conf.chmod(0o644)
-        log: IO[bytes]
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n=== serenazgo: starting {self.binary} on port {self.port} ===\n".encode())
-            log.flush()
-            offset = log.tell()
-            try:
-                self._proc = subprocess.Popen(
-                    [str(self.binary), "-c", str(conf)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    # Own session: a terminal's Ctrl-C reaches the runtime, which stops us in order.
-                    start_new_session=True,
-                    user=user.pw_uid if user else None,
-                    group=user.pw_gid if user else None,
-                    extra_groups=[] if user else None,
-                )
-            except OSError as exc:
-                raise EmbeddedServerError(f"cannot run {self.binary}: {exc}") from exc
-        self._wait_ready(offset)
-
-    def _new_log(self, offset: int) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
-
-    def _wait_ready(self, log_offset: int) -> None:
-        proc = self._proc
-        assert proc is not None
-        deadline = time.monotonic() + self.start_timeout
-        delay = 0.01
-        while True:
-            code = proc.poll()
-            if code is not None:
-                self._proc = None
-                if "Address already in use" in self._new_log(log_offset):
-                    raise _PortTakenError
-                raise EmbeddedServerError(
-                    f"Mosquitto exited with code {code} while starting on port {self.port}.\n"
-                    f"{self.log_tail()}"
-                )
+        self._server.launch(
+            [str(self.binary), "-c", str(conf)],
+            port=port,
+            user=user,
+            log_path=self.log_path,
             # "running" is printed after the persistence file is restored and listeners are open.
-            if " running" in self._new_log(log_offset) and _accepts_tcp(self.port):
-                return
-            if time.monotonic() > deadline:
-                self.kill()
-                raise EmbeddedServerError(
-                    f"Mosquitto did not accept connections within {self.start_timeout:.0f} s on port "
-                    f"{self.port} (restoring a very large mosquitto.db takes time).\n{self.log_tail()}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.2)
+            ready=lambda new_log: " running" in new_log and _accepts_tcp(port),
+            timeout=self.start_timeout,
+            port_taken=("Address already in use",),
+            slow_hint="restoring a very large mosquitto.db takes time",
+        )
 
     # -- amqtt fallback ----------------------------------------------------------------------
 
@@ -436,10 +324,6 @@ def _accepts_tcp(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(1.0)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class _PortTakenError(Exception):
-    """Mosquitto exited because its port was taken (retry on another)."""
 
 
 __all__ = [

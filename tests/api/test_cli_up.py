@@ -19,6 +19,7 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 
+from tests.fixtures.processes import processes_using
 from tracker.store.embedded import free_port
 
 pytestmark = pytest.mark.integration
@@ -80,23 +81,6 @@ class Up:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
-
-
-def processes_using(path: Path) -> list[str]:
-    """Command lines of live processes that mention ``path`` (the embedded servers' data folders)."""
-    found = []
-    needle = str(path).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().split(") ", 1)[1][0]
-        except OSError:
-            continue
-        if needle in cmdline and state != "Z":
-            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
-    return found
 
 
 def port_closed(port: int) -> bool:

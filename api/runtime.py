@@ -24,7 +24,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +47,7 @@ from tracker.config import DEFAULT_DISTRICTS_FILE, MqttTarget, Settings, parse_m
 from tracker.errors import ConfigError, SerenazgoError
 from tracker.fleet import LiveFleet
 from tracker.registry import UnitRegistry
+from tracker.server_process import EmbeddedServer
 from tracker.simulation import FleetSimulation
 from tracker.store.embedded import EmbeddedPostgres
 from tracker.store.migrations import migrate
@@ -179,23 +180,25 @@ class Runtime:
 
     # ----- steps -------------------------------------------------------------------------
 
-    async def _step(self, what: str, fn: Callable[[], T], *, server: bool = False) -> T:
+    async def _step(self, what: str, fn: Callable[[], T], executor: Executor | None = None) -> T:
         """Run a blocking start step in a thread with a spinner; signals still work meanwhile.
 
-        ``server``: it starts an embedded server, so it runs on the servers' own thread.
+        ``executor``: where it runs (default: asyncio's thread pool).
         """
         with self.console.status(f"{what}…"):
             started = time.monotonic()
-            if server:
-                result = await self._on_servers_thread(fn)
-            else:
-                result = await asyncio.to_thread(fn)
+            result = await asyncio.get_running_loop().run_in_executor(executor, fn)
         self.console.print(f"[green]✓[/green] {what} [dim]({time.monotonic() - started:.1f} s)[/dim]")
         return result
 
-    async def _on_servers_thread(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the thread that owns the embedded servers."""
-        return await asyncio.get_running_loop().run_in_executor(self._servers_thread, fn)
+    async def _start_embedded(self, name: str, server: EmbeddedServer) -> None:
+        """Start an embedded server on the servers' own thread; its stop (same thread) joins the stack."""
+        await self._step(f"starting {name}", server.start, self._servers_thread)
+
+        async def stop() -> None:
+            await asyncio.get_running_loop().run_in_executor(self._servers_thread, server.stop)
+
+        self._push(name, stop)
 
     def _push(self, name: str, stop: Callable[[], Awaitable[None]]) -> None:
         self._stack.append((name, stop))
@@ -206,12 +209,7 @@ class Runtime:
             await self._step("checking the database", lambda: _ping_database(self.conninfo))
             return
         server = EmbeddedPostgres(embedded_pg_dir(self.settings.data_dir))
-        await self._step("starting PostgreSQL", server.start, server=True)
-
-        async def stop() -> None:
-            await self._on_servers_thread(server.stop)
-
-        self._push("PostgreSQL", stop)
+        await self._start_embedded("PostgreSQL", server)
         self.pg_dir = server.state_dir
         self.conninfo = server.url
 
@@ -230,12 +228,7 @@ class Runtime:
             # Devices are configured with host:port once: keep the standard port when it is free.
             port = MQTT_DEFAULT_PORT
         broker = EmbeddedBroker(embedded_broker_dir(self.settings.data_dir), port=port)
-        await self._step("starting the MQTT broker", broker.start, server=True)
-
-        async def stop() -> None:
-            await self._on_servers_thread(broker.stop)
-
-        self._push("MQTT broker", stop)
+        await self._start_embedded("MQTT broker", broker)
         self.broker_url = broker.url
         self.broker_dir = broker.state_dir
         self.mqtt = parse_mqtt_url(broker.url)

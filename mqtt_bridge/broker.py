@@ -58,16 +58,14 @@ import shutil
 import signal
 import socket
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 from tracker.errors import EmbeddedServerError
 from tracker.server_process import (
-    LOG_TAIL_LINES,
+    EmbeddedServer,
     RunUser,
     ServerProcess,
     free_port,
-    log_tail,
     pick_run_user,
     reachable_dir,
     start_on_port,
@@ -146,7 +144,7 @@ def _run_user() -> RunUser:
     )
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(EmbeddedServer):
     """A private broker listening on 127.0.0.1 with its state under ``data_dir``.
 
     ``start()`` returns once it accepts connections; ``stop()`` is a clean stop
@@ -239,24 +237,6 @@ class EmbeddedBroker:
             self._stop_amqtt()
             return
         self._server.kill()
-
-    def restart(self) -> None:
-        """Clean stop and start again on the same state folder and port."""
-        self.stop()
-        self.start()
-
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        """The last ``lines`` lines of the broker log (for error messages)."""
-        return log_tail(self.log_path, lines)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"EmbeddedBroker({self.kind}, state_dir={str(self.state_dir)!r}, port={self.port})"

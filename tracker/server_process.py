@@ -35,6 +35,7 @@ initdb, readiness check); the rest is here, once:
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import functools
 import hashlib
@@ -49,6 +50,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from tracker.errors import EmbeddedServerError
 
@@ -391,6 +394,41 @@ class ServerProcess:
         _wait_group_gone(proc.pid, GROUP_EXIT_TIMEOUT_S)
 
 
+class EmbeddedServer(abc.ABC):
+    """What every embedded server launcher offers around its own start and stop."""
+
+    @property
+    @abc.abstractmethod
+    def log_path(self) -> Path:
+        """The server's log file."""
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start the server and return once it accepts connections."""
+
+    @abc.abstractmethod
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the server gracefully."""
+
+    def restart(self) -> None:
+        """Stop (gracefully) and start again on the same state folder and port."""
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the server log (for error messages)."""
+        return log_tail(self.log_path, lines)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
 def start_on_port(
     name: str,
     preferred: int | None,
@@ -425,6 +463,7 @@ def start_on_port(
 __all__ = [
     "GROUP_EXIT_TIMEOUT_S",
     "RELOCATED_ROOT",
+    "EmbeddedServer",
     "PortTakenError",
     "RunUser",
     "ServerProcess",

@@ -248,3 +248,19 @@ def test_up_says_which_flag_to_change_when_the_api_port_is_taken(data_dir: Path)
     assert f"port {port}" in proc.stdout + proc.stderr
     assert "--port" in proc.stdout + proc.stderr
     assert processes_using(data_dir) == []
+
+
+def test_up_killed_with_sigkill_takes_its_servers_along(data_dir: Path) -> None:
+    up = Up(data_dir)
+    try:
+        up.wait_healthy()
+        assert processes_using(data_dir) != []  # the embedded servers run (they name their folders)
+        up.proc.kill()  # no chance to stop them itself: their parent-death signal must
+        up.proc.wait()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while processes_using(data_dir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_using(data_dir) == []
+        assert port_closed(up.broker_port)
+    finally:
+        up.close()

@@ -31,18 +31,15 @@ import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import psycopg
 
 from tracker.errors import EmbeddedServerError
 from tracker.server_process import (
-    LOG_TAIL_LINES,
+    EmbeddedServer,
     RunUser,
     ServerProcess,
     free_port,
-    log_tail,
     pick_run_user,
     reachable_dir,
     relocated_dir,
@@ -146,7 +143,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer):
     """A private PostgreSQL cluster under ``data_dir``, listening on 127.0.0.1.
 
     ``start()`` runs initdb on first use, then the postmaster, and returns once
@@ -240,27 +237,6 @@ class EmbeddedPostgres:
     def kill(self) -> None:
         """SIGKILL the postmaster (a crash, for fault tests); returns once its backends are gone too."""
         self._server.kill()
-
-    def restart(self) -> None:
-        """Stop (fast) and start again on the same data folder and port."""
-        self.stop()
-        self.start()
-
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        """The last ``lines`` lines of the server log (for error messages)."""
-        return log_tail(self.log_path, lines)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"EmbeddedPostgres(data_dir={str(self.data_dir)!r}, port={self.port}, pid={self.pid})"

@@ -200,3 +200,23 @@ def test_state_moves_where_the_server_user_can_reach_it(
     previous = relocated_root / "t-older"
     previous.mkdir()
     assert reachable_dir(wanted, user, server="test", prefix="t", previous=[previous]) == previous
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another OS user")
+def test_postgres_finds_the_cluster_serenazgo_up_relocated_before(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serenazgo up`` used to relocate ``<data>/postgres`` to ``postgres-<hash of <data>>`` itself."""
+    relocated_root = root / "relocated"
+    monkeypatch.setattr(server_process, "RELOCATED_ROOT", relocated_root)
+    closed = root / "home"
+    closed.mkdir(mode=0o700)  # like /root
+    data = closed / "data"
+    old = relocated_root / f"postgres-{hashlib.sha256(str(data).encode()).hexdigest()[:10]}"
+    old.mkdir(parents=True)
+    with EmbeddedPostgres(data / "postgres") as pg:
+        assert pg.state_dir == old
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+        assert row == (str(old / "pgdata"),)

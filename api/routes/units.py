@@ -36,9 +36,16 @@ async def create_unit(body: UnitCreate, pool: Pool, registry: Registry, fleet: F
     try:
         # The database decides uniqueness (it is shared by every bridge and API process).
         await unit_store.create_unit(pool, unit)
-        registry.add(unit)
     except DuplicateUnitError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    try:
+        registry.add(unit)
+    except DuplicateUnitError as exc:
+        # The bridge's registry reload may have loaded this very unit from the database since our
+        # insert: the same id with the same external ids is the unit we created, not a conflict.
+        known = registry.get(unit.unit_id)
+        if known is None or known.external_ids != unit.external_ids:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     fleet.upsert_unit(unit)
     return UnitOut.of(unit)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from api.schemas import UnitCreate
 from tracker.model import DeviceRef, Source, UnitKind
 
 pytestmark = pytest.mark.integration
@@ -80,6 +81,26 @@ async def test_duplicate_external_id_is_409_naming_it(api) -> None:
     # Nothing half-done: neither the database nor the registry took the second unit.
     assert (await api.client.get("/api/v1/units/ser-015")).status_code == 404
     assert api.ctx.registry.get("ser-015") is None
+
+
+async def test_unit_the_bridge_loaded_since_the_insert_is_still_201(api, pg_url) -> None:
+    # The bridge's registry reload can pick the new row up between the API's insert and its
+    # own registry.add: the unit is already there, with the same id and external ids.
+    api.ctx.registry.add(UnitCreate(**SERENO).to_unit())
+    resp = await api.client.post("/api/v1/units", json=SERENO)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["unit_id"] == "ser-014"
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute("SELECT count(*) FROM units WHERE unit_id = 'ser-014'").fetchone()
+    assert row == (1,)
+    assert api.ctx.fleet.get("ser-014") is not None
+
+
+async def test_another_unit_under_the_same_id_in_the_registry_is_still_409(api) -> None:
+    api.ctx.registry.add(UnitCreate(**{**SERENO, "external_ids": {}}).to_unit())
+    resp = await api.client.post("/api/v1/units", json=SERENO)
+    assert resp.status_code == 409
+    assert "ser-014" in resp.json()["detail"]
 
 
 @pytest.mark.parametrize(

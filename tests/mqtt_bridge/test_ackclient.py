@@ -131,6 +131,8 @@ def test_paused_client_reads_nothing_until_resumed(
     paused = [False]
     client = make_client(mqtt_broker, test_names, inbox, pause_reading=lambda: paused[0])
     paused[0] = True
+    # The network loop may be inside a 0.1 s wait that began before the pause: let it end.
+    time.sleep(0.3)
     publish(mqtt_broker, test_names, [b"held"])
     time.sleep(0.5)  # room for the message to be read, if it would be
     assert inbox.pending() == 0 and client.connected

@@ -50,6 +50,7 @@ picked up when an unknown sender shows up (at most every ``registry_refresh_s``)
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import queue
 import signal
@@ -84,8 +85,28 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER_TOPIC = "serenazgo/deadletter"
 STORAGE_REFUSED = "storage_refused"
+# Cycle-collector thresholds for a process that ingests (see tune_gc). Measured in the
+# ingest benchmark: the default (700, 10, 10) spent ~10 µs of GIL time per message in
+# collections (about 1,100 of them per 200,000 messages), this under 1 µs.
+INGEST_GC_THRESHOLDS = (50_000, 20, 10)
 
 _Prepared = tuple[list[InboundMessage], PipelineResult]
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector run rarely in this process (never more often than it did).
+
+    Ingest allocates and frees several container objects per message (messages, pings,
+    batch lists) that form no reference cycles and die by reference counting; with the
+    default threshold the collector would still scan them every 700 allocations, and the
+    survivors (a queued or in-flight batch) again in the older generations. Cycles are
+    still collected, every 50,000 net allocations instead of 700. Process-wide, hence
+    only ever raised.
+    """
+    current = gc.get_threshold()
+    if current[0] == 0:  # automatic collection already off
+        return
+    gc.set_threshold(*(max(c, t) for c, t in zip(current, INGEST_GC_THRESHOLDS, strict=True)))
 
 
 @dataclass(slots=True)
@@ -183,6 +204,7 @@ class Bridge:
         """
         if self._threads:
             return
+        tune_gc()
         self._threads = [
             threading.Thread(target=self._prepare_loop, name="ingest-pipeline", daemon=True),
             threading.Thread(target=self._commit_loop, name="ingest-writer", daemon=True),
@@ -604,4 +626,4 @@ def run_bridge(settings: Settings, stop: threading.Event | None = None) -> None:
             signal.signal(sig, handler)
 
 
-__all__ = ["DEAD_LETTER_TOPIC", "Bridge", "BridgeStats", "load_state", "run_bridge"]
+__all__ = ["DEAD_LETTER_TOPIC", "Bridge", "BridgeStats", "load_state", "run_bridge", "tune_gc"]

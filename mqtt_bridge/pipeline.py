@@ -132,7 +132,8 @@ class IngestPipeline:
         ends = result.ends
         rejected, ignored, fired = result.rejected, result.ignored, result.fired
         ctx = self.filters.context(now or datetime.now(UTC))
-        process = self.filters.process
+        check = self.filters.check
+        fired_names: list[str] = []  # counted once at the end (Counter.update per ping is slow)
         resolve = self.registry.resolve
         auto = self.auto_register
         limit = self.max_payload_bytes
@@ -172,16 +173,16 @@ class IngestPipeline:
                         for ping in res.pings:
                             received_pings += 1
                             ping.unit_id = unit_id
-                            f = process(ping, kind, ctx)
-                            if isinstance(f, Rejection):
+                            f = check(ping, kind, ctx, fired_names)
+                            if f is None:
+                                pings.append(ping)
+                            elif type(f) is FlagUpdate:
+                                pings.append(ping)
+                                flag_updates.append(f)
+                            else:
+                                assert type(f) is Rejection
                                 rejected[f.reason] += 1
                                 dead.append(DeadLetter(topic, payload, f.reason, f.detail, received))
-                                continue
-                            pings.append(f.ping)
-                            if f.updates:
-                                flag_updates.extend(f.updates)
-                            if f.fired:
-                                fired.update(f.fired)
                         if res.status is not None:
                             statuses.append((unit_id, res.status))
                         if event is not None:
@@ -196,6 +197,7 @@ class IngestPipeline:
                 (len(pings), len(statuses), len(flag_updates), len(new_units), len(dead), len(disconnected))
             )
         result.pings_received = received_pings
+        fired.update(fired_names)
         return result
 
 

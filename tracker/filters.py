@@ -300,26 +300,32 @@ def check_fix(ping: Ping, now: datetime, settings: FilterSettings) -> Rejection 
 # Kinematics
 
 
-@dataclass(slots=True)
 class _Fix:
-    """What the kinematic filter remembers of one fix."""
+    """What the kinematic filter remembers of one fix (a plain class: built for every ping)."""
 
-    t: float  # epoch seconds
-    ts: datetime
-    lat: float
-    lon: float
-    accuracy: float | None
-    flags: int  # PingFlag bits this filter gave it, as a plain int (IntFlag operators are slow)
+    __slots__ = ("accuracy", "flags", "lat", "lon", "t", "ts")
+
+    def __init__(
+        self, t: float, ts: datetime, lat: float, lon: float, accuracy: float | None, flags: int
+    ) -> None:
+        self.t = t  # epoch seconds
+        self.ts = ts
+        self.lat = lat
+        self.lon = lon
+        self.accuracy = accuracy
+        self.flags = flags  # PingFlag bits this filter gave it, as a plain int (IntFlag operators are slow)
 
 
-@dataclass(slots=True)
 class _Track:
     """Per-unit state: bounded recent history."""
 
-    newest_t: float
-    fixes: deque[_Fix] = field(default_factory=lambda: deque(maxlen=HISTORY))  # accepted, oldest first
-    recent: deque[_Fix] = field(default_factory=lambda: deque(maxlen=RECENT))  # incl. outliers
-    anchor: _Fix | None = None  # jitter reference
+    __slots__ = ("anchor", "fixes", "newest_t", "recent")
+
+    def __init__(self, first: _Fix) -> None:
+        self.newest_t = first.t
+        self.fixes: deque[_Fix] = deque((first,), maxlen=HISTORY)  # accepted, oldest first
+        self.recent: deque[_Fix] = deque((first,), maxlen=RECENT)  # incl. outliers
+        self.anchor: _Fix = first  # jitter reference
 
 
 def implied_speed_mps(
@@ -342,8 +348,60 @@ def implied_speed_mps(
     return gap / max(abs(t2 - t1), 1.0)
 
 
-def _speed(a: _Fix, b: _Fix) -> float:
-    return implied_speed_mps(a.lat, a.lon, a.accuracy, a.t, b.lat, b.lon, b.accuracy, b.t)
+# Distance bounds that decide the usual case without trigonometry (consecutive fixes are
+# metres apart, the thresholds tens or hundreds of metres); a close call is decided by
+# haversine_m itself, so every outcome is the one haversine_m gives. The margins cover
+# float rounding in the bounds and in haversine_m (whose error peaks, at ~0.1 m, for
+# near-antipodal points, where the relative margin alone is 20 m).
+_M_PER_DEG = EARTH_RADIUS_M * math.pi / 180.0
+_RAD_PER_DEG = math.pi / 180.0
+_UPPER_M_PER_DEG = _M_PER_DEG * (1.0 + 1e-6)
+_LOWER_M_PER_DEG_SQ = (_M_PER_DEG * (1.0 - 1e-5)) ** 2
+_MARGIN_M = 1e-3
+_SHORT_DEG = 0.5  # the lower bound takes sin x = x, true within 1e-5 on legs this short
+
+
+def _implausible(a: _Fix, lat: float, lon: float, acc: float | None, t: float, limit: float) -> bool:
+    """``implied_speed_mps(a → new fix) > limit``, without the haversine when a bound settles it."""
+    # The great circle is no longer than the meridian arc plus a parallel's arc, and no
+    # parallel is longer than the equator: distance <= R * (|dlat| + |dlon|) (radians).
+    upper = (abs(lat - a.lat) + abs(lon - a.lon)) * _UPPER_M_PER_DEG + _MARGIN_M
+    gap = upper - (a.accuracy or 0.0) - (acc or 0.0)  # >= the real gap (rounding is monotonic)
+    if gap <= 0.0:
+        return limit < 0.0  # the real gap is <= 0 too: implied speed 0
+    if gap / max(abs(t - a.t), 1.0) <= limit:
+        return False
+    return implied_speed_mps(a.lat, a.lon, a.accuracy, a.t, lat, lon, acc, t) > limit
+
+
+def _closer_than(a: _Fix, lat: float, lon: float, circle: float) -> bool:
+    """``haversine_m(a → (lat, lon)) < circle``, without the haversine when a bound settles it."""
+    dlat = abs(lat - a.lat)
+    dlon = abs(lon - a.lon)
+    if (dlat + dlon) * _UPPER_M_PER_DEG + _MARGIN_M < circle:  # upper bound, as in _implausible
+        return True
+    if dlat < _SHORT_DEG and dlon < _SHORT_DEG:
+        # Lower bound: distance >= R * sqrt(dlat² + (cos(phi) * dlon)²) (radians) on a short
+        # leg, phi the larger |latitude|; cos(phi) >= 1 - phi²/2.
+        phi = max(abs(lat), abs(a.lat)) * _RAD_PER_DEG
+        c = 1.0 - 0.5 * phi * phi
+        if c > 0.0:
+            reach = circle + _MARGIN_M
+            if (dlat * dlat + c * c * dlon * dlon) * _LOWER_M_PER_DEG_SQ >= reach * reach:
+                return False
+    return haversine_m(a.lat, a.lon, lat, lon) < circle
+
+
+# PingFlag for every value of the low byte: PingFlag(v) and "|" on IntFlag run Python-level
+# enum code (about a microsecond each); a tuple index does not.
+_FLAG_OF: tuple[PingFlag, ...] = tuple(PingFlag(v) for v in range(256))
+_LATE = int(PingFlag.LATE)
+
+
+def _add_flags(flags: PingFlag, bits: int) -> PingFlag:
+    """``flags | bits`` as a PingFlag, without IntFlag's slow operator."""
+    value = int(flags) | bits
+    return _FLAG_OF[value] if value < 256 else PingFlag(value)
 
 
 class KinematicFilter:
@@ -369,61 +427,68 @@ class KinematicFilter:
         State is keyed by ``ping.unit_id``, so resolve the unit first; one entry per
         unit, each holding at most :data:`HISTORY` + :data:`RECENT` fixes.
         """
-        t = ping.ts.timestamp()
+        update = self.flag(ping, kind)
+        return [] if update is None else [update]
+
+    def flag(self, ping: Ping, kind: UnitKind) -> FlagUpdate | None:
+        """:meth:`apply` for the hot path: the one flag update it can produce, or None."""
+        ts = ping.ts
+        t = ts.timestamp()
+        lat = ping.lat
+        lon = ping.lon
+        acc = ping.accuracy
+        new = _Fix(t, ts, lat, lon, acc, 0)
         track = self._tracks.get(ping.unit_id)
-        new = _Fix(t, ping.ts, ping.lat, ping.lon, ping.accuracy, 0)
         if track is None:
-            track = self._tracks[ping.unit_id] = _Track(newest_t=t)
-            track.fixes.append(new)
-            track.recent.append(new)
-            track.anchor = new
-            return []
+            self._tracks[ping.unit_id] = _Track(new)
+            return None
         if t <= track.newest_t:
             for old in track.recent:
-                if old.t == t and old.lat == ping.lat and old.lon == ping.lon:
+                if old.t == t and old.lat == lat and old.lon == lon:
                     if old.flags:
-                        ping.flags |= PingFlag(old.flags)
-                    return []
-            ping.flags |= PingFlag.LATE
-            return []
+                        ping.flags = _add_flags(ping.flags, old.flags)
+                    return None
+            ping.flags = _add_flags(ping.flags, _LATE)
+            return None
         track.newest_t = t
         limit = self._limits[kind]
-        updates: list[FlagUpdate] = []
-        prev = track.fixes[-1]
-        speed = _speed(prev, new)
-        if speed > limit and prev.flags & _SUSPECT and len(track.fixes) >= 2:
-            before = track.fixes[-2]
-            speed_from_before = _speed(before, new)
-            if speed_from_before <= limit:
-                # prev was a spike: out of line with both its neighbours.
-                prev.flags |= _OUTLIER
-                updates.append(FlagUpdate(ping.unit_id, prev.ts, PingFlag.OUTLIER))
-                track.fixes.pop()
-                speed = speed_from_before
-        if speed > limit:
+        fixes = track.fixes
+        prev = fixes[-1]
+        update: FlagUpdate | None = None
+        implausible = _implausible(prev, lat, lon, acc, t, limit)
+        if (
+            implausible
+            and prev.flags & _SUSPECT
+            and len(fixes) >= 2
+            and not _implausible(fixes[-2], lat, lon, acc, t, limit)
+        ):
+            # prev was a spike: out of line with both its neighbours.
+            prev.flags |= _OUTLIER
+            update = FlagUpdate(ping.unit_id, prev.ts, PingFlag.OUTLIER)
+            fixes.pop()
+            implausible = False
+        if implausible:
             new.flags = _SUSPECT
+            ping.flags = _add_flags(ping.flags, _SUSPECT)
         else:
             anchor = track.anchor
             # Unknown or zero accuracy (0 means "unknown" to some devices): no jitter test.
-            circle = 0.0
-            a_acc = anchor.accuracy if anchor is not None else None
-            n_acc = new.accuracy
-            if a_acc is not None and n_acc is not None and a_acc > 0.0 and n_acc > 0.0:
-                circle = a_acc + n_acc
+            a_acc = anchor.accuracy
             if (
-                anchor is not None
-                and circle > 0.0
+                a_acc is not None
+                and acc is not None
+                and a_acc > 0.0
+                and acc > 0.0
                 and (ping.speed is None or ping.speed < JITTER_MAX_REPORTED_SPEED_MPS)
-                and haversine_m(anchor.lat, anchor.lon, new.lat, new.lon) < circle
+                and _closer_than(anchor, lat, lon, a_acc + acc)
             ):
                 new.flags = _JITTER
+                ping.flags = _add_flags(ping.flags, _JITTER)
             else:
                 track.anchor = new
-        if new.flags:
-            ping.flags |= PingFlag(new.flags)
-        track.fixes.append(new)
+        fixes.append(new)
         track.recent.append(new)
-        return updates
+        return update
 
 
 # ---------------------------------------------------------------------------
@@ -470,7 +535,24 @@ class FilterPipeline:
         """Filter one ping of a unit of ``kind`` (``ping.unit_id`` must be resolved)."""
         ctx = now if isinstance(now, FilterContext) else FilterContext(now, self.settings)
         fired: list[str] = []
+        result = self.check(ping, kind, ctx, fired)
+        if result is None:
+            return Filtered(ping, [], fired)
+        if type(result) is FlagUpdate:
+            return Filtered(ping, [result], fired)
+        return result  # type: ignore[return-value]  # a Rejection
+
+    def check(
+        self, ping: Ping, kind: UnitKind, ctx: FilterContext, fired: list[str]
+    ) -> Rejection | FlagUpdate | None:
+        """:meth:`process` for the hot path, with no result object per ping.
+
+        Appends the names of the steps that fired to ``fired`` (none for a rejected
+        ping) and returns the Rejection, or else the retroactive flag update learnt
+        (the kinematic filter makes at most one per ping), or None.
+        """
         if not all_clear(ping, ctx):
+            mark = len(fired)
             for name, step in self._steps:
                 result = step(ping, ctx)
                 if result is False:
@@ -478,12 +560,16 @@ class FilterPipeline:
                 if result is True:
                     fired.append(name)
                     continue
+                del fired[mark:]
                 return result
         before = ping.flags
-        updates = self.kinematics.apply(ping, kind)
-        if ping.flags != before:  # plain int comparison; IntFlag's & and ~ are slow
-            added = int(ping.flags) & ~int(before)
-            fired.extend(name for flag, name in _KINEMATIC_NAMES if added & flag)
-        if updates:
+        update = self.kinematics.flag(ping, kind)
+        after = ping.flags
+        if after != before:  # plain int comparison; IntFlag's & and ~ are slow
+            added = int(after) & ~int(before)
+            for flag, name in _KINEMATIC_NAMES:
+                if added & flag:
+                    fired.append(name)
+        if update is not None:
             fired.append("outlier")
-        return Filtered(ping, updates, fired)
+        return update

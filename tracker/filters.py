@@ -47,11 +47,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from geo.distance import EARTH_RADIUS_M, haversine_m
 from tracker.batch import FlagUpdate
 from tracker.config import FilterSettings
 from tracker.model import Ping, PingFlag, Rejection, UnitKind
 
-EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius: haversine within ~0.5 % of WGS84 geodesics
 EARLIEST_FIX = datetime(1999, 1, 1, tzinfo=UTC)  # before: unset clock or GPS week rollover
 MAX_FIELD_SPEED_MPS = 350.0  # above any ground vehicle or police drone
 MAX_FIELD_ACCURACY_M = 100_000.0
@@ -67,20 +67,6 @@ RECENT = 8  # fixes remembered per unit to recognise exact duplicates
 _SUSPECT = int(PingFlag.SUSPECT)
 _OUTLIER = int(PingFlag.OUTLIER)
 _JITTER = int(PingFlag.JITTER)
-
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in metres between two lat/lon points (degrees).
-
-    >>> round(haversine_m(-12.0, -77.0, -12.0, -77.001))
-    109
-    """
-    p1 = math.radians(lat1)
-    p2 = math.radians(lat2)
-    s_dlat = math.sin((p2 - p1) * 0.5)
-    s_dlon = math.sin(math.radians(lon2 - lon1) * 0.5)
-    h = s_dlat * s_dlat + math.cos(p1) * math.cos(p2) * s_dlon * s_dlon
-    return 2.0 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, h)))
 
 
 # ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import Geod
 
+from geo.distance import haversine_m
 from tracker.batch import FlagUpdate
 from tracker.config import FilterSettings
 from tracker.filters import (
@@ -28,7 +29,6 @@ from tracker.filters import (
     KinematicFilter,
     all_clear,
     check_fix,
-    haversine_m,
     implied_speed_mps,
 )
 from tracker.model import Ping, PingFlag, Rejection, UnitKind

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from geo.distance import haversine_m
 from tracker.batch import FlagUpdate
 from tracker.config import FilterSettings
 from tracker.filters import (
@@ -32,7 +33,6 @@ from tracker.filters import (
     _Fix,
     _implausible,
     all_clear,
-    haversine_m,
     implied_speed_mps,
 )
 from tracker.model import Ping, PingFlag, Rejection, UnitKind

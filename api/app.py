@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from api.context import ApiContext
-from api.routes import health, live, tracks, units
+from api.routes import console, dispatch, events, geofences, health, incidents, live, tracks, units, ws
 from tracker.errors import ConfigError, StorageError
 from tracker.store.pool import open_pool
 
@@ -34,7 +34,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    for module in (units, tracks, live, health):
+    for module in (units, tracks, live, dispatch, incidents, geofences, events, ws, health, console):
         app.include_router(module.router)
 
     @app.exception_handler(StorageError)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from psycopg_pool import AsyncConnectionPool
 
 from tracker.config import MqttTarget, Settings
 from tracker.fleet import LiveFleet
 from tracker.registry import UnitRegistry
+
+if TYPE_CHECKING:
+    from api.feed import LiveFeedHub
+    from tracker.dispatch import Dispatcher
+    from tracker.events import EventEngine
+    from tracker.incidents import IncidentService
 
 
 class BridgeHandle(Protocol):
@@ -35,3 +41,8 @@ class ApiContext:
     bridge: BridgeHandle | None = None
     pool: AsyncConnectionPool[Any] | None = field(default=None)
     pool_max_size: int = 10
+    # Dispatch, incidents, events and the live feed; None until the runtime (or a test) sets them.
+    dispatcher: Dispatcher | None = None
+    incidents: IncidentService | None = None
+    events: EventEngine | None = None
+    feed: LiveFeedHub | None = None

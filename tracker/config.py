@@ -73,6 +73,49 @@ class FilterSettings(BaseModel):
     )
 
 
+class EtaSettings(BaseModel):
+    """Travel-time model of dispatch and coverage (see :mod:`geo.eta` for the sources of the defaults)."""
+
+    # Average door-to-door speed per kind on Lima's streets (m/s); drones: cruise speed.
+    speed_mps: dict[UnitKind, float] = Field(
+        default_factory=lambda: {
+            UnitKind.FOOT: 1.4,
+            UnitKind.BICYCLE: 4.2,
+            UnitKind.MOTORCYCLE: 8.3,
+            UnitKind.PATROL_CAR: 6.9,
+            UnitKind.DRONE: 15.0,
+        }
+    )
+    # Street distance / great-circle distance; 1.0 for drones, which fly straight.
+    circuity: dict[UnitKind, float] = Field(
+        default_factory=lambda: {
+            UnitKind.FOOT: 1.35,
+            UnitKind.BICYCLE: 1.35,
+            UnitKind.MOTORCYCLE: 1.35,
+            UnitKind.PATROL_CAR: 1.35,
+            UnitKind.DRONE: 1.0,
+        }
+    )
+
+
+class DispatchSettings(BaseModel):
+    """Incidents, assignments and arrival detection."""
+
+    arrival_radius_m: float = 75.0  # a dispatched unit this close to its incident has arrived
+    recommendations: int = 5  # ranked units returned with a new incident
+    eta: EtaSettings = Field(default_factory=EtaSettings)
+
+
+class EventSettings(BaseModel):
+    """Unit events: geofences, freshness, battery."""
+
+    battery_low_pct: float = 15.0  # a unit at or below this raises battery_low once...
+    battery_rearm_pct: float = 20.0  # ...and again only after it has charged above this
+    geofence_margin_m: float = 15.0  # hysteresis band at a geofence border (GPS jitter)
+    freshness_sweep_s: float = 2.0  # how often live -> stale -> lost transitions are checked
+    publish_mqtt: bool = True  # also publish each event on serenazgo/events/{type}
+
+
 class Settings(BaseSettings):
     """All settings; each field is ``SERENAZGO_<NAME>`` in the environment."""
 
@@ -98,6 +141,9 @@ class Settings(BaseSettings):
     receive_maximum: int = 20000
     filters: FilterSettings = Field(default_factory=FilterSettings)
     freshness: dict[UnitKind, FreshnessThresholds] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+    geofences: Path | None = None  # GeoJSON FeatureCollection of geofences loaded at start (optional)
 
     @field_validator("batch_max", "receive_maximum")
     @classmethod

@@ -27,6 +27,9 @@ Tables (see DESIGN.md, Storage):
 - ``dead_letters``: rejected messages with (truncated) payload, original size and reason.
 - ``positions_hourly``: per-unit hourly stats, a continuous aggregate on
   TimescaleDB and an ordinary view on plain PostgreSQL (same columns).
+- ``incidents``, ``assignments`` (at most one open per unit, by a partial unique
+  index), ``audit_log`` (who changed what, when, from where), ``geofences``
+  (GeoJSON polygons) and ``events`` (geofence, freshness, battery, arrival).
 
 Migrations are frozen once released: to change the schema, append a migration.
 The migrator (:mod:`tracker.store.migrations`) records each applied version
@@ -278,10 +281,94 @@ SELECT date_trunc('hour', ts, 'UTC') AS bucket, unit_id,
 {_HOURLY_SELECT};
 """
 
+_DISPATCH = """\
+-- Incidents: one row per reported incident, with the milestones response-time statistics need.
+CREATE TABLE incidents (
+    incident_id       bigserial   PRIMARY KEY,
+    lat               float8      NOT NULL CHECK (lat BETWEEN -90 AND 90),
+    lon               float8      NOT NULL CHECK (lon BETWEEN -180 AND 180),
+    category          text        NOT NULL CHECK (category IN ('fiscalizacion', 'seguridad_ciudadana',
+                          'obras_servicios', 'defensa_civil', 'seguridad_vial', 'apoyo_turista', 'otro')),
+    channel           text        NOT NULL
+                      CHECK (channel IN ('patrol', 'camera', 'whatsapp', 'phone', 'social', 'other')),
+    priority          smallint    NOT NULL DEFAULT 3 CHECK (priority BETWEEN 1 AND 5),
+    description       text        NOT NULL DEFAULT '',
+    address           text        NOT NULL DEFAULT '',
+    status            text        NOT NULL DEFAULT 'open' CHECK (status IN
+                          ('open', 'assigned', 'en_route', 'on_scene', 'closed', 'cancelled')),
+    reported_by       text        NOT NULL DEFAULT '',
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    first_assigned_at timestamptz,
+    first_arrival_at  timestamptz,
+    closed_at         timestamptz,
+    resolution        text        NOT NULL DEFAULT ''
+);
+CREATE INDEX incidents_open ON incidents (created_at) WHERE status NOT IN ('closed', 'cancelled');
+CREATE INDEX incidents_created_at ON incidents (created_at);
+
+-- A unit sent to an incident; at most one open (not released) assignment per unit.
+CREATE TABLE assignments (
+    assignment_id  bigserial   PRIMARY KEY,
+    incident_id    bigint      NOT NULL REFERENCES incidents (incident_id),
+    unit_id        text        COLLATE "C" NOT NULL REFERENCES units (unit_id),
+    assigned_at    timestamptz NOT NULL,
+    assigned_by    text        NOT NULL,
+    eta_s          real,       -- predicted at assignment, to compare with the real arrival
+    distance_m     real,
+    arrived_at     timestamptz,
+    released_at    timestamptz,
+    release_reason text        NOT NULL DEFAULT ''
+);
+CREATE UNIQUE INDEX assignments_one_open_per_unit ON assignments (unit_id) WHERE released_at IS NULL;
+CREATE INDEX assignments_incident ON assignments (incident_id);
+
+-- Who changed what, when and from where (every state change made through the API or by the system).
+CREATE TABLE audit_log (
+    audit_id bigserial   PRIMARY KEY,
+    at       timestamptz NOT NULL DEFAULT now(),
+    actor    text        NOT NULL,
+    origin   text        NOT NULL DEFAULT '',
+    action   text        NOT NULL,
+    subject  text        NOT NULL,
+    detail   jsonb       NOT NULL DEFAULT '{}'
+);
+CREATE INDEX audit_log_at ON audit_log (at);
+CREATE INDEX audit_log_subject ON audit_log (subject, at);
+
+-- Sectors, beats and restricted zones; geometry is GeoJSON (RFC 7946) Polygon or MultiPolygon.
+CREATE TABLE geofences (
+    geofence_id text        COLLATE "C" PRIMARY KEY
+                CHECK (geofence_id ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$'),
+    name        text        NOT NULL,
+    kind        text        NOT NULL DEFAULT 'sector' CHECK (kind IN ('sector', 'restricted', 'other')),
+    geometry    jsonb       NOT NULL CHECK (geometry->>'type' IN ('Polygon', 'MultiPolygon')),
+    properties  jsonb       NOT NULL DEFAULT '{}',
+    active      boolean     NOT NULL DEFAULT true,
+    created_by  text        NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Things that happened to units (geofence enter/exit, freshness changes, low battery, arrivals).
+CREATE TABLE events (
+    event_id    bigserial   PRIMARY KEY,
+    ts          timestamptz NOT NULL,
+    type        text        NOT NULL,
+    unit_id     text        COLLATE "C",
+    geofence_id text        COLLATE "C",
+    incident_id bigint,
+    detail      jsonb       NOT NULL DEFAULT '{}',
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX events_ts ON events (ts);
+CREATE INDEX events_unit ON events (unit_id, ts);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables: units, external ids, unit_latest, dead_letters", common=_CORE),
     Migration(2, "positions", timescale=_POSITIONS_TIMESCALE, plain=_POSITIONS_PLAIN),
     Migration(3, "positions_hourly", timescale=_HOURLY_TIMESCALE, plain=_HOURLY_PLAIN),
+    Migration(4, "dispatch: incidents, assignments, audit_log, geofences, events", common=_DISPATCH),
 )
 
 

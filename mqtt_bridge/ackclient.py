@@ -336,6 +336,7 @@ class AckClient:
         client.sink = self._fast_message
         client.on_message = self._paho_message
         client.on_connect = self._handle_connect
+        client.on_subscribe = self._handle_subscribe
         client.on_disconnect = self._handle_disconnect
         # With a write callback registered, paho only queues packets sent from other threads
         # (acks from the writer) and our network thread writes them; without it the calling
@@ -378,7 +379,11 @@ class AckClient:
         self._thread.start()
 
     def wait_connected(self, timeout: float | None = None) -> bool:
-        """Block until connected (and subscribed requests sent); False on timeout."""
+        """Block until connected and the broker has confirmed the subscriptions; False on timeout.
+
+        Waiting for the SUBACK, not just the CONNACK, matters on a new session: a
+        message published between the two would match no subscription of ours yet.
+        """
         return self._connected_event.wait(timeout)
 
     def ack(self, message: InboundMessage) -> bool:
@@ -530,10 +535,8 @@ class AckClient:
                 self.stats.generation = self._generation
                 self.stats.connects += 1
             self.stats.connected = value
-        if value:
-            self._connected_event.set()
-        else:
-            self._connected_event.clear()
+        if not value:
+            self._connected_event.clear()  # set again by the SUBACK of the next connection
         if changed and self._on_connection_change is not None:
             self._on_connection_change(value)
 
@@ -577,6 +580,22 @@ class AckClient:
             self._generation,
             "resumed" if flags.session_present else "new",
         )
+
+    def _handle_subscribe(
+        self,
+        _client: paho.Client,
+        _userdata: object,
+        _mid: int,
+        reasons: list[ReasonCode],
+        _properties: Properties | None,
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            # Not subscribed means nothing arrives: say so, and stay "not connected" for waiters.
+            self._note_error(f"broker refused the subscription ({', '.join(refused)}): check its ACL")
+            return
+        if self._connected:
+            self._connected_event.set()
 
     def _handle_disconnect(self, *_args: object) -> None:
         self._set_connected(False)

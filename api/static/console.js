@@ -1,0 +1,703 @@
+/*
+ * Serenazgo operator console: every unit live on a Leaflet map, open incidents, nearest units
+ * for a clicked point, incident creation and one-click assignment.
+ *
+ * Data comes from the WebSocket /api/v1/ws ({"type", "data"} messages: a snapshot first, then
+ * position/status/unit/connection changes of single units, incidents, events and keepalives)
+ * and from the REST API (/api/v1/area, /api/v1/dispatch/nearest, /api/v1/incidents).
+ *
+ * Freshness: the server sends the per-kind thresholds in the snapshot and the server time in
+ * every snapshot and keepalive; the console computes each unit's freshness from its fix age
+ * (corrected by the server clock offset) every few seconds, so units fade without any ping.
+ *
+ * Identifiers stay in English (as in the data); what the operator reads is Spanish (LABELS).
+ * Plain script, no build step.
+ */
+(function () {
+  "use strict";
+
+  // ----- labels (Spanish) for the English identifiers of the data --------------------------
+  const LABELS = {
+    kind: {
+      patrol_car: "Patrullero", motorcycle: "Motorizado", bicycle: "Bicicleta",
+      foot: "A pie", drone: "Dron",
+    },
+    status: {
+      available: "Disponible", dispatched: "Despachada", en_route: "En camino",
+      on_scene: "En escena", out_of_service: "Fuera de servicio",
+    },
+    freshness: { live: "En vivo", stale: "Desactualizada", lost: "Perdida" },
+    category: {
+      seguridad_ciudadana: "Seguridad ciudadana", fiscalizacion: "Fiscalización",
+      obras_servicios: "Obras y servicios", defensa_civil: "Defensa civil",
+      seguridad_vial: "Seguridad vial", apoyo_turista: "Apoyo al turista", otro: "Otro",
+    },
+    channel: {
+      phone: "Teléfono", patrol: "Patrullaje", camera: "Cámara", whatsapp: "WhatsApp",
+      social: "Redes sociales", other: "Otro",
+    },
+    priority: { 1: "1 · Muy alta", 2: "2 · Alta", 3: "3 · Media", 4: "4 · Baja", 5: "5 · Muy baja" },
+    incidentStatus: {
+      open: "Abierto", assigned: "Asignado", en_route: "En camino", on_scene: "En escena",
+      closed: "Cerrado", cancelled: "Cancelado",
+    },
+    connection: {
+      connecting: "Conectando…", live: "En vivo", down: "Sin conexión",
+    },
+  };
+  const label = (table, key) => (LABELS[table] && LABELS[table][key]) || String(key);
+
+  const STATUS_ORDER = ["available", "dispatched", "en_route", "on_scene", "out_of_service"];
+  const STATUS_COLOUR = {
+    available: "#1f9d55", dispatched: "#e08a00", en_route: "#d9480f",
+    on_scene: "#c92a2a", out_of_service: "#6c757d",
+  };
+  const KIND_COLOUR = {
+    patrol_car: "#1d4e89", motorcycle: "#6f42c1", bicycle: "#0b7a75", foot: "#2f7ed8", drone: "#343a40",
+  };
+  const CLOSED_INCIDENT = new Set(["closed", "cancelled"]);
+  const MIRAFLORES = [-12.1211, -77.0297];
+  const NEAREST_K = 5;
+  const FRESHNESS_EVERY_MS = 2000;
+  const LIST_EVERY_MS = 1000;
+
+  // ----- state ------------------------------------------------------------------------------
+  const state = {
+    units: new Map(), // unit_id -> {feature, marker, iconKey, freshness}
+    incidents: new Map(), // incident id -> {incident, marker}
+    thresholds: {}, // kind -> {stale_after_s, lost_after_s}
+    clockOffsetMs: 0, // server time - local time
+    keepaliveS: 15,
+    connection: "connecting",
+    pick: null, // {lat, lon, marker, incident}
+    listDirty: true,
+    fitted: false,
+    snapshots: 0,
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, attrs, ...children) => {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") node.className = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (v !== null && v !== undefined && v !== false) node.setAttribute(k, v === true ? "" : v);
+    }
+    for (const child of children) {
+      if (child !== null && child !== undefined) node.append(child);
+    }
+    return node;
+  };
+
+  // ----- map --------------------------------------------------------------------------------
+  const map = L.map("map", { zoomControl: true, preferCanvas: false }).setView(MIRAFLORES, 14);
+  const tiles = L.tileLayer("https://tile.openstreetmap.org/{z}/{x}/{y}.png", {
+    maxZoom: 19,
+    attribution: '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a>',
+  }).addTo(map);
+  // Offline, tiles fail: the page keeps working on the district boundaries and says so.
+  const offlineNote = L.control({ position: "bottomleft" });
+  offlineNote.onAdd = () => el("div", { class: "tiles-offline" }, "Mapa base no disponible (sin Internet)");
+  let tileErrors = 0;
+  tiles.on("tileerror", () => {
+    tileErrors += 1;
+    if (tileErrors === 1) offlineNote.addTo(map);
+  });
+  tiles.on("tileload", () => {
+    if (tileErrors) { tileErrors = 0; offlineNote.remove(); }
+  });
+
+  const unitLayer = L.layerGroup().addTo(map);
+  const incidentLayer = L.layerGroup().addTo(map);
+
+  fetch("/api/v1/area")
+    .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))))
+    .then((area) => {
+      const layer = L.geoJSON(area, {
+        interactive: false,
+        style: { color: "#4a6076", weight: 1.2, fillColor: "#9fb3c8", fillOpacity: 0.06 },
+      }).addTo(map);
+      layer.bringToBack();
+      if (!state.fitted && state.units.size === 0) map.fitBounds(layer.getBounds());
+    })
+    .catch((err) => console.warn("area boundaries unavailable:", err));
+
+  // ----- unit markers -----------------------------------------------------------------------
+  function shapeSvg(kind, fill, ring, size) {
+    const s = size, c = s / 2, r = s / 2 - 3;
+    const common = `fill="${fill}" stroke="${ring}" stroke-width="3"`;
+    let body;
+    switch (kind) {
+      case "patrol_car":
+        body = `<rect x="3" y="3" width="${s - 6}" height="${s - 6}" rx="2" ${common}/>`; break;
+      case "motorcycle":
+        body = `<polygon points="${c},2 ${s - 2},${c} ${c},${s - 2} 2,${c}" ${common}/>`; break;
+      case "bicycle":
+        body = `<polygon points="${c},2 ${s - 2},${s - 3} 2,${s - 3}" ${common}/>`; break;
+      case "drone": {
+        const pts = [];
+        for (let i = 0; i < 6; i++) {
+          const a = Math.PI / 3 * i - Math.PI / 2;
+          pts.push(`${(c + r * Math.cos(a)).toFixed(1)},${(c + r * Math.sin(a)).toFixed(1)}`);
+        }
+        body = `<polygon points="${pts.join(" ")}" ${common}/>`; break;
+      }
+      default:
+        body = `<circle cx="${c}" cy="${c}" r="${r}" ${common}/>`;
+    }
+    return `<svg width="${s}" height="${s}" viewBox="0 0 ${s} ${s}" aria-hidden="true">${body}</svg>`;
+  }
+
+  function unitIcon(props, freshness) {
+    const kind = props.kind;
+    const fill = freshness === "lost" ? "#adb5bd" : (KIND_COLOUR[kind] || "#555");
+    const ring = STATUS_COLOUR[props.status] || "#555";
+    const size = kind === "foot" ? 16 : 20;
+    return L.divIcon({
+      className: `unit-icon ${freshness}`,
+      html: shapeSvg(kind, fill, ring, size),
+      iconSize: [size, size],
+      iconAnchor: [size / 2, size / 2],
+    });
+  }
+
+  function unitPopup(props, freshness) {
+    const rows = [
+      ["Tipo", label("kind", props.kind)],
+      ["Estado", label("status", props.status)],
+      ["Señal", label("freshness", freshness)],
+      ["Sector", props.sector || "—"],
+      ["Última posición", props.fix_time ? formatAge(fixAgeS(props)) : "nunca"],
+      ["Velocidad", props.speed == null ? "—" : `${Math.round(props.speed * 3.6)} km/h`],
+      ["Batería", props.battery == null ? "—" : `${Math.round(props.battery)} %`],
+    ];
+    if (props.connected === false) rows.push(["Conexión", "desconectada"]);
+    const body = rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join("");
+    return `<strong>${escapeHtml(props.callsign || props.unit_id)}</strong>`
+      + ` <span class="muted">${escapeHtml(props.unit_id)}</span><table>${body}</table>`;
+  }
+
+  function fixAgeS(props) {
+    if (!props.fix_time) return Infinity;
+    const now = Date.now() + state.clockOffsetMs;
+    return Math.max(0, (now - Date.parse(props.fix_time)) / 1000);
+  }
+
+  function freshnessOf(props) {
+    const t = state.thresholds[props.kind];
+    if (!props.fix_time) return "lost";
+    if (!t) return props.freshness || "live";
+    const age = fixAgeS(props);
+    if (age < t.stale_after_s) return "live";
+    if (age < t.lost_after_s) return "stale";
+    return "lost";
+  }
+
+  function showLost() { return $("show-lost").checked; }
+
+  function applyUnit(feature) {
+    const props = feature.properties;
+    const id = props.unit_id;
+    let entry = state.units.get(id);
+    if (entry && entry.feature.properties.fix_time && props.fix_time
+        && Date.parse(props.fix_time) < Date.parse(entry.feature.properties.fix_time)) {
+      // An older fix (a message overtaken by the snapshot): keep the position, take the rest.
+      feature = { ...feature, geometry: entry.feature.geometry,
+        properties: { ...props, fix_time: entry.feature.properties.fix_time } };
+    }
+    if (!entry) {
+      entry = { feature, marker: null, iconKey: "", freshness: "" };
+      state.units.set(id, entry);
+    } else {
+      entry.feature = feature;
+    }
+    renderUnit(entry);
+    state.listDirty = true;
+  }
+
+  function renderUnit(entry) {
+    const props = entry.feature.properties;
+    const geom = entry.feature.geometry;
+    const freshness = freshnessOf(props);
+    entry.freshness = freshness;
+    const visible = geom && (freshness !== "lost" || showLost());
+    if (!visible) {
+      if (entry.marker) { unitLayer.removeLayer(entry.marker); entry.marker = null; entry.iconKey = ""; }
+      return;
+    }
+    const latlng = [geom.coordinates[1], geom.coordinates[0]];
+    const key = `${props.kind}|${props.status}|${freshness}`;
+    if (!entry.marker) {
+      entry.marker = L.marker(latlng, {
+        icon: unitIcon(props, freshness),
+        keyboard: true,
+        title: props.callsign || props.unit_id,
+        alt: `${props.callsign || props.unit_id}: ${label("kind", props.kind)}, ${label("status", props.status)}`,
+      });
+      entry.marker.bindTooltip(props.callsign || props.unit_id, { direction: "top", offset: [0, -8], className: "unit-tip" });
+      entry.marker.bindPopup(() => unitPopup(entry.feature.properties, entry.freshness));
+      entry.marker.addTo(unitLayer);
+      entry.iconKey = key;
+    } else {
+      entry.marker.setLatLng(latlng);
+      if (entry.iconKey !== key) {
+        entry.marker.setIcon(unitIcon(props, freshness));
+        entry.iconKey = key;
+      }
+    }
+    const node = entry.marker.getElement();
+    if (node) {
+      // For tests and assistive tools: what the marker shows, in the data's own identifiers.
+      node.dataset.unitId = props.unit_id;
+      node.dataset.status = props.status;
+      node.dataset.freshness = freshness;
+      node.setAttribute("aria-label", `${props.callsign || props.unit_id}: ${label("status", props.status)}`);
+    }
+  }
+
+  function refreshFreshness() {
+    let changed = false;
+    for (const entry of state.units.values()) {
+      const f = freshnessOf(entry.feature.properties);
+      if (f !== entry.freshness || (f === "lost" && !showLost() && entry.marker)) {
+        renderUnit(entry);
+        changed = true;
+      }
+    }
+    if (changed) state.listDirty = true;
+  }
+
+  // ----- side panel: units ------------------------------------------------------------------
+  function renderUnitPanel() {
+    if (!state.listDirty) return;
+    state.listDirty = false;
+    const counts = Object.fromEntries(STATUS_ORDER.map((s) => [s, 0]));
+    let lost = 0;
+    for (const entry of state.units.values()) {
+      const p = entry.feature.properties;
+      counts[p.status] = (counts[p.status] || 0) + 1;
+      if (entry.freshness === "lost") lost += 1;
+    }
+    $("unit-total").textContent = String(state.units.size);
+    const chips = STATUS_ORDER.map((s) => el("li", {
+      style: `background:${STATUS_COLOUR[s]}`, "data-status": s,
+    }, `${label("status", s)} ${counts[s]}`));
+    chips.push(el("li", { class: "lost", "data-freshness": "lost" }, `${label("freshness", "lost")}s ${lost}`));
+    $("status-counts").replaceChildren(...chips);
+
+    const filter = $("unit-filter").value.trim().toLowerCase();
+    const rows = [];
+    const entries = [...state.units.values()].sort((a, b) =>
+      (a.feature.properties.callsign || a.feature.properties.unit_id)
+        .localeCompare(b.feature.properties.callsign || b.feature.properties.unit_id, "es", { numeric: true }));
+    for (const entry of entries) {
+      const p = entry.feature.properties;
+      const name = p.callsign || p.unit_id;
+      if (filter && !name.toLowerCase().includes(filter) && !p.unit_id.toLowerCase().includes(filter)) continue;
+      if (rows.length >= 500) break; // a metropolis' fleet: the search narrows it down
+      rows.push(el("li", {
+        class: entry.freshness, tabindex: "0", "data-unit-id": p.unit_id,
+        "aria-label": `${name}, ${label("kind", p.kind)}, ${label("status", p.status)}, ${label("freshness", entry.freshness)}`,
+        onclick: () => focusUnit(p.unit_id),
+        onkeydown: (ev) => { if (ev.key === "Enter") focusUnit(p.unit_id); },
+      },
+      el("span", { class: "dot", style: `background:${STATUS_COLOUR[p.status] || "#555"}` }),
+      el("span", { class: "callsign" }, name),
+      el("span", {}, `${label("kind", p.kind)} · ${label("status", p.status)}`),
+      el("span", { class: "age" }, p.fix_time ? formatAge(fixAgeS(p)) : "—")));
+    }
+    $("unit-list").replaceChildren(...rows);
+  }
+
+  function focusUnit(id) {
+    const entry = state.units.get(id);
+    if (!entry || !entry.feature.geometry) return;
+    const [lon, lat] = entry.feature.geometry.coordinates;
+    map.setView([lat, lon], Math.max(map.getZoom(), 16));
+    if (entry.marker) entry.marker.openPopup();
+  }
+
+  // ----- incidents --------------------------------------------------------------------------
+  const incidentId = (inc) => inc.incident_id ?? inc.id;
+
+  function incidentIcon(inc) {
+    const colour = (inc.priority || 3) <= 2 ? "#c92a2a" : "#e08a00";
+    return L.divIcon({
+      className: "incident-icon",
+      html: `<svg width="22" height="22" viewBox="0 0 22 22" aria-hidden="true">`
+        + `<polygon points="11,1 21,20 1,20" fill="${colour}" stroke="#fff" stroke-width="1.5"/>`
+        + `<text x="11" y="17" text-anchor="middle" font-size="12" font-weight="700" fill="#fff">!</text></svg>`,
+      iconSize: [22, 22],
+      iconAnchor: [11, 20],
+    });
+  }
+
+  function applyIncident(inc) {
+    const id = incidentId(inc);
+    if (id === undefined || id === null) return;
+    const old = state.incidents.get(id);
+    if (old) incidentLayer.removeLayer(old.marker);
+    if (CLOSED_INCIDENT.has(inc.status)) {
+      state.incidents.delete(id);
+    } else {
+      const marker = L.marker([inc.lat, inc.lon], { icon: incidentIcon(inc), title: `Incidente ${id}`, zIndexOffset: 500 });
+      marker.bindPopup(() => `<strong>Incidente ${escapeHtml(id)}</strong><br>`
+        + `${escapeHtml(label("category", inc.category))} · prioridad ${escapeHtml(inc.priority)}<br>`
+        + `${escapeHtml(label("incidentStatus", inc.status))}<br>${escapeHtml(inc.description || "")}`);
+      marker.addTo(incidentLayer);
+      state.incidents.set(id, { incident: inc, marker });
+    }
+    if (state.pick && state.pick.incident && incidentId(state.pick.incident) === id) {
+      state.pick.incident = inc;
+      showPickIncident();
+    }
+    renderIncidentPanel();
+  }
+
+  function renderIncidentPanel() {
+    const items = [...state.incidents.values()].map((x) => x.incident)
+      .sort((a, b) => (a.priority || 3) - (b.priority || 3) || String(b.created_at).localeCompare(String(a.created_at)));
+    $("incident-total").textContent = String(items.length);
+    $("incident-list").replaceChildren(...items.map((inc) => el("li", {
+      tabindex: "0", "data-incident-id": String(incidentId(inc)),
+      onclick: () => map.setView([inc.lat, inc.lon], Math.max(map.getZoom(), 16)),
+      onkeydown: (ev) => { if (ev.key === "Enter") map.setView([inc.lat, inc.lon], Math.max(map.getZoom(), 16)); },
+    },
+    el("span", { class: `prio prio-${inc.priority}` }, `P${inc.priority ?? "?"}`),
+    `#${incidentId(inc)} ${label("category", inc.category)} · ${label("incidentStatus", inc.status)}`,
+    inc.description ? el("div", { class: "muted" }, inc.description) : null)));
+  }
+
+  // ----- events -----------------------------------------------------------------------------
+  function applyEvent(ev) {
+    const unit = ev.unit_id ? state.units.get(ev.unit_id) : null;
+    const who = unit ? (unit.feature.properties.callsign || ev.unit_id) : (ev.unit_id || "");
+    const when = ev.ts ? new Date(ev.ts).toLocaleTimeString("es-PE") : "";
+    const item = el("li", {}, `${when} ${ev.type || "evento"} ${who}`);
+    const list = $("event-list");
+    list.prepend(item);
+    while (list.children.length > 30) list.lastChild.remove();
+  }
+
+  // ----- a clicked point: nearest units, new incident, assignment ---------------------------
+  function fillSelect(id, table, fallback) {
+    const select = $(id);
+    select.replaceChildren(...Object.entries(LABELS[table]).map(([value, text]) => el("option", { value }, text)));
+    select.value = fallback;
+  }
+  fillSelect("f-category", "category", "seguridad_ciudadana");
+  fillSelect("f-channel", "channel", "phone");
+  fillSelect("f-priority", "priority", "3");
+
+  const pickIcon = L.divIcon({
+    className: "pick-icon",
+    html: '<svg width="24" height="24" viewBox="0 0 24 24" aria-hidden="true"><circle cx="12" cy="12" r="9" '
+      + 'fill="none" stroke="#1f6fd1" stroke-width="3"/><circle cx="12" cy="12" r="2.5" fill="#1f6fd1"/></svg>',
+    iconSize: [24, 24],
+    iconAnchor: [12, 12],
+  });
+
+  map.on("click", (ev) => pickPoint(ev.latlng.lat, ev.latlng.lng));
+  $("dispatch-close").addEventListener("click", clearPick);
+
+  function clearPick() {
+    if (state.pick && state.pick.marker) map.removeLayer(state.pick.marker);
+    state.pick = null;
+    $("dispatch").hidden = true;
+  }
+
+  async function pickPoint(lat, lon) {
+    if (state.pick && state.pick.marker) map.removeLayer(state.pick.marker);
+    const marker = L.marker([lat, lon], { icon: pickIcon, interactive: false, keyboard: false }).addTo(map);
+    state.pick = { lat, lon, marker, incident: null, seq: (state.pick ? state.pick.seq : 0) + 1 };
+    const seq = state.pick.seq;
+    $("dispatch").hidden = false;
+    $("dispatch-where").textContent = `${lat.toFixed(5)}, ${lon.toFixed(5)}`;
+    $("dispatch-incident").hidden = true;
+    setFormMessage("", "");
+    $("nearest").replaceChildren(el("p", { class: "muted" }, "Buscando unidades…"));
+    try {
+      const r = await fetch(`/api/v1/dispatch/nearest?lat=${lat}&lon=${lon}&k=${NEAREST_K}`);
+      if (!r.ok) throw new Error(await errorText(r));
+      const body = await r.json();
+      if (!state.pick || state.pick.seq !== seq) return; // another click came meanwhile
+      renderNearest(body.units || []);
+    } catch (err) {
+      if (state.pick && state.pick.seq === seq) {
+        $("nearest").replaceChildren(el("p", { class: "form-message error" }, `No se pudo consultar: ${err.message}`));
+      }
+    }
+  }
+
+  function renderNearest(candidates) {
+    if (!candidates.length) {
+      $("nearest").replaceChildren(el("p", { class: "muted" }, "No hay unidades disponibles cerca."));
+      return;
+    }
+    const rows = candidates.map((c, i) => el("tr", { "data-unit-id": c.unit_id },
+      el("td", {}, String(i + 1)),
+      el("td", {}, el("strong", {}, c.callsign || c.unit_id), el("div", { class: "muted" }, label("kind", c.kind))),
+      el("td", { class: "num" }, formatDistance(c.distance_m)),
+      el("td", { class: "num" }, formatDuration(c.eta_s)),
+      el("td", {}, el("button", {
+        type: "button", class: "assign", "data-unit-id": c.unit_id,
+        "aria-label": `Asignar ${c.callsign || c.unit_id} (${formatDuration(c.eta_s)})`,
+        onclick: (ev) => assign(c, ev.currentTarget),
+      }, "Asignar"))));
+    $("nearest").replaceChildren(el("table", {},
+      el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "Unidad"), el("th", {}, "Distancia"),
+        el("th", {}, "Llegada"), el("th", {}, el("span", { class: "muted" }, "")))),
+      el("tbody", {}, ...rows)));
+  }
+
+  function incidentBody() {
+    return {
+      lat: state.pick.lat,
+      lon: state.pick.lon,
+      category: $("f-category").value,
+      channel: $("f-channel").value,
+      priority: Number($("f-priority").value),
+      description: $("f-description").value.trim(),
+      reported_by: operator(),
+    };
+  }
+
+  async function ensureIncident() {
+    if (state.pick.incident) return state.pick.incident;
+    const r = await fetch("/api/v1/incidents", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(incidentBody()),
+    });
+    if (!r.ok) throw new Error(await errorText(r));
+    const inc = await r.json();
+    state.pick.incident = inc;
+    applyIncident(inc);
+    showPickIncident();
+    return inc;
+  }
+
+  function showPickIncident() {
+    const inc = state.pick && state.pick.incident;
+    if (!inc) return;
+    const ref = $("dispatch-incident");
+    ref.hidden = false;
+    ref.textContent = `Incidente #${incidentId(inc)} · ${label("incidentStatus", inc.status)}`;
+    $("create-incident").disabled = true;
+  }
+
+  $("incident-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!state.pick) return;
+    try {
+      const inc = await ensureIncident();
+      setFormMessage(`Incidente #${incidentId(inc)} creado`, "ok");
+    } catch (err) {
+      setFormMessage(`No se pudo crear el incidente: ${err.message}`, "error");
+    }
+  });
+
+  async function assign(candidate, button) {
+    if (!state.pick) return;
+    const pick = state.pick;
+    for (const b of document.querySelectorAll("#nearest button.assign")) b.disabled = true;
+    try {
+      const inc = await ensureIncident();
+      const r = await fetch(`/api/v1/incidents/${encodeURIComponent(incidentId(inc))}/assign`, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ unit_id: candidate.unit_id, operator: operator() }),
+      });
+      if (!r.ok) throw new Error(await errorText(r));
+      const body = await r.json().catch(() => ({}));
+      if (body && (body.incident_id !== undefined || body.id !== undefined) && body.lat !== undefined) {
+        applyIncident(body);
+      }
+      if (pick === state.pick) {
+        setFormMessage(`${candidate.callsign || candidate.unit_id} asignada al incidente #${incidentId(inc)}`, "ok");
+        button.textContent = "Asignada";
+      }
+    } catch (err) {
+      setFormMessage(`No se pudo asignar: ${err.message}`, "error");
+    } finally {
+      for (const b of document.querySelectorAll("#nearest button.assign")) {
+        if (b !== button || b.textContent !== "Asignada") b.disabled = false;
+      }
+    }
+  }
+
+  function setFormMessage(text, kind) {
+    const node = $("form-message");
+    node.textContent = text;
+    node.className = `form-message ${kind}`;
+  }
+
+  async function errorText(response) {
+    try {
+      const body = await response.json();
+      if (typeof body.detail === "string") return body.detail;
+      return JSON.stringify(body.detail || body);
+    } catch (_) {
+      return `HTTP ${response.status}`;
+    }
+  }
+
+  const OPERATOR_KEY = "serenazgo.operator";
+  function operator() { return $("operator").value.trim() || "operador"; }
+  try {
+    const saved = localStorage.getItem(OPERATOR_KEY);
+    if (saved) $("operator").value = saved;
+    $("operator").addEventListener("change", () => localStorage.setItem(OPERATOR_KEY, operator()));
+  } catch (_) { /* storage blocked: the default name is used */ }
+
+  // ----- WebSocket with reconnection ---------------------------------------------------------
+  let socket = null;
+  let attempts = 0;
+  let lastMessageAt = 0;
+  let reconnectTimer = null;
+
+  function setConnection(kind, text) {
+    state.connection = kind;
+    const node = $("conn");
+    node.className = `conn conn-${kind === "live" ? "live" : kind === "down" ? "down" : "connecting"}`;
+    node.textContent = text || label("connection", kind);
+  }
+
+  function connect() {
+    reconnectTimer = null;
+    setConnection("connecting");
+    const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/ws`;
+    const ws = new WebSocket(url);
+    socket = ws;
+    ws.onmessage = (ev) => {
+      lastMessageAt = Date.now();
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch (_) { return; }
+      handle(msg);
+    };
+    ws.onclose = (ev) => {
+      if (socket !== ws) return;
+      socket = null;
+      scheduleReconnect(ev.reason);
+    };
+    ws.onerror = () => { /* onclose follows and reconnects */ };
+  }
+
+  function scheduleReconnect(reason) {
+    attempts += 1;
+    // Jittered exponential backoff (0.5 s … 30 s), so a restarted server is not hit by every console at once.
+    const delay = Math.min(30000, 500 * 2 ** Math.min(attempts - 1, 6)) * (0.5 + Math.random() / 2);
+    const seconds = Math.ceil(delay / 1000);
+    setConnection("down", `Sin conexión · reintento en ${seconds} s`);
+    if (reason) console.warn("live feed closed:", reason);
+    reconnectTimer = setTimeout(connect, delay);
+  }
+
+  // A connection that went silent (no keepalive) is dead even if the browser has not noticed.
+  setInterval(() => {
+    if (socket && state.connection === "live" && Date.now() - lastMessageAt > 3 * state.keepaliveS * 1000) {
+      const ws = socket;
+      socket = null;
+      ws.close();
+      scheduleReconnect("no keepalive");
+    }
+  }, 1000);
+
+  function syncClock(serverTime) {
+    const t = Date.parse(serverTime);
+    if (!Number.isNaN(t)) state.clockOffsetMs = t - Date.now();
+  }
+
+  function handle(msg) {
+    const data = msg.data;
+    switch (msg.type) {
+      case "snapshot": return applySnapshot(data);
+      case "position":
+      case "status":
+      case "unit":
+      case "connection":
+        return applyUnit(data);
+      case "incident": return applyIncident(data);
+      case "event": return applyEvent(data);
+      case "keepalive": return syncClock(data.server_time);
+      default: return undefined;
+    }
+  }
+
+  function applySnapshot(data) {
+    attempts = 0;
+    state.snapshots += 1;
+    state.thresholds = data.freshness_thresholds || {};
+    state.keepaliveS = data.keepalive_s || 15;
+    syncClock(data.server_time);
+    // The snapshot is the whole truth: units and incidents not in it are gone.
+    unitLayer.clearLayers();
+    state.units.clear();
+    for (const feature of (data.units && data.units.features) || []) applyUnit(feature);
+    incidentLayer.clearLayers();
+    state.incidents.clear();
+    for (const inc of data.incidents || []) applyIncident(inc);
+    renderIncidentPanel();
+    setConnection("live");
+    if (!state.fitted) {
+      const points = [...state.units.values()].filter((e) => e.feature.geometry && e.freshness !== "lost")
+        .map((e) => [e.feature.geometry.coordinates[1], e.feature.geometry.coordinates[0]]);
+      if (points.length) {
+        map.fitBounds(L.latLngBounds(points).pad(0.1), { maxZoom: 16 });
+        state.fitted = true;
+      }
+    }
+    state.listDirty = true;
+    renderUnitPanel();
+  }
+
+  // ----- formatting ---------------------------------------------------------------------------
+  function formatDistance(m) {
+    if (m == null) return "—";
+    return m < 1000 ? `${Math.round(m)} m` : `${(m / 1000).toFixed(1)} km`;
+  }
+  function formatDuration(s) {
+    if (s == null || !Number.isFinite(s)) return "—";
+    const total = Math.round(s);
+    const min = Math.floor(total / 60);
+    return min ? `${min} min ${String(total % 60).padStart(2, "0")} s` : `${total} s`;
+  }
+  function formatAge(s) {
+    if (!Number.isFinite(s)) return "—";
+    if (s < 60) return `hace ${Math.round(s)} s`;
+    if (s < 3600) return `hace ${Math.round(s / 60)} min`;
+    return `hace ${Math.round(s / 3600)} h`;
+  }
+  function escapeHtml(value) {
+    return String(value ?? "").replace(/[&<>"']/g, (ch) => ({
+      "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;",
+    })[ch]);
+  }
+
+  // ----- legend, timers, start -------------------------------------------------------------------
+  const legend = L.control({ position: "bottomright" });
+  legend.onAdd = () => {
+    const node = el("div", { class: "legend", role: "note", "aria-label": "Leyenda" });
+    const kinds = Object.keys(LABELS.kind).map((k) =>
+      `<div>${shapeSvg(k, KIND_COLOUR[k], "#fff", 14)}${escapeHtml(label("kind", k))}</div>`).join("");
+    const rings = STATUS_ORDER.map((s) =>
+      `<div>${shapeSvg("foot", "#fff", STATUS_COLOUR[s], 14)}${escapeHtml(label("status", s))}</div>`).join("");
+    node.innerHTML = kinds + '<hr style="border:none;border-top:1px solid #ddd;margin:3px 0">' + rings;
+    return node;
+  };
+  legend.addTo(map);
+
+  $("show-lost").addEventListener("change", () => {
+    for (const entry of state.units.values()) renderUnit(entry);
+    state.listDirty = true;
+  });
+  $("unit-filter").addEventListener("input", () => { state.listDirty = true; renderUnitPanel(); });
+
+  setInterval(refreshFreshness, FRESHNESS_EVERY_MS);
+  setInterval(() => { state.listDirty = state.listDirty || state.units.size > 0; renderUnitPanel(); }, LIST_EVERY_MS);
+  setInterval(() => {
+    $("clock").textContent = new Date(Date.now() + state.clockOffsetMs).toLocaleTimeString("es-PE", { hour12: false });
+  }, 1000);
+
+  connect();
+
+  // A read-only handle for tests and for the browser console.
+  window.serenazgo = { state, map, pickPoint, LABELS };
+})();

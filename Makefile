@@ -1,5 +1,5 @@
 # Shortcuts; the README's two commands are scripts/up and scripts/test (they need only Python).
-.PHONY: up test bench lint clean
+.PHONY: up test bench lint clean postgis chromium
 
 up:
 	./scripts/up
@@ -15,3 +15,11 @@ lint:
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
+
+# The peer of the nearest-unit benchmark (PostGIS KNN) and the browser of the console tests,
+# from Debian's packages; .ci/run installs chromium by itself.
+postgis:
+	apt-get install -y postgresql-15-postgis-3
+
+chromium:
+	apt-get install -y chromium

@@ -600,7 +600,12 @@ class IncidentService:
         """Record a new incident; return it with the ranked units recommended for it."""
         validate_point(lat, lon)
         validate_priority(priority)
-        category, channel = IncidentCategory(category), Channel(channel)
+        try:
+            category, channel = IncidentCategory(category), Channel(channel)
+        except ValueError as exc:
+            raise IncidentInputError(
+                f"{exc}: categories are {', '.join(IncidentCategory)}; channels are {', '.join(Channel)}"
+            ) from None
         now = self._clock()
         async with self._conn() as conn, conn.transaction():
             row = await store.insert_incident(
@@ -834,7 +839,10 @@ class IncidentService:
                 current = await self._load(conn, w.incident_id, for_update=True)
                 row = await store.mark_arrived(conn, w.assignment_id, arrived_at)
                 if row is None:
-                    return  # recorded already, or released meanwhile
+                    # Recorded already, or released meanwhile (perhaps by another process): stop
+                    # judging this unit's fixes for it.
+                    self._settle(uid, w, current)
+                    return
                 updates: dict[str, Any] = {}
                 if current.first_arrival_at is None or arrived_at < current.first_arrival_at:
                     updates["first_arrival_at"] = arrived_at
@@ -863,8 +871,7 @@ class IncidentService:
                      "incident_status": updates.get("status", str(current.status))},
                 )  # fmt: skip
                 incident = await self._load(conn, w.incident_id)
-            if self._watch.get(uid) == w:
-                self._watch[uid] = _Watch(w.assignment_id, w.incident_id, w.lat, w.lon, w.assigned_at, True)
+            self._settle(uid, w, incident)
             if stamp is not None:
                 self._fleet.apply(statuses=[(uid, StatusUpdate(UnitStatus.ON_SCENE, stamp))])
             self._announce(incident)
@@ -873,6 +880,16 @@ class IncidentService:
             log.exception("cannot record the arrival of unit %s at incident %s", uid, w.incident_id)
         finally:
             self._arriving.discard(uid)
+
+    def _settle(self, uid: str, w: _Watch, incident: Incident) -> None:
+        """Bring the watch of ``uid`` in line with its assignment as stored: arrived, or gone if released."""
+        if self._watch.get(uid) != w:
+            return  # replaced meanwhile (released, or assigned again)
+        stored = next((a for a in incident.assignments if a.assignment_id == w.assignment_id), None)
+        if stored is None or not stored.open:
+            self._watch.pop(uid, None)
+        elif stored.arrived_at is not None:
+            self._watch[uid] = _Watch(w.assignment_id, w.incident_id, w.lat, w.lon, w.assigned_at, True)
 
     async def _unit_en_route(self, uid: str, w: _Watch, reported_at: datetime | None) -> None:
         """The unit reported en_route: its incident is en_route (if it was only assigned)."""
@@ -978,8 +995,8 @@ class IncidentService:
     def _busy(uid: str, status: str, incident_id: int) -> UnitUnavailableError:
         return UnitUnavailableError(
             uid, "busy",
-            f"unit {uid!r} is {status} on incident {incident_id}: release it there first "
-            f"(POST /api/v1/incidents/{incident_id}/release) or choose another unit",
+            f"unit {uid!r} is busy: assigned to incident {incident_id} (its status: {status}); release it "
+            f"there first (POST /api/v1/incidents/{incident_id}/release) or choose another unit",
             status=status, incident_id=incident_id,
         )  # fmt: skip
 
@@ -990,7 +1007,7 @@ class IncidentService:
                 row = await store.select_open_assignment_of_unit(conn, unit_id)
                 unit = await conn.execute("SELECT status FROM units WHERE unit_id = %s", [unit_id])
                 status_row = await unit.fetchone()
-        except psycopg.Error:
+        except (psycopg.Error, StorageError):
             row, status_row = None, None
         status = str(status_row[0]) if status_row else "dispatched"
         if row is None:

@@ -168,7 +168,9 @@ async def test_assign_release_and_refusals(api: IncidentApi) -> None:
 
     r = await api.client.post(f"{BASE}/{second}/assign", json={"unit_id": "car-1", "operator": "op-ana"})
     assert r.status_code == 409
-    assert r.json()["detail"].startswith(f"unit 'car-1' is dispatched on incident {first}: release it there")
+    assert r.json()["detail"].startswith(
+        f"unit 'car-1' is busy: assigned to incident {first} (its status: dispatched)"
+    )
     r = await api.client.post(f"{BASE}/{second}/assign", json={"unit_id": "car-off", "operator": "op-ana"})
     assert r.status_code == 409
     assert "out_of_service, not available" in r.json()["detail"]

@@ -205,7 +205,7 @@ async def test_assign_refuses_unknown_busy_out_of_service_lost_and_closed(
         await service.assign(second, "busy", "op-ana")
     assert busy.value.reason == "busy"
     assert busy.value.incident_id == first
-    assert f"unit 'busy' is dispatched on incident {first}" in str(busy.value)
+    assert f"unit 'busy' is busy: assigned to incident {first} (its status: dispatched)" in str(busy.value)
     with pytest.raises(UnitUnavailableError, match="'off' is out_of_service, not available") as off:
         await service.assign(second, "off", "op-ana")
     assert off.value.reason == "not_available"

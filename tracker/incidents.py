@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import AsyncConnection
 
@@ -56,6 +57,9 @@ ASSIGN_LOOKUP_K = 50
 PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 1, 5, 3
 TEXT_MAX = 4000  # description, address, resolution
 SYSTEM_ACTOR = "system"
+# Events out (DESIGN.md wire contract); the same topic and payload shape as tracker.events.Event.
+EVENT_TOPIC = "serenazgo/events/{type}"
+ARRIVAL_EVENT = "unit_arrived"
 
 
 # ----- vocabulary ---------------------------------------------------------------------------
@@ -444,8 +448,12 @@ class IncidentService:
 
     ``pool``: an open async pool (the API's). ``recommend(lat, lon, k)``: the
     ranked available units, usually ``Dispatcher.nearest``; None means no
-    recommendations. Call :meth:`start` on the event loop before use (it loads
-    the open assignments and subscribes to the fleet) and :meth:`stop` at the end.
+    recommendations. ``feed``: the live feed listener (incidents, and the
+    ``unit_arrived`` events). ``publish(topic, payload)``: a best-effort MQTT
+    publisher (``AckClient.publish``); when given, each arrival event also goes
+    out on ``serenazgo/events/unit_arrived``. Call :meth:`start` on the event
+    loop before use (it loads the open assignments and subscribes to the fleet)
+    and :meth:`stop` at the end.
     """
 
     def __init__(
@@ -456,9 +464,11 @@ class IncidentService:
         recommend: Recommender | None = None,
         feed: FeedListener = no_feed,
         *,
+        publish: Callable[[str, bytes], bool] | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._db = pool
+        self._publish = publish
         self._fleet = fleet
         self._settings = settings
         self._recommend = recommend
@@ -855,10 +865,10 @@ class IncidentService:
                 detail: dict[str, Any] = {"source": source, "assignment_id": w.assignment_id,
                                           "distance_m": None if distance is None else round(distance, 1),
                                           "radius_m": self._settings.arrival_radius_m}  # fmt: skip
-                await store.insert_event(
+                event_id, recorded_at = await store.insert_event(
                     conn,
                     ts=arrived_at,
-                    type_="unit_arrived",
+                    type_=ARRIVAL_EVENT,
                     unit_id=uid,
                     incident_id=w.incident_id,
                     detail=detail,
@@ -872,6 +882,11 @@ class IncidentService:
                 )  # fmt: skip
                 incident = await self._load(conn, w.incident_id)
             self._settle(uid, w, incident)
+            self._announce_event(
+                {"event_id": event_id, "type": ARRIVAL_EVENT, "ts": arrived_at.isoformat(), "unit_id": uid,
+                 "geofence_id": None, "incident_id": w.incident_id, "detail": detail,
+                 "recorded_at": recorded_at.isoformat()}
+            )  # fmt: skip
             if stamp is not None:
                 self._fleet.apply(statuses=[(uid, StatusUpdate(UnitStatus.ON_SCENE, stamp))])
             self._announce(incident)
@@ -1049,6 +1064,18 @@ class IncidentService:
     def _candidate_for(self, unit_id: str, lat: float, lon: float) -> Candidate | None:
         k = max(ASSIGN_LOOKUP_K, self._settings.recommendations)
         return next((c for c in self._candidates(lat, lon, k) if c.unit_id == unit_id), None)
+
+    def _announce_event(self, payload: dict[str, Any]) -> None:
+        """An arrival event to the live feed and, when a publisher was given, to MQTT (best effort)."""
+        try:
+            self._feed("event", payload)
+        except Exception:
+            log.exception("the live feed listener failed on an arrival event")
+        if self._publish is not None:
+            try:
+                self._publish(EVENT_TOPIC.format(type=ARRIVAL_EVENT), orjson.dumps(payload))
+            except Exception:
+                log.exception("publishing an arrival event failed")
 
     def _announce(self, incident: Incident) -> None:
         try:

@@ -9,6 +9,7 @@ the live feed, and the response time then shows in the statistics.
 from __future__ import annotations
 
 import asyncio
+import queue
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,11 +19,12 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from geo.distance import haversine_m
+from mqtt_bridge.ackclient import AckClient, InboundMessage
 from mqtt_bridge.broker import EmbeddedBroker
 from tests.fixtures.mosquitto import TestNames
-from tests.mqtt_bridge.ingest_rig import IngestRig, Sent
+from tests.mqtt_bridge.ingest_rig import WAIT_S, IngestRig, Sent
 from tests.tracker.incidents_rig import SCENE, offset, wait_for
-from tracker.config import DispatchSettings
+from tracker.config import DispatchSettings, parse_mqtt_url
 from tracker.fleet import LiveFleet, UnitState
 from tracker.incidents import Channel, IncidentCategory, IncidentService, IncidentStatus
 from tracker.model import Unit, UnitKind, UnitStatus
@@ -77,8 +79,22 @@ async def test_incident_lifecycle_over_mqtt(ingest: IngestRig, pool: AsyncConnec
     await wait_for("both units in the live fleet", lambda: all((s := fleet.get(u)) is not None and s.fix
                                                                for u in (car, other)))  # fmt: skip
 
+    events_out: queue.Queue[InboundMessage] = queue.Queue()
+    watcher = AckClient(
+        parse_mqtt_url(ingest.broker.url),
+        ingest.names.client("events"),
+        ["serenazgo/events/#"],
+        events_out.put,
+    )
+    watcher.start()
+    assert watcher.wait_connected(WAIT_S)
     feed: list[dict[str, Any]] = []
-    service = IncidentService(pool, fleet, DispatchSettings(), feed=lambda kind, data: feed.append(data))
+
+    def incidents_only(kind: str, data: dict[str, Any]) -> None:
+        if kind == "incident":
+            feed.append(data)
+
+    service = IncidentService(pool, fleet, DispatchSettings(), feed=incidents_only, publish=watcher.publish)
     await service.start()
     try:
         incident, _ = await service.create(
@@ -122,6 +138,13 @@ async def test_incident_lifecycle_over_mqtt(ingest: IngestRig, pool: AsyncConnec
         assert etype == "unit_arrived"
         assert detail["distance_m"] == pytest.approx(60.0, abs=0.5)
         assert [f["status"] for f in feed][-1] == "on_scene"
+        announced = orjson.loads(events_out.get(timeout=WAIT_S).payload)
+        assert (announced["type"], announced["unit_id"], announced["incident_id"]) == (
+            "unit_arrived",
+            car,
+            iid,
+        )
+        assert announced["ts"] == arrival.isoformat()
 
         closed = await service.close(iid, "sospechoso retenido, entregado a la PNP", "op-ana", "10.0.0.5")
         assert closed.status is IncidentStatus.CLOSED
@@ -155,6 +178,7 @@ async def test_incident_lifecycle_over_mqtt(ingest: IngestRig, pool: AsyncConnec
         )
     finally:
         await service.stop()
+        watcher.stop()
 
 
 def shown(fleet: LiveFleet, unit_id: str) -> UnitState:

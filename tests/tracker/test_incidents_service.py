@@ -17,6 +17,7 @@ from tests.tracker.incidents_rig import SCENE, FleetRig, offset, wait_for
 from tracker.config import DispatchSettings
 from tracker.dispatch import Candidate
 from tracker.errors import UnitNotFoundError
+from tracker.events import Event
 from tracker.incidents import (
     Channel,
     IncidentCategory,
@@ -370,9 +371,16 @@ async def test_arrival_from_positions_en_route_and_close(service: IncidentServic
         ("create", "op-ana"), ("assign", "op-ana"), ("assign", "op-ana"), ("en_route", "unit:car-1"),
         ("arrive", "system"), ("arrive", "unit:car-2"), ("close", "op-ana"),
     ]  # fmt: skip
-    # Every incident change went to the live feed, the last one as it is now.
-    assert [k for k, _ in rig.feed] == ["incident"] * len(actions)
-    assert rig.feed[-1][1] == closed.to_json()
+    # Every incident change went to the live feed, the last one as it is now; so did the arrival events,
+    # in the shape the event engine gives its events.
+    assert [k for k, _ in rig.feed if k == "incident"] == ["incident"] * len(actions)
+    assert rig.feed[-1] == ("incident", closed.to_json())
+    events = [payload for k, payload in rig.feed if k == "event"]
+    stored = rig.query(
+        "SELECT event_id, type, ts, unit_id, incident_id, detail, recorded_at FROM events ORDER BY event_id"
+    )
+    assert events == [Event(t, ts, u, None, i, d, e, rec).to_json() for e, t, ts, u, i, d, rec in stored]
+    assert [e["unit_id"] for e in events] == ["car-1", "car-2"]
     with pytest.raises(InvalidTransitionError, match="is closed and cannot become closed"):
         await service.close(iid, "again", "op-ana")
 

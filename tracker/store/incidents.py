@@ -336,12 +336,16 @@ async def insert_event(
     unit_id: str | None,
     incident_id: int | None,
     detail: dict[str, Any],
-) -> None:
-    """Record a unit event (here: ``unit_arrived``)."""
-    await conn.execute(
-        "INSERT INTO events (ts, type, unit_id, incident_id, detail) VALUES (%s, %s, %s, %s, %s)",
+) -> tuple[int, datetime]:
+    """Record a unit event (here: ``unit_arrived``); return its (event_id, recorded_at)."""
+    cur = await conn.execute(
+        "INSERT INTO events (ts, type, unit_id, incident_id, detail) VALUES (%s, %s, %s, %s, %s)"
+        " RETURNING event_id, recorded_at",
         [ts, type_, unit_id, incident_id, Jsonb(detail)],
     )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), row[1]
 
 
 # ----- statistics ---------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from tracker.feed import FeedListener, no_feed
 from tracker.fleet import FleetChange, LiveFleet, UnitState
 from tracker.model import Freshness, Ping, StatusUpdate, Unit, UnitKind, UnitStatus
 from tracker.store import incidents as store
-from tracker.store.pool import AsyncDb, connection
+from tracker.store.pool import AsyncDb, connection, open_pool
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ ASSIGN_LOOKUP_K = 50
 PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 1, 5, 3
 TEXT_MAX = 4000  # description, address, resolution
 SYSTEM_ACTOR = "system"
+POOL_SIZE = 4  # connections of the service's own pool (when given a conninfo)
 # Events out (DESIGN.md wire contract); the same topic and payload shape as tracker.events.Event.
 EVENT_TOPIC = "serenazgo/events/{type}"
 ARRIVAL_EVENT = "unit_arrived"
@@ -446,7 +447,8 @@ def _utcnow() -> datetime:
 class IncidentService:
     """Incidents, assignments and arrival detection over the database, the LiveFleet and the live feed.
 
-    ``pool``: an open async pool (the API's). ``recommend(lat, lon, k)``: the
+    ``pool``: an open async pool (the API's), or a conninfo string for a pool of
+    its own opened by :meth:`start`. ``recommend(lat, lon, k)``: the
     ranked available units, usually ``Dispatcher.nearest``; None means no
     recommendations. ``feed``: the live feed listener (incidents, and the
     ``unit_arrived`` events). ``publish(topic, payload)``: a best-effort MQTT
@@ -458,7 +460,7 @@ class IncidentService:
 
     def __init__(
         self,
-        pool: AsyncDb,
+        pool: AsyncDb | str,
         fleet: LiveFleet,
         settings: DispatchSettings,
         recommend: Recommender | None = None,
@@ -467,7 +469,9 @@ class IncidentService:
         publish: Callable[[str, bytes], bool] | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
-        self._db = pool
+        # A conninfo string: the service opens (at start) and closes (at stop) a small pool of its own.
+        self._conninfo = pool if isinstance(pool, str) else None
+        self._db: AsyncDb | None = None if isinstance(pool, str) else pool
         self._publish = publish
         self._fleet = fleet
         self._settings = settings
@@ -487,16 +491,21 @@ class IncidentService:
     async def start(self) -> None:
         """Load the open assignments, subscribe to the fleet, and catch up on what happened meanwhile."""
         self._loop = asyncio.get_running_loop()
+        if self._db is None and self._conninfo is not None:
+            try:
+                self._db = await open_pool(self._conninfo, max_size=POOL_SIZE)
+            except psycopg.Error as exc:
+                raise StorageError(f"incidents: cannot open a database pool: {exc}") from exc
         # Subscribe first: a change arriving during the load is then seen (for units loaded in time)
         # rather than lost; the catch-up below covers the rest, and recording is idempotent.
         self._unsubscribe = self._fleet.subscribe(self._on_fleet_changes)
         try:
-            async with connection(self._db) as conn:
+            async with self._conn() as conn:
                 rows = await store.select_open_assignments(conn)
-        except psycopg.Error as exc:
+        except StorageError:
             self._unsubscribe()
             self._unsubscribe = None
-            raise StorageError(f"cannot load open assignments: {exc}") from exc
+            raise
         for row in rows:
             a = Assignment.from_row(row)
             self._watch[a.unit_id] = _Watch(
@@ -510,6 +519,10 @@ class IncidentService:
             self._unsubscribe()
             self._unsubscribe = None
         await self.drain()
+        if self._conninfo is not None and self._db is not None:
+            db, self._db = self._db, None
+            assert not isinstance(db, AsyncConnection)
+            await db.close()
 
     async def drain(self) -> None:
         """Wait until the background work handed over so far (arrivals, en_route) is done."""
@@ -940,8 +953,11 @@ class IncidentService:
 
         A unique violation passes through: assignment turns it into "unit busy".
         """
+        db = self._db
+        if db is None:
+            raise StorageError("the incident service is not started (it opens its database pool at start)")
         try:
-            async with connection(self._db) as conn:
+            async with connection(db) as conn:
                 yield conn
         except psycopg.errors.UniqueViolation:
             raise

@@ -16,7 +16,7 @@ from geo.distance import haversine_m
 from tests.tracker.incidents_rig import SCENE, FleetRig, offset, wait_for
 from tracker.config import DispatchSettings
 from tracker.dispatch import Candidate
-from tracker.errors import UnitNotFoundError
+from tracker.errors import StorageError, UnitNotFoundError
 from tracker.events import Event
 from tracker.incidents import (
     Channel,
@@ -564,3 +564,19 @@ async def test_no_feed_listener_failure_stops_a_change(pool: AsyncConnectionPool
                                    channel=Channel.SOCIAL)  # fmt: skip
     await wait_for("the incident stored", lambda: rig.query("SELECT count(*) FROM incidents")[0][0] == 1)
     assert (await svc.get(incident.incident_id)).channel is Channel.SOCIAL
+
+
+async def test_a_conninfo_gives_the_service_its_own_pool(pg_url: str, rig: FleetRig) -> None:
+    svc = IncidentService(pg_url, rig.fleet, DispatchSettings())
+    with pytest.raises(StorageError, match="not started"):
+        await svc.get(1)
+    await svc.start()
+    try:
+        incident, _ = await svc.create(
+            lat=SCENE[0], lon=SCENE[1], category=IncidentCategory.APOYO_TURISTA, channel=Channel.SOCIAL
+        )
+        assert (await svc.get(incident.incident_id)).category is IncidentCategory.APOYO_TURISTA
+    finally:
+        await svc.stop()
+    with pytest.raises(StorageError, match="not started"):
+        await svc.get(incident.incident_id)

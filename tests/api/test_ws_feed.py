@@ -1,0 +1,223 @@
+"""/api/v1/ws end to end: real Mosquitto, real PostgreSQL, the real bridge, the app in uvicorn.
+
+Pings are published over MQTT, go through the bridge (decode, filter, store,
+LiveFleet) and reach WebSocket clients through the hub; a client that stops
+reading is dropped without holding ingest or the other clients back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from mqtt_bridge.broker import EmbeddedBroker
+from tests.api.live_stack import LiveStack, native_ping, start_stack
+from tests.fixtures.mosquitto import TestNames
+from tests.mqtt_bridge.ingest_rig import IngestRig, Sent
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 30.0
+
+
+@pytest.fixture
+def rig(mqtt_broker: EmbeddedBroker, pg_url: str, test_names: TestNames) -> Iterator[IngestRig]:
+    rig = IngestRig(mqtt_broker, pg_url, test_names)
+    try:
+        yield rig
+    finally:
+        rig.close()
+
+
+@pytest.fixture
+def make_stack(rig: IngestRig) -> Iterator[Callable[..., LiveStack]]:
+    stacks: list[LiveStack] = []
+
+    def make(**kwargs: Any) -> LiveStack:
+        stack = start_stack(rig, **kwargs)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+class Reader:
+    """Reads a WebSocket in the background and keeps every message."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.messages: list[dict[str, Any]] = []
+        self.arrived = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for raw in self.ws:
+                self.messages.append(orjson.loads(raw))
+                self.arrived.set()
+        except ConnectionClosed:
+            pass
+        self.arrived.set()
+
+    def of_type(self, kind: str) -> list[Any]:
+        return [m["data"] for m in self.messages if m["type"] == kind]
+
+    async def wait_for(self, what: str, check: Callable[[], bool]) -> None:
+        try:
+            async with asyncio.timeout(WAIT_S):
+                while not check():
+                    if self.task.done():
+                        pytest.fail(f"the connection closed before {what}")
+                    self.arrived.clear()
+                    await self.arrived.wait()
+        except TimeoutError:
+            pytest.fail(f"timed out waiting for {what}; got {[m['type'] for m in self.messages][-20:]}")
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self.task
+
+
+def position_of(message: dict[str, Any]) -> tuple[str, list[float] | None]:
+    geometry = message["geometry"]
+    return message["id"], geometry["coordinates"] if geometry else None
+
+
+def fix_of(message: dict[str, Any]) -> tuple[str, str | None]:
+    return message["id"], message["properties"]["fix_time"]
+
+
+def iso(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_snapshot_then_pings_then_keepalive(
+    rig: IngestRig, make_stack: Callable[..., LiveStack]
+) -> None:
+    units = rig.native_units(3)
+    stack = make_stack(hub_options={"keepalive_s": 0.3})
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
+    # A unit seen before the console connects is in its snapshot.
+    first = native_ping(units[0], t0, -12.1200, -77.0300)
+    await asyncio.to_thread(rig.publish, [first])
+    stack.wait_fleet("the first ping in the fleet", lambda: stack.bridge.fleet.get(units[0]).fix is not None)  # type: ignore[union-attr]
+
+    reader = Reader(await connect(stack.served.ws_url))
+    await reader.wait_for("the snapshot", lambda: bool(reader.of_type("snapshot")))
+    assert reader.messages[0]["type"] == "snapshot"
+    snap = reader.of_type("snapshot")[0]
+    by_id = {f["id"]: f for f in snap["units"]["features"]}
+    assert set(by_id) == set(units)
+    assert by_id[units[0]]["geometry"]["coordinates"] == [-77.03, -12.12]
+    assert by_id[units[0]]["properties"]["kind"] == "patrol_car"
+    assert by_id[units[0]]["properties"]["status"] == "available"
+    assert by_id[units[0]]["properties"]["freshness"] == "stale"  # two minutes old: a car is stale after 60 s
+    assert by_id[units[1]]["geometry"] is None
+    assert by_id[units[1]]["properties"]["freshness"] == "lost"
+    assert snap["incidents"] == []  # no incident service in this process
+    assert snap["freshness_thresholds"]["patrol_car"] == {"stale_after_s": 60.0, "lost_after_s": 300.0}
+    assert snap["keepalive_s"] == 0.3
+
+    # A client connected before a ping receives it.
+    now = datetime.now(UTC).replace(microsecond=0)
+    second = native_ping(units[1], now - timedelta(seconds=1), -12.1250, -77.0350, speed=3.0)
+    await asyncio.to_thread(rig.publish, [second])
+    await reader.wait_for(
+        "the ping on the feed",
+        lambda: (units[1], [-77.035, -12.125]) in map(position_of, reader.of_type("position")),
+    )
+    feature = next(f for f in reader.of_type("position") if f["id"] == units[1])
+    assert feature["properties"]["freshness"] == "live"
+    assert feature["properties"]["speed"] == 3.0
+    assert feature["properties"]["fix_time"] == (now - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    await reader.wait_for("a keepalive", lambda: bool(reader.of_type("keepalive")))
+    assert reader.of_type("keepalive")[0]["clients"] == 1
+    await reader.close()
+
+
+async def _stalled_client(port: int) -> ClientConnection:
+    """A client that never reads: a tiny receive buffer, the library stops reading after one frame.
+
+    Without compression, so that frames fill the socket buffers at their full size.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: it sets the window
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return await connect(
+        f"ws://127.0.0.1:{port}/api/v1/ws", sock=sock, max_queue=1, ping_interval=None, compression=None
+    )
+
+
+async def test_a_stalled_client_is_dropped_while_ingest_and_other_clients_go_on(
+    rig: IngestRig, make_stack: Callable[..., LiveStack]
+) -> None:
+    units = rig.native_units(40)
+    # A long close timeout: the dropped client gets its close frame once it reads again.
+    stack = make_stack(hub_options={"queue_size": 50, "close_timeout_s": 120.0}, send_buffer=16384)
+    hub = stack.hub
+    stalled = await _stalled_client(stack.served.port)
+    healthy = Reader(await connect(stack.served.ws_url))
+    await healthy.wait_for("the snapshot", lambda: bool(healthy.of_type("snapshot")))
+    stack.wait_fleet("both clients registered", lambda: hub.stats.clients == 2)
+
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    sent: list[Sent] = []
+    step = 0
+    # Publish rounds until the stalled client's queue overflows (its socket buffers fill first).
+    for _ in range(200):
+        batch = [
+            native_ping(
+                u, t0 + timedelta(seconds=step + j), -12.13 + 0.00002 * (step + j), -77.04 + 0.001 * i
+            )
+            for j in range(5)
+            for i, u in enumerate(units)
+        ]
+        step += 5
+        result = await asyncio.to_thread(rig.publish, batch)
+        assert all(result.acked)
+        sent.extend(batch)
+        # (2 m steps: JITTER keeps the shown place, so the fix time tells the ping arrived.)
+        await healthy.wait_for(
+            "the round on the healthy client",
+            lambda b=batch: (b[-1].unit_id, iso(b[-1].ts)) in map(fix_of, healthy.of_type("position")),
+        )
+        if hub.stats.dropped:
+            break
+    assert hub.stats.dropped == 1, "the stalled client was never dropped"
+    assert hub.stats.clients == 1
+
+    # Ingest went on: everything published is stored, and the healthy client still gets new pings.
+    last = native_ping(units[0], t0 + timedelta(seconds=step + 120), -12.12, -77.03)
+    await asyncio.to_thread(rig.publish, [last])
+    sent.append(last)
+    await healthy.wait_for(
+        "a ping after the drop",
+        lambda: (units[0], [-77.03, -12.12]) in map(position_of, healthy.of_type("position")),
+    )
+    await asyncio.to_thread(rig.wait_rows, len(sent))
+    assert stack.bridge.stats().last_error in ("", None)
+
+    # The dropped client, reading again, finds the close code and the reason after what was in flight.
+    async def read_to_the_end() -> None:
+        while True:
+            await stalled.recv()
+
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(read_to_the_end(), WAIT_S)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1013
+    assert "too slow" in closed.value.rcvd.reason
+    await healthy.close()
+    await stalled.close()

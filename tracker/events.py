@@ -58,6 +58,7 @@ from geo.geofence import (
     GeofenceIndex,
     Hysteresis,
     Membership,
+    Step,
     Zone,
     parse_feature,
     parse_feature_collection,
@@ -80,6 +81,7 @@ DEFAULT_DWELL_FIXES = 3
 STORE_ATTEMPTS = 3  # then the events are published and fed without an id (and counted as not stored)
 MAX_QUEUED_EVENTS = 100_000  # beyond this (database down for long) new events are dropped and counted
 _DELIVER_CHUNK = 1000
+_ZONES = tuple(Zone)  # zone value -> Zone, without the enum call
 
 
 class EventType(StrEnum):
@@ -170,6 +172,7 @@ class EventDetector:
         self._members: dict[str, dict[str, Membership]] = {}
         self._battery_low: set[str] = set()  # units whose battery_low fired and has not re-armed
         self._fresh: dict[str, Freshness] = {}  # last freshness of units that have a fix
+        self._steps: dict[tuple[Membership, Zone], Step] = {}
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -272,8 +275,10 @@ class EventDetector:
                     )
                 elif uid in self._battery_low and fix.battery > rearm:
                     self._battery_low.discard(uid)
-            fresh, age = self._freshness(state.unit.kind, fix.ts, now)
             before = self._fresh.get(uid)
+            if before is Freshness.LIVE:
+                continue  # a new fix keeps a live unit live: nothing to decide (the common case)
+            fresh, age = self._freshness(state.unit.kind, fix.ts, now)
             if fresh is Freshness.LIVE and before in (Freshness.STALE, Freshness.LOST):
                 events.append(self._freshness_event(state, before, fresh, age, now))
             if before is None or fresh is Freshness.LIVE:
@@ -285,51 +290,66 @@ class EventDetector:
         index = self.index
         if len(index) == 0:
             return
-        lat = np.fromiter((s.fix.lat for s in states if s.fix), np.float64, len(states))
-        lon = np.fromiter((s.fix.lon for s in states if s.fix), np.float64, len(states))
-        zones: list[dict[str, Zone]] = [{} for _ in states]
+        n = len(states)
+        lat = np.fromiter((s.fix.lat for s in states if s.fix), np.float64, n)
+        lon = np.fromiter((s.fix.lon for s in states if s.fix), np.float64, n)
+        pi, gi, zi = index.zones_many(lat, lon)
         ids = index.ids
-        for p, g, z in zip(*index.zones_many(lat, lon), strict=True):
-            zones[p][ids[g]] = Zone(int(z))
-        step_fn = self.machine.step
-        for state, here in zip(states, zones, strict=True):
+        near: dict[int, dict[str, Zone]] = {}  # state position -> geofence -> zone (not DEEP_OUT)
+        for p, g, z in zip(pi.tolist(), gi.tolist(), zi.tolist(), strict=True):
+            here = near.get(p)
+            if here is None:
+                near[p] = {ids[g]: _ZONES[z]}
+            else:
+                here[ids[g]] = _ZONES[z]
+        all_members = self._members
+        step_cached = self._step_cached
+        no_zones: dict[str, Zone] = {}
+        for p, state in enumerate(states):
             uid = state.unit.unit_id
-            members = self._members.get(uid)
-            if not here and not members:
-                continue  # far from every geofence, as before: nothing to do (the common case)
+            members = all_members.get(uid)
+            here = near.get(p)
+            if here is None:
+                if members is None:
+                    continue  # far from every geofence, as before: nothing to do (the common case)
+                here = no_zones
             if members is None:
-                members = self._members[uid] = {}
-            for gid in here.keys() | members.keys():
-                if gid not in index:
-                    members.pop(gid, None)
-                    continue
-                step = step_fn(members.get(gid, OUTSIDE), here.get(gid, Zone.DEEP_OUT))
-                if step.membership == OUTSIDE:
-                    members.pop(gid, None)
-                else:
-                    members[gid] = step.membership
+                members = all_members[uid] = {}
+            # Usually the unit is near the same geofences as before: no set union needed.
+            gids = here.keys() if here.keys() == members.keys() else here.keys() | members.keys()
+            for gid in gids:
+                old = members.get(gid, OUTSIDE)
+                step = step_cached(old, here.get(gid, Zone.DEEP_OUT))
+                new = step.membership
+                if new is not old:
+                    if new == OUTSIDE:
+                        members.pop(gid, None)
+                    else:
+                        members[gid] = new
                 if step.crossing is not None:
-                    fix = state.fix
-                    assert fix is not None
-                    info = self.info.get(gid, GeofenceInfo(gid, "other"))
-                    etype = EventType.GEOFENCE_ENTER if step.membership.inside else EventType.GEOFENCE_EXIT
-                    events.append(
-                        Event(
-                            etype,
-                            fix.ts,
-                            uid,
-                            gid,
-                            detail={
-                                "name": info.name,
-                                "kind": info.kind,
-                                "lat": fix.lat,
-                                "lon": fix.lon,
-                                "rule": step.rule,
-                            },
-                        )
-                    )
+                    events.append(self._geofence_event(state, gid, step))
             if not members:
-                del self._members[uid]
+                del all_members[uid]
+
+    def _step_cached(self, membership: Membership, zone: Zone) -> Step:
+        """The machine's step, memoised: there are only a few distinct (membership, zone) pairs."""
+        key = (membership, zone)
+        step = self._steps.get(key)
+        if step is None:
+            step = self._steps[key] = self.machine.step(membership, zone)
+        return step
+
+    def _geofence_event(self, state: UnitState, gid: str, step: Step) -> Event:
+        fix = state.fix
+        assert fix is not None
+        info = self.info.get(gid, GeofenceInfo(gid, "other"))
+        return Event(
+            EventType.GEOFENCE_ENTER if step.membership.inside else EventType.GEOFENCE_EXIT,
+            fix.ts,
+            state.unit.unit_id,
+            gid,
+            detail={"name": info.name, "kind": info.kind, "lat": fix.lat, "lon": fix.lon, "rule": step.rule},
+        )
 
     def _freshness_event(
         self, state: UnitState, before: Freshness, after: Freshness, age: float, now: datetime

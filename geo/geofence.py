@@ -236,7 +236,7 @@ def parse_feature(obj: object, max_vertices: int = DEFAULT_MAX_VERTICES) -> Geof
     except GeofenceError as exc:
         raise GeofenceError(exc.reason, f"geofence {gid!r}: {exc}") from exc
     rest = {k: v for k, v in props.items() if k not in ("id", "name", "kind")}
-    return GeofenceFeature(gid, name.strip(), str(kind), area, dict(geometry), rest)  # type: ignore[arg-type]
+    return GeofenceFeature(gid, name.strip(), str(kind), area, dict(geometry), rest)
 
 
 def parse_feature_collection(obj: object, max_vertices: int = DEFAULT_MAX_VERTICES) -> list[GeofenceFeature]:

@@ -756,9 +756,7 @@ class IncidentService:
         self._fleet.apply(statuses=[(unit_id, StatusUpdate(UnitStatus.DISPATCHED, stamp))])
         self._announce(incident)
         # A unit already standing at the scene arrives at once.
-        state = self._fleet.get(unit_id)
-        if state is not None:
-            self._on_fleet_changes([FleetChange("position", unit_id, state)])
+        self._catch_up([unit_id])
         return incident, assignment
 
     async def release(
@@ -794,8 +792,15 @@ class IncidentService:
 
     # ----- changes the units make (fleet notifications) ------------------------------------------
 
-    def _on_fleet_changes(self, changes: _Changes) -> None:
-        """LiveFleet subscriber, on the ingest writer thread: a dict lookup and a distance, no I/O."""
+    def _on_fleet_changes(self, changes: _Changes, *, current: bool = False) -> None:
+        """LiveFleet subscriber, on the ingest writer thread: a dict lookup and a distance, no I/O.
+
+        A new fix counts only if taken after the assignment (a buffered upload of older
+        fixes says where the unit was, not that it came). ``current``: the changes are
+        the units' present states, judged at assignment or after a restart; then a live
+        fix taken before the assignment counts too (a unit standing at the scene, whose
+        app stays quiet while it does not move, has arrived), at the assignment's time.
+        """
         watch = self._watch
         if not watch:
             return
@@ -809,6 +814,8 @@ class IncidentService:
             if change.kind == "position":
                 fix = state.fix
                 if w.arrived or fix is None or uid in self._arriving:
+                    continue
+                if fix.ts < w.assigned_at and not current:
                     continue
                 distance = haversine_m(fix.lat, fix.lon, w.lat, w.lon)
                 if distance <= radius:
@@ -826,16 +833,19 @@ class IncidentService:
                     self._submit(self._arrive(uid, w, arrived_at, away, "status"))
 
     def _catch_up(self, unit_ids: Iterable[str]) -> None:
-        """Judge the units' current fleet state as if it had just changed (after a start or a gap)."""
+        """Judge the units' current fleet state as if it had just changed (at assignment, after a start)."""
+        now = self._clock()
         changes: _Changes = []
         for uid in unit_ids:
             state = self._fleet.get(uid)
-            if state is not None:
+            if state is None:
+                continue
+            if self._fleet.freshness(state, now) is Freshness.LIVE:
                 changes.append(FleetChange("position", uid, state))
-                if state.status in (UnitStatus.EN_ROUTE, UnitStatus.ON_SCENE):
-                    changes.append(FleetChange("status", uid, state))
+            if state.status in (UnitStatus.EN_ROUTE, UnitStatus.ON_SCENE):
+                changes.append(FleetChange("status", uid, state))
         if changes:
-            self._on_fleet_changes(changes)
+            self._on_fleet_changes(changes, current=True)
 
     def _submit(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` on the service's loop, from any thread."""

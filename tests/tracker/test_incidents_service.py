@@ -399,6 +399,30 @@ async def test_a_unit_already_at_the_scene_arrives_when_assigned(
     assert incident.first_arrival_at == assignment.assigned_at
 
 
+async def test_only_fixes_taken_after_the_assignment_count(service: IncidentService, rig: FleetRig) -> None:
+    now = datetime.now(UTC)
+    rig.add_unit("ser-1", UnitKind.FOOT)
+    rig.fix("ser-1", *offset(*SCENE, 30.0), ts=now - timedelta(minutes=5))  # stale: not judged at assignment
+    rig.add_unit("car-1")
+    rig.fix("car-1", *offset(*SCENE, 900.0), ts=now - timedelta(seconds=40))
+    iid = await new_incident(service)
+    await service.assign(iid, "ser-1", "op-ana")
+    await service.assign(iid, "car-1", "op-ana")
+    await service.drain()
+    assert (await service.get(iid)).status is S.ASSIGNED
+    # A phone uploads fixes it buffered while offline: one from before the assignment, at the scene.
+    rig.fix("car-1", *offset(*SCENE, 20.0), ts=now - timedelta(seconds=10))
+    await service.drain()
+    assert (await service.get(iid)).first_arrival_at is None
+    # The sereno's next fix, taken after the assignment, at the scene: arrived then.
+    moved = datetime.now(UTC) + timedelta(milliseconds=5)
+    rig.fix("ser-1", *offset(*SCENE, 25.0), ts=moved)
+    await service.drain()
+    incident = await service.get(iid)
+    assert incident.status is S.ON_SCENE
+    assert incident.first_arrival_at == moved
+
+
 async def test_start_loads_open_assignments_and_catches_up(
     pool: AsyncConnectionPool[Any], rig: FleetRig, service: IncidentService
 ) -> None:

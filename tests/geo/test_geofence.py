@@ -384,3 +384,44 @@ def test_machine_rules_step_by_step() -> None:
     assert (s.crossing, s.rule) == (Crossing.EXIT, "margin")
     with pytest.raises(ValueError, match="dwell_fixes"):
         Hysteresis(0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    zones=st.lists(st.sampled_from(list(Zone)), max_size=200),
+    dwell=st.integers(1, 6),
+    start=st.sampled_from(list(Zone)),
+)
+def test_crossings_alternate_and_agree_with_membership(zones: list[Zone], dwell: int, start: Zone) -> None:
+    h = Hysteresis(dwell)
+    m = h.initial(start)
+    for z in zones:
+        step = h.step(m, z)
+        if step.crossing is Crossing.ENTER:
+            assert not m.inside and step.membership.inside
+        elif step.crossing is Crossing.EXIT:
+            assert m.inside and not step.membership.inside
+        else:
+            assert step.membership.inside == m.inside
+        # Deep fixes always decide: deep inside means inside, deep outside means outside.
+        if z == Zone.DEEP_IN:
+            assert step.membership.inside
+        if z == Zone.DEEP_OUT:
+            assert not step.membership.inside
+        m = step.membership
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    zones=st.lists(st.sampled_from([Zone.SHALLOW_OUT, Zone.SHALLOW_IN]), max_size=300),
+    dwell=st.integers(1, 6),
+)
+def test_noise_within_the_margin_crosses_at_most_once(zones: list[Zone], dwell: int) -> None:
+    # Whatever the noise does inside the band, a unit that came from far away crosses once at most.
+    h = Hysteresis(dwell)
+    m, crossings = OUTSIDE, 0
+    for z in zones:
+        step = h.step(m, z)
+        crossings += step.crossing is not None
+        m = step.membership
+    assert crossings <= 1

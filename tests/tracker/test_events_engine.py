@@ -275,3 +275,31 @@ async def test_geofences_file_loaded_at_start_and_managed(pg_url, tmp_path: Path
         await EventEngine(pg_url, fleet, EventSettings(), geofences_file=bad).start()
     with pytest.raises(ConfigError, match="not found"):
         await EventEngine(pg_url, fleet, EventSettings(), geofences_file=tmp_path / "nope.json").start()
+
+
+async def test_ingest_never_waits_for_the_database(pg_url) -> None:
+    fleet = LiveFleet()
+    fleet.load([Unit("ser-1", UnitKind.FOOT)], [])
+    engine = EventEngine(pg_url, fleet, EventSettings(publish_mqtt=False))
+    await engine.start()
+    try:
+        # Another session holds the events table: every INSERT of the engine waits behind it.
+        async with await psycopg.AsyncConnection.connect(pg_url) as blocker:
+            await blocker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+
+            def drive() -> None:  # the writer thread: battery low, charged, low again... 20 times
+                for i in range(40):
+                    lat, lon = at(0, 0)
+                    fleet.apply(
+                        [Ping("ser-1", T0 + timedelta(seconds=i), lat, lon, battery=10 if i % 2 == 0 else 50)]
+                    )
+
+            await asyncio.to_thread(drive)  # returns although nothing can be stored
+            assert engine.stats.emitted == 20
+            assert engine.stats.stored == 0
+            await blocker.rollback()  # release the table
+        await engine.flush()
+        assert engine.stats.stored == 20
+        assert [r[1] for r in rows(pg_url)] == ["battery_low"] * 20
+    finally:
+        await engine.stop()

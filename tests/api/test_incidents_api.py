@@ -306,3 +306,14 @@ async def test_503_when_the_service_is_not_running(api: IncidentApi) -> None:
     r = await api.client.get(BASE)
     assert r.status_code == 503
     assert "incident service was not started" in r.json()["detail"]
+
+
+async def test_openapi_documents_the_routes(api: IncidentApi) -> None:
+    r = await api.client.get("/openapi.json")
+    assert r.status_code == 200
+    paths = r.json()["paths"]
+    assert set(paths[BASE]) == {"get", "post"}
+    assert set(paths[f"{BASE}/{{incident_id}}"]) == {"get", "patch"}
+    one = f"{BASE}/{{incident_id}}"
+    assert {f"{BASE}/stats", f"{one}/assign", f"{one}/release"} <= set(paths)
+    assert "409" in paths[f"{BASE}/{{incident_id}}/assign"]["post"]["responses"]

@@ -384,12 +384,15 @@ class LiveFeedHub:
         self._remove(client)
         client.end(1000, "")
 
-    async def snapshot_message(self, units: dict[str, Any]) -> str:
+    async def snapshot_message(
+        self, units: dict[str, Any], open_incidents: OpenIncidents | None = None
+    ) -> str:
         """The encoded ``snapshot`` message around ``units``, with the open incidents."""
         incidents: list[Mapping[str, Any]] = []
-        if self.open_incidents is not None:
+        source = self.open_incidents or open_incidents
+        if source is not None:
             try:
-                incidents = list(await self.open_incidents())
+                incidents = list(await source())
             except Exception:
                 # The map without incidents beats no map: the console still gets every unit.
                 log.exception("live feed: open incidents unavailable for the snapshot")
@@ -402,11 +405,16 @@ class LiveFeedHub:
         }
         return _dumps({"type": "snapshot", "data": data})
 
-    async def serve(self, socket: FeedSocket, name: str = "") -> None:
-        """Run one accepted WebSocket: snapshot, then queued messages until it goes or is dropped."""
+    async def serve(
+        self, socket: FeedSocket, name: str = "", open_incidents: OpenIncidents | None = None
+    ) -> None:
+        """Run one accepted WebSocket: snapshot, then queued messages until it goes or is dropped.
+
+        ``open_incidents``: where the snapshot's incidents come from when the hub was built without.
+        """
         client, units = self.connect(name)
         try:
-            await socket.send_text(await self.snapshot_message(units))
+            await socket.send_text(await self.snapshot_message(units, open_incidents))
             client.sent += 1
             pump = asyncio.create_task(self._pump(socket, client), name=f"feed-send-{client.name}")
             reader = asyncio.create_task(self._read_until_closed(socket), name=f"feed-recv-{client.name}")

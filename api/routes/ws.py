@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from fastapi import APIRouter, WebSocket
 
 from api.context import ApiContext
 from api.feed import CLOSE_INTERNAL_ERROR
 
 router = APIRouter()
+
+# More active incidents than this at once is beyond any security centre's day (Miraflores: ~690 a day).
+SNAPSHOT_INCIDENTS_MAX = 500
 
 
 @router.websocket("/api/v1/ws")
@@ -23,5 +29,14 @@ async def live_feed(websocket: WebSocket) -> None:
     if hub is None:
         await websocket.close(CLOSE_INTERNAL_ERROR, "the live feed is not running in this process")
         return
-    client = websocket.client
-    await hub.serve(websocket, name=f"{client.host}:{client.port}" if client else "")
+    service = ctx.incidents
+
+    async def open_incidents() -> list[Mapping[str, Any]]:
+        if service is None:
+            return []
+        page = await service.list(status="active", limit=SNAPSHOT_INCIDENTS_MAX)
+        return [incident.to_json() for incident in page.items]
+
+    peer = websocket.client
+    name = f"{peer.host}:{peer.port}" if peer else ""
+    await hub.serve(websocket, name=name, open_incidents=open_incidents)

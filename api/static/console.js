@@ -458,7 +458,7 @@
       channel: $("f-channel").value,
       priority: Number($("f-priority").value),
       description: $("f-description").value.trim(),
-      reported_by: operator(),
+      operator: operator(),
     };
   }
 

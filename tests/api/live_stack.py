@@ -13,10 +13,10 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -30,14 +30,21 @@ from mqtt_bridge.bridge import Bridge
 from tests.mqtt_bridge.ingest_rig import IngestRig, Sent
 
 WAIT_S = 30.0
+T = TypeVar("T")
 
 
 class _ThreadServer(uvicorn.Server):
-    """uvicorn without signal handlers (it runs in a worker thread)."""
+    """uvicorn without signal handlers (it runs in a worker thread); remembers its event loop."""
+
+    loop: asyncio.AbstractEventLoop | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
 
 
 class ServedApp:
@@ -76,6 +83,11 @@ class ServedApp:
                 pytest.fail("uvicorn did not start")
             time.sleep(0.02)
 
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the server's event loop (services bind to the loop they start on)."""
+        assert self.server.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.server.loop).result(WAIT_S)
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(15.0)
@@ -91,12 +103,15 @@ class LiveStack:
     ctx: ApiContext
     hub: LiveFeedHub
     served: ServedApp
+    stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def stop(self) -> None:
-        loop = self.hub.loop
-        if loop is not None and loop.is_running():
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self.hub.stop(), loop).result(10.0)
+        """Stop the services (on the server's loop, last started first), the hub, then the server."""
+        for stop in [*reversed(self.stoppers), self.hub.stop]:
+            try:
+                self.served.run(stop())
+            except Exception as exc:  # keep stopping the rest
+                print(f"stopping {stop!r} failed: {exc!r}")
         self.served.stop()
 
     def wait_fleet(self, what: str, check: Callable[[], bool]) -> None:
@@ -108,11 +123,13 @@ def start_stack(
     *,
     hub_options: dict[str, Any] | None = None,
     send_buffer: int | None = None,
-    setup: Callable[[ApiContext, LiveFeedHub], None] | None = None,
+    services: Callable[[LiveStack], Awaitable[None]] | None = None,
 ) -> LiveStack:
     """Start a bridge on the rig's broker and database, and the app with a hub over its fleet.
 
-    ``setup(ctx, hub)`` may add services (dispatcher, incidents) before the server starts.
+    The hub is started on the server's loop, as the runtime does. ``services(stack)``
+    runs there too, after it: it may set ``ctx.dispatcher``/``ctx.incidents``, start
+    them and append their stop coroutines to ``stack.stoppers``.
     """
     bridge = rig.bridge()
     settings = rig.settings()
@@ -126,11 +143,21 @@ def start_stack(
     )
     hub = LiveFeedHub(bridge.fleet, thresholds=settings.freshness, **(hub_options or {}))
     ctx.feed = hub
-    if setup is not None:
-        setup(ctx, hub)
     served = ServedApp(create_app(ctx), send_buffer=send_buffer)
     served.start()
-    return LiveStack(rig, bridge, ctx, hub, served)
+    stack = LiveStack(rig, bridge, ctx, hub, served)
+
+    async def start_hub() -> None:
+        hub.start()
+
+    served.run(start_hub())
+    if services is not None:
+        try:
+            served.run(services(stack))
+        except BaseException:
+            stack.stop()
+            raise
+    return stack
 
 
 def native_ping(unit_id: str, ts: datetime, lat: float, lon: float, **extra: Any) -> Sent:

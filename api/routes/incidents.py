@@ -120,8 +120,8 @@ class IncidentUpdate(BaseModel):
         )
 
 
-class UnitAction(BaseModel):
-    """Body of ``POST /api/v1/incidents/{id}/assign`` and ``.../release``."""
+class AssignBody(BaseModel):
+    """Body of ``POST /api/v1/incidents/{id}/assign``."""
 
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"unit_id": "car-07", "operator": "op-ana"}]}
@@ -129,8 +129,18 @@ class UnitAction(BaseModel):
 
     unit_id: UnitId
     operator: Operator
+
+
+class ReleaseBody(AssignBody):
+    """Body of ``POST /api/v1/incidents/{id}/release``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"unit_id": "car-07", "operator": "op-ana", "reason": "reasignado"}]},
+    )
+
     reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = Field(
-        "", description="release only: why the unit is freed"
+        "", description="why the unit is freed (recorded on the assignment)"
     )
 
 
@@ -283,7 +293,7 @@ async def patch_incident(
     responses=ERRORS,
 )
 async def assign_unit(
-    incident_id: int, body: UnitAction, service: Service, request: Request
+    incident_id: int, body: AssignBody, service: Service, request: Request
 ) -> dict[str, Any]:
     """Assign an available unit with a live position; 409 says why a unit cannot go (busy: where)."""
     try:
@@ -297,7 +307,7 @@ async def assign_unit(
 
 @router.post("/{incident_id}/release", summary="Free a unit from an incident", responses=ERRORS)
 async def release_unit(
-    incident_id: int, body: UnitAction, service: Service, request: Request
+    incident_id: int, body: ReleaseBody, service: Service, request: Request
 ) -> dict[str, Any]:
     """The unit becomes available again; the incident reopens if it has no unit left and none arrived."""
     try:

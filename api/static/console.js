@@ -90,7 +90,7 @@
   };
 
   // ----- map --------------------------------------------------------------------------------
-  const map = L.map("map", { zoomControl: true, preferCanvas: false }).setView(MIRAFLORES, 14);
+  const map = L.map("map", { zoomControl: true, zoomSnap: 0.5 }).setView(MIRAFLORES, 14);
   const tiles = L.tileLayer("https://tile.openstreetmap.org/{z}/{x}/{y}.png", {
     maxZoom: 19,
     attribution: '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a>',
@@ -116,16 +116,28 @@
       const layer = L.geoJSON(area, {
         interactive: false,
         style: { color: "#4a6076", weight: 1.2, fillColor: "#9fb3c8", fillOpacity: 0.06 },
+        onEachFeature: (feature, polygon) => {
+          // District names orient the operator when the background tiles are missing.
+          const name = feature.properties && (feature.properties.district || feature.properties.name);
+          if (name) {
+            polygon.bindTooltip(String(name), { permanent: true, direction: "center", className: "district-label" });
+          }
+        },
       }).addTo(map);
       layer.bringToBack();
       if (!state.fitted && state.units.size === 0) map.fitBounds(layer.getBounds());
     })
     .catch((err) => console.warn("area boundaries unavailable:", err));
 
+  // District names only from zoom 12 on: further out they would cover each other.
+  const showDistrictNames = () => map.getContainer().classList.toggle("hide-districts", map.getZoom() < 12);
+  map.on("zoomend", showDistrictNames);
+  showDistrictNames();
+
   // ----- unit markers -----------------------------------------------------------------------
-  function shapeSvg(kind, fill, ring, size) {
+  function shapeSvg(kind, fill, ring, size, ringWidth = 3) {
     const s = size, c = s / 2, r = s / 2 - 3;
-    const common = `fill="${fill}" stroke="${ring}" stroke-width="3"`;
+    const common = `fill="${fill}" stroke="${ring}" stroke-width="${ringWidth}"`;
     let body;
     switch (kind) {
       case "patrol_car":
@@ -153,9 +165,11 @@
     const fill = freshness === "lost" ? "#adb5bd" : (KIND_COLOUR[kind] || "#555");
     const ring = STATUS_COLOUR[props.status] || "#555";
     const size = kind === "foot" ? 16 : 20;
+    // Available is the usual case: a thin ring; any other status gets a thick one that stands out.
+    const ringWidth = props.status === "available" ? 2 : 4;
     return L.divIcon({
       className: `unit-icon ${freshness}`,
-      html: shapeSvg(kind, fill, ring, size),
+      html: shapeSvg(kind, fill, ring, size, ringWidth),
       iconSize: [size, size],
       iconAnchor: [size / 2, size / 2],
     });
@@ -400,15 +414,17 @@
   map.on("click", (ev) => pickPoint(ev.latlng.lat, ev.latlng.lng));
   $("dispatch-close").addEventListener("click", clearPick);
 
+  const pickLayer = L.layerGroup().addTo(map); // the clicked point and lines to its ranked units
+
   function clearPick() {
-    if (state.pick && state.pick.marker) map.removeLayer(state.pick.marker);
+    pickLayer.clearLayers();
     state.pick = null;
     $("dispatch").hidden = true;
   }
 
   async function pickPoint(lat, lon) {
-    if (state.pick && state.pick.marker) map.removeLayer(state.pick.marker);
-    const marker = L.marker([lat, lon], { icon: pickIcon, interactive: false, keyboard: false }).addTo(map);
+    pickLayer.clearLayers();
+    const marker = L.marker([lat, lon], { icon: pickIcon, interactive: false, keyboard: false }).addTo(pickLayer);
     state.pick = { lat, lon, marker, incident: null, seq: (state.pick ? state.pick.seq : 0) + 1 };
     const seq = state.pick.seq;
     $("dispatch").hidden = false;
@@ -430,6 +446,11 @@
   }
 
   function renderNearest(candidates) {
+    for (const c of candidates) {
+      L.polyline([[state.pick.lat, state.pick.lon], [c.lat, c.lon]], {
+        color: "#1f6fd1", weight: 1.5, dashArray: "4 4", opacity: 0.8, interactive: false,
+      }).addTo(pickLayer);
+    }
     if (!candidates.length) {
       $("nearest").replaceChildren(el("p", { class: "muted" }, "No hay unidades disponibles cerca."));
       return;
@@ -636,16 +657,18 @@
     for (const inc of data.incidents || []) applyIncident(inc);
     renderIncidentPanel();
     setConnection("live");
-    if (!state.fitted) {
-      const points = [...state.units.values()].filter((e) => e.feature.geometry && e.freshness !== "lost")
-        .map((e) => [e.feature.geometry.coordinates[1], e.feature.geometry.coordinates[0]]);
-      if (points.length) {
-        map.fitBounds(L.latLngBounds(points).pad(0.1), { maxZoom: 16 });
-        state.fitted = true;
-      }
-    }
+    if (!state.fitted) state.fitted = fitUnits();
     state.listDirty = true;
     renderUnitPanel();
+  }
+
+  // Shows every unit that is not lost; false when there is none to show.
+  function fitUnits() {
+    const points = [...state.units.values()].filter((e) => e.feature.geometry && e.freshness !== "lost")
+      .map((e) => [e.feature.geometry.coordinates[1], e.feature.geometry.coordinates[0]]);
+    if (!points.length) return false;
+    map.fitBounds(L.latLngBounds(points).pad(0.05), { maxZoom: 16, animate: false });
+    return true;
   }
 
   // ----- formatting ---------------------------------------------------------------------------
@@ -676,9 +699,9 @@
   legend.onAdd = () => {
     const node = el("div", { class: "legend", role: "note", "aria-label": "Leyenda" });
     const kinds = Object.keys(LABELS.kind).map((k) =>
-      `<div>${shapeSvg(k, KIND_COLOUR[k], "#fff", 14)}${escapeHtml(label("kind", k))}</div>`).join("");
+      `<div>${shapeSvg(k, KIND_COLOUR[k], KIND_COLOUR[k], 16, 1)}${escapeHtml(label("kind", k))}</div>`).join("");
     const rings = STATUS_ORDER.map((s) =>
-      `<div>${shapeSvg("foot", "#fff", STATUS_COLOUR[s], 14)}${escapeHtml(label("status", s))}</div>`).join("");
+      `<div>${shapeSvg("foot", "#fff", STATUS_COLOUR[s], 16, 3)}${escapeHtml(label("status", s))}</div>`).join("");
     node.innerHTML = kinds + '<hr style="border:none;border-top:1px solid #ddd;margin:3px 0">' + rings;
     return node;
   };
@@ -699,5 +722,5 @@
   connect();
 
   // A read-only handle for tests and for the browser console.
-  window.serenazgo = { state, map, pickPoint, LABELS };
+  window.serenazgo = { state, map, pickPoint, fitUnits, LABELS };
 })();

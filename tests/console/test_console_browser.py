@@ -1,0 +1,295 @@
+"""The operator console in Debian's headless Chromium, over the whole stack.
+
+Real Mosquitto, real PostgreSQL, the real bridge, the Dispatcher and the
+IncidentService, the app in uvicorn; Playwright drives ``/usr/bin/chromium``
+(never a downloaded browser). Every request that is not to the app (the
+OpenStreetMap tiles) is aborted, so the console is tested as it runs offline.
+
+``SERENAZGO_CONSOLE_SCREENSHOT=docs/console.png`` makes the simulated-fleet test
+write its screenshot there (the picture in the docs); otherwise it goes to the
+test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, Route, sync_playwright
+from pyproj import Geod
+
+from mqtt_bridge.broker import EmbeddedBroker
+from mqtt_bridge.simulator import encode, register_units
+from tests.api.live_stack import LiveStack, native_ping, start_stack
+from tests.fixtures.mosquitto import TestNames, publish_qos1
+from tests.mqtt_bridge.ingest_rig import IngestRig
+from tracker.area_file import load_area
+from tracker.config import DEFAULT_DISTRICTS_FILE
+from tracker.dispatch import Dispatcher
+from tracker.incidents import IncidentService
+from tracker.model import Unit, UnitKind
+from tracker.simulation import FleetSimulation
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+WAIT_MS = 30_000
+SCREENSHOT_ENV = "SERENAZGO_CONSOLE_SCREENSHOT"
+SCREENSHOT_MAX_BYTES = 400_000
+GEOD = Geod(ellps="WGS84")
+
+
+# ----- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless; the test fails (does not skip) when it is not installed."""
+    if not CHROMIUM.exists():
+        pytest.fail("install Debian's chromium package (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def rig(mqtt_broker: EmbeddedBroker, pg_url: str, test_names: TestNames) -> Iterator[IngestRig]:
+    rig = IngestRig(mqtt_broker, pg_url, test_names)
+    try:
+        yield rig
+    finally:
+        rig.close()
+
+
+@pytest.fixture
+def make_stack(rig: IngestRig) -> Iterator[Callable[[], LiveStack]]:
+    """The full stack: bridge, hub, Dispatcher and IncidentService, app in uvicorn."""
+    stacks: list[LiveStack] = []
+
+    if not hasattr(Dispatcher, "nearest"):
+        pytest.fail("the Dispatcher (tracker/dispatch.py) is still a placeholder")
+
+    async def services(stack: LiveStack) -> None:
+        ctx = stack.ctx
+        settings = ctx.settings
+        dispatcher = Dispatcher(ctx.fleet, eta=settings.dispatch.eta, thresholds=settings.freshness)
+        ctx.dispatcher = dispatcher
+        stack.stoppers.append(_async(dispatcher.close))
+        incidents = IncidentService(
+            ctx.conninfo, ctx.fleet, settings.dispatch, recommend=dispatcher.nearest, feed=stack.hub
+        )
+        await incidents.start()
+        ctx.incidents = incidents
+        stack.stoppers.append(incidents.stop)
+
+    def make() -> LiveStack:
+        stack = start_stack(rig, services=services)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+def _async(fn: Callable[[], Any]) -> Callable[[], Any]:
+    async def call() -> None:
+        fn()
+
+    return call
+
+
+def open_console(browser: Browser, url: str) -> Page:
+    """A 1366×768 page on the console; requests that are not to the app are aborted (offline)."""
+    page = browser.new_page(viewport={"width": 1366, "height": 768}, locale="es-PE")
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.context.set_default_timeout(WAIT_MS)
+
+    def offline(route: Route) -> None:
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            route.abort()
+
+    page.route(re.compile(r".*"), offline)
+    page.goto(url + "/")
+    page.wait_for_function("window.serenazgo && window.serenazgo.state.snapshots > 0")
+    page.errors = errors  # type: ignore[attr-defined]
+    return page
+
+
+def click_map_at(page: Page, lat: float, lon: float) -> None:
+    """Centre the map on (lat, lon) and click there like an operator would."""
+    x, y = page.evaluate(
+        """([lat, lon]) => {
+            const map = window.serenazgo.map;
+            map.setView([lat, lon], 16, {animate: false});
+            const p = map.latLngToContainerPoint([lat, lon]);
+            const box = map.getContainer().getBoundingClientRect();
+            return [box.left + p.x, box.top + p.y];
+        }""",
+        [lat, lon],
+    )
+    page.mouse.click(x, y)
+
+
+def marker_latlng(page: Page, unit_id: str) -> list[float] | None:
+    result: list[float] | None = page.evaluate(
+        """(id) => {
+            const e = window.serenazgo.state.units.get(id);
+            if (!e || !e.marker) return null;
+            const p = e.marker.getLatLng();
+            return [p.lat, p.lng];
+        }""",
+        unit_id,
+    )
+    return result
+
+
+def report(base: str, lat: float, lon: float, category: str, channel: str, priority: int, text: str) -> Any:
+    """POST an incident; its JSON (with ``recommended`` units)."""
+    body = {"lat": lat, "lon": lon, "category": category, "channel": channel, "priority": priority,
+            "description": text, "operator": "op-demo"}  # fmt: skip
+    resp = httpx.post(f"{base}/api/v1/incidents", json=body)
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def parse_metres(text: str) -> float:
+    value, unit = text.replace("\u00a0", " ").split()
+    return float(value) * (1000.0 if unit == "km" else 1.0)
+
+
+# ----- tests ------------------------------------------------------------------------------------
+
+
+def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
+    rig: IngestRig, make_stack: Callable[[], LiveStack], browser: Browser
+) -> None:
+    n = rig.names
+    car, car2, foot, moto = n.unit("mov01"), n.unit("mov02"), n.unit("ser001"), n.unit("moto01")
+    rig.add_units([
+        Unit(car, UnitKind.PATROL_CAR, callsign="MOV-01", sector="S1"),
+        Unit(car2, UnitKind.PATROL_CAR, callsign="MOV-02", sector="S2"),
+        Unit(foot, UnitKind.FOOT, callsign="SER-001", sector="S1"),
+        Unit(moto, UnitKind.MOTORCYCLE, callsign="MOTO-01", sector="S3"),
+    ])  # fmt: skip
+    stack = make_stack()
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = {car: (-12.1190, -77.0320), car2: (-12.1300, -77.0200), foot: (-12.1230, -77.0280),
+             moto: (-12.1150, -77.0400)}  # fmt: skip
+    rig.publish([native_ping(u, now - timedelta(seconds=20), lat, lon) for u, (lat, lon) in start.items()])
+    stack.wait_fleet("the first fixes", lambda: all(stack.ctx.fleet.get(u).fix is not None for u in start))  # type: ignore[union-attr]
+
+    page = open_console(browser, stack.served.url)
+    # The units appear, each with its status, in the list and on the map.
+    page.wait_for_function("document.querySelectorAll('.unit-icon').length === 4")
+    assert page.locator(f'.unit-icon[data-unit-id="{car}"]').get_attribute("data-status") == "available"
+    assert page.locator("#unit-list li").count() == 4
+    assert page.locator('#status-counts li[data-status="available"]').inner_text() == "Disponible 4"
+    assert marker_latlng(page, car) == pytest.approx([-12.1190, -77.0320])
+
+    # A ping published over MQTT moves the marker (111 m north).
+    rig.publish([native_ping(car, now - timedelta(seconds=2), -12.1180, -77.0320, speed=6.0)])
+    page.wait_for_function(
+        """(id) => { const e = window.serenazgo.state.units.get(id);
+                     return e && e.marker && Math.abs(e.marker.getLatLng().lat - -12.118) < 1e-9; }""",
+        arg=car,
+    )
+    assert marker_latlng(page, car) == pytest.approx([-12.1180, -77.0320])
+
+    # A click 150 m from MOV-01 (and 700 m or more from the rest) lists the nearest units.
+    click_lat, click_lon = -12.1170, -77.0330
+    click_map_at(page, click_lat, click_lon)
+    page.wait_for_selector("#nearest button.assign")
+    picked = page.evaluate("[window.serenazgo.state.pick.lat, window.serenazgo.state.pick.lon]")
+    rows = page.locator("#nearest tbody tr")
+    ids = [rows.nth(i).get_attribute("data-unit-id") for i in range(rows.count())]
+    assert ids[0] == car
+    # The page shows what the API ranks for that point, and the distance agrees with pyproj's geodesic.
+    api = httpx.get(f"{stack.served.url}/api/v1/dispatch/nearest",
+                    params={"lat": picked[0], "lon": picked[1], "k": 5}).json()  # fmt: skip
+    assert ids == [c["unit_id"] for c in api["units"]]
+    shown = parse_metres(rows.nth(0).locator("td").nth(2).inner_text())
+    _, _, true_m = GEOD.inv(-77.0320, -12.1180, picked[1], picked[0])
+    assert shown == pytest.approx(true_m, rel=0.01, abs=1.0)
+
+    # One click on «Asignar» creates the incident there and sends MOV-01: its ring turns "dispatched".
+    page.locator(f'#nearest button.assign[data-unit-id="{car}"]').click()
+    page.wait_for_selector(f'.unit-icon[data-unit-id="{car}"][data-status="dispatched"]')
+    page.wait_for_function("document.querySelectorAll('#incident-list li').length === 1")
+    assert "asignada" in page.locator("#form-message").inner_text()
+    assert page.locator('#status-counts li[data-status="dispatched"]').inner_text() == "Despachada 1"
+    incidents = httpx.get(f"{stack.served.url}/api/v1/incidents", params={"status": "active"}).json()["items"]
+    assert len(incidents) == 1
+    assert incidents[0]["units"] == [car]
+    assert incidents[0]["lat"] == pytest.approx(picked[0])
+    assert incidents[0]["status"] == "assigned"
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_console_screenshot_of_a_simulated_fleet(
+    rig: IngestRig, make_stack: Callable[[], LiveStack], browser: Browser, tmp_path: Path
+) -> None:
+    """About 100 units in Miraflores (the demo's fleet) on the map: the picture in docs/console.png."""
+    now = datetime.now(UTC)
+    area = load_area(DEFAULT_DISTRICTS_FILE, "Miraflores")
+    sim = FleetSimulation(area, seed=7, start=now - timedelta(minutes=20))
+    register_units(rig.conninfo, sim.units)
+    stack = make_stack()
+    # Twenty simulated minutes give dispatched and on-scene units; the last two minutes of fixes
+    # (and every status change) are enough for a live map.
+    fixes = [f for f in sim.advance_to(now) if f.true_ts >= now - timedelta(minutes=2)]
+    statuses = sim.take_status_events()
+    messages = [encode(m) for m in (*statuses, *fixes)]
+    result = publish_qos1(rig.broker.port, messages, client_id=rig.names.client("sim"))
+    assert all(result.acked)
+    fleet = stack.ctx.fleet
+    reporting = {f.unit.unit_id for f in fixes}
+    stack.wait_fleet(
+        "the simulated fleet in the LiveFleet",
+        lambda: all(fleet.get(u).fix is not None for u in reporting),  # type: ignore[union-attr]
+    )
+    base = stack.served.url
+    # Two open incidents, one with a unit on its way.
+    first = report(base, -12.1195, -77.0305, "seguridad_ciudadana", "whatsapp", 2, "robo al paso, parque")
+    report(base, -12.1290, -77.0250, "seguridad_vial", "camera", 3, "choque leve en Av. Benavides")
+    if first.get("recommended"):
+        unit_id = first["recommended"][0]["unit_id"]
+        httpx.post(f"{base}/api/v1/incidents/{first['incident_id']}/assign",
+                   json={"unit_id": unit_id, "operator": "op-demo"})  # fmt: skip
+
+    page = open_console(browser, base)
+    page.wait_for_function(f"document.querySelectorAll('.unit-icon').length >= {len(reporting)}")
+    page.wait_for_function("document.querySelectorAll('#incident-list li').length === 2")
+    # The operator has clicked a point: the ranked units are on the panel.
+    click_map_at(page, -12.1230, -77.0290)
+    page.wait_for_selector("#nearest button.assign")
+    page.evaluate("window.serenazgo.fitUnits()")
+    # Two animation frames: Leaflet has placed the markers and the panel is painted.
+    page.evaluate("new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    out = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "console.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(out))
+    size = out.stat().st_size
+    assert 0 < size < SCREENSHOT_MAX_BYTES, f"{out} is {size} bytes"
+    assert page.errors == []  # type: ignore[attr-defined]

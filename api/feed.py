@@ -369,6 +369,9 @@ class LiveFeedHub:
         changes from after the snapshot was taken (or equal to it).
         """
         self.start()
+        if self._loop is not asyncio.get_running_loop():
+            # Its queues' events belong to one loop: the runtime must start the hub on the API's loop.
+            raise RuntimeError("the live feed hub was started on another event loop than the API's")
         self._drain()
         self._serial += 1
         client = FeedClient(name or f"client-{self._serial}", queue_size or self.queue_size)

@@ -44,6 +44,11 @@
     connection: {
       connecting: "Conectando…", live: "En vivo", down: "Sin conexión",
     },
+    event: {
+      geofence_enter: "Entró a", geofence_exit: "Salió de", unit_stale: "Señal desactualizada",
+      unit_lost: "Señal perdida", unit_live: "Señal recuperada", battery_low: "Batería baja",
+      unit_arrived: "Llegó al incidente",
+    },
   };
   const label = (table, key) => (LABELS[table] && LABELS[table][key]) || String(key);
 
@@ -386,8 +391,14 @@
   function applyEvent(ev) {
     const unit = ev.unit_id ? state.units.get(ev.unit_id) : null;
     const who = unit ? (unit.feature.properties.callsign || ev.unit_id) : (ev.unit_id || "");
-    const when = ev.ts ? new Date(ev.ts).toLocaleTimeString("es-PE") : "";
-    const item = el("li", {}, `${when} ${ev.type || "evento"} ${who}`);
+    const when = ev.ts ? new Date(ev.ts).toLocaleTimeString("es-PE", { hour12: false }) : "";
+    const detail = ev.detail || {};
+    let what = label("event", ev.type || "evento");
+    if (ev.geofence_id) what += ` ${detail.geofence_name || detail.name || ev.geofence_id}`;
+    if (ev.incident_id) what += ` #${ev.incident_id}`;
+    if (ev.type === "battery_low" && detail.battery != null) what += ` (${Math.round(detail.battery)} %)`;
+    const item = el("li", { "data-event-type": ev.type || "" }, el("strong", {}, who), ` ${what} `,
+      el("span", { class: "muted" }, when));
     const list = $("event-list");
     list.prepend(item);
     while (list.children.length > 30) list.lastChild.remove();
@@ -714,7 +725,14 @@
   $("unit-filter").addEventListener("input", () => { state.listDirty = true; renderUnitPanel(); });
 
   setInterval(refreshFreshness, FRESHNESS_EVERY_MS);
-  setInterval(() => { state.listDirty = state.listDirty || state.units.size > 0; renderUnitPanel(); }, LIST_EVERY_MS);
+  // The list shows fix ages: redraw it now and then, but never under the keyboard focus of an operator.
+  let ticks = 0;
+  setInterval(() => {
+    ticks += 1;
+    if (ticks % 5 === 0) state.listDirty = true;
+    if ($("unit-list").contains(document.activeElement)) return;
+    renderUnitPanel();
+  }, LIST_EVERY_MS);
   setInterval(() => {
     $("clock").textContent = new Date(Date.now() + state.clockOffsetMs).toLocaleTimeString("es-PE", { hour12: false });
   }, 1000);

@@ -232,6 +232,17 @@
     }
     renderUnit(entry);
     state.listDirty = true;
+    scheduleUnitPanel();
+  }
+
+  // Counts and list follow changes within a fifth of a second, one redraw for a whole burst.
+  let panelTimer = null;
+  function scheduleUnitPanel() {
+    if (panelTimer !== null) return;
+    panelTimer = setTimeout(() => {
+      panelTimer = null;
+      if (!$("unit-list").contains(document.activeElement)) renderUnitPanel();
+    }, 200);
   }
 
   function renderUnit(entry) {

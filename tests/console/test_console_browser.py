@@ -205,7 +205,8 @@ def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
     page.wait_for_function("document.querySelectorAll('.unit-icon').length === 4")
     assert page.locator(f'.unit-icon[data-unit-id="{car}"]').get_attribute("data-status") == "available"
     assert page.locator("#unit-list li").count() == 4
-    assert page.locator('#status-counts li[data-status="available"]').inner_text() == "Disponible 4"
+    page.wait_for_function("""document.querySelector('#status-counts li[data-status="available"]')
+                              .textContent === 'Disponible 4'""")
     assert marker_latlng(page, car) == pytest.approx([-12.1190, -77.0320])
 
     # A ping published over MQTT moves the marker (111 m north).
@@ -237,8 +238,9 @@ def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
     page.locator(f'#nearest button.assign[data-unit-id="{car}"]').click()
     page.wait_for_selector(f'.unit-icon[data-unit-id="{car}"][data-status="dispatched"]')
     page.wait_for_function("document.querySelectorAll('#incident-list li').length === 1")
-    assert "asignada" in page.locator("#form-message").inner_text()
-    assert page.locator('#status-counts li[data-status="dispatched"]').inner_text() == "Despachada 1"
+    page.wait_for_function("document.querySelector('#form-message').textContent.includes('asignada')")
+    page.wait_for_function("""document.querySelector('#status-counts li[data-status="dispatched"]')
+                              .textContent === 'Despachada 1'""")
     incidents = httpx.get(f"{stack.served.url}/api/v1/incidents", params={"status": "active"}).json()["items"]
     assert len(incidents) == 1
     assert incidents[0]["units"] == [car]

@@ -174,6 +174,13 @@ def report(base: str, lat: float, lon: float, category: str, channel: str, prior
     return resp.json()
 
 
+def wait_nearest(page: Page) -> None:
+    """Wait for the ranked units of the clicked point (fail with the page's message if the query failed)."""
+    page.wait_for_selector("#nearest button.assign, #nearest .error")
+    error = page.locator("#nearest .error")
+    assert error.count() == 0, error.inner_text()
+
+
 def parse_metres(text: str) -> float:
     value, unit = text.replace("\u00a0", " ").split()
     return float(value) * (1000.0 if unit == "km" else 1.0)
@@ -221,7 +228,7 @@ def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
     # A click 150 m from MOV-01 (and 700 m or more from the rest) lists the nearest units.
     click_lat, click_lon = -12.1170, -77.0330
     click_map_at(page, click_lat, click_lon)
-    page.wait_for_selector("#nearest button.assign")
+    wait_nearest(page)
     picked = page.evaluate("[window.serenazgo.state.pick.lat, window.serenazgo.state.pick.lon]")
     rows = page.locator("#nearest tbody tr")
     ids = [rows.nth(i).get_attribute("data-unit-id") for i in range(rows.count())]
@@ -285,8 +292,9 @@ def test_console_screenshot_of_a_simulated_fleet(
     page.wait_for_function("document.querySelectorAll('#incident-list li').length === 2")
     # The operator has clicked a point: the ranked units are on the panel.
     click_map_at(page, -12.1230, -77.0290)
-    page.wait_for_selector("#nearest button.assign")
+    wait_nearest(page)
     page.evaluate("window.serenazgo.fitUnits()")
+    page.mouse.move(5, 740)  # no unit's tooltip under the pointer in the picture
     # Two animation frames: Leaflet has placed the markers and the panel is painted.
     page.evaluate("new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
     out = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "console.png")

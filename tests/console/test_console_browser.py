@@ -225,6 +225,12 @@ def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
     )
     assert marker_latlng(page, car) == pytest.approx([-12.1180, -77.0320])
 
+    # The feed drops every console (the hub stops): the page reconnects by itself, with a new snapshot.
+    stack.served.run(stack.hub.stop())
+    page.wait_for_function("window.serenazgo.state.snapshots >= 2")
+    page.wait_for_selector("#conn.conn-live")
+    assert marker_latlng(page, car) == pytest.approx([-12.1180, -77.0320])
+
     # A click 150 m from MOV-01 (and 700 m or more from the rest) lists the nearest units.
     click_lat, click_lon = -12.1170, -77.0330
     click_map_at(page, click_lat, click_lon)

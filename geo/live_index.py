@@ -38,6 +38,8 @@ H3_RES = 9  # ~0.1 km² hexagons: a block or two of Miraflores
 DEFAULT_CELL_DEG = 0.005  # grid rows ~556 m high; see benchmarks/bench_nearest.py for the tuning
 FREE = -1  # status of a free slot
 _GROWTH = 1.5
+_MAX_LOAD = 0.7  # of the hash table (linear probing stays short up to here)
+_HASH_CHUNK = 1024
 
 # What the search reads for every unit it visits sits in one 32-byte record, so a visit costs one
 # cache miss instead of one per column (the bucket lists hop between random slots). The columns
@@ -362,7 +364,7 @@ class LiveIndex:
         self.maxcols = round(360.0 / cell_deg)
         capacity = max(16, int(capacity))
         self._alloc(capacity)
-        self._table = np.full((_pow2_at_least(2 * capacity), 2), -1, dtype=np.int64)
+        self._table = np.full((1024, 2), -1, dtype=np.int64)  # grows with the buckets in use
         self._meta = np.zeros(1, dtype=np.int64)
         self._slot: dict[str, int] = {}
         self._ids: list[str | None] = []
@@ -544,13 +546,19 @@ class LiveIndex:
                 uid = unit_ids[j]
                 s = get(uid)
                 slots[j] = self._new_slot(uid) if s is None else s  # a repeated new id: one slot
-        # Each update may add one bucket: keep the hash at most half full.
-        if 2 * (int(self._meta[M_KEYS]) + n) > self._table.shape[0]:
-            self._grow_hash(int(self._meta[M_KEYS]) + n)
-        _upsert_kernel(
-            self._rec, self._prev, self._h3, self._table, self._meta, self.cell_deg, self.nrows,
-            self.maxcols, slots, la, lo, ft, h3cells, caps, ki, st, sec,
-        )  # fmt: skip
+        # Each update may add a bucket: before each chunk, make sure the hash stays at most 70 % full
+        # even if every row of the chunk does. Chunks keep a bulk load from sizing the table for
+        # one bucket per unit when units share buckets.
+        for a in range(0, n, _HASH_CHUNK):
+            b = min(n, a + _HASH_CHUNK)
+            need = int(self._meta[M_KEYS]) + (b - a)
+            if need > _MAX_LOAD * self._table.shape[0]:
+                self._grow_hash(need)
+            _upsert_kernel(
+                self._rec, self._prev, self._h3, self._table, self._meta, self.cell_deg, self.nrows,
+                self.maxcols, slots[a:b], la[a:b], lo[a:b], ft[a:b], h3cells[a:b], caps[a:b], ki[a:b],
+                st[a:b], sec[a:b],
+            )  # fmt: skip
         return slots
 
     def _new_slot(self, unit_id: str) -> int:
@@ -567,7 +575,7 @@ class LiveIndex:
         return s
 
     def _grow_hash(self, keys: int) -> None:
-        size = _pow2_at_least(2 * keys + 2)
+        size = _pow2_at_least(2 * keys + 2)  # half full after growing
         table = np.full((size, 2), -1, dtype=np.int64)
         _rehash(self._table, table)
         self._table = table

@@ -1,20 +1,51 @@
 """Nearest-unit dispatch: the LiveFleet mirrored into geo's LiveIndex, queried by ETA.
 
-CONTRACT (filled in by the dispatch work; other modules code against it):
+CONTRACT (other modules code against it):
 
 - ``Candidate``: one ranked unit (below).
 - ``Dispatcher(fleet, eta=EtaSettings(), thresholds=None)``: subscribes to the
   fleet's changes and keeps a :class:`geo.live_index.LiveIndex` in step;
   ``nearest(...)`` answers "which available units reach (lat, lon) first";
   ``close()`` unsubscribes.
+
+Ranking (see :mod:`geo.nearest`): live units before stale ones, then by ETA
+(:mod:`geo.eta`: great-circle distance × circuity / speed of the unit's kind),
+then by distance; lost units (and units without a fix, or inactive) are never
+candidates. The answer is exact: the same as ranking every unit.
+
+Threads: fleet changes arrive on the ingest writer thread, queries on the
+asyncio thread. One lock guards the index; the writer holds it for at most
+:data:`_CHUNK` changes at a time, so a query never waits for a whole batch,
+and never sees a half-updated unit.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import threading
+import time
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from geo.codes import KIND_CODE, KIND_NAMES, STATUS_CODE, STATUS_NAMES
+from geo.eta import StraightLineEta
+from geo.live_index import DEFAULT_CELL_DEG, LiveIndex
+from geo.nearest import MAX_K, NearestSearch
+from tracker.config import EtaSettings
+from tracker.fleet import FleetChange, LiveFleet, UnitState
+from tracker.freshness import DEFAULT_THRESHOLDS, FreshnessThresholds
 from tracker.model import Freshness, UnitKind, UnitStatus
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 512  # changes applied per lock hold (bounds how long a query can wait for the writer)
+_MAX_CAPABILITIES = 63  # bits of the index's capability mask
+_MAX_SECTORS = 32767  # int16 sector codes; 0 = no sector
+_KINDS = [UnitKind(name) for name in KIND_NAMES]
+_STATUSES = [UnitStatus(name) for name in STATUS_NAMES]
 
 
 @dataclass(slots=True, frozen=True)
@@ -49,4 +80,218 @@ class Candidate:
 
 
 class Dispatcher:
-    """Placeholder: the dispatch work replaces this with the LiveIndex-backed implementation."""
+    """The fleet's positions in a LiveIndex, kept in step with the fleet; exact nearest units by ETA."""
+
+    def __init__(
+        self,
+        fleet: LiveFleet,
+        eta: EtaSettings | None = None,
+        thresholds: dict[UnitKind, FreshnessThresholds] | None = None,
+        *,
+        cell_deg: float = DEFAULT_CELL_DEG,
+    ) -> None:
+        settings = eta or EtaSettings()
+        self._model = StraightLineEta.from_names(
+            {str(k): v for k, v in settings.speed_mps.items()},
+            {str(k): v for k, v in settings.circuity.items()},
+        )
+        self._thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+        stale = [self._thresholds[kind].stale_after_s for kind in _KINDS]
+        lost = [self._thresholds[kind].lost_after_s for kind in _KINDS]
+        self._lock = threading.Lock()
+        self._index = LiveIndex(capacity=len(fleet) + len(fleet) // 8 + 64, cell_deg=cell_deg)
+        self._search = NearestSearch(self._index, self._model, stale, lost)
+        self._states: list[UnitState | None] = []  # slot -> the state the slot was filled from
+        self._sectors: dict[str, int] = {"": 0}
+        self._capabilities: dict[str, int] = {}
+        self._warned_capabilities = False
+        # Subscribe first, then load: a batch applied meanwhile is delivered after our load
+        # (it waits for our lock), and batches arrive in order, so the last word is the newest.
+        self._unsubscribe = fleet.subscribe(self._on_changes)
+        with self._lock:
+            self._apply_states(fleet.snapshot())
+        # Compile the query kernel now, not on the first operator's question.
+        self._search.query_rows(0.0, 0.0, 1, 0.0, 1, 1, 0, -1, math.inf)
+
+    # -- fleet changes (writer thread) ---------------------------------------------------
+
+    def _on_changes(self, changes: list[FleetChange]) -> None:
+        """Apply a batch of fleet changes (called on the ingest writer thread)."""
+        for start in range(0, len(changes), _CHUNK):
+            chunk = [c.state for c in changes[start : start + _CHUNK]]
+            with self._lock:
+                self._apply_states(chunk)
+
+    def _apply_states(self, states: list[UnitState]) -> None:
+        """Upsert units with a fix, drop those without one or inactive; the caller holds the lock."""
+        ids: list[str] = []
+        keep: list[UnitState] = []
+        lat: list[float] = []
+        lon: list[float] = []
+        kind: list[int] = []
+        status: list[int] = []
+        fix_time: list[float] = []
+        caps: list[int] = []
+        sector: list[int] = []
+        index = self._index
+        for state in states:
+            unit = state.unit
+            fix = state.fix
+            if fix is None or not unit.active:
+                slot = index.slot_of(unit.unit_id)
+                if slot is not None:
+                    index.remove(unit.unit_id)
+                    self._states[slot] = None
+                continue
+            ids.append(unit.unit_id)
+            keep.append(state)
+            lat.append(fix.lat)
+            lon.append(fix.lon)
+            kind.append(KIND_CODE[unit.kind.value])
+            status.append(STATUS_CODE[state.status.value])
+            fix_time.append(fix.ts.timestamp())
+            caps.append(self._capability_mask(unit.capabilities) if unit.capabilities else 0)
+            sector.append(self._sector_code(unit.sector) if unit.sector else 0)
+        if not ids:
+            return
+        slots = index.upsert_many(ids, lat, lon, kind, status, fix_time, caps, sector).tolist()
+        table = self._states
+        if len(table) < index.top:
+            table.extend([None] * (index.top - len(table)))
+        for slot, state in zip(slots, keep, strict=True):
+            table[slot] = state
+
+    def _capability_mask(self, capabilities: Collection[str]) -> int:
+        mask = 0
+        for name in capabilities:
+            bit = self._capabilities.get(name)
+            if bit is None:
+                if len(self._capabilities) >= _MAX_CAPABILITIES:
+                    if not self._warned_capabilities:
+                        log.error(
+                            "more than %d distinct capabilities: %r is not indexed", _MAX_CAPABILITIES, name
+                        )
+                        self._warned_capabilities = True
+                    continue
+                bit = self._capabilities[name] = len(self._capabilities)
+            mask |= 1 << bit
+        return mask
+
+    def _sector_code(self, sector: str) -> int:
+        code = self._sectors.get(sector)
+        if code is None:
+            if len(self._sectors) > _MAX_SECTORS:
+                log.error("more than %d sectors: %r is not indexed", _MAX_SECTORS, sector)
+                return 0
+            code = self._sectors[sector] = len(self._sectors)
+        return code
+
+    # -- queries (any thread) -------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Units in the index (those with a fix)."""
+        return len(self._index)
+
+    def nearest(
+        self,
+        lat: float,
+        lon: float,
+        k: int = 5,
+        *,
+        kinds: Collection[UnitKind] | None = None,
+        capabilities: Collection[str] = (),
+        sector: str | None = None,
+        max_age_s: float | None = None,
+        statuses: Collection[UnitStatus] = (UnitStatus.AVAILABLE,),
+        now: datetime | None = None,
+    ) -> list[Candidate]:
+        """The ``k`` units that reach (lat, lon) first, best first (live before stale; lost never).
+
+        ``kinds`` None means every kind; ``capabilities`` must all be present; ``sector``
+        None means any; ``max_age_s`` drops older fixes. Raises ValueError on a bad argument.
+        """
+        if not (isinstance(lat, int | float) and isinstance(lon, int | float)):
+            raise ValueError(f"lat and lon must be numbers, got {lat!r}, {lon!r}")
+        if not -90.0 <= lat <= 90.0:
+            raise ValueError(f"lat must be in [-90, 90], got {lat}")
+        if not -180.0 <= lon <= 180.0:
+            raise ValueError(f"lon must be in [-180, 180], got {lon}")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be an integer in 1..{MAX_K}, got {k!r}")
+        if max_age_s is not None and not max_age_s >= 0.0:
+            raise ValueError(f"max_age_s must be >= 0, got {max_age_s}")
+        kmask = _mask(kinds, UnitKind, KIND_CODE, "kind") if kinds is not None else (1 << len(KIND_NAMES)) - 1
+        smask = _mask(statuses, UnitStatus, STATUS_CODE, "status")
+        cap_mask = 0
+        for name in capabilities:
+            bit = self._capabilities.get(name)
+            if bit is None:
+                return []  # no unit has it
+            cap_mask |= 1 << bit
+        sec = -1
+        if sector is not None:
+            code = self._sectors.get(sector)
+            if code is None:
+                return []  # no unit is in it
+            sec = code
+        t_now = time.time() if now is None else now.timestamp()
+        age = math.inf if max_age_s is None else float(max_age_s)
+        with self._lock:
+            n = self._search.query_rows(float(lat), float(lon), k, t_now, kmask, smask, cap_mask, sec, age)
+            if n == 0:
+                return []
+            stale, eta, dist, slots = self._search.result_rows[:, :n].tolist()
+            states = [self._states[int(s)] for s in slots]
+        out = []
+        for i, state in enumerate(states):
+            # The slot was filled from this state, under the lock: it has a fix.
+            assert state is not None
+            fix = state.fix
+            assert fix is not None
+            unit = state.unit
+            out.append(
+                Candidate(
+                    unit.unit_id,
+                    unit.kind,
+                    unit.callsign,
+                    state.status,
+                    fix.lat,
+                    fix.lon,
+                    dist[i],
+                    eta[i],
+                    t_now - fix.ts.timestamp(),
+                    Freshness.STALE if stale[i] else Freshness.LIVE,
+                )
+            )
+        return out
+
+    def model_info(self) -> dict[str, Any]:
+        """The ETA model and freshness thresholds per kind, JSON-ready (for API responses)."""
+        info = self._model.describe()
+        for kind in _KINDS:
+            t = self._thresholds[kind]
+            info["kinds"][kind.value].update(stale_after_s=t.stale_after_s, lost_after_s=t.lost_after_s)
+        info["ranking"] = "live before stale, then eta_s, then distance_m; lost units are never candidates"
+        return info
+
+    def close(self) -> None:
+        """Stop following the fleet (idempotent)."""
+        self._unsubscribe()
+
+    def __enter__(self) -> Dispatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _mask(values: Collection[Any], enum: Any, codes: dict[str, int], what: str) -> int:
+    mask = 0
+    for value in values:
+        try:
+            name = enum(value).value
+        except ValueError:
+            known = ", ".join(codes)
+            raise ValueError(f"unknown {what} {value!r}; known: {known}") from None
+        mask |= 1 << codes[name]
+    return mask

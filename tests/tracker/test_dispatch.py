@@ -23,8 +23,8 @@ INCIDENT = (-12.1205, -77.0305)  # Parque Kennedy, Miraflores
 
 
 def test_geo_code_tables_match_the_domain_enums() -> None:
-    assert KIND_NAMES == tuple(k.value for k in UnitKind)
-    assert STATUS_NAMES == tuple(s.value for s in UnitStatus)
+    assert tuple(k.value for k in UnitKind) == KIND_NAMES
+    assert tuple(s.value for s in UnitStatus) == STATUS_NAMES
 
 
 def test_eta_settings_defaults_are_the_documented_geo_defaults() -> None:

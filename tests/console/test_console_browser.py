@@ -49,6 +49,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 WAIT_MS = 30_000
+HTTP_TIMEOUT_S = 30.0  # a loaded CI machine, not a slow API
 SCREENSHOT_ENV = "SERENAZGO_CONSOLE_SCREENSHOT"
 SCREENSHOT_MAX_BYTES = 400_000
 GEOD = Geod(ellps="WGS84")
@@ -169,7 +170,7 @@ def report(base: str, lat: float, lon: float, category: str, channel: str, prior
     """POST an incident; its JSON (with ``recommended`` units)."""
     body = {"lat": lat, "lon": lon, "category": category, "channel": channel, "priority": priority,
             "description": text, "operator": "op-demo"}  # fmt: skip
-    resp = httpx.post(f"{base}/api/v1/incidents", json=body)
+    resp = httpx.post(f"{base}/api/v1/incidents", json=body, timeout=HTTP_TIMEOUT_S)
     assert resp.status_code == 201, resp.text
     return resp.json()
 
@@ -240,8 +241,9 @@ def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
     ids = [rows.nth(i).get_attribute("data-unit-id") for i in range(rows.count())]
     assert ids[0] == car
     # The page shows what the API ranks for that point, and the distance agrees with pyproj's geodesic.
-    api = httpx.get(f"{stack.served.url}/api/v1/dispatch/nearest",
-                    params={"lat": picked[0], "lon": picked[1], "k": 5}).json()  # fmt: skip
+    query = {"lat": picked[0], "lon": picked[1], "k": 5}
+    base = stack.served.url
+    api = httpx.get(f"{base}/api/v1/dispatch/nearest", params=query, timeout=HTTP_TIMEOUT_S).json()
     assert ids == [c["unit_id"] for c in api["units"]]
     shown = parse_metres(rows.nth(0).locator("td").nth(2).inner_text())
     _, _, true_m = GEOD.inv(-77.0320, -12.1180, picked[1], picked[0])
@@ -254,7 +256,9 @@ def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
     page.wait_for_function("document.querySelector('#form-message').textContent.includes('asignada')")
     page.wait_for_function("""document.querySelector('#status-counts li[data-status="dispatched"]')
                               .textContent === 'Despachada 1'""")
-    incidents = httpx.get(f"{stack.served.url}/api/v1/incidents", params={"status": "active"}).json()["items"]
+    active = {"status": "active"}
+    resp = httpx.get(f"{stack.served.url}/api/v1/incidents", params=active, timeout=HTTP_TIMEOUT_S)
+    incidents = resp.json()["items"]
     assert len(incidents) == 1
     assert incidents[0]["units"] == [car]
     assert incidents[0]["lat"] == pytest.approx(picked[0])
@@ -291,7 +295,7 @@ def test_console_screenshot_of_a_simulated_fleet(
     if first.get("recommended"):
         unit_id = first["recommended"][0]["unit_id"]
         httpx.post(f"{base}/api/v1/incidents/{first['incident_id']}/assign",
-                   json={"unit_id": unit_id, "operator": "op-demo"})  # fmt: skip
+                   json={"unit_id": unit_id, "operator": "op-demo"}, timeout=HTTP_TIMEOUT_S)  # fmt: skip
 
     page = open_console(browser, base)
     page.wait_for_function(f"document.querySelectorAll('.unit-icon').length >= {len(reporting)}")

@@ -365,8 +365,9 @@ class LiveFeedHub:
     def connect(self, name: str = "", queue_size: int | None = None) -> tuple[FeedClient, dict[str, Any]]:
         """Register a client and take the fleet part of its snapshot (on the loop, no await between).
 
-        What was handed over before is drained first, so the queue only holds
-        changes from after the snapshot was taken (or equal to it).
+        What was handed over before is drained first (to the other clients), so
+        this client's queue only holds changes applied after the draining: the
+        ones the snapshot already shows arrive again, harmlessly, and none is lost.
         """
         self.start()
         if self._loop is not asyncio.get_running_loop():
@@ -375,11 +376,12 @@ class LiveFeedHub:
         self._drain()
         self._serial += 1
         client = FeedClient(name or f"client-{self._serial}", queue_size or self.queue_size)
-        now = datetime.now(UTC)
-        units = self.fleet_collection(now)
+        # Registered before the snapshot is taken: the writer skips the hand-over while nobody
+        # listens, so a change applied after the snapshot must already find this client.
         self._clients.append(client)
         self.stats.clients = len(self._clients)
         self.stats.connected += 1
+        units = self.fleet_collection(datetime.now(UTC))
         return client, units
 
     def disconnect(self, client: FeedClient) -> None:

@@ -247,6 +247,48 @@ def _unlink(
 
 
 @numba.njit(cache=False)
+def _upsert_slot(
+    rec: NDArray[np.void],
+    prev: NDArray[np.int32],
+    h3col: NDArray[np.uint64],
+    table: NDArray[np.int64],
+    meta: NDArray[np.int64],
+    cell_deg: float,
+    nrows: int,
+    maxcols: int,
+    s: int,
+    la: float,
+    lo: float,
+    fix_time: float,
+    h3cell: Any,
+    caps: Any,
+    kind: Any,
+    status: Any,
+    sec: Any,
+) -> None:
+    """File one unit under its (cell, kind, status) bucket and write its columns."""
+    if lo >= 180.0:
+        lo -= 360.0
+    new_key = unit_key(la, lo, kind, status, cell_deg, nrows, maxcols)
+    r = rec[s]
+    if r.status >= 0:
+        old_key = unit_key(r.lat, r.lon, r.kind, r.status, cell_deg, nrows, maxcols)
+        if old_key != new_key:
+            _unlink(rec, prev, table, meta, s, old_key)
+            _link(rec, prev, table, meta, s, new_key)
+    else:
+        _link(rec, prev, table, meta, s, new_key)
+    r.lat = la
+    r.lon = lo
+    r.t = fix_time
+    r.kind = kind
+    r.status = status
+    r.sector = sec
+    r.caps = caps
+    h3col[s] = h3cell
+
+
+@numba.njit(cache=False)
 def _upsert_kernel(
     rec: NDArray[np.void],
     prev: NDArray[np.int32],
@@ -267,28 +309,35 @@ def _upsert_kernel(
     sec: NDArray[np.int16],
 ) -> None:
     for j in range(slots.shape[0]):
-        s = slots[j]
-        la = lat[j]
-        lo = lon[j]
-        if lo >= 180.0:
-            lo -= 360.0
-        new_key = unit_key(la, lo, kind[j], status[j], cell_deg, nrows, maxcols)
-        r = rec[s]
-        if r.status >= 0:
-            old_key = unit_key(r.lat, r.lon, r.kind, r.status, cell_deg, nrows, maxcols)
-            if old_key != new_key:
-                _unlink(rec, prev, table, meta, s, old_key)
-                _link(rec, prev, table, meta, s, new_key)
-        else:
-            _link(rec, prev, table, meta, s, new_key)
-        r.lat = la
-        r.lon = lo
-        r.t = fix_time[j]
-        r.kind = kind[j]
-        r.status = status[j]
-        r.sector = sec[j]
-        r.caps = caps[j]
-        h3col[s] = h3cell[j]
+        _upsert_slot(rec, prev, h3col, table, meta, cell_deg, nrows, maxcols, slots[j], lat[j], lon[j],
+                     fix_time[j], h3cell[j], caps[j], kind[j], status[j], sec[j])  # fmt: skip
+
+
+@numba.njit(cache=False)
+def _upsert_one(
+    rec: NDArray[np.void],
+    prev: NDArray[np.int32],
+    h3col: NDArray[np.uint64],
+    table: NDArray[np.int64],
+    meta: NDArray[np.int64],
+    cell_deg: float,
+    nrows: int,
+    maxcols: int,
+    s: int,
+    la: float,
+    lo: float,
+    fix_time: float,
+    h3cell: int,
+    caps: int,
+    kind: int,
+    status: int,
+    sec: int,
+) -> None:
+    h3u, capsu = np.uint64(h3cell), np.uint64(caps)
+    kd, st, sc = np.int8(kind), np.int8(status), np.int16(sec)
+    _upsert_slot(
+        rec, prev, h3col, table, meta, cell_deg, nrows, maxcols, s, la, lo, fix_time, h3u, capsu, kd, st, sc
+    )
 
 
 @numba.njit(cache=False)
@@ -476,12 +525,27 @@ class LiveIndex:
         capabilities: int = 0,
         sector: int = 0,
     ) -> int:
-        """Insert or update one unit; returns its slot."""
-        return int(
-            self.upsert_many([unit_id], [lat], [lon], [kind], [status], [fix_time], [capabilities], [sector])[
-                0
-            ]
-        )
+        """Insert or update one unit; returns its slot (a scalar path: one numba call, no arrays)."""
+        lat = float(lat)
+        lon = float(lon)
+        fix_time = float(fix_time)
+        if not (abs(lat) <= 90.0 and abs(lon) <= 180.0 and math.isfinite(fix_time)):
+            raise ValueError("lat must be in [-90, 90], lon in [-180, 180] and the fix time finite")
+        if not (0 <= kind < N_KINDS and 0 <= status < N_STATUSES):
+            raise ValueError(f"kind codes must be 0..{N_KINDS - 1} and status codes 0..{N_STATUSES - 1}")
+        if not (0 <= capabilities < 1 << 63 and -(1 << 15) <= sector < 1 << 15):
+            raise ValueError("capability masks must fit 63 bits and sector codes 16 bits")
+        s = self._slot.get(unit_id)
+        if s is None:
+            s = self._new_slot(unit_id)
+        if int(self._meta[M_KEYS]) + 1 > _MAX_LOAD * self._table.shape[0]:
+            self._grow_hash(int(self._meta[M_KEYS]) + 1)
+        _upsert_one(
+            self._rec, self._prev, self._h3, self._table, self._meta, self.cell_deg, self.nrows, self.maxcols,
+            s, lat, lon, fix_time, h3.latlng_to_cell(lat, lon, H3_RES), int(capabilities), int(kind),
+            int(status), int(sector),
+        )  # fmt: skip
+        return s
 
     def upsert_many(
         self,

@@ -68,6 +68,10 @@ S_QUERIES, S_PASSES, S_PROBES, S_VISITS, S_FULL = 0, 1, 2, 3, 4
 # Rows of a search's work array (one numba argument: each array argument costs ~0.3 µs per call):
 # kind parameters, then the counters, then the top-k (tier, eta, distance, slot) rows.
 W_KP, W_STATS, W_OUT = 0, 4, 5
+# Result rows (from W_OUT): tier, ETA, distance, slot, then the unit's lat, lon, fix time, kind, status,
+# copied while its record is still in cache (the caller would pay a cache miss per field).
+R_TIER, R_ETA, R_DIST, R_SLOT, R_LAT, R_LON, R_TIME, R_KIND, R_STATUS = range(9)
+N_ROWS = 9
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,8 +403,11 @@ def _nearest_kernel(
     probes = 0.0
     while True:
         if _too_costly(probes, qlat, want, done, cell_deg, nrows, maxcols, n_alive, per_cell):
-            return _scan_all(rec, top, qlat, qlon, kmask, smask, cap_req, sec, max_age, now,
-                             kp, 0, out, k, stats)  # fmt: skip
+            cnt = _scan_all(
+                rec, top, qlat, qlon, kmask, smask, cap_req, sec, max_age, now, kp, 0, out, k, stats
+            )
+            _describe(rec, out, cnt)
+            return cnt
         more = False
         stats[S_PASSES] += 1
         for kd in range(N_KINDS):
@@ -425,7 +432,20 @@ def _nearest_kernel(
                     want[kd] = 2.0 * done[kd]
                     more = True
         if not more:
+            _describe(rec, out, cnt)
             return cnt
+
+
+@numba.njit(cache=False)
+def _describe(rec: NDArray[np.void], out: NDArray[np.float64], cnt: int) -> None:
+    """Copy each result's position, fix time, kind and status into its result rows."""
+    for i in range(cnt):
+        r = rec[int(out[R_SLOT, i])]
+        out[R_LAT, i] = r.lat
+        out[R_LON, i] = r.lon
+        out[R_TIME, i] = r.t
+        out[R_KIND, i] = r.kind
+        out[R_STATUS, i] = r.status
 
 
 # ---------------------------------------------------------------------------------------------
@@ -500,7 +520,7 @@ class NearestSearch:
         self._work = self._new_work(16)
 
     def _new_work(self, k: int) -> NDArray[np.float64]:
-        work = np.zeros((W_OUT + 4, max(k, N_KINDS)), dtype=np.float64)
+        work = np.zeros((W_OUT + N_ROWS, max(k, N_KINDS)), dtype=np.float64)
         work[W_KP:W_STATS, :N_KINDS] = self._kp
         if getattr(self, "_work", None) is not None:
             work[W_STATS, :5] = self._work[W_STATS, :5]
@@ -531,7 +551,7 @@ class NearestSearch:
         ``sector`` -1 means any sector; ``max_age_s`` drops older fixes.
         """
         n = self.query_rows(lat, lon, k, now, kinds, statuses, capabilities, sector, max_age_s)
-        return Nearest(self._work[W_OUT:, :n].copy())
+        return Nearest(self._work[W_OUT : W_OUT + 4, :n].copy())
 
     def query_rows(
         self, lat: float, lon: float, k: int, now: float, kinds: int, statuses: int, capabilities: int,
@@ -564,12 +584,14 @@ class NearestSearch:
         rows = self._query_model(
             lat, lon, k, kinds, statuses, capabilities, sector, float(max_age_s), float(now)
         )
-        self._work[W_OUT:, : rows.shape[1]] = rows
-        return int(rows.shape[1])
+        n = rows.shape[1]
+        self._work[W_OUT : W_OUT + 4, :n] = rows
+        _describe(self.index._rec, self._work[W_OUT:], n)
+        return int(n)
 
     @property
     def result_rows(self) -> NDArray[np.float64]:
-        """The work array's result rows (stale, ETA, distance, slot) of the last :meth:`query_rows`."""
+        """Result rows of the last :meth:`query_rows` (see ``R_*``: stale, ETA, distance, slot, lat, ...)."""
         return self._work[W_OUT:]
 
     def _query_model(

@@ -46,6 +46,14 @@ _MAX_CAPABILITIES = 63  # bits of the index's capability mask
 _MAX_SECTORS = 32767  # int16 sector codes; 0 = no sector
 _KINDS = [UnitKind(name) for name in KIND_NAMES]
 _STATUSES = [UnitStatus(name) for name in STATUS_NAMES]
+_KIND_BITS = {name: 1 << code for code, name in enumerate(KIND_NAMES)}
+_STATUS_BITS = {name: 1 << code for code, name in enumerate(STATUS_NAMES)}
+_ALL_KINDS = (1 << len(KIND_NAMES)) - 1
+_AVAILABLE_ONLY = (UnitStatus.AVAILABLE,)
+_NUMBER = (int, float)
+# Enum members read once: class attribute access on an enum costs more than a global.
+_LIVE = Freshness.LIVE
+_STALE = Freshness.STALE
 
 
 @dataclass(slots=True, frozen=True)
@@ -101,7 +109,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._index = LiveIndex(capacity=len(fleet) + len(fleet) // 8 + 64, cell_deg=cell_deg)
         self._search = NearestSearch(self._index, self._model, stale, lost)
-        self._states: list[UnitState | None] = []  # slot -> the state the slot was filled from
+        self._callsigns: list[str] = []  # slot -> callsign
         self._sectors: dict[str, int] = {"": 0}
         self._capabilities: dict[str, int] = {}
         self._warned_capabilities = False
@@ -125,7 +133,7 @@ class Dispatcher:
     def _apply_states(self, states: list[UnitState]) -> None:
         """Upsert units with a fix, drop those without one or inactive; the caller holds the lock."""
         ids: list[str] = []
-        keep: list[UnitState] = []
+        callsigns: list[str] = []
         lat: list[float] = []
         lon: list[float] = []
         kind: list[int] = []
@@ -141,10 +149,10 @@ class Dispatcher:
                 slot = index.slot_of(unit.unit_id)
                 if slot is not None:
                     index.remove(unit.unit_id)
-                    self._states[slot] = None
+                    self._callsigns[slot] = ""
                 continue
             ids.append(unit.unit_id)
-            keep.append(state)
+            callsigns.append(unit.callsign)
             lat.append(fix.lat)
             lon.append(fix.lon)
             kind.append(KIND_CODE[unit.kind.value])
@@ -155,11 +163,11 @@ class Dispatcher:
         if not ids:
             return
         slots = index.upsert_many(ids, lat, lon, kind, status, fix_time, caps, sector).tolist()
-        table = self._states
+        table = self._callsigns
         if len(table) < index.top:
-            table.extend([None] * (index.top - len(table)))
-        for slot, state in zip(slots, keep, strict=True):
-            table[slot] = state
+            table.extend([""] * (index.top - len(table)))
+        for slot, callsign in zip(slots, callsigns, strict=True):
+            table[slot] = callsign
 
     def _capability_mask(self, capabilities: Collection[str]) -> int:
         mask = 0
@@ -202,7 +210,7 @@ class Dispatcher:
         capabilities: Collection[str] = (),
         sector: str | None = None,
         max_age_s: float | None = None,
-        statuses: Collection[UnitStatus] = (UnitStatus.AVAILABLE,),
+        statuses: Collection[UnitStatus] = _AVAILABLE_ONLY,
         now: datetime | None = None,
     ) -> list[Candidate]:
         """The ``k`` units that reach (lat, lon) first, best first (live before stale; lost never).
@@ -210,18 +218,18 @@ class Dispatcher:
         ``kinds`` None means every kind; ``capabilities`` must all be present; ``sector``
         None means any; ``max_age_s`` drops older fixes. Raises ValueError on a bad argument.
         """
-        if not (isinstance(lat, int | float) and isinstance(lon, int | float)):
+        if not (isinstance(lat, _NUMBER) and isinstance(lon, _NUMBER)):
             raise ValueError(f"lat and lon must be numbers, got {lat!r}, {lon!r}")
         if not -90.0 <= lat <= 90.0:
             raise ValueError(f"lat must be in [-90, 90], got {lat}")
         if not -180.0 <= lon <= 180.0:
             raise ValueError(f"lon must be in [-180, 180], got {lon}")
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        if type(k) is not int or not 1 <= k <= MAX_K:
             raise ValueError(f"k must be an integer in 1..{MAX_K}, got {k!r}")
         if max_age_s is not None and not max_age_s >= 0.0:
             raise ValueError(f"max_age_s must be >= 0, got {max_age_s}")
-        kmask = _mask(kinds, UnitKind, KIND_CODE, "kind") if kinds is not None else (1 << len(KIND_NAMES)) - 1
-        smask = _mask(statuses, UnitStatus, STATUS_CODE, "status")
+        kmask = _ALL_KINDS if kinds is None else _mask(kinds, _KIND_BITS, "kind")
+        smask = 1 if statuses is _AVAILABLE_ONLY else _mask(statuses, _STATUS_BITS, "status")
         cap_mask = 0
         for name in capabilities:
             bit = self._capabilities.get(name)
@@ -236,32 +244,26 @@ class Dispatcher:
             sec = code
         t_now = time.time() if now is None else now.timestamp()
         age = math.inf if max_age_s is None else float(max_age_s)
+        search = self._search
         with self._lock:
-            n = self._search.query_rows(float(lat), float(lon), k, t_now, kmask, smask, cap_mask, sec, age)
+            n = search.query_rows(float(lat), float(lon), k, t_now, kmask, smask, cap_mask, sec, age)
             if n == 0:
                 return []
-            stale, eta, dist, slots = self._search.result_rows[:, :n].tolist()
-            states = [self._states[int(s)] for s in slots]
+            # Everything the candidates need is in the result rows (copied from the index's records);
+            # only the id and callsign come from per-slot lists. Touching the fleet's state objects
+            # would cost a cache miss per object per candidate.
+            stale, eta, dist, slots, plat, plon, fix_t, kind, status = search.result_rows[:, :n].tolist()
+            ids = self._index.unit_ids(slots)
+            table = self._callsigns
+            callsigns = [table[int(s)] for s in slots]
+        kinds_, statuses_ = _KINDS, _STATUSES
         out = []
-        for i, state in enumerate(states):
-            # The slot was filled from this state, under the lock: it has a fix.
-            assert state is not None
-            fix = state.fix
-            assert fix is not None
-            unit = state.unit
+        for i in range(n):
+            fresh = _STALE if stale[i] else _LIVE
+            kd, st = kinds_[int(kind[i])], statuses_[int(status[i])]
+            age_s = t_now - fix_t[i]
             out.append(
-                Candidate(
-                    unit.unit_id,
-                    unit.kind,
-                    unit.callsign,
-                    state.status,
-                    fix.lat,
-                    fix.lon,
-                    dist[i],
-                    eta[i],
-                    t_now - fix.ts.timestamp(),
-                    Freshness.STALE if stale[i] else Freshness.LIVE,
-                )
+                Candidate(ids[i], kd, callsigns[i], st, plat[i], plon[i], dist[i], eta[i], age_s, fresh)
             )
         return out
 
@@ -285,13 +287,11 @@ class Dispatcher:
         self.close()
 
 
-def _mask(values: Collection[Any], enum: Any, codes: dict[str, int], what: str) -> int:
+def _mask(values: Collection[Any], bits: dict[str, int], what: str) -> int:
     mask = 0
     for value in values:
-        try:
-            name = enum(value).value
-        except ValueError:
-            known = ", ".join(codes)
-            raise ValueError(f"unknown {what} {value!r}; known: {known}") from None
-        mask |= 1 << codes[name]
+        bit = bits.get(value)  # StrEnum members hash and compare as their values
+        if bit is None:
+            raise ValueError(f"unknown {what} {value!r}; known: {', '.join(bits)}")
+        mask |= bit
     return mask

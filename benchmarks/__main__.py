@@ -1,6 +1,6 @@
 """``python -m benchmarks``: every benchmark in sequence, each in its own process.
 
-Order: codecs, writer, storage size, ingest, latency (cheapest first). Each
+Order: codecs, nearest, writer, storage size, ingest, latency (cheapest first). Each
 module also runs alone (``python -m benchmarks.bench_ingest``); its results land
 in ``benchmarks/results/<name>.json`` (``<name>.quick.json`` with ``--quick``).
 A failing benchmark does not stop the others; the exit status says whether all
@@ -19,6 +19,7 @@ from pathlib import Path
 
 BENCHMARKS = {
     "codecs": "benchmarks.bench_codecs",
+    "nearest": "benchmarks.bench_nearest",
     "writer": "benchmarks.bench_writer",
     "storage_size": "benchmarks.bench_storage_size",
     "ingest": "benchmarks.bench_ingest",

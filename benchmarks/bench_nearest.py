@@ -338,7 +338,8 @@ def update_rates(
                           np.full(batch, NOW.timestamp()))  # fmt: skip
     raw = rounds * batch / (time.perf_counter() - t0)
     # Single-ping calls (the worst case: one numba call per ping); the first call compiles.
-    index.upsert(f.ids[0], float(f.lat[0]), float(f.lon[0]), int(f.kind[0]), int(f.status[0]), NOW.timestamp())
+    now_s = NOW.timestamp()
+    index.upsert(f.ids[0], float(f.lat[0]), float(f.lon[0]), int(f.kind[0]), int(f.status[0]), now_s)
     t0 = time.perf_counter()
     single = 5000
     for j in range(single):

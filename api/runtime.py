@@ -39,13 +39,19 @@ from rich.table import Table
 
 from api.app import create_app
 from api.context import ApiContext
+from api.demo_dispatch import DemoDispatch
+from api.feed import LiveFeedHub
 from mqtt_bridge.bridge import Bridge, load_state
 from mqtt_bridge.broker import EmbeddedBroker
 from mqtt_bridge.simulator import PublishStats, SimClock, publish_fleet, register_units
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE, MqttTarget, Settings, parse_mqtt_url
+from tracker.dispatch import Dispatcher
 from tracker.errors import ConfigError, SerenazgoError
+from tracker.events import EventEngine
+from tracker.feed import FeedListener, no_feed
 from tracker.fleet import LiveFleet
+from tracker.incidents import IncidentService
 from tracker.registry import UnitRegistry
 from tracker.server_process import EmbeddedServer
 from tracker.simulation import FleetSimulation
@@ -164,6 +170,11 @@ class Runtime:
     _stack: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
     sim_stats: PublishStats | None = None
     _bridge: Bridge | None = None
+    _hub: LiveFeedHub | None = None
+    _dispatcher: Dispatcher | None = None
+    _events: EventEngine | None = None
+    _incidents: IncidentService | None = None
+    _demo: DemoDispatch | None = None
     _simulation: FleetSimulation | None = None
     _api_task: asyncio.Task[None] | None = None
     _sim_task: asyncio.Task[Any] | None = None
@@ -238,8 +249,31 @@ class Runtime:
         return len(self.registry)
 
     async def _start_bridge(self) -> None:
+        """The live feed, the dispatcher and the event engine, then the bridge that feeds them all.
+
+        Everything that follows the fleet subscribes before ingest starts, so it
+        misses no change; the event engine stops after the bridge's last flush.
+        """
         assert self.mqtt is not None
         bridge = Bridge(self.settings, self.mqtt, self.conninfo, self.registry, self.fleet)
+        # Started on this loop, which is also the API's: the WebSocket clients are served here.
+        self._hub = LiveFeedHub(self.fleet, thresholds=self.settings.freshness)
+        self._hub.start()
+        self._dispatcher = Dispatcher(self.fleet, self.settings.dispatch.eta, self.settings.freshness)
+        events = EventEngine(
+            self.conninfo,
+            self.fleet,
+            self.settings.events,
+            self.settings.freshness,
+            publish=bridge.mqtt.publish if self.settings.events.publish_mqtt else None,
+            feed=self._hub,
+            geofences_file=self.settings.geofences,
+        )
+        with self.console.status("starting the event engine…"):
+            await events.start()
+        self.console.print("[green]✓[/green] event engine (geofences, freshness, battery)")
+        self._push("event engine (draining)", events.stop)
+        self._events = events
         await self._step("starting the ingest bridge", bridge.start)
 
         async def stop() -> None:
@@ -247,6 +281,31 @@ class Runtime:
 
         self._push("ingest bridge (flushing)", stop)
         self._bridge = bridge
+
+    async def _start_incidents(self) -> None:
+        """Incidents and arrival detection (after the bridge: arrivals come from its positions)."""
+        assert self._bridge is not None
+        dispatcher = self._dispatcher
+        feed: FeedListener = self._hub if self._hub is not None else no_feed
+        if self._simulation is not None and dispatcher is not None:
+            # The demo's units follow real assignments (see api/demo_dispatch.py).
+            self._demo = DemoDispatch(self._simulation, feed, dispatcher.nearest, seed=self.options.seed)
+            feed = self._demo.feed
+        incidents = IncidentService(
+            self.conninfo,
+            self.fleet,
+            self.settings.dispatch,
+            recommend=dispatcher.nearest if dispatcher is not None else None,
+            feed=feed,
+            publish=self._bridge.mqtt.publish if self.settings.events.publish_mqtt else None,
+        )
+        with self.console.status("starting incidents…"):
+            await incidents.start()
+        self.console.print("[green]✓[/green] incidents and arrival detection")
+        self._push("incidents", incidents.stop)
+        self._incidents = incidents
+        if self._demo is not None:
+            self._demo.incidents = incidents
 
     async def _start_api(self, sock: socket.socket) -> None:
         ctx = ApiContext(
@@ -256,6 +315,10 @@ class Runtime:
             fleet=self.fleet,
             mqtt=self.mqtt,
             bridge=self._bridge,
+            dispatcher=self._dispatcher,
+            incidents=self._incidents,
+            events=self._events,
+            feed=self._hub,
         )
         app = create_app(ctx)
         config = uvicorn.Config(
@@ -278,6 +341,10 @@ class Runtime:
                 await task
 
         self._push("HTTP API", stop)
+        hub = self._hub
+        if hub is not None:
+            # Stopped before the API, so open WebSockets are closed (1001) instead of holding it up.
+            self._push("live feed", hub.stop)
 
     async def _start_simulator(self) -> None:
         sim = self._simulation
@@ -299,6 +366,16 @@ class Runtime:
                 await task
 
         self._push(f"simulator ({len(sim.units)} units)", stop_sim)
+        demo = self._demo
+        if demo is not None:
+            demo_task = asyncio.create_task(demo.run(stop), name="demo dispatch")
+
+            async def stop_demo() -> None:
+                stop.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await demo_task
+
+            self._push("demo dispatch", stop_demo)
         self.console.print(f"[green]✓[/green] simulated fleet: {_mix_line(sim)}")
 
     def _prepare_demo(self) -> int:
@@ -306,7 +383,9 @@ class Runtime:
         if district is None and self.settings.area_file() == DEFAULT_DISTRICTS_FILE:
             district = DEFAULT_DEMO_DISTRICT
         area = load_area(self.settings.area_file(), district)
-        self._simulation = FleetSimulation(area, seed=self.options.seed, start=datetime.now(UTC))
+        self._simulation = FleetSimulation(
+            area, seed=self.options.seed, start=datetime.now(UTC), external_dispatch=True
+        )
         created, _existing = register_units(self.conninfo, self._simulation.units)
         return len(created)
 
@@ -361,6 +440,9 @@ class Runtime:
             await self._start_bridge()
             if self._stop.is_set():
                 return
+            await self._start_incidents()
+            if self._stop.is_set():
+                return
             await self._start_api(sock)
         except BaseException:
             sock.close()
@@ -397,6 +479,7 @@ class Runtime:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold")
         table.add_column()
+        table.add_row("operator console", f"{self.api_url}/")
         table.add_row("API", self.api_url)
         table.add_row("docs", f"{self.api_url}/docs")
         table.add_row("live map data", f"{self.api_url}/api/v1/live")

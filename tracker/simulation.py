@@ -206,6 +206,15 @@ class SimStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class SimIncident:
+    """An incident the simulation reports to an external dispatcher (``external_dispatch``)."""
+
+    ts: datetime
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
 class Sector:
     """A named part of the area (in the simulation's metric frame)."""
 
@@ -254,6 +263,7 @@ class FleetSimulation:
         sectors: int = 6,
         tick_s: float = 1.0,
         incidents_per_hour: float = INCIDENTS_PER_HOUR,
+        external_dispatch: bool = False,
     ) -> None:
         if not 0.0 <= bad_fix_rate <= 1.0:
             raise ValueError(f"bad_fix_rate must be within 0..1, got {bad_fix_rate}")
@@ -266,6 +276,11 @@ class FleetSimulation:
         if incidents_per_hour < 0:
             raise ValueError(f"incidents_per_hour must be >= 0, got {incidents_per_hour}")
         self.incidents_per_hour = incidents_per_hour
+        # External dispatch: incidents are reported (take_incidents) instead of dispatched here, and
+        # units go where a real dispatcher sends them (dispatch_to) until it releases them.
+        self.external_dispatch = external_dispatch
+        self._new_incidents: list[SimIncident] = []
+        self._cleared: list[str] = []
         self.rng = np.random.default_rng(seed)
         self.frame = LocalFrame.centred_on(area)
         self.area_xy: Area = self.frame.geometry_to_xy(area)  # type: ignore[assignment]
@@ -335,6 +350,8 @@ class FleetSimulation:
         self.status = [UnitStatus.AVAILABLE] * n
         self.dispatchable = np.array([u.kind in DISPATCHABLE for u in units], dtype=bool) & ~self.fixed_post
         self._incident: list[NDArray[np.float64] | None] = [None] * n
+        self._external = np.zeros(n, dtype=bool)  # on a job given by the external dispatcher
+        self._index = {u.unit_id: i for i, u in enumerate(units)}
         self._scheduled: list[tuple[float, int, UnitStatus]] = []  # heap of (time, unit, status)
         self._status_events: list[SimStatus] = []
         self.interval = np.array([p.report_interval_s for p in self._profiles])
@@ -468,8 +485,15 @@ class FleetSimulation:
             self._incident[i] = None
 
     def _dispatch(self) -> None:
-        """An incident somewhere in the area: send the nearest available vehicle (or a sereno close by)."""
+        """An incident somewhere in the area: send the nearest available vehicle (or a sereno close by).
+
+        With ``external_dispatch`` the incident is only reported (see :meth:`take_incidents`).
+        """
         spot = random_points(self.area_xy, 1, self.rng)[0]
+        if self.external_dispatch:
+            lon, lat = self.frame.to_lonlat(spot[0], spot[1])
+            self._new_incidents.append(SimIncident(self.now(), float(lat), float(lon)))
+            return
         free = self.dispatchable & np.array([s is UnitStatus.AVAILABLE for s in self.status], dtype=bool)
         if not free.any():
             return  # everybody is busy: the incident waits in the queue (not modelled)
@@ -479,18 +503,67 @@ class FleetSimulation:
         if not eligible.any():
             return
         i = int(np.flatnonzero(eligible)[np.argmin(dist[eligible])])
+        self._set_status(i, UnitStatus.DISPATCHED)
+        self._send(i, spot)
+
+    def _send(self, i: int, spot: NDArray[np.float64]) -> None:
+        """Route unit ``i`` to ``spot`` at urgent speed; it sets off (en route) after acknowledging."""
         profile = self._profiles[i]
         self._incident[i] = spot
-        self._set_status(i, UnitStatus.DISPATCHED)
         path = self._route(i, spot, profile.manhattan, self.area_xy) or [spot]
         self._legs[i] = path[1:]
         self.target[i] = path[0]
+        self._returning[i] = False
+        if self.is_drone[i]:
+            self.airborne[i] = True
         # Urgent: the top third of the kind's speed range.
         lo, hi = profile.speed_mps
         self.speed[i] = self.rng.uniform(hi - (hi - lo) / 3, hi)
         ack = self.rng.uniform(*ACK_DELAY_S)
         self.dwell_until[i] = self.t + ack  # acknowledging: still standing, already routed
         heapq.heappush(self._scheduled, (self.t + ack, i, UnitStatus.EN_ROUTE))
+
+    def dispatch_to(self, unit_id: str, lat: float, lon: float) -> bool:
+        """An external dispatcher sent ``unit_id`` to (lat, lon); False for an unknown or busy unit.
+
+        The dispatcher has already set the unit ``dispatched``; the unit reports
+        ``en_route`` when it sets off and ``on_scene`` when it gets there, then
+        stays until :meth:`release` (its time on scene over, it is listed by
+        :meth:`take_cleared`).
+        """
+        i = self._index.get(unit_id)
+        if i is None or self._incident[i] is not None:
+            return False
+        x, y = self.frame.to_xy(lon, lat)
+        self.fixed_post[i] = False  # a sereno at a fixed post leaves it when sent
+        self.status[i] = UnitStatus.DISPATCHED
+        self._external[i] = True
+        self._send(i, np.array([float(x), float(y)]))
+        return True
+
+    def release(self, unit_id: str) -> None:
+        """The external dispatcher freed ``unit_id`` (incident closed, or unit released): back to patrol."""
+        i = self._index.get(unit_id)
+        if i is None or not self._external[i]:
+            return
+        self._external[i] = False
+        self._incident[i] = None
+        self.status[i] = UnitStatus.AVAILABLE
+        # Drop its pending status changes (en route, available) of the job it no longer has.
+        self._scheduled = [e for e in self._scheduled if e[1] != i]
+        heapq.heapify(self._scheduled)
+        self.dwell_until[i] = self.t
+        self.speed[i] = 0.0  # plans a new patrol leg on the next step
+
+    def take_incidents(self) -> list[SimIncident]:
+        """Incidents reported since the last call (``external_dispatch`` only), in time order."""
+        out, self._new_incidents = self._new_incidents, []
+        return out
+
+    def take_cleared(self) -> list[str]:
+        """Externally dispatched units whose time on scene is over since the last call."""
+        out, self._cleared = self._cleared, []
+        return out
 
     def _dispatch_step(self, dt: float) -> None:
         """New incidents (Poisson) and the status changes that fall due."""
@@ -499,6 +572,11 @@ class FleetSimulation:
                 self._dispatch()
         while self._scheduled and self._scheduled[0][0] <= self.t:
             _, i, status = heapq.heappop(self._scheduled)
+            if status is UnitStatus.AVAILABLE and self._external[i]:
+                # Freed by the dispatcher, not by itself: wait on scene for release().
+                self._cleared.append(self.units[i].unit_id)
+                self.dwell_until[i] = math.inf
+                continue
             self._set_status(i, status)
 
     def take_status_events(self) -> list[SimStatus]:

@@ -309,3 +309,40 @@ def test_rejects_naive_start_and_impossible_rates(miraflores) -> None:
         FleetSimulation(miraflores, start=datetime(2024, 1, 1))
     with pytest.raises(ValueError, match="bad_fix_rate"):
         FleetSimulation(miraflores, start=T0, bad_fix_rate=1.5)
+
+
+def test_external_dispatch_reports_incidents_and_follows_orders(miraflores) -> None:
+    start = datetime(2024, 5, 21, 8, tzinfo=UTC)
+    sim = FleetSimulation(miraflores, seed=3, start=start, bad_fix_rate=0.0, incidents_per_hour=120.0,
+                          external_dispatch=True)  # fmt: skip
+    sim.advance_to(start + timedelta(minutes=30))
+    reported = sim.take_incidents()
+    assert reported, "incidents are reported to the external dispatcher"
+    assert all(miraflores.covers(shapely.Point(i.lon, i.lat)) for i in reported)
+    assert sim.take_status_events() == [], "nobody dispatches itself"
+
+    car = next(u for u in sim.units if u.kind is UnitKind.PATROL_CAR)
+    scene = reported[-1]
+    assert sim.dispatch_to(car.unit_id, scene.lat, scene.lon)
+    assert not sim.dispatch_to(car.unit_id, scene.lat, scene.lon), "a unit on a job is busy"
+    assert not sim.dispatch_to("nobody", scene.lat, scene.lon)
+    statuses: list[UnitStatus] = []
+    last: SimFix | None = None
+    for _ in range(90):  # minutes, until it has cleared the scene
+        fixes = sim.advance_to(sim.now() + timedelta(minutes=1))
+        statuses += [e.status for e in sim.take_status_events() if e.unit.unit_id == car.unit_id]
+        last = next((f for f in reversed(fixes) if f.unit.unit_id == car.unit_id), last)
+        if car.unit_id in sim.take_cleared():
+            break
+    else:
+        pytest.fail("the unit never cleared the scene")
+    # The dispatcher set "dispatched"; the unit reports setting off and arriving, and waits to be released.
+    assert statuses == [UnitStatus.EN_ROUTE, UnitStatus.ON_SCENE]
+    assert last is not None
+    assert geodesic_m(last.true_lon, last.true_lat, scene.lon, scene.lat) < 1.0
+    sim.release(car.unit_id)
+    i = [u.unit_id for u in sim.units].index(car.unit_id)
+    assert sim.status[i] is UnitStatus.AVAILABLE
+    sim.advance_to(sim.now() + timedelta(minutes=10))
+    assert geodesic_m(sim.frame.to_lonlat(*sim.pos[i])[0], sim.frame.to_lonlat(*sim.pos[i])[1],
+                      scene.lon, scene.lat) > 1.0, "back on patrol"  # fmt: skip

@@ -702,6 +702,6 @@ def warm_up() -> None:
     """Compile the kernels (a few seconds once per process) so the first real query is fast."""
     index = LiveIndex(capacity=16)
     index.upsert("warm-up", 0.0, 0.0, 0, 0, 0.0)
-    index.remove("warm-up")
-    index.upsert("warm-up", 0.0, 0.0, 0, 0, 0.0)
+    index.upsert_many(["warm-up", "warm-up-2"], [0.0, 1.0], [0.0, 1.0], [0, 1], [0, 0], [0.0, 0.0])
+    index.remove("warm-up-2")
     NearestSearch(index).query(0.0, 0.0, 1, now=1.0)

@@ -33,7 +33,7 @@ from typing import Any
 from geo.codes import KIND_CODE, KIND_NAMES, STATUS_CODE, STATUS_NAMES
 from geo.eta import StraightLineEta
 from geo.live_index import DEFAULT_CELL_DEG, LiveIndex
-from geo.nearest import MAX_K, NearestSearch
+from geo.nearest import MAX_K, NearestSearch, warm_up
 from tracker.config import EtaSettings
 from tracker.fleet import FleetChange, LiveFleet, UnitState
 from tracker.freshness import DEFAULT_THRESHOLDS, FreshnessThresholds
@@ -118,8 +118,8 @@ class Dispatcher:
         self._unsubscribe = fleet.subscribe(self._on_changes)
         with self._lock:
             self._apply_states(fleet.snapshot())
-        # Compile the query kernel now, not on the first operator's question.
-        self._search.query_rows(0.0, 0.0, 1, 0.0, 1, 1, 0, -1, math.inf)
+        # Compile the kernels now (once per process), not on the first operator's question.
+        warm_up()
 
     # -- fleet changes (writer thread) ---------------------------------------------------
 

@@ -52,8 +52,8 @@ import orjson
 from api.formats import iso_z, live_collection, live_feature
 from tracker.feed import FEED_TYPES
 from tracker.fleet import FleetChange, LiveFleet, UnitState
-from tracker.freshness import DEFAULT_THRESHOLDS, FreshnessThresholds
-from tracker.model import UnitKind
+from tracker.freshness import DEFAULT_THRESHOLDS, FreshnessThresholds, classify_freshness
+from tracker.model import Freshness, UnitKind
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,9 @@ class HubStats:
 
 class LiveFeedHub:
     """Fan-out of fleet changes, incidents and events to WebSocket clients; a :data:`FeedListener`.
+
+    ``thresholds``: the freshness thresholds per kind, the same as the fleet's
+    (``settings.freshness``); the hub classifies with them and sends them to consoles.
 
     Wiring: build it with the LiveFleet, call :meth:`start` on the API's event
     loop (it binds to the running loop, subscribes to the fleet and starts the
@@ -309,9 +312,9 @@ class LiveFeedHub:
                     seen.append(change.kind)
         self.stats.fleet_changes += n
         frames: list[str] = []
-        fleet = self.fleet
+        freshness = self.freshness
         for uid, state in latest.items():
-            feature = live_feature(state, fleet.freshness(state, now), now)
+            feature = live_feature(state, freshness(state, now), now)
             for kind in kinds[uid]:
                 frames.append(_dumps({"type": kind, "data": feature}))
         return frames
@@ -349,6 +352,12 @@ class LiveFeedHub:
 
     # ----- clients ------------------------------------------------------------------------------
 
+    def freshness(self, state: UnitState, now: datetime) -> Freshness:
+        """A unit's freshness by the hub's thresholds: the ones the console is sent, so both agree."""
+        if state.fix is None:
+            return Freshness.LOST
+        return classify_freshness((now - state.fix.ts).total_seconds(), state.unit.kind, self.thresholds)
+
     def thresholds_json(self) -> dict[str, dict[str, float]]:
         """The freshness thresholds per kind, as the snapshot sends them."""
         return {
@@ -358,8 +367,8 @@ class LiveFeedHub:
 
     def fleet_collection(self, now: datetime) -> dict[str, Any]:
         """Every unit's live feature (the ``units`` part of a snapshot)."""
-        fleet = self.fleet
-        features = [live_feature(s, fleet.freshness(s, now), now) for s in fleet.snapshot()]
+        freshness = self.freshness
+        features = [live_feature(s, freshness(s, now), now) for s in self.fleet.snapshot()]
         return live_collection(features, now)
 
     def connect(self, name: str = "", queue_size: int | None = None) -> tuple[FeedClient, dict[str, Any]]:

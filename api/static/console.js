@@ -751,5 +751,5 @@
   connect();
 
   // A read-only handle for tests and for the browser console.
-  window.serenazgo = { state, map, pickPoint, fitUnits, LABELS };
+  window.serenazgo = { state, map, pickPoint, fitUnits, refreshFreshness, LABELS };
 })();

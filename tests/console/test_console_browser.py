@@ -153,6 +153,26 @@ def click_map_at(page: Page, lat: float, lon: float) -> None:
     page.mouse.click(x, y)
 
 
+def freshness_at(page: Page, unit_id: str, seconds_after_fix: float) -> list[str | None]:
+    """Set the console's clock to ``seconds_after_fix`` after the unit's fix and re-judge freshness.
+
+    Returns the unit's freshness in the console's state, on its marker, and the marker's opacity.
+    """
+    result: list[str | None] = page.evaluate(
+        """([id, s]) => {
+            const sz = window.serenazgo;
+            const e = sz.state.units.get(id);
+            sz.state.clockOffsetMs = Date.parse(e.feature.properties.fix_time) + s * 1000 - Date.now();
+            sz.refreshFreshness();
+            const node = e.marker && e.marker.getElement();
+            if (!node) return [e.freshness, null, null];
+            return [e.freshness, node.dataset.freshness, getComputedStyle(node).opacity];
+        }""",
+        [unit_id, seconds_after_fix],
+    )
+    return result
+
+
 def marker_latlng(page: Page, unit_id: str) -> list[float] | None:
     result: list[float] | None = page.evaluate(
         """(id) => {
@@ -195,26 +215,28 @@ def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
 ) -> None:
     n = rig.names
     car, car2, foot, moto = n.unit("mov01"), n.unit("mov02"), n.unit("ser001"), n.unit("moto01")
+    drone = n.unit("dron01")
     rig.add_units([
         Unit(car, UnitKind.PATROL_CAR, callsign="MOV-01", sector="S1"),
         Unit(car2, UnitKind.PATROL_CAR, callsign="MOV-02", sector="S2"),
         Unit(foot, UnitKind.FOOT, callsign="SER-001", sector="S1"),
         Unit(moto, UnitKind.MOTORCYCLE, callsign="MOTO-01", sector="S3"),
+        Unit(drone, UnitKind.DRONE, callsign="DRON-01"),
     ])  # fmt: skip
     stack = make_stack()
     now = datetime.now(UTC).replace(microsecond=0)
     start = {car: (-12.1190, -77.0320), car2: (-12.1300, -77.0200), foot: (-12.1230, -77.0280),
-             moto: (-12.1150, -77.0400)}  # fmt: skip
+             moto: (-12.1150, -77.0400), drone: (-12.1260, -77.0380)}  # fmt: skip
     rig.publish([native_ping(u, now - timedelta(seconds=20), lat, lon) for u, (lat, lon) in start.items()])
     stack.wait_fleet("the first fixes", lambda: all(stack.ctx.fleet.get(u).fix is not None for u in start))  # type: ignore[union-attr]
 
     page = open_console(browser, stack.served.url)
     # The units appear, each with its status, in the list and on the map.
-    page.wait_for_function("document.querySelectorAll('.unit-icon').length === 4")
+    page.wait_for_function("document.querySelectorAll('.unit-icon').length === 5")
     assert page.locator(f'.unit-icon[data-unit-id="{car}"]').get_attribute("data-status") == "available"
-    assert page.locator("#unit-list li").count() == 4
+    assert page.locator("#unit-list li").count() == 5
     page.wait_for_function("""document.querySelector('#status-counts li[data-status="available"]')
-                              .textContent === 'Disponible 4'""")
+                              .textContent === 'Disponible 5'""")
     assert marker_latlng(page, car) == pytest.approx([-12.1190, -77.0320])
 
     # A ping published over MQTT moves the marker (111 m north).
@@ -263,6 +285,17 @@ def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
     assert incidents[0]["units"] == [car]
     assert incidents[0]["lat"] == pytest.approx(picked[0])
     assert incidents[0]["status"] == "assigned"
+
+    # Freshness is the console's own reckoning from the fix age (on the server's clock), with the
+    # snapshot's thresholds per kind: a drone is stale 15 s after its fix and lost after 60 s,
+    # a patrol car stale only after 60 s. Lost units are greyed, and hidden on request.
+    assert freshness_at(page, drone, 5) == ["live", "live", "1"]
+    assert freshness_at(page, drone, 20) == ["stale", "stale", "0.45"]
+    assert freshness_at(page, car2, 20)[:2] == ["live", "live"]
+    assert freshness_at(page, drone, 61) == ["lost", "lost", "0.35"]
+    page.locator("#show-lost").uncheck()
+    assert page.evaluate("(id) => window.serenazgo.state.units.get(id).marker", drone) is None
+    assert page.locator(f'.unit-icon[data-unit-id="{car2}"]').count() == 1
     assert page.errors == []  # type: ignore[attr-defined]
 
 

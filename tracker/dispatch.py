@@ -32,7 +32,7 @@ from typing import Any
 
 from geo.codes import KIND_CODE, KIND_NAMES, STATUS_CODE, STATUS_NAMES
 from geo.eta import StraightLineEta
-from geo.live_index import DEFAULT_CELL_DEG, LiveIndex
+from geo.live_index import DEFAULT_CELL_DEG, LiveIndex, suggest_cell_deg
 from geo.nearest import MAX_K, NearestSearch, warm_up
 from tracker.config import EtaSettings
 from tracker.fleet import FleetChange, LiveFleet, UnitState
@@ -96,7 +96,7 @@ class Dispatcher:
         eta: EtaSettings | None = None,
         thresholds: dict[UnitKind, FreshnessThresholds] | None = None,
         *,
-        cell_deg: float = DEFAULT_CELL_DEG,
+        cell_deg: float | None = None,
     ) -> None:
         settings = eta or EtaSettings()
         self._model = StraightLineEta.from_names(
@@ -107,7 +107,14 @@ class Dispatcher:
         stale = [self._thresholds[kind].stale_after_s for kind in _KINDS]
         lost = [self._thresholds[kind].lost_after_s for kind in _KINDS]
         self._lock = threading.Lock()
-        self._index = LiveIndex(capacity=len(fleet) + len(fleet) // 8 + 64, cell_deg=cell_deg)
+        snapshot = fleet.snapshot()
+        if cell_deg is None:
+            # Sized for the fleet at start (the answer is exact whatever the size; only speed varies).
+            fixes = [s.fix for s in snapshot if s.fix is not None]
+            cell_deg = suggest_cell_deg([f.lat for f in fixes], [f.lon for f in fixes]) if fixes else None
+        self._index = LiveIndex(
+            capacity=len(fleet) + len(fleet) // 8 + 64, cell_deg=cell_deg or DEFAULT_CELL_DEG
+        )
         self._search = NearestSearch(self._index, self._model, stale, lost)
         self._callsigns: list[str] = []  # slot -> callsign
         self._sectors: dict[str, int] = {"": 0}
@@ -117,6 +124,7 @@ class Dispatcher:
         # (it waits for our lock), and batches arrive in order, so the last word is the newest.
         self._unsubscribe = fleet.subscribe(self._on_changes)
         with self._lock:
+            # Taken again after subscribing: nothing applied in between is missed.
             self._apply_states(fleet.snapshot())
         # Compile the kernels now (once per process), not on the first operator's question.
         warm_up()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geo.live_index import H3_RES, LiveIndex
+from geo.live_index import CELL_SIZES, DEFAULT_CELL_DEG, H3_RES, LiveIndex, suggest_cell_deg
 
 NOW = 1_716_217_200.0
 
@@ -136,3 +136,15 @@ def test_memory_per_unit_is_under_200_bytes(n: int) -> None:
     assert mem["total"] / n <= 200, mem
     # Even counting the id strings (shared with the fleet's Unit objects), it stays modest.
     assert (mem["total"] + mem["id_strings"]) / n <= 270, mem
+
+
+def test_suggested_cell_size_grows_as_the_fleet_thins_out() -> None:
+    rng = np.random.default_rng(2)
+    sizes = []
+    for n in (100_000, 10_000, 2_000, 200):
+        sizes.append(suggest_cell_deg(rng.uniform(-12.25, -11.75, n), rng.uniform(-77.2, -76.8, n)))
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    assert sizes[:3] == [0.0075, 0.025, 0.05]
+    assert suggest_cell_deg([], []) == DEFAULT_CELL_DEG
+    for c in CELL_SIZES:
+        LiveIndex(cell_deg=c)  # every suggestion tiles the globe

@@ -67,7 +67,7 @@ def positions(
 
 def build(rng: np.random.Generator, where: str, n: int) -> LiveIndex:
     """An index of ``n`` random units at ``where`` (kinds, statuses, ages, capabilities, sectors)."""
-    index = LiveIndex(capacity=16)
+    index = LiveIndex(capacity=16, cell_deg=float(rng.choice([0.005, 0.005, 0.05, 0.5, 1.0])))
     lat, lon = positions(rng, where, n)
     ages = rng.uniform(-30.0, 700.0, n)  # some from the future (clock skew), some lost
     index.upsert_many(
@@ -313,7 +313,7 @@ def test_k_must_be_positive() -> None:
 
 def test_work_counters_show_a_local_search_in_a_dense_fleet() -> None:
     rng = np.random.default_rng(7)
-    index = build(rng, "lima", 0)
+    index = LiveIndex()
     n = 20_000
     lat, lon = positions(rng, "lima", n)
     index.upsert_many(

@@ -17,7 +17,10 @@ open-addressing hash (linear probing, backward-shift deletion, all numba) maps
 the bucket key to the list head. A move is an unlink and a link: O(1).
 
 Everything that touches the arrays is numba-compiled; the Python layer keeps
-the unit id ↔ slot maps and computes H3 cells.
+the unit id ↔ slot maps and computes H3 cells. Kernels are cached on disk
+(``cache=True``, in ``__pycache__``): compiling them all takes 10-15 s on a small
+box, which every ``serenazgo up`` and every test process would otherwise pay;
+a cached start takes about a second.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ M_KEYS = 0
 # looked for in the cell it was filed under (same inputs, same floating-point operations).
 
 
-@numba.njit(cache=False, inline="always")
+@numba.njit(cache=True, inline="always")
 def grid_row(lat: float, cell_deg: float, nrows: int) -> int:
     """Row of latitude ``lat`` (clamped to the grid)."""
     r = int(math.floor((lat + 90.0) / cell_deg))  # noqa: RUF046 (numba: keep the int type explicit)
@@ -73,7 +76,7 @@ def grid_row(lat: float, cell_deg: float, nrows: int) -> int:
     return r
 
 
-@numba.njit(cache=False, inline="always")
+@numba.njit(cache=True, inline="always")
 def row_ncols(row: int, cell_deg: float, maxcols: int) -> int:
     """Number of columns of ``row``: about ``cell_deg`` equatorial degrees each at its equatorward edge."""
     lo = row * cell_deg - 90.0
@@ -92,7 +95,7 @@ def row_ncols(row: int, cell_deg: float, maxcols: int) -> int:
     return n
 
 
-@numba.njit(cache=False, inline="always")
+@numba.njit(cache=True, inline="always")
 def lon_col(lon: float, ncols: int) -> int:
     """Column of a normalised longitude (in [-180, 180)) in a row of ``ncols`` columns."""
     c = int(math.floor((lon + 180.0) / 360.0 * ncols))  # noqa: RUF046 (numba: keep the int type explicit)
@@ -103,13 +106,13 @@ def lon_col(lon: float, ncols: int) -> int:
     return c
 
 
-@numba.njit(cache=False, inline="always")
+@numba.njit(cache=True, inline="always")
 def bucket_key(row: int, col: int, kind: int, status: int, maxcols: int) -> int:
     """Hash key of the (cell, kind, status) bucket."""
     return ((row * maxcols + col) * 8 + kind) * 8 + status
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def unit_key(
     lat: float, lon: float, kind: int, status: int, cell_deg: float, nrows: int, maxcols: int
 ) -> int:
@@ -118,7 +121,7 @@ def unit_key(
     return bucket_key(row, lon_col(lon, row_ncols(row, cell_deg, maxcols)), kind, status, maxcols)
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _keys_kernel(
     lat: NDArray[np.float64], lon: NDArray[np.float64], kind: NDArray[np.int8], status: NDArray[np.int8],
     cell_deg: float, nrows: int, maxcols: int,
@@ -134,7 +137,7 @@ def _keys_kernel(
 # Open-addressing hash: bucket key -> head slot (linear probing, backward-shift deletion).
 
 
-@numba.njit(cache=False, inline="always")
+@numba.njit(cache=True, inline="always")
 def _home(key: int, mask: int) -> Any:
     x = np.uint64(key)
     x = (x ^ (x >> np.uint64(31))) * np.uint64(0x7FB5D329728EA185)
@@ -142,7 +145,7 @@ def _home(key: int, mask: int) -> Any:
     return np.int64(x & np.uint64(mask))
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def hash_find(table: NDArray[np.int64], key: int) -> Any:
     """Position of ``key`` in the table, or -1."""
     mask = table.shape[0] - 1
@@ -156,7 +159,7 @@ def hash_find(table: NDArray[np.int64], key: int) -> Any:
         i = (i + 1) & mask
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _hash_insert(table: NDArray[np.int64], key: int, head: int) -> Any:
     mask = table.shape[0] - 1
     i = _home(key, mask)
@@ -167,7 +170,7 @@ def _hash_insert(table: NDArray[np.int64], key: int, head: int) -> Any:
     return i
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _hash_delete(table: NDArray[np.int64], i: int) -> None:
     # Backward-shift deletion keeps probe chains unbroken without tombstones, so a fleet that
     # roams forever does not fill the table with dead keys.
@@ -187,7 +190,7 @@ def _hash_delete(table: NDArray[np.int64], i: int) -> None:
     table[i, T_HEAD] = -1
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _rehash(old: NDArray[np.int64], new: NDArray[np.int64]) -> None:
     for i in range(old.shape[0]):
         if old[i, T_KEY] != -1:
@@ -198,7 +201,7 @@ def _rehash(old: NDArray[np.int64], new: NDArray[np.int64]) -> None:
 # Bucket lists: ``rec[s].next`` forward, ``prev[s]`` back; the hash holds each list's head.
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _link(
     rec: NDArray[np.void],
     prev: NDArray[np.int32],
@@ -220,7 +223,7 @@ def _link(
     prev[s] = -1
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _unlink(
     rec: NDArray[np.void],
     prev: NDArray[np.int32],
@@ -246,7 +249,7 @@ def _unlink(
     prev[s] = -1
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _upsert_slot(
     rec: NDArray[np.void],
     prev: NDArray[np.int32],
@@ -288,7 +291,7 @@ def _upsert_slot(
     h3col[s] = h3cell
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _upsert_kernel(
     rec: NDArray[np.void],
     prev: NDArray[np.int32],
@@ -313,7 +316,7 @@ def _upsert_kernel(
                      fix_time[j], h3cell[j], caps[j], kind[j], status[j], sec[j])  # fmt: skip
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _upsert_one(
     rec: NDArray[np.void],
     prev: NDArray[np.int32],
@@ -340,7 +343,7 @@ def _upsert_one(
     )
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _remove_kernel(
     rec: NDArray[np.void],
     prev: NDArray[np.int32],
@@ -357,7 +360,7 @@ def _remove_kernel(
     r.status = FREE
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _check_kernel(
     rec: NDArray[np.void],
     prev: NDArray[np.int32],

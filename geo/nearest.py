@@ -78,7 +78,7 @@ N_ROWS = 9
 # Geometry of a search region (numba).
 
 
-@numba.njit(cache=False, inline="always")
+@numba.njit(cache=True, inline="always")
 def _hav(phi1: float, cos1: float, lon1: float, lat2: float, lon2: float) -> float:
     phi2 = math.radians(lat2)
     s_dlat = math.sin((phi2 - phi1) * 0.5)
@@ -89,7 +89,7 @@ def _hav(phi1: float, cos1: float, lon1: float, lat2: float, lon2: float) -> flo
     return 2.0 * _R * math.asin(math.sqrt(h))
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def haversine_to(
     lat: NDArray[np.float64], lon: NDArray[np.float64], qlat: float, qlon: float
 ) -> NDArray[np.float64]:
@@ -102,7 +102,7 @@ def haversine_to(
     return out
 
 
-@numba.njit(cache=False, inline="always")
+@numba.njit(cache=True, inline="always")
 def _rows_for(qlat: float, d_m: float, cell_deg: float, nrows: int) -> tuple[int, int]:
     """Rows that may hold a point within ``d_m`` of latitude ``qlat`` (empty when d_m < 0)."""
     if d_m < 0.0:
@@ -115,7 +115,7 @@ def _rows_for(qlat: float, d_m: float, cell_deg: float, nrows: int) -> tuple[int
     return r_lo, r_hi
 
 
-@numba.njit(cache=False, inline="always")
+@numba.njit(cache=True, inline="always")
 def _dlon_for(qlat: float, d_m: float) -> float:
     """Half-width (degrees) of the longitudes within ``d_m`` of a point at ``qlat``; ≥ 180 = all."""
     a = d_m / _R
@@ -131,7 +131,7 @@ def _dlon_for(qlat: float, d_m: float) -> float:
     return math.degrees(math.asin(ratio)) * (1.0 + _REL) + _EPS_DEG
 
 
-@numba.njit(cache=False, inline="always")
+@numba.njit(cache=True, inline="always")
 def _cols_for(qlon: float, dlon: float, ncols: int) -> tuple[int, int]:
     """Unwrapped column range [c_lo, c_hi] of a row of ``ncols`` columns; (0, ncols - 1) = whole row."""
     if dlon >= 180.0:
@@ -143,7 +143,7 @@ def _cols_for(qlon: float, dlon: float, ncols: int) -> tuple[int, int]:
     return c_lo, c_hi
 
 
-@numba.njit(cache=False, inline="always")
+@numba.njit(cache=True, inline="always")
 def _estimate_cells(qlat: float, d_m: float, cell_deg: float, nrows: int, maxcols: int) -> float:
     """Upper estimate of the cells in the region of radius ``d_m`` (to decide on a full scan)."""
     if d_m < 0.0:
@@ -158,7 +158,7 @@ def _estimate_cells(qlat: float, d_m: float, cell_deg: float, nrows: int, maxcol
 # Candidates (numba).
 
 
-@numba.njit(cache=False, inline="always")
+@numba.njit(cache=True, inline="always")
 def _tier(
     r: Any,
     smask: int,
@@ -185,7 +185,7 @@ def _tier(
     return 1 if age >= kp[K_STALE, kd] else 0
 
 
-@numba.njit(cache=False, inline="always")
+@numba.njit(cache=True, inline="always")
 def _before(t1: int, e1: float, d1: float, s1: int, t2: int, e2: float, d2: float, s2: int) -> bool:
     if t1 != t2:
         return t1 < t2
@@ -196,7 +196,7 @@ def _before(t1: int, e1: float, d1: float, s1: int, t2: int, e2: float, d2: floa
     return s1 < s2
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _offer(out: NDArray[np.float64], cnt: int, k: int, t: int, e: float, d: float, s: int) -> int:
     """Insert a candidate into the sorted top-k rows of ``out`` (tier, eta, dist, slot); returns the count."""
     if cnt == k and not _before(
@@ -217,7 +217,7 @@ def _offer(out: NDArray[np.float64], cnt: int, k: int, t: int, e: float, d: floa
     return cnt + 1 if cnt < k else k
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _scan_ring(
     rec: NDArray[np.void],
     table: NDArray[np.int64],
@@ -290,7 +290,7 @@ def _scan_ring(
     return cnt
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _scan_all(
     rec: NDArray[np.void],
     top: int,
@@ -333,7 +333,7 @@ def _scan_all(
     return cnt
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _too_costly(
     probes: float, qlat: float, want: NDArray[np.float64], done: NDArray[np.float64],
     cell_deg: float, nrows: int, maxcols: int, n_alive: int, per_cell: int,
@@ -346,7 +346,7 @@ def _too_costly(
     return est > n_alive + 64
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _popcount(mask: int) -> int:
     n = 0
     while mask:
@@ -355,7 +355,7 @@ def _popcount(mask: int) -> int:
     return n
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _first_radii(kmask: int, kp: NDArray[np.float64], cell_deg: float) -> NDArray[np.float64]:
     """First radius per kind: the same ETA horizon for every kind (one cell for the fastest)."""
     want = np.full(N_KINDS, -1.0)
@@ -371,7 +371,7 @@ def _first_radii(kmask: int, kp: NDArray[np.float64], cell_deg: float) -> NDArra
     return want
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _nearest_kernel(
     rec: NDArray[np.void],
     table: NDArray[np.int64],
@@ -436,7 +436,7 @@ def _nearest_kernel(
             return cnt
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=True)
 def _describe(rec: NDArray[np.void], out: NDArray[np.float64], cnt: int) -> None:
     """Copy each result's position, fix time, kind and status into its result rows."""
     for i in range(cnt):

@@ -12,7 +12,7 @@ from pyproj import Geod
 from geo.codes import KIND_NAMES, STATUS_NAMES
 from geo.eta import DEFAULT_CIRCUITY, DEFAULT_SPEED_MPS
 from tracker.config import EtaSettings
-from tracker.dispatch import Dispatcher
+from tracker.dispatch import Candidate, Dispatcher
 from tracker.fleet import LiveFleet
 from tracker.freshness import FreshnessThresholds
 from tracker.model import Freshness, Ping, StatusUpdate, Unit, UnitKind, UnitStatus
@@ -204,3 +204,15 @@ def test_queries_during_ingest_never_see_a_half_updated_unit() -> None:
         t.join()
         d.close()
     assert errors == []
+
+
+def test_candidates_are_real_candidates() -> None:
+    with Dispatcher(miraflores()) as d:
+        (c,) = d.nearest(*INCIDENT, k=1, now=NOW)
+    same = Candidate(
+        c.unit_id, c.kind, c.callsign, c.status, c.lat, c.lon, c.distance_m, c.eta_s, c.fix_age_s, c.freshness
+    )
+    assert type(c) is Candidate and c == same and hash(c) == hash(same)
+    assert c.to_json() == same.to_json()
+    with pytest.raises(AttributeError):
+        c.eta_s = 0.0  # type: ignore[misc]

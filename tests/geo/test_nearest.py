@@ -162,7 +162,7 @@ scenarios = st.tuples(
 )  # fmt: skip
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios)
 def test_search_equals_brute_force_with_the_same_distance_kernel(scenario: tuple[int, str, int, int]) -> None:
     seed, where, n, k = scenario
@@ -180,7 +180,7 @@ def test_search_equals_brute_force_with_the_same_distance_kernel(scenario: tuple
         assert np.array_equal(got.stale, want.stale)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios)
 def test_ranking_agrees_with_wgs84_geodesics_within_the_sphere_error(
     scenario: tuple[int, str, int, int],
@@ -245,7 +245,7 @@ class TurnoutEta:
         return MODEL.min_pace_s_per_m(kinds)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios)
 def test_a_pluggable_model_gets_the_exact_answer_too(scenario: tuple[int, str, int, int]) -> None:
     seed, where, n, k = scenario

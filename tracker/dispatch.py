@@ -119,7 +119,11 @@ def _new_candidate(
 
 
 class Dispatcher:
-    """The fleet's positions in a LiveIndex, kept in step with the fleet; exact nearest units by ETA."""
+    """The fleet's positions in a LiveIndex, kept in step with the fleet; exact nearest units by ETA.
+
+    Build it after the fleet is loaded: the grid's cell size (``cell_deg``, default: from the
+    fleet's density, :func:`geo.live_index.suggest_cell_deg`) is chosen once, at start.
+    """
 
     def __init__(
         self,

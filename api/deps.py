@@ -1,4 +1,9 @@
-"""FastAPI dependencies as ``Annotated`` aliases: declare ``pool: Pool`` in a route and it is there."""
+"""FastAPI dependencies as ``Annotated`` aliases: declare ``pool: Pool`` in a route and it is there.
+
+They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in
+its thread pool, and those hand-offs (several per request) cost more than the
+whole nearest-unit answer under load.
+"""
 
 from __future__ import annotations
 
@@ -13,25 +18,25 @@ from tracker.fleet import LiveFleet
 from tracker.registry import UnitRegistry
 
 
-def get_context(request: Request) -> ApiContext:
+async def get_context(request: Request) -> ApiContext:
     """The :class:`ApiContext` the app was created with."""
     ctx: ApiContext = request.app.state.ctx
     return ctx
 
 
-def get_pool(ctx: Annotated[ApiContext, Depends(get_context)]) -> AsyncConnectionPool[Any]:
+async def get_pool(ctx: Annotated[ApiContext, Depends(get_context)]) -> AsyncConnectionPool[Any]:
     """The database pool (opened by the lifespan)."""
     if ctx.pool is None:
         raise StorageError("the database pool is not open (the app's lifespan has not run)")
     return ctx.pool
 
 
-def get_registry(ctx: Annotated[ApiContext, Depends(get_context)]) -> UnitRegistry:
+async def get_registry(ctx: Annotated[ApiContext, Depends(get_context)]) -> UnitRegistry:
     """The in-memory unit registry shared with the bridge."""
     return ctx.registry
 
 
-def get_fleet(ctx: Annotated[ApiContext, Depends(get_context)]) -> LiveFleet:
+async def get_fleet(ctx: Annotated[ApiContext, Depends(get_context)]) -> LiveFleet:
     """The LiveFleet shared with the bridge."""
     return ctx.fleet
 

@@ -84,7 +84,10 @@ class UpOptions:
 def bind_api_socket(host: str, port: int) -> socket.socket:
     """Bind the API's listening socket now, so a taken port is reported before anything starts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says TCP,
+    # and accepted sockets inherit 0 from a listener made without it: every answer then waited
+    # ~40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

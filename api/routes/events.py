@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api/v1/events", tags=["events"])
 MAX_PAGE = 1000
 
 
-def get_event_engine(ctx: Context) -> EventEngine:
+async def get_event_engine(ctx: Context) -> EventEngine:
     """The running :class:`EventEngine`, or 503 saying why there is none."""
     if ctx.events is None:
         raise HTTPException(

@@ -144,7 +144,7 @@ class ReleaseBody(AssignBody):
     )
 
 
-def get_service(ctx: Context) -> IncidentService:
+async def get_service(ctx: Context) -> IncidentService:
     """The running :class:`IncidentService`, or 503 when this process has none."""
     if ctx.incidents is None:
         raise HTTPException(

@@ -19,7 +19,7 @@ clean:
 # The peer of the nearest-unit benchmark (PostGIS KNN) and the browser of the console tests,
 # from Debian's packages; .ci/run installs chromium by itself.
 postgis:
-	apt-get install -y postgresql-15-postgis-3
+	apt-get install -y postgresql-15 postgresql-15-postgis-3
 
 chromium:
 	apt-get install -y chromium

@@ -96,6 +96,11 @@ class InboundMessage:
 MessageSink = Callable[[InboundMessage], None]
 
 
+# Jitter from a generator of our own: reconnect threads must not move the global random state
+# that applications (and property-based tests) rely on.
+_JITTER = random.Random()
+
+
 def reconnect_delay(attempt: int, cap: float) -> float:
     """Seconds to wait before reconnect attempt ``attempt`` (0-based): jittered, exponential, capped.
 
@@ -104,7 +109,7 @@ def reconnect_delay(attempt: int, cap: float) -> float:
     >>> reconnect_delay(50, 2.0) <= 2.0
     True
     """
-    return random.uniform(0.0, min(cap, 1.5 ** min(10, attempt)))
+    return _JITTER.uniform(0.0, min(cap, 1.5 ** min(10, attempt)))
 
 
 class _IngestClient(paho.Client):

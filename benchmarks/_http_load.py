@@ -4,8 +4,14 @@ Requests are sent on a fixed schedule (``rate`` per second) whatever the
 server's speed, and each latency is measured from the request's *scheduled*
 time: a slow answer delays nobody's start, and queueing shows in the figures
 (no coordinated omission). Query points are random in a box around a centre;
-every third query filters by kind. Prints one JSON line: latencies (s) and
-error counts.
+every third query filters by kind.
+
+The client is a minimal HTTP/1.1 keep-alive client on asyncio streams (request
+bytes prepared before the clock starts, responses read by Content-Length):
+the benchmark shares two cores with the server, the broker, the database and
+the MQTT load generator, and a general-purpose client (httpx: ~2 ms of CPU per
+request here) became the bottleneck it was meant to measure. Prints one JSON
+line: latencies (s) and error counts.
 
 Run by the benchmark: ``python -m benchmarks._http_load URL RATE SECONDS SEED``.
 """
@@ -17,21 +23,21 @@ import json
 import random
 import sys
 import time
-
-import httpx
+from urllib.parse import urlencode, urlsplit
 
 from benchmarks.fleet_stream import CENTRE, SPREAD_DEG
 
 KIND_FILTERS = (None, "patrol_car", "patrol_car,foot")
+CONNECTIONS = 32
 
 
-async def run(url: str, rate: float, seconds: float, seed: int) -> dict[str, object]:
-    """Send ``rate × seconds`` GETs to ``url`` on schedule; return latencies and failures."""
+def requests_for(url: str, n: int, seed: int) -> list[bytes]:
+    """``n`` GET requests (raw bytes) for random points around the centre."""
+    parts = urlsplit(url)
     rng = random.Random(seed)
-    n = int(rate * seconds)
-    params = []
+    out = []
     for i in range(n):
-        p: dict[str, str] = {
+        query: dict[str, str] = {
             "lat": f"{CENTRE[0] + rng.uniform(-SPREAD_DEG, SPREAD_DEG):.6f}",
             "lon": f"{CENTRE[1] + rng.uniform(-SPREAD_DEG, SPREAD_DEG):.6f}",
             "k": "5",
@@ -39,36 +45,71 @@ async def run(url: str, rate: float, seconds: float, seed: int) -> dict[str, obj
         }
         kinds = KIND_FILTERS[i % 3]
         if kinds:
-            p["kinds"] = kinds
-        params.append(p)
+            query["kinds"] = kinds
+        out.append(
+            f"GET {parts.path}?{urlencode(query)} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode("ascii")
+        )
+    return out
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Status code and body of one response (Content-Length framing, as uvicorn sends JSON)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+async def run(url: str, rate: float, seconds: float, seed: int) -> dict[str, object]:
+    """Send ``rate × seconds`` GETs to ``url`` on schedule; return latencies and failures."""
+    n = int(rate * seconds)
+    requests = requests_for(url, n, seed)
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
     latencies: list[float] = [float("nan")] * n
     failures: dict[str, int] = {}
     found = 0
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+    queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
 
-        async def one(i: int, scheduled: float) -> None:
-            nonlocal found
-            try:
-                r = await client.get(url, params=params[i])
-            except httpx.HTTPError as exc:
-                failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
-                return
-            latencies[i] = time.perf_counter() - scheduled
-            if r.status_code != 200:
-                failures[str(r.status_code)] = failures.get(str(r.status_code), 0) + 1
-            else:
-                found += bool(r.json().get("units"))
+    async def worker() -> None:
+        nonlocal found
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while (item := await queue.get()) is not None:
+                i, scheduled = item
+                try:
+                    writer.write(requests[i])
+                    status, body = await _read_response(reader)
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    continue
+                latencies[i] = time.perf_counter() - scheduled
+                if status != 200:
+                    failures[str(status)] = failures.get(str(status), 0) + 1
+                elif b'"unit_id"' in body:
+                    found += 1
+        finally:
+            writer.close()
 
-        tasks = []
-        t0 = time.perf_counter() + 0.2
-        for i in range(n):
-            scheduled = t0 + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, scheduled)))
-        await asyncio.gather(*tasks)
+    workers = [asyncio.create_task(worker()) for _ in range(CONNECTIONS)]
+    await asyncio.sleep(0.2)  # connections open before the clock starts
+    t0 = time.perf_counter()
+    for i in range(n):
+        scheduled = t0 + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait((i, scheduled))
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
     return {"latencies_s": latencies, "failures": failures, "answered_with_units": found, "sent": n}
 
 

@@ -26,9 +26,8 @@ import math
 import threading
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from geo.codes import KIND_CODE, KIND_NAMES, STATUS_CODE, STATUS_NAMES
 from geo.eta import StraightLineEta
@@ -56,9 +55,13 @@ _LIVE = Freshness.LIVE
 _STALE = Freshness.STALE
 
 
-@dataclass(slots=True, frozen=True)
-class Candidate:
-    """One unit ranked for an incident: where it is, how far, how soon it can be there."""
+class Candidate(NamedTuple):
+    """One unit ranked for an incident: where it is, how far, how soon it can be there.
+
+    A named tuple rather than a frozen dataclass: it is built five times per
+    query on the hot path, and a tuple is made in a fraction of the time (the
+    dataclass's per-field ``object.__setattr__`` cost more than the search).
+    """
 
     unit_id: str
     kind: UnitKind
@@ -87,35 +90,6 @@ class Candidate:
         }
 
 
-# Candidates are built through their slot descriptors: the frozen dataclass's __init__ makes ten
-# object.__setattr__ calls (~3 µs a candidate here, more than the search itself); this makes the
-# same object (equal, same hash) in about half that. Guarded: it must set every field there is.
-_CANDIDATE_FIELDS = (
-    "unit_id", "kind", "callsign", "status", "lat", "lon", "distance_m", "eta_s", "fix_age_s", "freshness",
-)  # fmt: skip
-assert tuple(f.name for f in fields(Candidate)) == _CANDIDATE_FIELDS, "update _new_candidate for Candidate"
-_SETTERS = tuple(getattr(Candidate, name).__set__ for name in _CANDIDATE_FIELDS)
-_NEW = object.__new__
-
-
-def _new_candidate(
-    unit_id: str, kind: UnitKind, callsign: str, status: UnitStatus, lat: float, lon: float,
-    distance_m: float, eta_s: float, fix_age_s: float, freshness: Freshness,
-) -> Candidate:  # fmt: skip
-    """``Candidate(...)`` without the frozen dataclass's per-field object.__setattr__ calls."""
-    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9 = _SETTERS
-    c: Candidate = _NEW(Candidate)
-    s0(c, unit_id)
-    s1(c, kind)
-    s2(c, callsign)
-    s3(c, status)
-    s4(c, lat)
-    s5(c, lon)
-    s6(c, distance_m)
-    s7(c, eta_s)
-    s8(c, fix_age_s)
-    s9(c, freshness)
-    return c
 
 
 class Dispatcher:

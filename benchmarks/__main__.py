@@ -24,6 +24,7 @@ BENCHMARKS = {
     "storage_size": "benchmarks.bench_storage_size",
     "ingest": "benchmarks.bench_ingest",
     "latency": "benchmarks.bench_latency",
+    "dispatch_http": "benchmarks.bench_dispatch_http",
 }
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,9 +18,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from mqtt_bridge.broker import EmbeddedBroker
 from tests.api.live_stack import LiveStack, native_ping, start_stack
-from tests.fixtures.mosquitto import TestNames
 from tests.mqtt_bridge.ingest_rig import IngestRig, Sent
 
 pytestmark = pytest.mark.integration
@@ -29,20 +27,11 @@ WAIT_S = 30.0
 
 
 @pytest.fixture
-def rig(mqtt_broker: EmbeddedBroker, pg_url: str, test_names: TestNames) -> Iterator[IngestRig]:
-    rig = IngestRig(mqtt_broker, pg_url, test_names)
-    try:
-        yield rig
-    finally:
-        rig.close()
-
-
-@pytest.fixture
-def make_stack(rig: IngestRig) -> Iterator[Callable[..., LiveStack]]:
+def make_stack(ingest: IngestRig) -> Iterator[Callable[..., LiveStack]]:
     stacks: list[LiveStack] = []
 
     def make(**kwargs: Any) -> LiveStack:
-        stack = start_stack(rig, **kwargs)
+        stack = start_stack(ingest, **kwargs)
         stacks.append(stack)
         return stack
 
@@ -102,14 +91,14 @@ def iso(ts: datetime) -> str:
 
 
 async def test_snapshot_then_pings_then_keepalive(
-    rig: IngestRig, make_stack: Callable[..., LiveStack]
+    ingest: IngestRig, make_stack: Callable[..., LiveStack]
 ) -> None:
-    units = rig.native_units(3)
+    units = ingest.native_units(3)
     stack = make_stack(hub_options={"keepalive_s": 0.3})
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
     # A unit seen before the console connects is in its snapshot.
     first = native_ping(units[0], t0, -12.1200, -77.0300)
-    await asyncio.to_thread(rig.publish, [first])
+    await asyncio.to_thread(ingest.publish, [first])
     stack.wait_fleet("the first ping in the fleet", lambda: stack.bridge.fleet.get(units[0]).fix is not None)  # type: ignore[union-attr]
 
     reader = Reader(await connect(stack.served.ws_url))
@@ -131,7 +120,7 @@ async def test_snapshot_then_pings_then_keepalive(
     # A client connected before a ping receives it.
     now = datetime.now(UTC).replace(microsecond=0)
     second = native_ping(units[1], now - timedelta(seconds=1), -12.1250, -77.0350, speed=3.0)
-    await asyncio.to_thread(rig.publish, [second])
+    await asyncio.to_thread(ingest.publish, [second])
     await reader.wait_for(
         "the ping on the feed",
         lambda: (units[1], [-77.035, -12.125]) in map(position_of, reader.of_type("position")),
@@ -161,9 +150,9 @@ async def _stalled_client(port: int) -> ClientConnection:
 
 
 async def test_a_stalled_client_is_dropped_while_ingest_and_other_clients_go_on(
-    rig: IngestRig, make_stack: Callable[..., LiveStack]
+    ingest: IngestRig, make_stack: Callable[..., LiveStack]
 ) -> None:
-    units = rig.native_units(40)
+    units = ingest.native_units(40)
     # A long close timeout: the dropped client gets its close frame once it reads again.
     stack = make_stack(hub_options={"queue_size": 50, "close_timeout_s": 120.0}, send_buffer=16384)
     hub = stack.hub
@@ -185,7 +174,7 @@ async def test_a_stalled_client_is_dropped_while_ingest_and_other_clients_go_on(
             for i, u in enumerate(units)
         ]
         step += 5
-        result = await asyncio.to_thread(rig.publish, batch)
+        result = await asyncio.to_thread(ingest.publish, batch)
         assert all(result.acked)
         sent.extend(batch)
         # (2 m steps: JITTER keeps the shown place, so the fix time tells the ping arrived.)
@@ -200,13 +189,13 @@ async def test_a_stalled_client_is_dropped_while_ingest_and_other_clients_go_on(
 
     # Ingest went on: everything published is stored, and the healthy client still gets new pings.
     last = native_ping(units[0], t0 + timedelta(seconds=step + 120), -12.12, -77.03)
-    await asyncio.to_thread(rig.publish, [last])
+    await asyncio.to_thread(ingest.publish, [last])
     sent.append(last)
     await healthy.wait_for(
         "a ping after the drop",
         lambda: (units[0], [-77.03, -12.12]) in map(position_of, healthy.of_type("position")),
     )
-    await asyncio.to_thread(rig.wait_rows, len(sent))
+    await asyncio.to_thread(ingest.wait_rows, len(sent))
     assert stack.bridge.stats().last_error in ("", None)
 
     # The dropped client, reading again, finds the close code and the reason after what was in flight.

@@ -24,10 +24,9 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 from pyproj import Geod
 
-from mqtt_bridge.broker import EmbeddedBroker
 from mqtt_bridge.simulator import encode, register_units
 from tests.api.live_stack import LiveStack, native_ping, start_stack
-from tests.fixtures.mosquitto import TestNames, publish_qos1
+from tests.fixtures.mosquitto import publish_qos1
 from tests.mqtt_bridge.ingest_rig import IngestRig
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE
@@ -72,16 +71,7 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def rig(mqtt_broker: EmbeddedBroker, pg_url: str, test_names: TestNames) -> Iterator[IngestRig]:
-    rig = IngestRig(mqtt_broker, pg_url, test_names)
-    try:
-        yield rig
-    finally:
-        rig.close()
-
-
-@pytest.fixture
-def make_stack(rig: IngestRig) -> Iterator[Callable[[], LiveStack]]:
+def make_stack(ingest: IngestRig) -> Iterator[Callable[[], LiveStack]]:
     """The full stack: bridge, hub, Dispatcher and IncidentService, app in uvicorn."""
     stacks: list[LiveStack] = []
 
@@ -102,7 +92,7 @@ def make_stack(rig: IngestRig) -> Iterator[Callable[[], LiveStack]]:
         stack.stoppers.append(incidents.stop)
 
     def make() -> LiveStack:
-        stack = start_stack(rig, services=services)
+        stack = start_stack(ingest, services=services)
         stacks.append(stack)
         return stack
 
@@ -211,12 +201,12 @@ def parse_metres(text: str) -> float:
 
 
 def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
-    rig: IngestRig, make_stack: Callable[[], LiveStack], browser: Browser
+    ingest: IngestRig, make_stack: Callable[[], LiveStack], browser: Browser
 ) -> None:
-    n = rig.names
+    n = ingest.names
     car, car2, foot, moto = n.unit("mov01"), n.unit("mov02"), n.unit("ser001"), n.unit("moto01")
     drone = n.unit("dron01")
-    rig.add_units([
+    ingest.add_units([
         Unit(car, UnitKind.PATROL_CAR, callsign="MOV-01", sector="S1"),
         Unit(car2, UnitKind.PATROL_CAR, callsign="MOV-02", sector="S2"),
         Unit(foot, UnitKind.FOOT, callsign="SER-001", sector="S1"),
@@ -227,7 +217,7 @@ def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
     now = datetime.now(UTC).replace(microsecond=0)
     start = {car: (-12.1190, -77.0320), car2: (-12.1300, -77.0200), foot: (-12.1230, -77.0280),
              moto: (-12.1150, -77.0400), drone: (-12.1260, -77.0380)}  # fmt: skip
-    rig.publish([native_ping(u, now - timedelta(seconds=20), lat, lon) for u, (lat, lon) in start.items()])
+    ingest.publish([native_ping(u, now - timedelta(seconds=20), lat, lon) for u, (lat, lon) in start.items()])
     stack.wait_fleet("the first fixes", lambda: all(stack.ctx.fleet.get(u).fix is not None for u in start))  # type: ignore[union-attr]
 
     page = open_console(browser, stack.served.url)
@@ -240,7 +230,7 @@ def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
     assert marker_latlng(page, car) == pytest.approx([-12.1190, -77.0320])
 
     # A ping published over MQTT moves the marker (111 m north).
-    rig.publish([native_ping(car, now - timedelta(seconds=2), -12.1180, -77.0320, speed=6.0)])
+    ingest.publish([native_ping(car, now - timedelta(seconds=2), -12.1180, -77.0320, speed=6.0)])
     page.wait_for_function(
         """(id) => { const e = window.serenazgo.state.units.get(id);
                      return e && e.marker && Math.abs(e.marker.getLatLng().lat - -12.118) < 1e-9; }""",
@@ -300,20 +290,20 @@ def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
 
 
 def test_console_screenshot_of_a_simulated_fleet(
-    rig: IngestRig, make_stack: Callable[[], LiveStack], browser: Browser, tmp_path: Path
+    ingest: IngestRig, make_stack: Callable[[], LiveStack], browser: Browser, tmp_path: Path
 ) -> None:
     """About 100 units in Miraflores (the demo's fleet) on the map: the picture in docs/console.png."""
     now = datetime.now(UTC)
     area = load_area(DEFAULT_DISTRICTS_FILE, "Miraflores")
     sim = FleetSimulation(area, seed=7, start=now - timedelta(minutes=20))
-    register_units(rig.conninfo, sim.units)
+    register_units(ingest.conninfo, sim.units)
     stack = make_stack()
     # Twenty simulated minutes give dispatched and on-scene units; the last two minutes of fixes
     # (and every status change) are enough for a live map.
     fixes = [f for f in sim.advance_to(now) if f.true_ts >= now - timedelta(minutes=2)]
     statuses = sim.take_status_events()
     messages = [encode(m) for m in (*statuses, *fixes)]
-    result = publish_qos1(rig.broker.port, messages, client_id=rig.names.client("sim"))
+    result = publish_qos1(ingest.broker.port, messages, client_id=ingest.names.client("sim"))
     assert all(result.acked)
     fleet = stack.ctx.fleet
     reporting = {f.unit.unit_id for f in fixes}

@@ -1,6 +1,6 @@
 """Support for the bridge tests: a real broker and database, pings built from a known track.
 
-The ``ingest`` fixture (tests/mqtt_bridge/conftest.py) gives an :class:`IngestRig`
+The ``ingest`` fixture (tests/fixtures/ingest.py) gives an :class:`IngestRig`
 on the test's own Mosquitto and its own migrated database; fault tests build
 one on a private PostgreSQL server (``pg_server_factory``) so they can stop and
 kill it.

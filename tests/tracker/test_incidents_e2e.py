@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,8 +20,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from geo.distance import haversine_m
 from mqtt_bridge.ackclient import AckClient, InboundMessage
-from mqtt_bridge.broker import EmbeddedBroker
-from tests.fixtures.mosquitto import TestNames
 from tests.mqtt_bridge.ingest_rig import WAIT_S, IngestRig, Sent
 from tests.tracker.incidents_rig import SCENE, offset, wait_for
 from tracker.config import DispatchSettings, parse_mqtt_url
@@ -31,15 +29,6 @@ from tracker.model import Unit, UnitKind, UnitStatus
 from tracker.store.pool import open_pool
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def ingest(mqtt_broker: EmbeddedBroker, pg_url: str, test_names: TestNames) -> Iterator[IngestRig]:
-    rig = IngestRig(mqtt_broker, pg_url, test_names)
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 @pytest.fixture

@@ -262,7 +262,11 @@ class Runtime:
         # Started on this loop, which is also the API's: the WebSocket clients are served here.
         self._hub = LiveFeedHub(self.fleet, thresholds=self.settings.freshness)
         self._hub.start()
-        self._dispatcher = Dispatcher(self.fleet, self.settings.dispatch.eta, self.settings.freshness)
+        # The first start on a machine compiles the index's numba kernels (cached on disk after).
+        self._dispatcher = await self._step(
+            "building the dispatch index",
+            lambda: Dispatcher(self.fleet, self.settings.dispatch.eta, self.settings.freshness),
+        )
         events = EventEngine(
             self.conninfo,
             self.fleet,

@@ -378,13 +378,21 @@ def place_greedy(
 
 
 def place_exact(
-    weights: ArrayLike, indptr: ArrayLike, indices: ArrayLike, p: int, time_limit_s: float | None = None
+    weights: ArrayLike,
+    indptr: ArrayLike,
+    indices: ArrayLike,
+    p: int,
+    time_limit_s: float | None = None,
+    shortcut: bool = True,
 ) -> Placement:
     """Optimal MCLP by HiGHS MILP; ``optimal`` says whether it was proven (False: time limit hit).
 
     Cells with no demand or no covering site are left out of the model (they
     cannot change the objective). With no solution by the time limit, the
-    greedy + interchange answer is returned with ``optimal=False``.
+    greedy + interchange answer is returned with ``optimal=False``. With
+    ``shortcut``, a greedy answer that already covers every coverable cell is
+    returned as proven optimal without HiGHS (the coverable demand bounds any
+    answer; HiGHS took 23 s to prove this for p = 20 at an 8-minute reach).
     """
     w, ptr, idx = _check(weights, indptr, indices)
     m = ptr.shape[0] - 1
@@ -395,6 +403,11 @@ def place_exact(
     keep = np.flatnonzero((w > 0) & (np.diff(a.indptr) > 0))
     if keep.shape[0] == 0:
         return replace_method(place_greedy(w, ptr, idx, p), "milp", True, 0.0)
+    if shortcut:
+        quick = place_greedy(w, ptr, idx, p)
+        coverable = float(w[keep].sum())
+        if quick.covered_demand >= coverable * (1.0 - 1e-12):
+            return replace_method(quick, "greedy+interchange (every coverable cell covered)", True, coverable)
     nk = keep.shape[0]
     a = a[keep]
     # Variables: x (m sites, binary) then y (nk cells, [0, 1]); milp minimises, so the demand is negated.

@@ -230,3 +230,18 @@ def test_move_up_edge_cases() -> None:
         assert solve(w, *csr, *no_units, np.zeros((0, travel.shape[1])), 2, base).moves == []
         # Nothing reachable in time.
         assert solve(w, *csr, *units, travel, 2, base, max_travel_s=-1.0).moves == []
+
+
+def test_shortcut_answers_as_highs_does() -> None:
+    for seed in range(15):
+        w, csr, *_, p = instance(4000 + seed)
+        assert place_exact(w, *csr, p).covered_demand == pytest.approx(
+            place_exact(w, *csr, p, shortcut=False).covered_demand, rel=1e-12
+        )
+    # A reach spanning the whole square: greedy covers every cell, which needs no solver to prove.
+    rng = np.random.default_rng(1)
+    clat, clon = rng.uniform(-12.14, -12.11, 50), rng.uniform(-77.05, -77.02, 50)
+    wide = coverage_csr(clat, clon, clat, clon, 5000.0)
+    pl = place_exact(np.ones(50), *wide, 3)
+    assert pl.optimal is True and pl.covered_demand == 50.0 and pl.upper_bound == 50.0
+    assert place_exact(np.ones(50), *wide, 3, shortcut=False).covered_demand == 50.0

@@ -25,6 +25,7 @@ BENCHMARKS = {
     "ingest": "benchmarks.bench_ingest",
     "latency": "benchmarks.bench_latency",
     "dispatch_http": "benchmarks.bench_dispatch_http",
+    "placement": "benchmarks.bench_placement",
     "coverage": "benchmarks.bench_coverage",
 }
 REPO = Path(__file__).resolve().parent.parent

@@ -19,6 +19,11 @@ Timed per reach (best of ``--repeats`` after a warm-up, so numba's compile is no
 ``served``              ``place_exact`` as the service runs it: no HiGHS when greedy + interchange
                         already covers every coverable cell (then that is the optimum).
 
+Move-up (at the last ``--minutes`` reach): the greedy + interchange placement of p units, then
+``--busy`` of them (seeded) leave for incidents; the idle ones may move (at most ``--moves``, each
+within ``--max-travel-min`` of driving) to win back covered demand. ``move_up`` (greedy +
+interchange) beside ``move_up_exact`` (HiGHS, one binary per idle unit × reachable site).
+
 Printed: covered share, gap to the HiGHS optimum, times. Results: ``benchmarks/results/placement.json``.
 
 Run: ``.venv/bin/python -m benchmarks.bench_placement [--quick] [--p 20] [--minutes 8 2 1] [--resolution 10]``
@@ -39,7 +44,16 @@ from numpy.typing import NDArray
 from benchmarks.report import add_run_options, say, table, write_results
 from geo.codes import KIND_CODE
 from geo.eta import StraightLineEta
-from geo.placement import Placement, coverage_csr, place_exact, place_greedy
+from geo.placement import (
+    Placement,
+    coverage_csr,
+    csr_rows,
+    move_up,
+    move_up_exact,
+    place_exact,
+    place_greedy,
+    travel_times_s,
+)
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE
 
@@ -137,6 +151,37 @@ def run_reach(
     }  # fmt: skip
 
 
+def run_move_up(
+    minutes: float, p: int, lat: NDArray[np.float64], lon: NDArray[np.float64], w: NDArray[np.float64],
+    busy: int, moves: list[int], max_travel_min: float, time_limit: float, rng: np.random.Generator,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Move-up after ``busy`` of p placed units leave: greedy + interchange and HiGHS per move limit."""
+    pace = float(StraightLineEta.from_names().pace[KIND_CODE["patrol_car"]])
+    indptr, indices = coverage_csr(lat, lon, lat, lon, minutes * 60.0 / pace)
+    posts = np.array(place_greedy(w, indptr, indices, p).sites, dtype=np.int64)
+    idle = np.delete(posts, rng.choice(posts.shape[0], min(busy, posts.shape[0]), replace=False))
+    units = csr_rows(indptr, indices, idle)
+    travel = travel_times_s(lat[idle], lon[idle], lat, lon, pace)
+    out = []
+    for m in moves:
+        args = (w, indptr, indices, *units, travel, m, None, max_travel_min * 60.0)
+        ms, plan = best_of(3, lambda: move_up(*args, unit_site=idle))  # noqa: B023 (called right here)
+        t0 = time.perf_counter()
+        exact = move_up_exact(*args, unit_site=idle, time_limit_s=time_limit)
+        exact_ms = (time.perf_counter() - t0) * 1000.0
+        total = plan.total_demand
+        say(f"move-up ≤{m}: {plan.covered_before / total:.2%} → greedy+interchange "
+            f"{plan.covered_after / total:.2%} ({ms:.1f} ms), HiGHS {exact.covered_after / total:.2%} "
+            f"({exact_ms:,.0f} ms, proven {exact.optimal})")  # fmt: skip
+        out.append({
+            "max_moves": m, "idle_units": int(idle.shape[0]), "before": plan.covered_before / total,
+            "greedy_interchange": {"ms": ms, "after": plan.covered_after / total, "moves": len(plan.moves)},
+            "highs": {"ms": exact_ms, "after": exact.covered_after / total, "proven_optimal": exact.optimal,
+                      "moves": len(exact.moves)},
+        })  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark; print coverage, gaps and times per reach."""
     parser = argparse.ArgumentParser(
@@ -148,7 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--time-limit", type=float, default=600.0, help="HiGHS time limit (s)")
     parser.add_argument("--seed", type=int, default=20240520)
-    add_run_options(parser, argv, {"p": 8, "minutes": [2.0], "resolution": 9, "repeats": 2})
+    parser.add_argument("--busy", type=int, default=5, help="placed units that leave for incidents")
+    parser.add_argument("--moves", type=int, nargs="+", default=[1, 3, 5], help="move-up limits")
+    parser.add_argument("--max-travel-min", type=float, default=8.0, help="longest move-up drive")
+    add_run_options(parser, argv, {"p": 8, "minutes": [2.0], "resolution": 9, "repeats": 2, "moves": [2]})
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     _, lat, lon = cells_of(args.resolution)
@@ -169,9 +217,26 @@ def main(argv: list[str] | None = None) -> None:
         f"\nplacement p={args.p} over {DISTRICT} (H3 res {args.resolution}, {lat.shape[0]:,} cells = sites)"
     )
     print(table(headers, rows))
+    mu = run_move_up(args.minutes[-1], args.p, lat, lon, w, args.busy, args.moves, args.max_travel_min,
+                     args.time_limit, rng)  # fmt: skip
+    print(f"\nmove-up at {args.minutes[-1]:g} min: {args.busy} of {args.p} units busy, "
+          f"moves ≤ {args.max_travel_min:g} min of driving")  # fmt: skip
+    print(table(
+        ["max moves", "before", "g+i after", "g+i ms", "HiGHS after", "HiGHS ms", "proven"],
+        [[r["max_moves"], f"{r['before']:.3%}", f"{r['greedy_interchange']['after']:.3%}",
+          r["greedy_interchange"]["ms"], f"{r['highs']['after']:.3%}", r["highs"]["ms"],
+          str(r["highs"]["proven_optimal"])] for r in mu],
+    ))  # fmt: skip
     path = write_results(
         "placement",
-        {"district": DISTRICT, "resolution": args.resolution, "p": args.p, "seed": args.seed, "runs": runs},
+        {
+            "district": DISTRICT,
+            "resolution": args.resolution,
+            "p": args.p,
+            "seed": args.seed,
+            "runs": runs,
+            "move_up": mu,
+        },
         args.results_dir,
         args.quick,
     )

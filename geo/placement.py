@@ -82,7 +82,7 @@ def _coverage_kernel(
     k = 0
     for j in range(m):
         # A bucket is at least the reach wide, so the 3 × 3 block around the site's bucket holds every cell
-        # within reach (sites outside the cells' box clamp to the edge bucket, which stays correct).
+        # within reach (a site off the cells' box gets an off-grid bucket; the block is cut to the grid).
         rj = int(math.floor((site_lat[j] - lat0) / dlat))  # noqa: RUF046 (numba: keep the int type)
         cj = int(math.floor((site_lon[j] - lon0) / dlon))  # noqa: RUF046 (numba: keep the int type)
         for r in range(max(0, rj - 1), min(nrows, rj + 2)):
@@ -118,6 +118,8 @@ def coverage_csr(
     clat, clon = _f64(cell_lat), _f64(cell_lon)
     if slat.shape != slon.shape or clat.shape != clon.shape:
         raise ValueError("latitude and longitude arrays differ in length")
+    if not all(np.all(np.isfinite(a)) for a in (slat, slon, clat, clon)):
+        raise ValueError("latitudes and longitudes must be finite")
     if not (math.isfinite(reach_m) and reach_m >= 0):
         raise ValueError(f"reach must be finite and >= 0 m, got {reach_m}")
     m = slat.shape[0]

@@ -11,7 +11,11 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from geo.codes import KIND_CODE
+from geo.coverage import reach_sets
 from geo.distance import haversine_m
+from geo.eta import StraightLineEta
+from geo.hexgrid import hexgrid
 from geo.placement import (
     coverage_csr,
     covered_demand,
@@ -22,6 +26,8 @@ from geo.placement import (
     place_greedy,
     travel_times_s,
 )
+from tracker.area_file import load_area
+from tracker.config import DEFAULT_DISTRICTS_FILE
 
 Csr = tuple[NDArray[np.int64], NDArray[np.int64]]
 
@@ -134,6 +140,8 @@ def test_bad_input_is_refused() -> None:
         place_greedy([1.0], np.array([0, 2]), idx, 1)
     with pytest.raises(ValueError, match="reach"):
         coverage_csr([0.0], [0.0], [0.0], [0.0], -1.0)
+    with pytest.raises(ValueError, match="finite"):
+        coverage_csr([math.nan], [0.0], [0.0], [0.0], 10.0)
 
 
 def test_results_are_json_ready() -> None:
@@ -245,3 +253,16 @@ def test_shortcut_answers_as_highs_does() -> None:
     pl = place_exact(np.ones(50), *wide, 3)
     assert pl.optimal is True and pl.covered_demand == 50.0 and pl.upper_bound == 50.0
     assert place_exact(np.ones(50), *wide, 3, shortcut=False).covered_demand == 50.0
+
+
+def test_coverage_reach_sets_feed_placement_like_our_builder() -> None:
+    # geo.coverage.reach_sets (H3 grid of a boundary, ETA within T) gives the same CSR for the same reach.
+    area = load_area(DEFAULT_DISTRICTS_FILE, "Miraflores")
+    grid = hexgrid(area, 9)
+    eta = StraightLineEta.from_names()
+    kind = KIND_CODE["patrol_car"]
+    theirs = reach_sets(grid, grid.lat, grid.lon, kind, 120.0, eta)
+    ours = coverage_csr(grid.lat, grid.lon, grid.lat, grid.lon, 120.0 / float(eta.pace[kind]))
+    assert theirs[0].tolist() == ours[0].tolist() and theirs[1].tolist() == ours[1].tolist()
+    w = np.random.default_rng(3).exponential(1.0, grid.size)
+    assert place_greedy(w, *theirs, 5).sites == place_greedy(w, *ours, 5).sites

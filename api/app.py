@@ -9,7 +9,19 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from api.context import ApiContext
-from api.routes import console, dispatch, events, geofences, health, incidents, live, tracks, units, ws
+from api.routes import (
+    console,
+    coverage,
+    dispatch,
+    events,
+    geofences,
+    health,
+    incidents,
+    live,
+    tracks,
+    units,
+    ws,
+)
 from tracker.errors import ConfigError, StorageError
 from tracker.store.pool import open_pool
 
@@ -34,7 +46,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    for module in (units, tracks, live, dispatch, incidents, geofences, events, ws, health, console):
+    routes = (units, tracks, live, dispatch, coverage, incidents, geofences, events, ws, health, console)
+    for module in routes:
         app.include_router(module.router)
 
     @app.exception_handler(StorageError)

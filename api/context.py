@@ -13,6 +13,7 @@ from tracker.registry import UnitRegistry
 
 if TYPE_CHECKING:
     from api.feed import LiveFeedHub
+    from tracker.coverage import CoverageService
     from tracker.dispatch import Dispatcher
     from tracker.events import EventEngine
     from tracker.incidents import IncidentService
@@ -46,3 +47,4 @@ class ApiContext:
     incidents: IncidentService | None = None
     events: EventEngine | None = None
     feed: LiveFeedHub | None = None
+    coverage: CoverageService | None = None

@@ -41,11 +41,13 @@ from api.app import create_app
 from api.context import ApiContext
 from api.demo_dispatch import DemoDispatch
 from api.feed import LiveFeedHub
+from geo.area import Area
 from mqtt_bridge.bridge import Bridge, load_state
 from mqtt_bridge.broker import EmbeddedBroker
 from mqtt_bridge.simulator import PublishStats, SimClock, publish_fleet, register_units
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE, MqttTarget, Settings, parse_mqtt_url
+from tracker.coverage import CoverageService
 from tracker.dispatch import Dispatcher
 from tracker.errors import ConfigError, SerenazgoError
 from tracker.events import EventEngine
@@ -178,6 +180,7 @@ class Runtime:
     _events: EventEngine | None = None
     _incidents: IncidentService | None = None
     _demo: DemoDispatch | None = None
+    _area: Area | None = None  # the service area (the demo's district, else SERENAZGO_AREA whole)
     _simulation: FleetSimulation | None = None
     _api_task: asyncio.Task[None] | None = None
     _sim_task: asyncio.Task[Any] | None = None
@@ -326,6 +329,9 @@ class Runtime:
             incidents=self._incidents,
             events=self._events,
             feed=self._hub,
+            coverage=CoverageService(
+                self._area or load_area(self.settings.area_file()), self.fleet, self.settings.dispatch.eta
+            ),
         )
         app = create_app(ctx)
         config = uvicorn.Config(
@@ -390,6 +396,7 @@ class Runtime:
         if district is None and self.settings.area_file() == DEFAULT_DISTRICTS_FILE:
             district = DEFAULT_DEMO_DISTRICT
         area = load_area(self.settings.area_file(), district)
+        self._area = area
         self._simulation = FleetSimulation(
             area, seed=self.options.seed, start=datetime.now(UTC), external_dispatch=True
         )

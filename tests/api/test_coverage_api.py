@@ -1,0 +1,130 @@
+"""``/api/v1/coverage`` over a LiveFleet in Miraflores, checked against Shapely buffers in a metric CRS."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import numpy as np
+import pytest
+import shapely
+from pyproj import Transformer
+
+from api.app import create_app
+from api.context import ApiContext
+from tracker.area_file import load_area
+from tracker.config import DEFAULT_DISTRICTS_FILE, Settings
+from tracker.coverage import CoverageService
+from tracker.fleet import LiveFleet
+from tracker.model import Ping, StatusUpdate, Unit, UnitKind, UnitStatus
+from tracker.registry import UnitRegistry
+
+MIRAFLORES = load_area(DEFAULT_DISTRICTS_FILE, "Miraflores")
+CAR_PACE = 1.35 / 6.9  # seconds per metre (EtaSettings defaults)
+
+
+def fleet_with(units: list[tuple[str, UnitKind, float, float, UnitStatus]], at: datetime) -> LiveFleet:
+    fleet = LiveFleet()
+    fleet.load([Unit(u, k) for u, k, *_ in units], [])
+    fleet.apply(
+        [Ping(u, at, lat, lon) for u, _, lat, lon, _ in units],
+        [(u, StatusUpdate(s, at)) for u, *_, s in units],
+    )
+    return fleet
+
+
+@pytest.fixture
+async def client_for() -> AsyncIterator[object]:
+    clients: list[httpx.AsyncClient] = []
+
+    def make(fleet: LiveFleet, coverage: bool = True) -> httpx.AsyncClient:
+        ctx = ApiContext(settings=Settings(), conninfo="", registry=UnitRegistry(), fleet=fleet)
+        ctx.coverage = CoverageService(MIRAFLORES, fleet) if coverage else None
+        # No lifespan: these routes need no database.
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://t")
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        await c.aclose()
+
+
+def shapely_ratio(points: list[tuple[float, float]], reach_m: float) -> float:
+    """Covered share of Miraflores: reach discs in UTM 18S, unioned, intersected with the boundary."""
+    to_utm = Transformer.from_crs("EPSG:4326", "EPSG:32718", always_xy=True).transform
+    area = shapely.transform(MIRAFLORES, lambda xy: np.column_stack(to_utm(xy[:, 0], xy[:, 1])))
+    discs = [shapely.Point(*to_utm(lon, lat)).buffer(reach_m, 64) for lat, lon in points]
+    covered = shapely.union_all(discs).intersection(area) if discs else shapely.Polygon()
+    return float(covered.area / area.area)
+
+
+async def test_ground_coverage_agrees_with_shapely_and_ignores_busy_units(client_for) -> None:
+    now = datetime.now(UTC)
+    rng = np.random.default_rng(5)
+    minx, miny, maxx, maxy = MIRAFLORES.bounds
+    units = []
+    while len(units) < 12:
+        lon, lat = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
+        if MIRAFLORES.contains(shapely.Point(lon, lat)):
+            units.append((f"car{len(units)}", UnitKind.PATROL_CAR, lat, lon, UnitStatus.AVAILABLE))
+    busy = ("busy", UnitKind.PATROL_CAR, -12.12, -77.03, UnitStatus.DISPATCHED)
+    client = client_for(fleet_with([*units, busy], now))
+    r = await client.get("/api/v1/coverage", params={"minutes": 1.5, "layer": "ground"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    reach = 90.0 / CAR_PACE
+    assert body["units"] == 12  # the dispatched one does not cover anything
+    assert body["resolution"] == 10
+    assert body["model"]["kinds"]["patrol_car"]["reach_m"] == pytest.approx(reach, rel=1e-3)
+    want = shapely_ratio([(lat, lon) for _, _, lat, lon, _ in units], reach)
+    assert 0.1 < want < 0.95, "the fixture should leave real gaps"
+    assert body["covered_area_ratio"] == pytest.approx(want, abs=0.01)
+    gaps = shapely.geometry.shape(body["gaps"]["geometry"])
+    assert gaps.is_valid and MIRAFLORES.buffer(1e-6).contains(gaps)
+
+
+async def test_no_units_means_everything_is_a_gap(client_for) -> None:
+    client = client_for(fleet_with([], datetime.now(UTC)))
+    body = (await client.get("/api/v1/coverage", params={"minutes": 8, "cells": "true"})).json()
+    assert body["units"] == 0 and body["covered_area_ratio"] == 0.0
+    assert body["gap_cells"] == body["cells"] == len(body["cell_eta_s"])
+    assert all(c["eta_s"] is None for c in body["cell_eta_s"])
+
+
+async def test_lost_units_and_other_layers_do_not_count(client_for) -> None:
+    now = datetime.now(UTC)
+    drone = ("d1", UnitKind.DRONE, -12.121, -77.03, UnitStatus.AVAILABLE)
+    client = client_for(fleet_with([drone], now - timedelta(hours=1)))  # an hour old: lost
+    body = (await client.get("/api/v1/coverage", params={"layer": "drones"})).json()
+    assert body["units"] == 0
+    client = client_for(fleet_with([drone], now))
+    ground = (await client.get("/api/v1/coverage", params={"layer": "ground"})).json()
+    drones = (await client.get("/api/v1/coverage", params={"layer": "drones", "minutes": 1})).json()
+    assert ground["units"] == 0 and ground["covered_area_ratio"] == 0.0
+    assert drones["units"] == 1 and drones["covered_area_ratio"] > 0.0
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"minutes": 0}, "minutes must be"),
+        ({"minutes": "nan"}, "minutes must be"),
+        ({"layer": "sky"}, "unknown layer"),
+        ({"kinds": "tank"}, "unknown kind tank"),
+        ({"resolution": 16}, "resolution must be"),
+        ({"resolution": 15}, "would need about"),
+    ],
+)
+async def test_bad_requests_say_what_is_wrong(client_for, params: dict[str, object], fragment: str) -> None:
+    client = client_for(fleet_with([], datetime.now(UTC)))
+    r = await client.get("/api/v1/coverage", params=params)
+    assert r.status_code == 422
+    assert fragment in r.text
+
+
+async def test_without_a_service_area_the_answer_is_503(client_for) -> None:
+    client = client_for(LiveFleet(), coverage=False)
+    r = await client.get("/api/v1/coverage")
+    assert r.status_code == 503 and "no service area" in r.text

@@ -30,6 +30,7 @@ Tables (see DESIGN.md, Storage):
 - ``incidents``, ``assignments`` (at most one open per unit, by a partial unique
   index), ``audit_log`` (who changed what, when, from where), ``geofences``
   (GeoJSON polygons) and ``events`` (geofence, freshness, battery, arrival).
+- ``coverage_samples``: the coverage ratio per layer and target time, every minute.
 
 Migrations are frozen once released: to change the schema, append a migration.
 The migrator (:mod:`tracker.store.migrations`) records each applied version
@@ -364,11 +365,27 @@ CREATE INDEX events_ts ON events (ts);
 CREATE INDEX events_unit ON events (unit_id, ts);
 """
 
+_COVERAGE = """\
+-- Coverage ratio over time, sampled every minute per layer and target time (the worst hours).
+CREATE TABLE coverage_samples (
+    ts                   timestamptz NOT NULL,
+    layer                text        NOT NULL CHECK (layer IN ('ground', 'drones', 'combined')),
+    target_s             real        NOT NULL CHECK (target_s > 0),
+    resolution           smallint    NOT NULL,
+    covered_area_ratio   real        NOT NULL CHECK (covered_area_ratio BETWEEN 0 AND 1),
+    covered_demand_ratio real        NOT NULL CHECK (covered_demand_ratio BETWEEN 0 AND 1),
+    units                integer     NOT NULL,
+    PRIMARY KEY (layer, target_s, ts)
+);
+CREATE INDEX coverage_samples_ts ON coverage_samples (ts);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables: units, external ids, unit_latest, dead_letters", common=_CORE),
     Migration(2, "positions", timescale=_POSITIONS_TIMESCALE, plain=_POSITIONS_PLAIN),
     Migration(3, "positions_hourly", timescale=_HOURLY_TIMESCALE, plain=_HOURLY_PLAIN),
     Migration(4, "dispatch: incidents, assignments, audit_log, geofences, events", common=_DISPATCH),
+    Migration(5, "coverage_samples", common=_COVERAGE),
 )
 
 

@@ -303,7 +303,7 @@ class Placement:
     covered_demand: float
     total_demand: float
     method: str
-    optimal: bool | None = None  # True when proven optimal (exact solve); None for heuristics
+    optimal: bool | None = None  # True: proven (solver, or every coverable cell covered); None: unknown
     upper_bound: float | None = None  # the solver's bound on the best covered demand
     swaps: int = 0
     passes: int = 0
@@ -361,22 +361,27 @@ def place_greedy(
     tptr, tidx = _transpose(ptr, idx, w.shape[0])
     alone = np.bincount(np.repeat(np.arange(m), np.diff(ptr)), weights=w[idx], minlength=m)
     firsts = [-1, *np.argsort(-alone, kind="stable")[1 : max(1, int(starts))].tolist()]
+    # The demand of the cells some site covers bounds every answer: a run reaching it is optimal; stop there.
+    coverable = float(w[np.diff(tptr) > 0].sum()) * (1.0 - 1e-12)
     best_sel = np.zeros(0, dtype=np.int64)
     best_value = -1.0
     swaps = passes = 0
     for first in firsts:
         sel = _greedy_kernel(ptr, idx, w, int(p), tptr, tidx, int(first))
-        if interchange:
+        value = covered_demand(w, ptr, idx, sel)
+        if interchange and value < coverable:
             sel, s_swaps, s_passes = _interchange_kernel(ptr, idx, w, sel, int(max_passes), _tol(total))
             swaps, passes = swaps + int(s_swaps), passes + int(s_passes)
-        value = covered_demand(w, ptr, idx, sel)
+            value = covered_demand(w, ptr, idx, sel)
         if value > best_value:
             best_sel, best_value = sel, value
+        if value >= coverable:
+            break
     sites = sorted(int(j) for j in best_sel)
     method = "greedy+interchange" if interchange else "greedy"
-    return Placement(
-        sites, covered_demand(w, ptr, idx, sites), total, method, swaps=int(swaps), passes=int(passes)
-    )
+    value = covered_demand(w, ptr, idx, sites)
+    proven = True if value >= coverable else None
+    return Placement(sites, value, total, method, proven, value if proven else None, swaps, passes)
 
 
 def place_exact(

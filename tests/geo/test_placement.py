@@ -75,6 +75,8 @@ def test_greedy_interchange_is_within_2_percent_of_highs(
         assert len(heuristic.sites) == len(set(heuristic.sites)) == len(exact.sites) == p
         assert heuristic.covered_demand <= exact.covered_demand * (1 + 1e-9)
         assert heuristic.covered_demand == pytest.approx(covered_demand(w, *csr, heuristic.sites))
+        if heuristic.optimal:  # claimed only when every coverable cell is covered
+            assert heuristic.covered_demand == pytest.approx(exact.covered_demand)
         gaps.append(1.0 - heuristic.covered_demand / exact.covered_demand)
     worst = max(gaps)
     record_property("worst_gap", worst)
@@ -250,6 +252,7 @@ def test_shortcut_answers_as_highs_does() -> None:
     rng = np.random.default_rng(1)
     clat, clon = rng.uniform(-12.14, -12.11, 50), rng.uniform(-77.05, -77.02, 50)
     wide = coverage_csr(clat, clon, clat, clon, 5000.0)
+    assert place_greedy(np.ones(50), *wide, 3).optimal is True
     pl = place_exact(np.ones(50), *wide, 3)
     assert pl.optimal is True and pl.covered_demand == 50.0 and pl.upper_bound == 50.0
     assert place_exact(np.ones(50), *wide, 3, shortcut=False).covered_demand == 50.0

@@ -252,15 +252,27 @@ def _row_gain(
 @numba.njit(cache=True)
 def _interchange_kernel(
     indptr: NDArray[np.int64], indices: NDArray[np.int64], w: NDArray[np.float64], sel: NDArray[np.int64],
-    max_passes: int, tol: float,
+    max_passes: int, tol: float, tptr: NDArray[np.int64], tidx: NDArray[np.int64],
 ) -> tuple[NDArray[np.int64], int, int]:  # fmt: skip
+    # gain[k]: demand of the uncovered cells site k covers, kept current across swaps. Taking j out
+    # uncovers only the cells j alone covers; their weights, spread over the sites that cover them
+    # (extra), give every k's gain without j: a trial costs O(m + j's neighbourhood), not O(pairs).
     m = indptr.shape[0] - 1
+    n = w.shape[0]
     sel = sel.copy()
-    count = np.zeros(w.shape[0], dtype=np.int64)
+    count = np.zeros(n, dtype=np.int64)
     chosen = np.zeros(m, dtype=np.bool_)
     for j in sel:
         chosen[j] = True
         _add_row(count, indptr, indices, j, 1)
+    gain = np.zeros(m, dtype=np.float64)
+    for i in range(n):
+        if count[i] == 0:
+            for q in range(tptr[i], tptr[i + 1]):
+                gain[tidx[q]] += w[i]
+    extra = np.zeros(m, dtype=np.float64)
+    touched = np.empty(m, dtype=np.int64)
+    mark = np.zeros(m, dtype=np.bool_)
     swaps = 0
     passes = 0
     while passes < max_passes:
@@ -268,24 +280,48 @@ def _interchange_kernel(
         improved = False
         for a in range(sel.shape[0]):
             j = sel[a]
-            _add_row(count, indptr, indices, j, -1)
-            loss = _row_gain(count, w, indptr, indices, j)  # what j alone covered
+            loss = 0.0  # what j alone covers
+            nt = 0
+            for t in range(indptr[j], indptr[j + 1]):
+                i = indices[t]
+                if count[i] == 1:
+                    loss += w[i]
+                    for q in range(tptr[i], tptr[i + 1]):
+                        k = tidx[q]
+                        if not mark[k]:
+                            mark[k] = True
+                            touched[nt] = k
+                            nt += 1
+                        extra[k] += w[i]
             best = -1
             best_gain = loss + tol  # a swap must beat keeping j by more than rounding noise
             for k in range(m):
                 if not chosen[k]:
-                    g = _row_gain(count, w, indptr, indices, k)
+                    g = gain[k] + extra[k]
                     if g > best_gain:
                         best, best_gain = k, g
-            if best >= 0:
-                sel[a] = best
-                chosen[j] = False
-                chosen[best] = True
-                swaps += 1
-                improved = True
-                _add_row(count, indptr, indices, best, 1)
-            else:
-                _add_row(count, indptr, indices, j, 1)
+            for r in range(nt):
+                extra[touched[r]] = 0.0
+                mark[touched[r]] = False
+            if best < 0:
+                continue
+            for t in range(indptr[j], indptr[j + 1]):
+                i = indices[t]
+                count[i] -= 1
+                if count[i] == 0:
+                    for q in range(tptr[i], tptr[i + 1]):
+                        gain[tidx[q]] += w[i]
+            for t in range(indptr[best], indptr[best + 1]):
+                i = indices[t]
+                if count[i] == 0:
+                    for q in range(tptr[i], tptr[i + 1]):
+                        gain[tidx[q]] -= w[i]
+                count[i] += 1
+            sel[a] = best
+            chosen[j] = False
+            chosen[best] = True
+            swaps += 1
+            improved = True
         if not improved:
             break
     return sel, swaps, passes
@@ -370,7 +406,9 @@ def place_greedy(
         sel = _greedy_kernel(ptr, idx, w, int(p), tptr, tidx, int(first))
         value = covered_demand(w, ptr, idx, sel)
         if interchange and value < coverable:
-            sel, s_swaps, s_passes = _interchange_kernel(ptr, idx, w, sel, int(max_passes), _tol(total))
+            sel, s_swaps, s_passes = _interchange_kernel(
+                ptr, idx, w, sel, int(max_passes), _tol(total), tptr, tidx
+            )
             swaps, passes = swaps + int(s_swaps), passes + int(s_passes)
             value = covered_demand(w, ptr, idx, sel)
         if value > best_value:

@@ -716,6 +716,92 @@
     })[ch]);
   }
 
+  // ----- coverage: where no available unit can arrive within the target time -----------------------
+  // GET /api/v1/coverage draws its gap regions over the map and says the covered share of the area.
+  // Any failure (no coverage service, timeout, a bad answer) clears the layer and says so in the
+  // card; the rest of the console never depends on it.
+  const COVERAGE_EVERY_MS = 30000;
+  const COVERAGE_TIMEOUT_MS = 20000;
+  const COVERAGE_LAYER = { ground: "terrestre", drones: "drones", combined: "combinada" };
+  const gapLayer = L.geoJSON(null, {
+    interactive: false, // a click on a gap still picks the point under it
+    style: { className: "coverage-gap", color: "#c92a2a", weight: 1, fillColor: "#e03131", fillOpacity: 0.3 },
+  }).addTo(map);
+  const coverage = { timer: null, seq: 0 };
+
+  function coverageOn() { return $("coverage-on").checked; }
+
+  function setCoverageState(kind) { $("coverage").dataset.state = kind; }
+
+  // Rounded, but never "100 %" while a gap is drawn nor "0 %" while something is covered.
+  function coveragePercent(ratio) {
+    const pct = Math.round(ratio * 100);
+    if (pct === 100 && ratio < 1) return 99;
+    if (pct === 0 && ratio > 0) return 1;
+    return pct;
+  }
+
+  async function refreshCoverage() {
+    clearTimeout(coverage.timer);
+    coverage.timer = null;
+    const seq = ++coverage.seq;
+    if (!coverageOn()) return;
+    const minutes = $("coverage-minutes").value;
+    const layer = $("coverage-layer").value;
+    const title = `Cobertura ${minutes} min`;
+    setCoverageState("loading");
+    const abort = new AbortController();
+    const timeout = setTimeout(() => abort.abort(), COVERAGE_TIMEOUT_MS);
+    try {
+      const query = new URLSearchParams({ minutes, layer });
+      const r = await fetch(`/api/v1/coverage?${query}`, { signal: abort.signal });
+      if (!r.ok) throw new Error(await errorText(r));
+      const body = await r.json();
+      if (seq !== coverage.seq) return; // switched off or another choice meanwhile
+      const ratio = Number(body.covered_area_ratio);
+      if (!Number.isFinite(ratio) || !body.gaps) throw new Error("respuesta inesperada");
+      gapLayer.clearLayers();
+      gapLayer.addData(body.gaps);
+      $("coverage-ratio").textContent = `${title}: ${coveragePercent(ratio)} %`;
+      const units = `${body.units} ${body.units === 1 ? "unidad disponible" : "unidades disponibles"}`;
+      const at = body.at ? new Date(body.at).toLocaleTimeString("es-PE", { hour12: false }) : "";
+      $("coverage-detail").textContent = `Capa ${COVERAGE_LAYER[layer] || layer} · ${units} · ${at}`;
+      $("coverage-note").hidden = true;
+      $("coverage").dataset.ratio = String(ratio);
+      $("coverage").dataset.gapCells = String(body.gap_cells);
+      setCoverageState("ok");
+    } catch (err) {
+      if (seq !== coverage.seq) return;
+      gapLayer.clearLayers();
+      $("coverage-ratio").textContent = `${title}: —`;
+      $("coverage-detail").textContent = "";
+      const why = err.name === "AbortError" ? "sin respuesta" : err.message;
+      $("coverage-note").textContent = `Cobertura no disponible: ${why}. Se reintenta en 30 s.`;
+      $("coverage-note").hidden = false;
+      delete $("coverage").dataset.ratio;
+      setCoverageState("error");
+    } finally {
+      clearTimeout(timeout);
+      if (seq === coverage.seq && coverageOn()) coverage.timer = setTimeout(refreshCoverage, COVERAGE_EVERY_MS);
+    }
+  }
+
+  function toggleCoverage() {
+    $("coverage-body").hidden = !coverageOn();
+    if (coverageOn()) {
+      refreshCoverage();
+    } else {
+      coverage.seq += 1; // an answer still on its way is dropped
+      clearTimeout(coverage.timer);
+      coverage.timer = null;
+      gapLayer.clearLayers();
+      setCoverageState("off");
+    }
+  }
+  $("coverage-on").addEventListener("change", toggleCoverage);
+  $("coverage-minutes").addEventListener("change", refreshCoverage);
+  $("coverage-layer").addEventListener("change", refreshCoverage);
+
   // ----- legend, timers, start -------------------------------------------------------------------
   const legend = L.control({ position: "bottomright" });
   legend.onAdd = () => {
@@ -751,5 +837,5 @@
   connect();
 
   // A read-only handle for tests and for the browser console.
-  window.serenazgo = { state, map, pickPoint, fitUnits, refreshFreshness, LABELS };
+  window.serenazgo = { state, map, pickPoint, fitUnits, refreshFreshness, refreshCoverage, LABELS };
 })();

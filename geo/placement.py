@@ -448,6 +448,7 @@ def place_exact(
     keep = np.flatnonzero((w > 0) & (np.diff(a.indptr) > 0))
     if keep.shape[0] == 0:
         return replace_method(place_greedy(w, ptr, idx, p), "milp", True, 0.0)
+    quick: Placement | None = None
     if shortcut:
         quick = place_greedy(w, ptr, idx, p)
         coverable = float(w[keep].sum())
@@ -474,6 +475,11 @@ def place_exact(
     sites = sorted(int(j) for j in np.argsort(-x, kind="stable")[:p])
     proven = bool(res.status == 0)
     value = covered_demand(w, ptr, idx, sites)
+    if not proven:
+        # A time-limited incumbent can trail the heuristic: hand back the better of the two.
+        quick = quick or place_greedy(w, ptr, idx, p)
+        if quick.covered_demand > value:
+            return replace_method(quick, "milp(time limit; greedy+interchange)", False, bound)
     return Placement(sites, value, total, "milp", optimal=proven, upper_bound=value if proven else bound)
 
 
@@ -734,9 +740,16 @@ def move_up_exact(
     for q in np.flatnonzero(z > 0.5).tolist():
         pos[pairs_u[q]] = pairs_j[q]
     proven = bool(res.status == 0)
-    return _plan(
+    plan = _plan(
         w, sptr, sidx, uptr, uidx, base, travel, pos, "milp", proven, None if proven else bound, unit_site
     )
+    if not proven:
+        # A time-limited incumbent can trail the heuristic: hand back the better of the two.
+        quick = move_up(w, sptr, sidx, uptr, uidx, travel, max_moves, base, max_travel_s, unit_site)
+        if quick.covered_after > plan.covered_after:
+            return MoveUpPlan(quick.moves, quick.covered_before, quick.covered_after, quick.total_demand,
+                              "milp(time limit; greedy+interchange)", False, bound)  # fmt: skip
+    return plan
 
 
 def _plan(

@@ -269,3 +269,21 @@ def test_coverage_reach_sets_feed_placement_like_our_builder() -> None:
     assert theirs[0].tolist() == ours[0].tolist() and theirs[1].tolist() == ours[1].tolist()
     w = np.random.default_rng(3).exponential(1.0, grid.size)
     assert place_greedy(w, *theirs, 5).sites == place_greedy(w, *ours, 5).sites
+
+
+def test_time_limit_returns_the_best_known_answer_and_says_it_is_unproven() -> None:
+    rng = np.random.default_rng(9)
+    lat, lon = rng.uniform(-12.14, -12.11, 600), rng.uniform(-77.05, -77.02, 600)
+    w = rng.exponential(1.0, 600)
+    csr = coverage_csr(lat, lon, lat, lon, 300.0)
+    heuristic = place_greedy(w, *csr, 20)
+    pl = place_exact(w, *csr, 20, time_limit_s=0.01, shortcut=False)
+    assert len(pl.sites) == 20 and pl.covered_demand >= heuristic.covered_demand - 1e-9
+    if not pl.optimal:  # the usual outcome at 10 ms; a fast machine may still prove it
+        assert pl.upper_bound is None or pl.upper_bound >= pl.covered_demand - 1e-9
+    units = rng.choice(600, 15, replace=False)
+    travel = travel_times_s(lat[units], lon[units], lat, lon, 1.35 / 6.9)
+    args = (w, *csr, *csr_rows(*csr, units), travel, 3)
+    plan = move_up_exact(*args, time_limit_s=0.01)
+    assert plan.covered_after >= move_up(*args).covered_after - 1e-9
+    assert len(plan.moves) <= 3

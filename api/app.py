@@ -12,6 +12,7 @@ from api.context import ApiContext
 from api.routes import (
     console,
     coverage,
+    coverage_history,
     dispatch,
     events,
     geofences,
@@ -46,7 +47,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    routes = (units, tracks, live, dispatch, coverage, incidents, geofences, events, ws, health, console)
+    routes = (
+        units, tracks, live, dispatch, coverage, coverage_history, incidents, geofences, events, ws, health,
+        console,
+    )  # fmt: skip
     for module in routes:
         app.include_router(module.router)
 

@@ -14,6 +14,7 @@ from tracker.registry import UnitRegistry
 if TYPE_CHECKING:
     from api.feed import LiveFeedHub
     from tracker.coverage import CoverageService
+    from tracker.coverage_history import CoverageSampler
     from tracker.dispatch import Dispatcher
     from tracker.events import EventEngine
     from tracker.incidents import IncidentService
@@ -48,3 +49,4 @@ class ApiContext:
     events: EventEngine | None = None
     feed: LiveFeedHub | None = None
     coverage: CoverageService | None = None
+    coverage_history: CoverageSampler | None = None

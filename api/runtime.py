@@ -48,6 +48,8 @@ from mqtt_bridge.simulator import PublishStats, SimClock, publish_fleet, registe
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE, MqttTarget, Settings, parse_mqtt_url
 from tracker.coverage import CoverageService
+from tracker.coverage_history import CoverageSampler
+from tracker.demand import incident_demand
 from tracker.dispatch import Dispatcher
 from tracker.errors import ConfigError, SerenazgoError
 from tracker.events import EventEngine
@@ -59,6 +61,7 @@ from tracker.server_process import EmbeddedServer
 from tracker.simulation import FleetSimulation
 from tracker.store.embedded import EmbeddedPostgres
 from tracker.store.migrations import migrate
+from tracker.store.pool import open_pool
 
 T = TypeVar("T")
 
@@ -333,6 +336,14 @@ class Runtime:
                 self._area or load_area(self.settings.area_file()), self.fleet, self.settings.dispatch.eta
             ),
         )
+        # Coverage sampled every minute for the history (its own small pool: ctx.pool only lives
+        # inside the app's lifespan); stored demand ratios are weighted by past incidents.
+        assert ctx.coverage is not None
+        sampler_pool = await open_pool(self.conninfo, max_size=2)
+        service = ctx.coverage
+        ctx.coverage_history = CoverageSampler(
+            sampler_pool, service, demand=lambda grid: incident_demand(sampler_pool, grid)
+        )
         app = create_app(ctx)
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5
@@ -354,6 +365,14 @@ class Runtime:
                 await task
 
         self._push("HTTP API", stop)
+        sampler = ctx.coverage_history
+        await sampler.start()
+
+        async def stop_sampler() -> None:
+            await sampler.stop()
+            await sampler_pool.close()
+
+        self._push("coverage history", stop_sampler)
         hub = self._hub
         if hub is not None:
             # Stopped before the API, so open WebSockets are closed (1001) instead of holding it up.

@@ -30,6 +30,12 @@ from tracker.fleet import LiveFleet
 from tracker.model import Freshness, UnitKind, UnitStatus
 
 GROUND_KINDS = (UnitKind.PATROL_CAR, UnitKind.MOTORCYCLE, UnitKind.BICYCLE, UnitKind.FOOT)
+# The coverage layers (the values of coverage_samples.layer) and the unit kinds each counts.
+LAYER_KINDS: dict[str, tuple[UnitKind, ...]] = {
+    "ground": GROUND_KINDS,
+    "drones": (UnitKind.DRONE,),
+    "combined": (*GROUND_KINDS, UnitKind.DRONE),
+}
 METROPOLIS_RES = 9
 # Above this area a district-sized resolution (10) would mean too many cells to redraw live.
 DISTRICT_MAX_KM2 = 150.0

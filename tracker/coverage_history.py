@@ -25,20 +25,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from geo.hexgrid import HexGrid
-from tracker.coverage import GROUND_KINDS, CoverageService
-from tracker.model import UnitKind
+from tracker.coverage import LAYER_KINDS, CoverageService
 from tracker.store import coverage as store
 from tracker.store.coverage import BucketRow, SampleRow
 from tracker.store.pool import AsyncDb
 
 log = logging.getLogger(__name__)
 
-# Same layers as GET /api/v1/coverage (api/routes/coverage.py), the values of coverage_samples.layer.
-LAYER_KINDS: dict[str, tuple[UnitKind, ...]] = {
-    "ground": GROUND_KINDS,
-    "drones": (UnitKind.DRONE,),
-    "combined": (*GROUND_KINDS, UnitKind.DRONE),
-}
 DEFAULT_TARGETS: tuple[tuple[str, float], ...] = (("ground", 8.0), ("combined", 8.0))
 DEFAULT_INTERVAL_S = 60.0
 DEFAULT_DEMAND_REFRESH_S = 3600.0

@@ -10,16 +10,12 @@ from fastapi import APIRouter, HTTPException, Query
 
 from api.deps import Context
 from geo.hexgrid import GridTooFineError
-from tracker.coverage import GROUND_KINDS, CoverageService
+from tracker.coverage import LAYER_KINDS, CoverageService
 from tracker.model import UnitKind
 
 router = APIRouter(prefix="/api/v1/coverage", tags=["coverage"])
 
-LAYERS = {
-    "ground": GROUND_KINDS,
-    "drones": (UnitKind.DRONE,),
-    "combined": (*GROUND_KINDS, UnitKind.DRONE),
-}
+LAYERS = LAYER_KINDS
 MAX_MINUTES = 120.0
 
 

@@ -1,7 +1,7 @@
 """``/api/v1/coverage/history``: stored coverage per minute or hour over a period, and the worst hours.
 
 The sampler (:class:`tracker.coverage_history.CoverageSampler`) is found at
-``app.state.coverage_history``; without it (or without the database pool) the
+``ctx.coverage_history``; without it (or without the database pool) the
 route answers 503, because an empty list would read as "no coverage at all".
 """
 
@@ -14,7 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from api.deps import Context
-from tracker.coverage_history import LAYER_KINDS, CoverageSampler, history
+from tracker.coverage import LAYER_KINDS
+from tracker.coverage_history import CoverageSampler, history
 from tracker.store.coverage import BUCKETS, BucketRow
 
 router = APIRouter(prefix="/api/v1/coverage/history", tags=["coverage"])
@@ -59,7 +60,7 @@ async def get_coverage_history(
     bucket: Annotated[str, Query(description="minute | hour (hour: min/avg/max of the samples)")] = "minute",
 ) -> dict[str, Any]:
     """Stored coverage of ``layer`` within ``minutes`` in ``[since, until)``, with the worst hours."""
-    sampler: CoverageSampler | None = getattr(request.app.state, "coverage_history", None)
+    sampler: CoverageSampler | None = ctx.coverage_history
     if sampler is None:
         raise HTTPException(503, "coverage history is not sampled in this process (no sampler configured)")
     if ctx.pool is None:

@@ -42,7 +42,7 @@ async def app_for(pg_url: str) -> AsyncIterator[Any]:
         app = FastAPI()
         app.state.ctx = ctx
         if sampler:
-            app.state.coverage_history = CoverageSampler(pool, CoverageService(MIRAFLORES, fleet))
+            ctx.coverage_history = CoverageSampler(pool, CoverageService(MIRAFLORES, fleet))
         app.include_router(coverage_history.router)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
         clients.append(client)

@@ -523,10 +523,11 @@ def _covered(count: NDArray[np.int64], w: NDArray[np.float64]) -> float:
 def _move_up_kernel(
     w: NDArray[np.float64], sptr: NDArray[np.int64], sidx: NDArray[np.int64], uptr: NDArray[np.int64],
     uidx: NDArray[np.int64], base: NDArray[np.int64], travel: NDArray[np.float64], max_travel: float,
-    max_moves: int, max_passes: int, tol: float,
-) -> NDArray[np.int64]:  # fmt: skip
+    max_moves: int, max_passes: int, tol: float, first_unit: int,
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:  # fmt: skip
     nu = uptr.shape[0] - 1
     pos = np.full(nu, -1, dtype=np.int64)  # -1: stays where it is; else the site it moves to
+    first_delta = np.full(nu, -np.inf)  # each unit's best single move at the start (to pick other starts)
     count = base.copy()
     for u in range(nu):
         _add_row(count, uptr, uidx, u, 1)
@@ -535,12 +536,14 @@ def _move_up_kernel(
     while moves < max_moves:
         bu, bj, bd, bt = -1, -1, tol, np.inf
         for u in range(nu):
-            if pos[u] >= 0:
+            if pos[u] >= 0 or (moves == 0 and first_unit >= 0 and u != first_unit):
                 continue
             _add_row(count, uptr, uidx, u, -1)
             loss = _row_gain(count, w, uptr, uidx, u)
             j, g, t = _best_target(u, count, w, sptr, sidx, travel, max_travel, -1)
             _add_row(count, uptr, uidx, u, 1)
+            if moves == 0 and j >= 0:
+                first_delta[u] = g - loss
             if j >= 0 and (g - loss > bd or (g - loss == bd and t < bt)):
                 bu, bj, bd, bt = u, j, g - loss, t
         if bu < 0:
@@ -611,7 +614,7 @@ def _move_up_kernel(
                     _add_row(count, uptr, uidx, u, 1)
         if not improved:
             break
-    return pos
+    return pos, first_delta
 
 
 @dataclass(frozen=True)
@@ -652,6 +655,7 @@ def move_up(
     weights: ArrayLike, site_indptr: ArrayLike, site_indices: ArrayLike, unit_indptr: ArrayLike,
     unit_indices: ArrayLike, travel_s: ArrayLike, max_moves: int, base_covered: ArrayLike | None = None,
     max_travel_s: float = math.inf, unit_site: ArrayLike | None = None, max_passes: int = 50,
+    starts: int = 8,
 ) -> MoveUpPlan:  # fmt: skip
     """Greedy + interchange move-up: at most ``max_moves`` idle units moved to raise covered demand.
 
@@ -660,14 +664,24 @@ def move_up(
     ``base_covered``: per cell, covered by busy/fixed units (bool mask or count).
     Moves over ``max_travel_s`` are not considered. ``unit_site`` (optional)
     names the site each unit stands at, reported as ``Move.from_site``.
+    ``starts`` runs: plain greedy, then greedy forced to open with each of the
+    units with the next best single moves; the best plan is kept.
     """
     w, sptr, sidx, uptr, uidx, base, travel = _check_move_up(
         weights, site_indptr, site_indices, unit_indptr, unit_indices, travel_s, base_covered
     )
-    pos = _move_up_kernel(
-        w, sptr, sidx, uptr, uidx, base, travel, float(max_travel_s), max(0, int(max_moves)), int(max_passes),
-        _tol(float(w.sum())),
-    )  # fmt: skip
+    tol = _tol(float(w.sum()))
+    limits = (float(max_travel_s), max(0, int(max_moves)), int(max_passes), tol)
+    pos, first_delta = _move_up_kernel(w, sptr, sidx, uptr, uidx, base, travel, *limits, -1)
+    # Further starts force the first move onto the units with the next best single moves.
+    others = [int(u) for u in np.argsort(-first_delta, kind="stable")[1 : max(1, int(starts))]
+              if first_delta[u] > tol]  # fmt: skip
+    best = _covered_by(w, sptr, sidx, uptr, uidx, base, pos)
+    for u in others:
+        trial, _ = _move_up_kernel(w, sptr, sidx, uptr, uidx, base, travel, *limits, u)
+        value = _covered_by(w, sptr, sidx, uptr, uidx, base, trial)
+        if value > best + tol:
+            pos, best = trial, value
     return _plan(w, sptr, sidx, uptr, uidx, base, travel, pos, "greedy+interchange", None, None, unit_site)
 
 
@@ -750,6 +764,17 @@ def move_up_exact(
             return MoveUpPlan(quick.moves, quick.covered_before, quick.covered_after, quick.total_demand,
                               "milp(time limit; greedy+interchange)", False, bound)  # fmt: skip
     return plan
+
+
+def _covered_by(
+    w: NDArray[np.float64], sptr: NDArray[np.int64], sidx: NDArray[np.int64], uptr: NDArray[np.int64],
+    uidx: NDArray[np.int64], base: NDArray[np.int64], pos: NDArray[np.int64],
+) -> float:  # fmt: skip
+    """Covered demand with each unit at its site in ``pos`` (or where it stands, -1)."""
+    mask = base > 0
+    for u in range(pos.shape[0]):
+        mask[sidx[sptr[pos[u]] : sptr[pos[u] + 1]] if pos[u] >= 0 else uidx[uptr[u] : uptr[u + 1]]] = True
+    return float(w[mask].sum())
 
 
 def _plan(

@@ -12,6 +12,7 @@ coverage issue).
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,14 +20,16 @@ from typing import Any
 
 import h3
 import numpy as np
+from numpy.typing import NDArray
 
 from geo.area import Area
 from geo.codes import KIND_CODE
-from geo.coverage import CoverageResult, coverage
+from geo.coverage import CoverageResult, coverage, reach_sets
 from geo.eta import StraightLineEta
 from geo.hexgrid import DISTRICT_RES, HexGrid, estimated_cells, hexgrid
+from geo.placement import move_up, place_greedy, travel_times_s
 from tracker.config import EtaSettings
-from tracker.fleet import LiveFleet
+from tracker.fleet import LiveFleet, UnitState
 from tracker.model import Freshness, UnitKind, UnitStatus
 
 GROUND_KINDS = (UnitKind.PATROL_CAR, UnitKind.MOTORCYCLE, UnitKind.BICYCLE, UnitKind.FOOT)
@@ -114,27 +117,116 @@ class CoverageService:
                 grid = self._grids.setdefault(res, grid)
         return grid
 
+    def available(self, kinds: tuple[UnitKind, ...], at: datetime) -> list[UnitState]:
+        """The units that count for coverage: available, of ``kinds``, with a fix that is not lost."""
+        wanted = set(kinds)
+        return [
+            st for st in self.fleet.snapshot()
+            if st.fix is not None and st.status is UnitStatus.AVAILABLE and st.unit.kind in wanted
+            and self.fleet.freshness(st, at) is not Freshness.LOST
+        ]  # fmt: skip
+
     def compute(
-        self, target_s: float, kinds: tuple[UnitKind, ...], res: int, now: datetime | None = None
+        self,
+        target_s: float,
+        kinds: tuple[UnitKind, ...],
+        res: int,
+        now: datetime | None = None,
+        demand: NDArray[np.float64] | None = None,
     ) -> CoverageAnswer:
         """Coverage within ``target_s`` by the available, not lost units of ``kinds``."""
         grid = self.grid(res)
         at = now or datetime.now(UTC)
-        wanted = set(kinds)
-        lat: list[float] = []
-        lon: list[float] = []
-        kind: list[int] = []
-        for state in self.fleet.snapshot():
-            fix = state.fix
-            if fix is None or state.status is not UnitStatus.AVAILABLE or state.unit.kind not in wanted:
-                continue
-            if self.fleet.freshness(state, at) is Freshness.LOST:
-                continue
-            lat.append(fix.lat)
-            lon.append(fix.lon)
-            kind.append(KIND_CODE[state.unit.kind.value])
-        result = coverage(
-            grid, np.array(lat), np.array(lon), np.array(kind, dtype=np.int8), target_s, self.model,
-            kinds=[KIND_CODE[k.value] for k in kinds],
-        )  # fmt: skip
-        return CoverageAnswer(result, kinds, len(lat), at)
+        lat, lon, kind = _columns(self.available(kinds, at))
+        codes = [KIND_CODE[k.value] for k in kinds]
+        result = coverage(grid, lat, lon, kind, target_s, self.model, kinds=codes, demand=demand)
+        return CoverageAnswer(result, kinds, int(lat.shape[0]), at)
+
+    def recommend_moves(
+        self,
+        target_s: float,
+        kinds: tuple[UnitKind, ...],
+        movable: UnitKind,
+        max_moves: int,
+        res: int,
+        demand: NDArray[np.float64] | None = None,
+        max_travel_s: float = math.inf,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Move-up: at most ``max_moves`` idle units of ``movable`` sent to cells that most raise coverage.
+
+        The other available units of ``kinds`` stay where they are; candidate
+        sites are the grid's cell centres; each move says its gain (in demand
+        units, area m² by default) and its travel time.
+        """
+        grid = self.grid(res)
+        at = now or datetime.now(UTC)
+        weights = grid.clipped_area_m2 if demand is None else demand
+        states = self.available(kinds, at)
+        idle = [st for st in states if st.unit.kind is movable]
+        fixed = [st for st in states if st.unit.kind is not movable]
+        flat, flon, fkind = _columns(fixed)
+        codes = [KIND_CODE[k.value] for k in kinds]
+        base = coverage(grid, flat, flon, fkind, target_s, self.model, kinds=codes)
+        code = KIND_CODE[movable.value]
+        sites = reach_sets(grid, grid.lat, grid.lon, code, target_s, self.model)
+        ilat, ilon, _ = _columns(idle)
+        units = reach_sets(grid, ilat, ilon, code, target_s, self.model)
+        travel = travel_times_s(ilat, ilon, grid.lat, grid.lon, float(self.model.pace[code]))
+        plan = move_up(weights, *sites, *units, travel, max_moves, base_covered=base.covered,
+                       max_travel_s=max_travel_s)  # fmt: skip
+        total = float(np.sum(weights))
+        moves = [
+            {
+                "unit_id": idle[m.unit].unit.unit_id,
+                "callsign": idle[m.unit].unit.callsign,
+                "from": {"lat": float(ilat[m.unit]), "lon": float(ilon[m.unit])},
+                "to": {"lat": float(grid.lat[m.to_site]), "lon": float(grid.lon[m.to_site]),
+                       "h3": format(int(grid.cells[m.to_site]), "x")},
+                "gain_ratio": round(m.gain / total, 5) if total else 0.0,
+                "travel_s": round(m.travel_s, 1),
+            }
+            for m in plan.moves
+        ]  # fmt: skip
+        return {
+            "mode": "move_up",
+            "target_s": target_s,
+            "resolution": res,
+            "movable_kind": str(movable),
+            "idle_units": len(idle),
+            "covered_before": round(plan.covered_before / total, 5) if total else 1.0,
+            "covered_after": round(plan.covered_after / total, 5) if total else 1.0,
+            "moves": moves,
+            "method": plan.method,
+        }
+
+    def recommend_placement(
+        self, target_s: float, kind: UnitKind, p: int, res: int, demand: NDArray[np.float64] | None = None
+    ) -> dict[str, Any]:
+        """Maximal covering placement: ``p`` positions for units of ``kind`` that cover the most demand."""
+        grid = self.grid(res)
+        weights = grid.clipped_area_m2 if demand is None else demand
+        code = KIND_CODE[kind.value]
+        sites = reach_sets(grid, grid.lat, grid.lon, code, target_s, self.model)
+        plan = place_greedy(weights, *sites, p)
+        return {
+            "mode": "placement",
+            "target_s": target_s,
+            "resolution": res,
+            "kind": str(kind),
+            "p": p,
+            "coverage": round(plan.coverage, 5),
+            "positions": [
+                {"lat": float(grid.lat[j]), "lon": float(grid.lon[j]), "h3": format(int(grid.cells[j]), "x")}
+                for j in plan.sites
+            ],
+            "method": plan.method,
+        }
+
+
+def _columns(states: list[UnitState]) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int8]]:
+    """lat, lon and kind-code columns of units that have a fix."""
+    lat = np.array([st.fix.lat for st in states if st.fix is not None], dtype=np.float64)
+    lon = np.array([st.fix.lon for st in states if st.fix is not None], dtype=np.float64)
+    kind = np.array([KIND_CODE[st.unit.kind.value] for st in states if st.fix is not None], dtype=np.int8)
+    return lat, lon, kind

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
 
 from api.deps import Context
 from geo.hexgrid import GridTooFineError
@@ -62,3 +63,40 @@ async def get_coverage(
     except GridTooFineError as exc:
         raise HTTPException(422, str(exc)) from exc
     return answer.to_json(service.model, cells=cells)
+
+
+class RecommendationRequest(BaseModel):
+    """What to recommend: moves of idle units (``move_up``) or positions from scratch (``placement``)."""
+
+    mode: Literal["move_up", "placement"] = "move_up"
+    minutes: float = Field(8.0, gt=0, le=MAX_MINUTES, description="target response time")
+    layer: Literal["ground", "drones", "combined"] = "ground"
+    kind: UnitKind = Field(UnitKind.PATROL_CAR, description="the kind of unit to move or place")
+    max_moves: int = Field(3, ge=1, le=50, description="move_up: at most this many moves")
+    max_travel_minutes: float | None = Field(None, gt=0, description="move_up: no longer journeys")
+    p: int = Field(10, ge=1, le=200, description="placement: how many positions")
+    resolution: int | None = Field(None, ge=0, le=15)
+
+
+@router.post("/recommendations", summary="Moves of idle units (or positions) that most raise coverage")
+async def recommendations(ctx: Context, body: RecommendationRequest) -> dict[str, Any]:
+    """Greedy + interchange maximal covering (see geo/placement.py); demand is area for now.
+
+    ``move_up`` keeps every other available unit of the layer where it is and
+    moves at most ``max_moves`` idle units of ``kind``; each move has its gain
+    (share of the area) and travel time. ``placement`` chooses ``p`` positions
+    for units of ``kind`` over an empty district (planning a shift).
+    """
+    service = _service(ctx)
+    res = service.default_resolution() if body.resolution is None else body.resolution
+    target = body.minutes * 60.0
+    try:
+        if body.mode == "placement":
+            return await asyncio.to_thread(service.recommend_placement, target, body.kind, body.p, res)
+        travel = math.inf if body.max_travel_minutes is None else body.max_travel_minutes * 60.0
+        return await asyncio.to_thread(
+            service.recommend_moves, target, LAYERS[body.layer], body.kind, body.max_moves, res,
+            max_travel_s=travel,
+        )  # fmt: skip
+    except GridTooFineError as exc:
+        raise HTTPException(422, str(exc)) from exc

@@ -128,3 +128,38 @@ async def test_without_a_service_area_the_answer_is_503(client_for) -> None:
     client = client_for(LiveFleet(), coverage=False)
     r = await client.get("/api/v1/coverage")
     assert r.status_code == 503 and "no service area" in r.text
+
+
+async def test_move_up_recommendations_raise_coverage_as_recomputed(client_for) -> None:
+    now = datetime.now(UTC)
+    # Three cars bunched together in the north-west corner: moving them must open up the district.
+    cars = [
+        (f"car{i}", UnitKind.PATROL_CAR, -12.108 + 0.0005 * i, -77.047, UnitStatus.AVAILABLE)
+        for i in range(3)
+    ]
+    fleet = fleet_with(cars, now)
+    client = client_for(fleet)
+    before = (await client.get("/api/v1/coverage", params={"minutes": 2})).json()["covered_area_ratio"]
+    r = await client.post("/api/v1/coverage/recommendations", json={"minutes": 2, "max_moves": 2})
+    assert r.status_code == 200, r.text
+    plan = r.json()
+    assert plan["covered_before"] == pytest.approx(before, abs=1e-4)
+    assert 1 <= len(plan["moves"]) <= 2 and plan["covered_after"] > before + 0.05
+    # Apply the moves to the fleet: the live coverage then equals what the plan promised.
+    later = now + timedelta(seconds=1)
+    fleet.apply([Ping(m["unit_id"], later, m["to"]["lat"], m["to"]["lon"]) for m in plan["moves"]])
+    after = (await client.get("/api/v1/coverage", params={"minutes": 2})).json()["covered_area_ratio"]
+    assert after == pytest.approx(plan["covered_after"], abs=1e-4)
+    assert all(m["travel_s"] > 0 and m["gain_ratio"] > 0 for m in plan["moves"])
+
+
+async def test_placement_recommendation_covers_more_with_more_units(client_for) -> None:
+    client = client_for(fleet_with([], datetime.now(UTC)))
+    few = (await client.post("/api/v1/coverage/recommendations",
+                             json={"mode": "placement", "minutes": 2, "p": 2})).json()  # fmt: skip
+    many = (await client.post("/api/v1/coverage/recommendations",
+                              json={"mode": "placement", "minutes": 2, "p": 6})).json()  # fmt: skip
+    assert len(few["positions"]) == 2 and len(many["positions"]) == 6
+    assert 0 < few["coverage"] < many["coverage"] <= 1.0
+    r = await client.post("/api/v1/coverage/recommendations", json={"mode": "teleport"})
+    assert r.status_code == 422

@@ -8,7 +8,8 @@ chosen sites cover it.
 
 - :func:`place_greedy`: greedy on marginal gains (kept current incrementally
   through the cell → sites transpose, so the whole run costs one pass over the
-  covering pairs) followed by 1-swap interchange until no swap improves.
+  covering pairs) followed by 1-swap interchange until no swap improves, from
+  several starts; it stops, proven optimal, once every coverable cell is covered.
 - :func:`place_exact`: the MILP with ``scipy.optimize.milp`` (HiGHS): binary
   x_j per site, y_i per cell, y_i ≤ Σ_{j∈N_i} x_j, Σ x_j = p. y is left
   continuous in [0, 1]: with x integral and w ≥ 0 an optimum has
@@ -16,6 +17,10 @@ chosen sites cover it.
 - :func:`move_up` / :func:`move_up_exact`: idle units either stay (covering
   their current set) or move to a candidate site; at most ``max_moves`` moves;
   demand already covered by busy or fixed units counts as covered.
+
+Measured (``python -m benchmarks.bench_placement``, Miraflores H3 res 10, 660
+cells = sites, p = 20): greedy + interchange 2-5 ms and within 1.4 % of the
+HiGHS optimum, which takes 1.5-21 s to prove.
 
 Pure: arrays in, dataclasses out; the kernels are numba (``cache=True``).
 """

@@ -1,6 +1,6 @@
 """``python -m benchmarks``: every benchmark in sequence, each in its own process.
 
-Order: codecs, nearest, writer, storage size, ingest, latency, dispatch_http. Each
+Order: codecs, nearest, writer, storage size, ingest, latency, dispatch_http, coverage, placement. Each
 module also runs alone (``python -m benchmarks.bench_ingest``); its results land
 in ``benchmarks/results/<name>.json`` (``<name>.quick.json`` with ``--quick``).
 A failing benchmark does not stop the others; the exit status says whether all

@@ -10,8 +10,10 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from api.deps import Context
+from geo.demand import DEFAULT_PRIOR
 from geo.hexgrid import GridTooFineError
 from tracker.coverage import LAYER_KINDS, CoverageService
+from tracker.demand import DEFAULT_WINDOW_DAYS, incident_demand
 from tracker.model import UnitKind
 
 router = APIRouter(prefix="/api/v1/coverage", tags=["coverage"])
@@ -34,6 +36,9 @@ async def get_coverage(
     resolution: Annotated[int | None, Query(description="H3 resolution (10 district, 9 city)")] = None,
     layer: Annotated[str, Query(description="ground | drones | combined")] = "ground",
     cells: Annotated[bool, Query(description="also every cell's best ETA (a heat map)")] = False,
+    demand: Annotated[
+        Literal["area", "incidents"], Query(description="weight of a cell: its area, or past incidents")
+    ] = "area",
 ) -> dict[str, Any]:
     """Cells of the service area that an available, not lost unit reaches within ``minutes``.
 
@@ -59,10 +64,22 @@ async def get_coverage(
         raise HTTPException(422, f"resolution must be an H3 resolution 0..15, got {res}")
     try:
         # Building a grid the first time takes up to a second or two for a city: off the loop.
-        answer = await asyncio.to_thread(service.compute, minutes * 60.0, chosen, res)
+        grid = await asyncio.to_thread(service.grid, res)
     except GridTooFineError as exc:
         raise HTTPException(422, str(exc)) from exc
-    return answer.to_json(service.model, cells=cells)
+    weights = None
+    if demand == "incidents":
+        if ctx.pool is None:
+            raise HTTPException(503, "incident demand needs the database, which is not open")
+        weights = await incident_demand(ctx.pool, grid)
+    answer = await asyncio.to_thread(service.compute, minutes * 60.0, chosen, res, None, weights)
+    out = answer.to_json(service.model, cells=cells)
+    if weights is not None:
+        out["demand"] = (
+            f"incidents of the last {DEFAULT_WINDOW_DAYS:g} days per cell + {DEFAULT_PRIOR:g} "
+            "pseudo-incidents per average cell, by area"
+        )
+    return out
 
 
 class RecommendationRequest(BaseModel):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import numpy as np
+import psycopg
 import pytest
 import shapely
 from pyproj import Transformer
@@ -19,6 +20,7 @@ from tracker.coverage import CoverageService
 from tracker.fleet import LiveFleet
 from tracker.model import Ping, StatusUpdate, Unit, UnitKind, UnitStatus
 from tracker.registry import UnitRegistry
+from tracker.store.pool import open_pool
 
 MIRAFLORES = load_area(DEFAULT_DISTRICTS_FILE, "Miraflores")
 CAR_PACE = 1.35 / 6.9  # seconds per metre (EtaSettings defaults)
@@ -163,3 +165,40 @@ async def test_placement_recommendation_covers_more_with_more_units(client_for) 
     assert 0 < few["coverage"] < many["coverage"] <= 1.0
     r = await client.post("/api/v1/coverage/recommendations", json={"mode": "teleport"})
     assert r.status_code == 422
+
+
+async def test_incident_demand_needs_the_database(client_for) -> None:
+    client = client_for(fleet_with([], datetime.now(UTC)))
+    r = await client.get("/api/v1/coverage", params={"demand": "incidents"})
+    assert r.status_code == 503 and "database" in r.text
+    r = await client.get("/api/v1/coverage", params={"demand": "calls"})
+    assert r.status_code == 422
+
+
+@pytest.mark.integration
+async def test_incident_demand_weights_the_ratio_towards_where_incidents_happen(pg_url: str) -> None:
+    now = datetime.now(UTC)
+    hotspot = (-12.1211, -77.0297)  # Parque Kennedy: every incident of the month happened here
+    # 2,000 incidents of the month here (Central Alerta logs ~690 a day district-wide), against the
+    # prior's 0.5 pseudo-incidents per average cell (~360 over Miraflores' 729 cells).
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO incidents (lat, lon, category, channel, created_at)"
+            " SELECT %s + 1e-6 * g, %s, 'otro', 'phone', %s FROM generate_series(1, 2000) AS g",
+            [hotspot[0], hotspot[1], now - timedelta(days=1)],
+        )
+    fleet = fleet_with([("car", UnitKind.PATROL_CAR, *hotspot, UnitStatus.AVAILABLE)], now)
+    ctx = ApiContext(settings=Settings(), conninfo=pg_url, registry=UnitRegistry(), fleet=fleet)
+    ctx.coverage = CoverageService(MIRAFLORES, fleet)
+    ctx.pool = await open_pool(pg_url, max_size=2)
+    try:
+        transport = httpx.ASGITransport(app=create_app(ctx))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            params = {"minutes": 1, "demand": "incidents"}
+            body = (await client.get("/api/v1/coverage", params=params)).json()
+    finally:
+        await ctx.pool.close()
+    # One car at the hotspot covers a small share of the area but most of the expected demand.
+    assert body["covered_area_ratio"] < 0.1
+    assert body["covered_demand_ratio"] > 0.8
+    assert "incidents of the last 28 days" in body["demand"]

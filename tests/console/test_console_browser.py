@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route
 from pyproj import Geod
 
 from mqtt_bridge.simulator import encode, register_units
@@ -37,16 +37,6 @@ from tracker.simulation import FleetSimulation
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 WAIT_MS = 30_000
 HTTP_TIMEOUT_S = 30.0  # a loaded CI machine, not a slow API
 SCREENSHOT_ENV = "SERENAZGO_CONSOLE_SCREENSHOT"
@@ -55,19 +45,6 @@ GEOD = Geod(ellps="WGS84")
 
 
 # ----- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless; the test fails (does not skip) when it is not installed."""
-    if not CHROMIUM.exists():
-        pytest.fail("install Debian's chromium package (apt-get install chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

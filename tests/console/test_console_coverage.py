@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route
 
 from tests.api.live_stack import LiveStack, native_ping, start_stack
 from tests.api.test_coverage_api import CAR_PACE, shapely_ratio
-from tests.console.test_console_browser import CHROMIUM, CHROMIUM_ARGS, HTTP_TIMEOUT_S, open_console
+from tests.console.test_console_browser import HTTP_TIMEOUT_S, open_console
 from tests.mqtt_bridge.ingest_rig import IngestRig
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE
@@ -29,19 +29,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 GAP_PATHS = ".leaflet-overlay-pane path.coverage-gap"
 COVERAGE_URL = re.compile(r"/api/v1/coverage\?")
-
-
-@pytest.fixture
-def chromium() -> Iterator[Browser]:
-    """Debian's Chromium, headless; the test fails (does not skip) when it is not installed."""
-    if not CHROMIUM.exists():
-        pytest.fail("install Debian's chromium package (apt-get install chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture
@@ -81,7 +68,7 @@ def shown_percent(page: Page) -> int:
 
 
 def test_coverage_layer_draws_the_gaps_and_the_covered_share(
-    ingest: IngestRig, coverage_stack: Callable[[], LiveStack], chromium: Browser
+    ingest: IngestRig, coverage_stack: Callable[[], LiveStack], browser: Browser
 ) -> None:
     n = ingest.names
     car, drone = n.unit("mov01"), n.unit("dron01")
@@ -93,7 +80,7 @@ def test_coverage_layer_draws_the_gaps_and_the_covered_share(
     ingest.publish([native_ping(u, now - timedelta(seconds=5), lat, lon) for u, (lat, lon) in where.items()])
     stack.wait_fleet("the first fixes", lambda: all(stack.ctx.fleet.get(u).fix is not None for u in where))  # type: ignore[union-attr]
 
-    page = open_console(chromium, stack.served.url)
+    page = open_console(browser, stack.served.url)
     page.wait_for_function("document.querySelectorAll('.unit-icon').length === 2")
     assert page.locator("#coverage").get_attribute("data-state") == "off"
     assert page.locator(GAP_PATHS).count() == 0

@@ -1,12 +1,15 @@
 """Great-circle distance on the sphere: the scalar kernel the GPS filters call per fix.
 
 Scalar and pure (floats in, float out) because the filters judge one fix at a
-time; vectorised kernels for the dispatch and coverage engines belong here too.
+time; :data:`haversine_m_nb` is the same function compiled by numba, for the
+kernels of the dispatch, coverage and placement engines.
 """
 
 from __future__ import annotations
 
 import math
+
+import numba
 
 EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius: haversine within ~0.5 % of WGS84 geodesics
 
@@ -23,3 +26,8 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     s_dlon = math.sin(math.radians(lon2 - lon1) * 0.5)
     h = s_dlat * s_dlat + math.cos(p1) * math.cos(p2) * s_dlon * s_dlon
     return 2.0 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, h)))
+
+
+# The same formula for numba kernels (inlined into them); the filters keep the plain Python
+# function, which is cheaper to call one fix at a time than a compiled dispatcher.
+haversine_m_nb = numba.njit(cache=True, inline="always")(haversine_m)

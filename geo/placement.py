@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from geo.distance import EARTH_RADIUS_M
+from geo.distance import EARTH_RADIUS_M, haversine_m_nb
 
 _M_PER_DEG = EARTH_RADIUS_M * math.pi / 180.0
 _MAX_BUCKETS = 4_000_000  # of the pruning grid; coarser buckets past this (a metropolis at a tiny reach)
@@ -45,16 +45,6 @@ _MAX_BUCKETS = 4_000_000  # of the pruning grid; coarser buckets past this (a me
 
 # ---------------------------------------------------------------------------------------------
 # Coverage structure
-
-
-@numba.njit(cache=True, inline="always")
-def _hav_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1 = math.radians(lat1)
-    p2 = math.radians(lat2)
-    s_dlat = math.sin((p2 - p1) * 0.5)
-    s_dlon = math.sin(math.radians(lon2 - lon1) * 0.5)
-    h = s_dlat * s_dlat + math.cos(p1) * math.cos(p2) * s_dlon * s_dlon
-    return 2.0 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, h)))
 
 
 @numba.njit(cache=True)
@@ -95,7 +85,7 @@ def _coverage_kernel(
                 b = r * ncols + c
                 for t in range(starts[b], starts[b + 1]):
                     i = order[t]
-                    if _hav_m(site_lat[j], site_lon[j], cell_lat[i], cell_lon[i]) <= reach_m:
+                    if haversine_m_nb(site_lat[j], site_lon[j], cell_lat[i], cell_lon[i]) <= reach_m:
                         if k == indices.shape[0]:
                             bigger = np.empty(2 * k, dtype=np.int64)
                             bigger[:k] = indices
@@ -165,7 +155,7 @@ def _travel_kernel(
     out = np.empty((flat.shape[0], tlat.shape[0]), dtype=np.float64)
     for u in range(flat.shape[0]):
         for j in range(tlat.shape[0]):
-            out[u, j] = _hav_m(flat[u], flon[u], tlat[j], tlon[j])
+            out[u, j] = haversine_m_nb(flat[u], flon[u], tlat[j], tlon[j])
     return out
 
 

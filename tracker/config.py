@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from geo.eta import DEFAULT_CIRCUITY, DEFAULT_SPEED_MPS, StraightLineEta
 from tracker.errors import ConfigError
 from tracker.freshness import DEFAULT_THRESHOLDS, FreshnessThresholds
 from tracker.model import UnitKind
@@ -78,24 +79,18 @@ class EtaSettings(BaseModel):
 
     # Average door-to-door speed per kind on Lima's streets (m/s); drones: cruise speed.
     speed_mps: dict[UnitKind, float] = Field(
-        default_factory=lambda: {
-            UnitKind.FOOT: 1.4,
-            UnitKind.BICYCLE: 4.2,
-            UnitKind.MOTORCYCLE: 8.3,
-            UnitKind.PATROL_CAR: 6.9,
-            UnitKind.DRONE: 15.0,
-        }
+        default_factory=lambda: {UnitKind(k): v for k, v in DEFAULT_SPEED_MPS.items()}
     )
     # Street distance / great-circle distance; 1.0 for drones, which fly straight.
     circuity: dict[UnitKind, float] = Field(
-        default_factory=lambda: {
-            UnitKind.FOOT: 1.35,
-            UnitKind.BICYCLE: 1.35,
-            UnitKind.MOTORCYCLE: 1.35,
-            UnitKind.PATROL_CAR: 1.35,
-            UnitKind.DRONE: 1.0,
-        }
+        default_factory=lambda: {UnitKind(k): v for k, v in DEFAULT_CIRCUITY.items()}
     )
+
+    def model(self) -> StraightLineEta:
+        """The ETA model these settings describe (kinds left out keep geo.eta's defaults)."""
+        return StraightLineEta.from_names(
+            {str(k): v for k, v in self.speed_mps.items()}, {str(k): v for k, v in self.circuity.items()}
+        )
 
 
 class DispatchSettings(BaseModel):

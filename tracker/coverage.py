@@ -95,10 +95,7 @@ class CoverageService:
     def __init__(self, area: Area, fleet: LiveFleet, eta: EtaSettings | None = None) -> None:
         self.area = area
         self.fleet = fleet
-        settings = eta or EtaSettings()
-        speeds = [settings.speed_mps[UnitKind(name)] for name in KIND_CODE]
-        circuity = [settings.circuity[UnitKind(name)] for name in KIND_CODE]
-        self.model = StraightLineEta(speeds, circuity)
+        self.model = (eta or EtaSettings()).model()
         self._grids: dict[int, HexGrid] = {}
         self._lock = threading.Lock()
 

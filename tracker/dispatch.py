@@ -30,7 +30,6 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from geo.codes import KIND_CODE, KIND_NAMES, STATUS_CODE, STATUS_NAMES
-from geo.eta import StraightLineEta
 from geo.live_index import DEFAULT_CELL_DEG, LiveIndex, suggest_cell_deg
 from geo.nearest import MAX_K, NearestSearch, warm_up
 from tracker.config import EtaSettings
@@ -107,11 +106,7 @@ class Dispatcher:
         *,
         cell_deg: float | None = None,
     ) -> None:
-        settings = eta or EtaSettings()
-        self._model = StraightLineEta.from_names(
-            {str(k): v for k, v in settings.speed_mps.items()},
-            {str(k): v for k, v in settings.circuity.items()},
-        )
+        self._model = (eta or EtaSettings()).model()
         self._thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
         stale = [self._thresholds[kind].stale_after_s for kind in _KINDS]
         lost = [self._thresholds[kind].lost_after_s for kind in _KINDS]

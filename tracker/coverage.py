@@ -97,12 +97,14 @@ class CoverageService:
         self.fleet = fleet
         self.model = (eta or EtaSettings()).model()
         self._grids: dict[int, HexGrid] = {}
+        # The area never changes: measure it once, not on every request.
+        km2 = estimated_cells(area, DISTRICT_RES) * h3.average_hexagon_area(DISTRICT_RES, unit="km^2")
+        self._default_res = DISTRICT_RES if km2 <= DISTRICT_MAX_KM2 else METROPOLIS_RES
         self._lock = threading.Lock()
 
     def default_resolution(self) -> int:
-        """10 for a district, 9 for a metropolis (by the area's size)."""
-        km2 = estimated_cells(self.area, DISTRICT_RES) * h3.average_hexagon_area(DISTRICT_RES, unit="km^2")
-        return DISTRICT_RES if km2 <= DISTRICT_MAX_KM2 else METROPOLIS_RES
+        """10 for a district, 9 for a metropolis (by the area's size, measured once)."""
+        return self._default_res
 
     def grid(self, res: int) -> HexGrid:
         """The area's grid at ``res`` (built once; GridTooFineError when it would be too big)."""

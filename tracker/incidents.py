@@ -595,9 +595,7 @@ class IncidentService:
         overall = GroupStats(0, 0, 0, 0, 0, None, None, None, None, None, None)
         groups: dict[str, dict[str, GroupStats]] = {d: {} for d in by}
         for r in rows:
-            g = GroupStats(r.count, r.assigned, r.arrived, r.closed, r.cancelled, r.response_p50_s,
-                           r.response_p90_s, r.response_mean_s, r.assign_p50_s, r.assign_p90_s,
-                           r.assign_mean_s)  # fmt: skip
+            g = GroupStats(*r.figures)
             if r.dimension is None:
                 overall = g
             else:

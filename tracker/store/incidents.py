@@ -56,21 +56,16 @@ class UnitRow:
 
 @dataclass(slots=True, frozen=True)
 class StatsRow:
-    """Response-time figures of one group (``dimension``/``value``; both None for the overall row)."""
+    """Response-time figures of one group (``dimension``/``value``; both None for the overall row).
+
+    ``figures``: count, assigned, arrived, closed, cancelled, then response p50, p90
+    and mean and assign p50, p90 and mean in seconds (None without data), in the
+    order of :class:`tracker.incidents.GroupStats`' fields.
+    """
 
     dimension: str | None
     value: str | None
-    count: int
-    assigned: int
-    arrived: int
-    closed: int
-    cancelled: int
-    response_p50_s: float | None
-    response_p90_s: float | None
-    response_mean_s: float | None
-    assign_p50_s: float | None
-    assign_p90_s: float | None
-    assign_mean_s: float | None
+    figures: tuple[Any, ...]
 
 
 # ----- incidents ----------------------------------------------------------------------------
@@ -403,16 +398,6 @@ async def response_stats(
     out: list[StatsRow] = []
     for row in await cur.fetchall():
         dim, value, n, assigned, arrived, closed, cancelled, *figures = row
-        out.append(
-            StatsRow(
-                dim,
-                value,
-                int(n),
-                int(assigned),
-                int(arrived),
-                int(closed),
-                int(cancelled),
-                *(_f(x) for x in figures),
-            )
-        )
+        counts = (int(n), int(assigned), int(arrived), int(closed), int(cancelled))
+        out.append(StatsRow(dim, value, (*counts, *(_f(x) for x in figures))))
     return out

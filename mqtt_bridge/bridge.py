@@ -77,7 +77,7 @@ from tracker.filters import FilterPipeline
 from tracker.fleet import LiveFleet
 from tracker.registry import UnitRegistry
 from tracker.store.migrations import migrate
-from tracker.store.queries import load_latest_sync
+from tracker.store.queries import load_latest_sync, load_latest_telemetry_sync
 from tracker.store.units import load_all_units_sync
 from tracker.store.writer import PositionWriter
 
@@ -418,7 +418,7 @@ class Bridge:
             b = part.batch
             for unit in b.new_units:
                 self.fleet.upsert_unit(unit)
-            self.fleet.apply(b.pings, b.statuses, part.disconnected)
+            self.fleet.apply(b.pings, b.statuses, part.disconnected, b.telemetry)
             if b.dead_letters:
                 self._announce(b.dead_letters)
 
@@ -557,15 +557,16 @@ class Bridge:
 
 
 def load_state(conninfo: str, settings: Settings) -> tuple[UnitRegistry, LiveFleet]:
-    """A registry and a fleet filled from the database (``units`` and ``unit_latest``)."""
+    """A registry and a fleet filled from the database (``units``, ``unit_latest``, drone telemetry)."""
     units = load_all_units_sync(conninfo)
     try:
         with psycopg.connect(conninfo, autocommit=True) as conn:
             latest = load_latest_sync(conn)
+            telemetry = load_latest_telemetry_sync(conn)
     except psycopg.Error as exc:
         raise StorageError(f"cannot load latest positions: {exc}") from exc
     fleet = LiveFleet(settings.freshness)
-    fleet.load(units, latest)
+    fleet.load(units, latest, telemetry)
     return UnitRegistry(units), fleet
 
 

@@ -7,9 +7,10 @@ For each message, in order (an explicit pipeline, as in Traccar's ProcessingHand
    new: it joins ``batch.new_units``); an unknown sender is a Rejection.
 3. :class:`tracker.filters.FilterPipeline` per ping: a Rejection, or the ping
    with its quality flags plus retroactive :class:`FlagUpdate`\\ s.
-4. Statuses go to ``batch.statuses``; an OwnTracks ``lwt`` marks the unit
-   disconnected (for ``LiveFleet.apply(disconnected=…)`` after commit). An lwt
-   from an unknown device is ignored: a last will is no reason to create a unit.
+4. Drone telemetry goes to ``batch.telemetry`` with the unit id set. Statuses
+   go to ``batch.statuses``; an OwnTracks ``lwt`` marks the unit disconnected
+   (for ``LiveFleet.apply(disconnected=…)`` after commit). An lwt from an
+   unknown device is ignored: a last will is no reason to create a unit.
 
 Every Rejection becomes a :class:`DeadLetter` (topic, payload, reason, detail) in
 the same batch: refused input is stored, counted and acknowledged like the
@@ -34,7 +35,7 @@ from mqtt_bridge.codecs import decode_message
 from tracker.batch import DeadLetter, FlagUpdate, IngestBatch
 from tracker.config import Settings
 from tracker.filters import FilterPipeline
-from tracker.model import Decoded, Ignored, Ping, Rejection, StatusUpdate, Unit
+from tracker.model import Decoded, DroneTelemetry, Ignored, Ping, Rejection, StatusUpdate, Unit
 from tracker.registry import UnitRegistry
 
 UNKNOWN_UNIT = "unknown_unit"
@@ -56,8 +57,10 @@ class RawMessage(Protocol):
         """Arrival time, seconds since the epoch (``time.time()``)."""
 
 
-# Lengths of (pings, statuses, flag_updates, new_units, dead_letters, disconnected) after a message.
-_Ends = tuple[int, int, int, int, int, int]
+# Lengths of (pings, statuses, flag_updates, new_units, dead_letters, disconnected, telemetry)
+# after each message.
+_Ends = tuple[int, int, int, int, int, int, int]
+_NO_ENDS: _Ends = (0, 0, 0, 0, 0, 0, 0)
 
 
 @dataclass(slots=True)
@@ -79,7 +82,7 @@ class PipelineResult:
 
     def part(self, lo: int, hi: int) -> PipelineResult:
         """The result of messages ``lo`` to ``hi - 1`` alone (counters are not split)."""
-        start: _Ends = self.ends[lo - 1] if lo > 0 else (0, 0, 0, 0, 0, 0)
+        start: _Ends = self.ends[lo - 1] if lo > 0 else _NO_ENDS
         stop = self.ends[hi - 1] if hi > lo else start
         b = self.batch
         sub = IngestBatch(
@@ -88,6 +91,7 @@ class PipelineResult:
             flag_updates=b.flag_updates[start[2] : stop[2]],
             new_units=b.new_units[start[3] : stop[3]],
             dead_letters=b.dead_letters[start[4] : stop[4]],
+            telemetry=b.telemetry[start[6] : stop[6]],
         )
         shifted = [tuple(e - s for e, s in zip(end, start, strict=True)) for end in self.ends[lo:hi]]
         return PipelineResult(
@@ -128,6 +132,7 @@ class IngestPipeline:
         flag_updates: list[FlagUpdate] = batch.flag_updates
         new_units: list[Unit] = batch.new_units
         dead: list[DeadLetter] = batch.dead_letters
+        telemetry: list[DroneTelemetry] = batch.telemetry
         disconnected = result.disconnected
         ends = result.ends
         rejected, ignored, fired = result.rejected, result.ignored, result.fired
@@ -183,6 +188,10 @@ class IngestPipeline:
                                 assert type(f) is Rejection
                                 rejected[f.reason] += 1
                                 dead.append(DeadLetter(topic, payload, f.reason, f.detail, received))
+                        if res.telemetry:
+                            for t in res.telemetry:
+                                t.unit_id = unit_id
+                            telemetry.extend(res.telemetry)
                         if res.status is not None:
                             statuses.append((unit_id, res.status))
                         if event is not None:
@@ -194,8 +203,11 @@ class IngestPipeline:
                 rejected[res.reason] += 1
                 dead.append(DeadLetter(topic, payload, res.reason, res.detail, received))
             ends.append(
-                (len(pings), len(statuses), len(flag_updates), len(new_units), len(dead), len(disconnected))
-            )
+                (
+                    len(pings), len(statuses), len(flag_updates), len(new_units), len(dead),
+                    len(disconnected), len(telemetry),
+                )
+            )  # fmt: skip
         result.pings_received = received_pings
         fired.update(fired_names)
         return result

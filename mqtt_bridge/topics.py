@@ -26,12 +26,14 @@ OWNTRACKS_PREFIX = "owntracks/"
 
 NATIVE_POSITION_FILTER = "serenazgo/units/+/position"
 NATIVE_STATUS_FILTER = "serenazgo/units/+/status"
+NATIVE_DRONE_FILTER = "serenazgo/units/+/drone"
 OWNTRACKS_FILTER = "owntracks/+/+"
 OWNTRACKS_EVENT_FILTER = "owntracks/+/+/event"
 
 SUBSCRIPTION_FILTERS: tuple[str, ...] = (
     NATIVE_POSITION_FILTER,
     NATIVE_STATUS_FILTER,
+    NATIVE_DRONE_FILTER,
     OWNTRACKS_FILTER,
     OWNTRACKS_EVENT_FILTER,
 )
@@ -53,6 +55,7 @@ class RouteKind(StrEnum):
 
     NATIVE_POSITION = "native_position"
     NATIVE_STATUS = "native_status"
+    NATIVE_DRONE = "native_drone"  # drone telemetry beside the position (altitudes, battery, mode)
     OWNTRACKS = "owntracks"  # base topic: location, lwt (and any _type the app sends there)
     OWNTRACKS_EVENT = "owntracks_event"  # /event subtopic: transition
 
@@ -100,16 +103,19 @@ def _bad_level_reason(level: str) -> str | None:
 
 
 def _native(levels: list[str], topic: str) -> Route | Rejection:
-    """Parse ``serenazgo/units/{unit_id}/{position|status}`` (``levels`` has at least 3 items)."""
+    """Parse ``serenazgo/units/{unit_id}/{position|status|drone}`` (``levels`` has at least 3 items)."""
     last = levels[-1]
     if last == "position":
         kind = RouteKind.NATIVE_POSITION
     elif last == "status":
         kind = RouteKind.NATIVE_STATUS
+    elif last == "drone":
+        kind = RouteKind.NATIVE_DRONE
     else:
         return Rejection(
             "unknown_topic",
-            f"topic {topic[:200]!r}: native topics are serenazgo/units/{{unit_id}}/position or /status",
+            f"topic {topic[:200]!r}: native topics are serenazgo/units/{{unit_id}}/"
+            "position, /status or /drone",
         )
     # Everything between the prefix and the last level is the claimed unit id, so a
     # '/' smuggled into it shows up here rather than as an unknown topic.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from tracker.model import Ping, PingFlag, StatusUpdate, Unit
+from tracker.model import DroneTelemetry, Ping, PingFlag, StatusUpdate, Unit
 
 
 @dataclass(slots=True)
@@ -50,9 +50,10 @@ class IngestBatch:
     statuses: list[tuple[str, StatusUpdate]] = field(default_factory=list)
     flag_updates: list[FlagUpdate] = field(default_factory=list)
     new_units: list[Unit] = field(default_factory=list)
+    telemetry: list[DroneTelemetry] = field(default_factory=list)  # stored once per (unit_id, ts)
 
     def __len__(self) -> int:
-        return len(self.pings) + len(self.dead_letters) + len(self.statuses)
+        return len(self.pings) + len(self.dead_letters) + len(self.statuses) + len(self.telemetry)
 
 
 @dataclass(slots=True, frozen=True)

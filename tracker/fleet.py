@@ -21,14 +21,14 @@ from typing import Literal
 
 from tracker.batch import NOT_LATEST
 from tracker.freshness import DEFAULT_THRESHOLDS, FreshnessThresholds, classify_freshness
-from tracker.model import Freshness, Ping, PingFlag, StatusUpdate, Unit, UnitKind, UnitStatus
+from tracker.model import DroneTelemetry, Freshness, Ping, PingFlag, StatusUpdate, Unit, UnitKind, UnitStatus
 
 log = logging.getLogger(__name__)
 
 _NOT_LATEST = int(NOT_LATEST)
 _JITTER = int(PingFlag.JITTER)
 
-ChangeKind = Literal["position", "status", "unit", "connection"]
+ChangeKind = Literal["position", "status", "unit", "connection", "telemetry"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -40,6 +40,7 @@ class UnitState:
     status: UnitStatus = UnitStatus.AVAILABLE
     status_ts: datetime | None = None
     connected: bool | None = None  # False after an OwnTracks last-will; None when unknown
+    drone: DroneTelemetry | None = None  # a drone's newest telemetry (battery, altitude, mode)
 
 
 @dataclass(slots=True, frozen=True)
@@ -75,8 +76,10 @@ class LiveFleet:
     def __len__(self) -> int:
         return len(self._states)
 
-    def load(self, units: Iterable[Unit], latest: Iterable[Ping]) -> None:
-        """Fill the fleet from the database at start (units, then their latest fixes)."""
+    def load(
+        self, units: Iterable[Unit], latest: Iterable[Ping], telemetry: Iterable[DroneTelemetry] = ()
+    ) -> None:
+        """Fill the fleet from the database at start (units, their latest fixes and drone telemetry)."""
         with self._lock:
             for unit in units:
                 self._states[unit.unit_id] = UnitState(unit=unit, status=unit.status)
@@ -84,6 +87,10 @@ class LiveFleet:
                 state = self._states.get(ping.unit_id)
                 if state is not None:
                     self._states[ping.unit_id] = replace(state, fix=ping)
+            for report in telemetry:
+                state = self._states.get(report.unit_id)
+                if state is not None:
+                    self._states[report.unit_id] = replace(state, drone=report)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(changes)`` after every applied batch; returns the unsubscribe function."""
@@ -128,6 +135,7 @@ class LiveFleet:
         pings: Iterable[Ping] = (),
         statuses: Iterable[tuple[str, StatusUpdate]] = (),
         disconnected: Iterable[str] = (),
+        telemetry: Iterable[DroneTelemetry] = (),
     ) -> list[FleetChange]:
         """Apply a committed batch with the same rules as ``unit_latest``; notify and return the changes.
 
@@ -152,6 +160,11 @@ class LiveFleet:
                 seen = get_moved(uid)
                 if seen is None or ping.ts > seen.ts:
                     moved[uid] = ping
+        newest_telemetry: dict[str, DroneTelemetry] = {}
+        for report in telemetry:
+            seen_t = newest_telemetry.get(report.unit_id)
+            if seen_t is None or report.ts > seen_t.ts:
+                newest_telemetry[report.unit_id] = report
         changes: list[FleetChange] = []
         with self._lock:
             states = self._states
@@ -168,7 +181,9 @@ class LiveFleet:
                         anchor = old
                     if anchor is not None:
                         ping = _placed_at(ping, anchor)
-                state = states[unit_id] = UnitState(state.unit, ping, state.status, state.status_ts, True)
+                state = states[unit_id] = UnitState(
+                    state.unit, ping, state.status, state.status_ts, True, state.drone
+                )
                 changes.append(FleetChange("position", unit_id, state))
             for unit_id, update in statuses:
                 state = states.get(unit_id)
@@ -181,6 +196,12 @@ class LiveFleet:
                 if state is not None and state.connected is not False:
                     state = states[unit_id] = replace(state, connected=False)
                     changes.append(FleetChange("connection", unit_id, state))
+            for unit_id, report in newest_telemetry.items():
+                state = states.get(unit_id)
+                if state is None or (state.drone is not None and state.drone.ts >= report.ts):
+                    continue
+                state = states[unit_id] = replace(state, drone=report)
+                changes.append(FleetChange("telemetry", unit_id, state))
         self._notify(changes)
         return changes
 

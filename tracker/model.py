@@ -147,6 +147,40 @@ class Ping:
     received_at: datetime | None = None
 
 
+@dataclass(slots=True)
+class DroneTelemetry:
+    """What a drone reports beside its position, in SI units (stored in ``drone_telemetry``).
+
+    Codecs fill what their protocol carries and leave the rest None; ``unit_id``
+    is empty until the sender is resolved, like a :class:`Ping`'s. Altitudes are
+    kept in the three references the protocols use, never converted into one
+    another (that needs a geoid or terrain model): above the take-off/home point
+    (DJI ``elevation``, MAVLink ``relative_alt``), above mean sea level (MAVLink
+    ``alt``) and above the WGS84 ellipsoid (DJI ``height``).
+    """
+
+    unit_id: str
+    ts: datetime
+    alt_takeoff_m: float | None = None  # above the take-off / home point
+    alt_msl_m: float | None = None  # above mean sea level
+    alt_ellipsoid_m: float | None = None  # above the WGS84 ellipsoid
+    vertical_speed_mps: float | None = None  # positive up
+    battery_pct: float | None = None  # 0-100
+    remaining_flight_s: float | None = None  # the aircraft's own estimate
+    return_home_pct: float | None = None  # battery percent the aircraft says it needs to get home
+    flight_mode: str | None = None  # normalised (drones.telemetry.FLIGHT_MODES)
+    mode_code: int | None = None  # the protocol's raw mode number
+    gps_fix: int | None = None  # MAVLink GPS_FIX_TYPE: 0-1 none, 2 2D, 3 3D, 4 DGPS, 5 RTK float, 6 RTK fixed
+    satellites: int | None = None
+    wind_speed_mps: float | None = None
+    height_limit_m: float | None = None  # the aircraft's configured ceiling
+    home_lat: float | None = None
+    home_lon: float | None = None
+    docked: bool | None = None  # True while the aircraft sits in its dock
+    dock_id: str | None = None  # serial of the dock (DJI gateway) the aircraft belongs to
+    source: Source = Source.NATIVE
+
+
 @dataclass(slots=True, frozen=True)
 class StatusUpdate:
     """A unit's operational status changed (native status topic or dispatch)."""
@@ -172,6 +206,7 @@ class Decoded:
     pings: list[Ping] = field(default_factory=list)
     status: StatusUpdate | None = None
     event: DeviceEvent | None = None
+    telemetry: list[DroneTelemetry] = field(default_factory=list)  # drones only
 
 
 @dataclass(slots=True, frozen=True)

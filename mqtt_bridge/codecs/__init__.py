@@ -44,6 +44,8 @@ def _target(topic: str) -> _Target:
             target = (native.decode_position, DeviceRef(Source.NATIVE, route.ids[0]))
         elif kind is RouteKind.NATIVE_STATUS:
             target = (native.decode_status, DeviceRef(Source.NATIVE, route.ids[0]))
+        elif kind is RouteKind.NATIVE_DRONE:
+            target = (native.decode_drone, DeviceRef(Source.NATIVE, route.ids[0]))
         else:
             target = (owntracks.decode, owntracks.device_ref(route.ids[0], route.ids[1]))
     else:

@@ -25,6 +25,7 @@ from datetime import datetime
 from orjson import JSONDecodeError
 from orjson import loads as _loads
 
+from drones.telemetry import check_telemetry
 from mqtt_bridge.codecs.fields import (
     as_float,
     load_object,
@@ -37,6 +38,7 @@ from tracker.model import (
     Decoded,
     DecodeResult,
     DeviceRef,
+    DroneTelemetry,
     Ping,
     PingFlag,
     Rejection,
@@ -161,3 +163,72 @@ def decode_status(ref: DeviceRef, payload: bytes, received_at: datetime) -> Deco
             return parsed
         ts = parsed
     return Decoded(ref, status=StatusUpdate(status, ts))
+
+
+# The drone topic's fields: DroneTelemetry's own names (SI units), by JSON type.
+_DRONE_FLOATS = (
+    "alt_takeoff_m", "alt_msl_m", "alt_ellipsoid_m", "vertical_speed_mps", "battery_pct",
+    "remaining_flight_s", "return_home_pct", "wind_speed_mps", "height_limit_m",
+)  # fmt: skip
+_DRONE_INTS = ("mode_code", "gps_fix", "satellites")
+_DRONE_TEXTS = ("flight_mode", "dock_id")
+
+
+def decode_drone(ref: DeviceRef, payload: bytes, received_at: datetime) -> DecodeResult:
+    """Decode a native drone telemetry message (``serenazgo/units/{id}/drone``).
+
+    Fields are :class:`tracker.model.DroneTelemetry`'s own (``battery_pct``,
+    ``alt_takeoff_m``, ``flight_mode``…) plus ``home: {"lat", "lon"}``; every one
+    is optional, ``ts`` defaults to the receive time. The MAVLink gateway
+    publishes here; a drone that speaks our protocol may too.
+    """
+    obj = load_object(payload)
+    if isinstance(obj, Rejection):
+        return obj
+    values: dict[str, object] = {}
+    for key in _DRONE_FLOATS:
+        raw = obj.get(key)
+        if raw is not None:
+            value = as_float(key, raw, allow_string=False)
+            if isinstance(value, Rejection):
+                return value
+            values[key] = value
+    for key in _DRONE_INTS:
+        raw = obj.get(key)
+        if raw is not None:
+            if type(raw) is not int:
+                return wrong_type(key, raw, "an integer")
+            values[key] = raw
+    for key in _DRONE_TEXTS:
+        raw = obj.get(key)
+        if raw is not None:
+            if type(raw) is not str:
+                return wrong_type(key, raw, "a string")
+            values[key] = raw
+    docked = obj.get("docked")
+    if docked is not None:
+        if type(docked) is not bool:
+            return wrong_type("docked", docked, "true or false")
+        values["docked"] = docked
+    home = obj.get("home")
+    if home is not None:
+        if type(home) is not dict:
+            return wrong_type("home", home, 'an object {"lat": …, "lon": …}')
+        for key, name in (("lat", "home_lat"), ("lon", "home_lon")):
+            value = required_float(home, key)
+            if isinstance(value, Rejection):
+                return Rejection(value.reason, f"home: {value.detail}")
+            values[name] = value
+    raw_ts = obj.get("ts")
+    if raw_ts is None:
+        ts = received_at
+    else:
+        parsed = parse_timestamp("ts", raw_ts)
+        if isinstance(parsed, Rejection):
+            return parsed
+        ts = parsed
+    telemetry = DroneTelemetry(ref.external_id, ts, source=Source.NATIVE, **values)  # type: ignore[arg-type]
+    problem = check_telemetry(telemetry)
+    if problem is not None:
+        return problem
+    return Decoded(ref, telemetry=[telemetry])

@@ -12,7 +12,7 @@ from mqtt_bridge.ackclient import AckClient, InboundMessage
 from mqtt_bridge.bridge import DEAD_LETTER_TOPIC
 from tests.mqtt_bridge.ingest_rig import WAIT_S, IngestRig, Sent, recent_start, track_messages
 from tracker.config import parse_mqtt_url
-from tracker.model import UnitStatus
+from tracker.model import UnitKind, UnitStatus
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +37,7 @@ def test_every_ping_is_stored_once_with_latest_and_track(ingest: IngestRig) -> N
         u: (ts, lat, lon) for u, ts, lat, lon in ingest.query("SELECT unit_id, ts, lat, lon FROM unit_latest")
     }
     assert latest == {u: (m.ts, m.lat, m.lon) for u, m in last.items()}
+
     # The fleet is updated right after the acknowledgements, so it may lag them a moment.
     def fleet_shows_last_fixes() -> bool:
         for unit_id, m in last.items():
@@ -139,6 +140,7 @@ def test_unknown_units_are_registered_when_auto_register_is_on(ingest: IngestRig
     units = dict(ingest.query("SELECT unit_id, external_ids FROM units"))
     assert units == {sent[0].unit_id: {}, sent[1].unit_id: {"owntracks": sent[1].topic}}
     assert ingest.query("SELECT count(*) FROM dead_letters")[0][0] == 0
+
     def shown(unit_id: str, lat: float) -> bool:
         state = bridge.fleet.get(unit_id)
         return state is not None and state.fix is not None and state.fix.lat == lat
@@ -196,3 +198,28 @@ def test_owntracks_last_will_marks_the_unit_disconnected(ingest: IngestRig) -> N
         "the last will", lambda: (s := bridge.fleet.get(unit_id)) is not None and s.connected is False
     )
     assert ingest.query("SELECT count(*) FROM dead_letters")[0][0] == 0
+
+
+def test_drone_topic_stores_telemetry_and_updates_the_fleet(ingest: IngestRig) -> None:
+    (drone,) = ingest.native_units(1, kind=UnitKind.DRONE)
+    bridge = ingest.bridge()
+    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=20)
+    body = orjson.dumps(
+        {"ts": ts.isoformat(), "alt_takeoff_m": 80.0, "battery_pct": 55.0, "flight_mode": "returning_home"}
+    )
+    bad = orjson.dumps({"ts": ts.isoformat(), "battery_pct": 400})
+    topic = f"serenazgo/units/{drone}/drone"
+    assert all(ingest.publish([Sent(topic, body, drone, ts, 0, 0), Sent(topic, bad, drone, ts, 0, 0)]).acked)
+    ingest.wait_for("the telemetry row", lambda: bool(ingest.query("SELECT 1 FROM drone_telemetry")))
+    rows = ingest.query("SELECT unit_id, ts, alt_takeoff_m, battery_pct, flight_mode FROM drone_telemetry")
+    assert rows == [(drone, ts, 80.0, 55.0, "returning_home")]
+    ingest.wait_for("the dead letter", lambda: bool(ingest.query("SELECT 1 FROM dead_letters")))
+    assert ingest.query("SELECT reason FROM dead_letters") == [("battery_pct_out_of_range",)]
+    ingest.wait_for(
+        "the fleet's drone state",
+        lambda: (
+            (s := bridge.fleet.get(drone)) is not None
+            and s.drone is not None
+            and s.drone.flight_mode == "returning_home"
+        ),
+    )

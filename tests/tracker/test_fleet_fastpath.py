@@ -106,4 +106,4 @@ def test_fast_constructors_know_every_field() -> None:
         "unit_id", "ts", "lat", "lon", "alt", "speed", "heading", "accuracy", "battery",
         "flags", "source", "received_at",
     ]  # fmt: skip
-    assert [f.name for f in fields(UnitState)] == ["unit", "fix", "status", "status_ts", "connected"]
+    assert [f.name for f in fields(UnitState)] == ["unit", "fix", "status", "status_ts", "connected", "drone"]

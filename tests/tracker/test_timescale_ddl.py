@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tracker.store.partitions import ADD_RETENTION_SQL, REMOVE_RETENTION_SQL
+from tracker.store.partitions import ADD_RETENTION_SQL, REMOVE_RETENTION_SQL, RETAINED_HYPERTABLES
 from tracker.store.schema import COMPRESS_AFTER_DAYS, MIGRATIONS, RETENTION_DAYS_DEFAULT, schema_sql
 from tracker.store.writer import (
     CREATE_LATEST_STAGING_SQL,
@@ -94,6 +94,7 @@ def report() -> dict[str, Any]:
         "latest": "SELECT unit_id, ts::text AS ts, lat FROM unit_latest ORDER BY unit_id",
         "retention_after": (
             "SELECT config FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"
+            " ORDER BY hypertable_name"
         ),
     }
     order = [
@@ -106,8 +107,14 @@ def report() -> dict[str, Any]:
         flag,
         "rows",
         "latest",
-        REMOVE_RETENTION_SQL,  # set_retention_policy(conn, 30)
-        ADD_RETENTION_SQL.replace("%s", "30"),
+        *(  # set_retention_policy(conn, 30)
+            q
+            for table in RETAINED_HYPERTABLES
+            for q in (
+                REMOVE_RETENTION_SQL.replace("%s", f"'{table}'"),
+                ADD_RETENTION_SQL.replace("%s", f"'{table}'", 1).replace("%s", "30"),
+            )
+        ),
         "retention_after",
     ]
     queries = [named.get(q, q) for q in order]
@@ -130,6 +137,15 @@ def test_positions_is_a_daily_hypertable_with_compression(report: dict[str, Any]
     assert settings["ts"]["orderby_asc"] is False
 
 
+def test_drone_telemetry_is_a_compressed_hypertable_with_retention(report: dict[str, Any]) -> None:
+    assert {"hypertable_name": "drone_telemetry", "num_dimensions": 1, "compression_enabled": True} in report[
+        "hypertables"
+    ]
+    jobs = {(j["proc_name"], j["hypertable_name"]): j["config"] for j in report["jobs"]}
+    assert jobs[("policy_compression", "drone_telemetry")]["compress_after"] == f"{COMPRESS_AFTER_DAYS} days"
+    assert jobs[("policy_retention", "drone_telemetry")]["drop_after"] == f"{RETENTION_DAYS_DEFAULT} days"
+
+
 def test_compression_retention_and_aggregate_jobs(report: dict[str, Any]) -> None:
     jobs = {(j["proc_name"], j["hypertable_name"]): j["config"] for j in report["jobs"]}
     assert jobs[("policy_compression", "positions")]["compress_after"] == f"{COMPRESS_AFTER_DAYS} days"
@@ -139,7 +155,7 @@ def test_compression_retention_and_aggregate_jobs(report: dict[str, Any]) -> Non
 
 
 def test_retention_can_be_changed(report: dict[str, Any]) -> None:
-    assert [r["config"]["drop_after"] for r in report["named"]["retention_after"]] == ["30 days"]
+    assert [r["config"]["drop_after"] for r in report["named"]["retention_after"]] == ["30 days", "30 days"]
 
 
 def test_printed_ddl_records_the_timescale_migrations(report: dict[str, Any]) -> None:

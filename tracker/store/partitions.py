@@ -68,20 +68,30 @@ def ensure_partitions(conn: psycopg.Connection[Any], days: int | Iterable[date])
 
 
 def drop_old_partitions(conn: psycopg.Connection[Any], keep_days: int) -> list[str]:
-    """Drop the day partitions entirely older than ``keep_days`` days; return their names."""
+    """Drop the day partitions entirely older than ``keep_days`` days; return their names.
+
+    Drone telemetry older than the same horizon is deleted in the same transaction
+    (one retention for a unit's whole history).
+    """
     with conn.transaction():
         rows = conn.execute(
             "SELECT serenazgo_drop_position_partitions(make_interval(days => %s))", [keep_days]
         ).fetchall()
+        conn.execute(PRUNE_DRONE_TELEMETRY_SQL, [keep_days])
     return [name for (name,) in rows]
 
 
-REMOVE_RETENTION_SQL = "SELECT remove_retention_policy('positions', if_exists => true)"
-ADD_RETENTION_SQL = "SELECT add_retention_policy('positions', drop_after => make_interval(days => %s))"
+PRUNE_DRONE_TELEMETRY_SQL = "DELETE FROM drone_telemetry WHERE ts < now() - make_interval(days => %s)"
+
+
+RETAINED_HYPERTABLES = ("positions", "drone_telemetry")
+REMOVE_RETENTION_SQL = "SELECT remove_retention_policy(%s, if_exists => true)"
+ADD_RETENTION_SQL = "SELECT add_retention_policy(%s, drop_after => make_interval(days => %s))"
 
 
 def set_retention_policy(conn: psycopg.Connection[Any], keep_days: int) -> None:
-    """TimescaleDB: replace the retention job of ``positions`` with one keeping ``keep_days`` days."""
+    """TimescaleDB: replace the retention jobs of the time series with ones keeping ``keep_days`` days."""
     with conn.transaction():
-        conn.execute(REMOVE_RETENTION_SQL)
-        conn.execute(ADD_RETENTION_SQL, [keep_days])
+        for table in RETAINED_HYPERTABLES:
+            conn.execute(REMOVE_RETENTION_SQL, [table])
+            conn.execute(ADD_RETENTION_SQL, [table, keep_days])

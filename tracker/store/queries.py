@@ -14,10 +14,11 @@ from typing import Any
 import psycopg
 
 from tracker.errors import StorageError
-from tracker.model import Ping, PingFlag
+from tracker.model import DroneTelemetry, Ping, PingFlag
 from tracker.store.migrations import migrate, migration_status
 from tracker.store.pool import AsyncDb, connection, open_pool
 from tracker.store.schema import SOURCE_BY_CODE, schema_sql
+from tracker.store.writer import TELEMETRY_COLUMNS
 
 # positions keeps the receive time as a lag in ms (see schema.py); give it back as a time.
 _POSITION_COLUMNS = (
@@ -45,6 +46,46 @@ def ping_from_row(row: Sequence[Any]) -> Ping:
         source=SOURCE_BY_CODE[source],
         received_at=received_at,
     )
+
+
+def telemetry_from_row(row: Sequence[Any]) -> DroneTelemetry:
+    """Build a :class:`DroneTelemetry` from a row of ``TELEMETRY_COLUMNS``."""
+    values = list(row)  # the columns are in the dataclass's order, source last
+    values[-1] = SOURCE_BY_CODE[values[-1]]
+    return DroneTelemetry(*values)
+
+
+# Each drone's newest row: one index probe per drone on (unit_id, ts) rather than a scan.
+_LATEST_TELEMETRY_SQL = f"""
+SELECT t.* FROM units u
+CROSS JOIN LATERAL (
+    SELECT {TELEMETRY_COLUMNS} FROM drone_telemetry d
+    WHERE d.unit_id = u.unit_id ORDER BY d.ts DESC LIMIT 1
+) t
+ORDER BY t.unit_id
+"""
+
+
+def load_latest_telemetry_sync(conn: psycopg.Connection[Any]) -> list[DroneTelemetry]:
+    """Every unit's newest drone telemetry (to seed a LiveFleet at start)."""
+    try:
+        rows = conn.execute(_LATEST_TELEMETRY_SQL).fetchall()
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot load latest drone telemetry: {exc}") from exc
+    return [telemetry_from_row(r) for r in rows]
+
+
+async def drone_telemetry(
+    db: AsyncDb, unit_id: str, start: datetime, end: datetime, limit: int = 100_000
+) -> list[DroneTelemetry]:
+    """A drone's telemetry with ``start <= ts < end``, oldest first, at most ``limit`` rows."""
+    async with connection(db) as conn:
+        cur = await conn.execute(
+            f"SELECT {TELEMETRY_COLUMNS} FROM drone_telemetry"
+            " WHERE unit_id = %s AND ts >= %s AND ts < %s ORDER BY ts LIMIT %s",
+            [unit_id, start, end, limit],
+        )
+        return [telemetry_from_row(r) for r in await cur.fetchall()]
 
 
 @dataclass(frozen=True, slots=True)

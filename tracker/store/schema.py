@@ -380,12 +380,63 @@ CREATE TABLE coverage_samples (
 CREATE INDEX coverage_samples_ts ON coverage_samples (ts);
 """
 
+_DRONE_TELEMETRY_COLUMNS = """\
+    ts                 timestamptz NOT NULL,
+    unit_id            text        COLLATE "C" NOT NULL,
+    alt_takeoff_m      real,
+    alt_msl_m          real,
+    alt_ellipsoid_m    real,
+    vertical_speed_mps real,
+    battery_pct        real,
+    remaining_flight_s real,
+    return_home_pct    real,
+    flight_mode        text,
+    mode_code          integer,
+    gps_fix            smallint,
+    satellites         smallint,
+    wind_speed_mps     real,
+    height_limit_m     real,
+    home_lat           float8,
+    home_lon           float8,
+    docked             boolean,
+    dock_id            text,
+    source             smallint    NOT NULL DEFAULT 0,
+    CONSTRAINT drone_telemetry_unit_ts UNIQUE (unit_id, ts)"""
+
+_DRONE_TELEMETRY_TIMESCALE = f"""\
+-- Drone state beside the positions (altitudes, battery, flight mode, GPS quality), one row per report.
+CREATE TABLE drone_telemetry (
+{_DRONE_TELEMETRY_COLUMNS}
+);
+SELECT create_hypertable(
+    'drone_telemetry', by_range('ts', INTERVAL '1 day'), create_default_indexes => false
+);
+ALTER TABLE drone_telemetry SET (
+    timescaledb.compress,
+    timescaledb.compress_segmentby = 'unit_id',
+    timescaledb.compress_orderby = 'ts DESC'
+);
+SELECT add_compression_policy('drone_telemetry', compress_after => INTERVAL '{COMPRESS_AFTER_DAYS} days');
+SELECT add_retention_policy('drone_telemetry', drop_after => INTERVAL '{RETENTION_DAYS_DEFAULT} days');
+"""
+
+# A squadron reports about 1 row/s per aircraft in flight: small next to positions, so one table
+# with BRIN on time; retention deletes by time when the writer drops old position partitions.
+_DRONE_TELEMETRY_PLAIN = f"""\
+-- Drone state beside the positions (altitudes, battery, flight mode, GPS quality), one row per report.
+CREATE TABLE drone_telemetry (
+{_DRONE_TELEMETRY_COLUMNS}
+);
+CREATE INDEX drone_telemetry_ts_brin ON drone_telemetry USING brin (ts);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables: units, external ids, unit_latest, dead_letters", common=_CORE),
     Migration(2, "positions", timescale=_POSITIONS_TIMESCALE, plain=_POSITIONS_PLAIN),
     Migration(3, "positions_hourly", timescale=_HOURLY_TIMESCALE, plain=_HOURLY_PLAIN),
     Migration(4, "dispatch: incidents, assignments, audit_log, geofences, events", common=_DISPATCH),
     Migration(5, "coverage_samples", common=_COVERAGE),
+    Migration(6, "drone_telemetry", timescale=_DRONE_TELEMETRY_TIMESCALE, plain=_DRONE_TELEMETRY_PLAIN),
 )
 
 

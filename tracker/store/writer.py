@@ -11,8 +11,8 @@ a per-connection TEMP staging table, then ``INSERT … SELECT … ON CONFLICT
 ``unit_latest`` gets one candidate row per unit, chosen in Python while the
 rows are built (the newest fix without a NOT_LATEST flag), copied into a small
 staging table and upserted with ``WHERE unit_latest.ts < EXCLUDED.ts``, so a
-late fix never moves it backwards. Flag updates, status changes, new units and
-dead letters ride in the same transaction: the batch is acknowledged upstream
+late fix never moves it backwards. Flag updates, status changes, drone telemetry, new
+units and dead letters ride in the same transaction: the batch is acknowledged upstream
 only once all of it is durable.
 
 The writer owns one synchronous connection (it runs in the bridge's writer
@@ -33,7 +33,7 @@ import psycopg
 
 from tracker.batch import NOT_LATEST, BatchResult, DeadLetter, FlagUpdate, IngestBatch
 from tracker.errors import StorageDataError, StorageError
-from tracker.model import Ping, PingFlag, StatusUpdate, Unit
+from tracker.model import DroneTelemetry, Ping, PingFlag, StatusUpdate, Unit
 from tracker.store.partitions import drop_old_partitions, ensure_partitions, partition_days, utc_today
 from tracker.store.schema import DEAD_LETTER_PAYLOAD_MAX, RETENTION_DAYS_DEFAULT, SOURCE_CODES
 from tracker.store.units import unit_params
@@ -136,6 +136,30 @@ WHERE NOT EXISTS (
         ON e.protocol = j.key AND e.external_id = j.value
 )
 ON CONFLICT (unit_id) DO NOTHING
+"""
+
+# Drone telemetry, columns in DroneTelemetry's field order. Few rows (about one per aircraft
+# per second), so always the idempotent path.
+TELEMETRY_COLUMNS = (
+    "unit_id, ts, alt_takeoff_m, alt_msl_m, alt_ellipsoid_m, vertical_speed_mps, battery_pct, "
+    "remaining_flight_s, return_home_pct, flight_mode, mode_code, gps_fix, satellites, wind_speed_mps, "
+    "height_limit_m, home_lat, home_lon, docked, dock_id, source"
+)
+_TELEMETRY_TYPES = [
+    "text", "timestamptz", "float4", "float4", "float4", "float4", "float4", "float4", "float4", "text",
+    "int4", "int2", "int2", "float4", "float4", "float8", "float8", "bool", "text", "int2",
+]  # fmt: skip
+
+CREATE_TELEMETRY_STAGING_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS drone_telemetry_staging
+    (LIKE drone_telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
+"""
+COPY_TELEMETRY_STAGING_SQL = f"COPY drone_telemetry_staging ({TELEMETRY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+INSERT_TELEMETRY_SQL = f"""
+INSERT INTO drone_telemetry ({TELEMETRY_COLUMNS})
+SELECT {TELEMETRY_COLUMNS} FROM drone_telemetry_staging
+ORDER BY unit_id, ts
+ON CONFLICT (unit_id, ts) DO NOTHING
 """
 
 COPY_DEAD_LETTERS_SQL = (
@@ -270,6 +294,7 @@ class PositionWriter:
             conn.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
             conn.execute(CREATE_STAGING_SQL)
             conn.execute(CREATE_LATEST_STAGING_SQL)
+            conn.execute(CREATE_TELEMETRY_STAGING_SQL)
             row = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass('positions')").fetchone()
             if row is None:
                 raise StorageError("table 'positions' does not exist: run `serenazgo db migrate` first")
@@ -339,6 +364,8 @@ class PositionWriter:
                     self._apply_flags(cur, batch.flag_updates)
                 if batch.statuses:
                     self._apply_statuses(cur, batch.statuses)
+                if batch.telemetry:
+                    self._store_telemetry(cur, batch.telemetry)
                 if batch.dead_letters:
                     self._store_dead_letters(cur, batch.dead_letters)
         except psycopg.Error as exc:
@@ -420,6 +447,23 @@ class PositionWriter:
             STATUS_UPDATE_SQL,
             [[u for u, _ in statuses], [str(s.status) for _, s in statuses], [s.ts for _, s in statuses]],
         )
+
+    @staticmethod
+    def _store_telemetry(cur: psycopg.Cursor[Any], rows: list[DroneTelemetry]) -> None:
+        codes = SOURCE_CODES
+        with cur.copy(COPY_TELEMETRY_STAGING_SQL) as copy:
+            copy.set_types(_TELEMETRY_TYPES)
+            for t in rows:
+                copy.write_row(
+                    (
+                        t.unit_id, t.ts, t.alt_takeoff_m, t.alt_msl_m, t.alt_ellipsoid_m,
+                        t.vertical_speed_mps, t.battery_pct, t.remaining_flight_s, t.return_home_pct,
+                        None if t.flight_mode is None else clean_text(t.flight_mode), t.mode_code, t.gps_fix,
+                        t.satellites, t.wind_speed_mps, t.height_limit_m, t.home_lat, t.home_lon, t.docked,
+                        None if t.dock_id is None else clean_text(t.dock_id), codes[t.source],
+                    )
+                )  # fmt: skip
+        cur.execute(INSERT_TELEMETRY_SQL)
 
     @staticmethod
     def _store_dead_letters(cur: psycopg.Cursor[Any], letters: list[DeadLetter]) -> None:

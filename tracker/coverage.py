@@ -35,6 +35,7 @@ from geo.placement import (
     place_exact,
     place_greedy,
     placement_upper_bound,
+    replace_method,
     travel_times_s,
 )
 from tracker.config import EtaSettings, PlacementSettings
@@ -257,10 +258,17 @@ class CoverageService:
         rows = _rows(grid, candidates)
         sites = reach_sets(grid, grid.lat[rows], grid.lon[rows], code, target_s, self.model)
         if method == "exact":
-            size = exact_nonzeros(sites[0])
-            if size > lim.exact_max_nonzeros:
-                raise ExactTooLargeError(size, lim.exact_max_nonzeros)
-            plan = place_exact(weights, *sites, p, time_limit_s=lim.exact_time_limit_s)
+            plan = place_greedy(weights, *sites, p, time_budget_s=lim.greedy_time_budget_s)
+            # Greedy covering every coverable cell is the optimum, proven without HiGHS, whatever the size.
+            if plan.optimal:
+                plan = replace_method(
+                    plan, f"{plan.method} (every coverable cell covered)", True, plan.covered_demand
+                )
+            else:
+                size = exact_nonzeros(sites[0])
+                if size > lim.exact_max_nonzeros:
+                    raise ExactTooLargeError(size, lim.exact_max_nonzeros)
+                plan = place_exact(weights, *sites, p, time_limit_s=lim.exact_time_limit_s, shortcut=False)
             bound, source = plan.upper_bound, "solver"
         else:
             plan = place_greedy(weights, *sites, p, time_budget_s=lim.greedy_time_budget_s)

@@ -139,6 +139,10 @@ async def test_exact_size_guard_and_empty_or_bad_candidates_are_422(cov: Api) ->
         cov, {"mode": "placement", "minutes": 1, "p": 1, "method": "exact", "candidates_geojson": short}
     )
     assert ok["objective"]["optimal"] is True and len(ok["positions"]) == 1
+    # An instance where greedy covers every coverable cell is proven optimal without HiGHS, at any size.
+    whole = await post(cov, {"mode": "placement", "minutes": 8, "p": 3, "method": "exact"})
+    assert whole["objective"]["optimal"] is True and whole["objective"]["covered_ratio"] == pytest.approx(1.0)
+    assert "every coverable cell covered" in whole["solver"]
     r = await cov.client.post(URL, json={"minutes": 2, "method": "exact"})  # move-up with no units: tiny
     assert r.status_code == 200, r.text
     callao = {"type": "Point", "coordinates": [-77.14, -12.05]}

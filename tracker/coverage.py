@@ -310,7 +310,8 @@ class ExactTooLargeError(SerenazgoError, ValueError):
         super().__init__(
             f"the exact solve would have {size:,} nonzeros in its coverage matrix, over the limit of "
             f"{limit:,} (SERENAZGO_PLACEMENT__EXACT_MAX_NONZEROS): use method greedy, fewer candidate sites "
-            "(sectors or candidates_geojson), a shorter target time or a coarser resolution"
+            "(sectors or candidates_geojson), a shorter target time, a coarser resolution or, for move-up, "
+            "a shorter max_travel_minutes"
         )
 
 

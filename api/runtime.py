@@ -341,9 +341,11 @@ class Runtime:
         assert ctx.coverage is not None
         sampler_pool = await open_pool(self.conninfo, max_size=2)
         service = ctx.coverage
+        keep = self.settings.coverage_history
         ctx.coverage_history = CoverageSampler(
-            sampler_pool, service, demand=lambda grid: incident_demand(sampler_pool, grid)
-        )
+            sampler_pool, service, demand=lambda grid: incident_demand(sampler_pool, grid),
+            retention_days=keep.days, prune_every_s=keep.prune_every_s,
+        )  # fmt: skip
         app = create_app(ctx)
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5

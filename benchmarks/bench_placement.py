@@ -24,14 +24,24 @@ Move-up (at the last ``--minutes`` reach): the greedy + interchange placement of
 within ``--max-travel-min`` of driving) to win back covered demand. ``move_up`` (greedy +
 interchange) beside ``move_up_exact`` (HiGHS, one binary per idle unit × reachable site).
 
+City scale (``--city-districts``, default all 42 of Lima at H3 res ``--city-resolution`` 9, ~22,200 cells
+built as the service builds them; candidate sites = every cell; demand = cell area): for each ``--city-p``
+(default 20 100) at ``--city-minutes`` (default 8): plain greedy (the peer, one start), ``place_greedy`` as
+served (8 starts + interchange), the ratio of their times and covered demand, and the gap to an upper bound
+(``placement_upper_bound``: LP relaxation when the matrix has at most ``--city-lp-max-nonzeros`` nonzeros,
+else the marginal-gains bound); HiGHS itself when the matrix has at most ``--city-highs-max-nonzeros``.
+Then move-up: ``--city-idle`` idle cars (placed by greedy, then shuffled) with at most 5 moves.
+
 Printed: covered share, gap to the HiGHS optimum, times. Results: ``benchmarks/results/placement.json``.
 
 Run: ``.venv/bin/python -m benchmarks.bench_placement [--quick] [--p 20] [--minutes 8 2 1] [--resolution 10]``
+(the city case alone: ``--minutes`` as usual, ``--city-districts 0`` skips it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from collections.abc import Callable
@@ -42,8 +52,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from benchmarks.report import add_run_options, say, table, write_results
+from geo.area import feature_names
 from geo.codes import KIND_CODE
+from geo.coverage import reach_sets
 from geo.eta import StraightLineEta
+from geo.hexgrid import hexgrid
 from geo.placement import (
     Placement,
     coverage_csr,
@@ -52,6 +65,7 @@ from geo.placement import (
     move_up_exact,
     place_exact,
     place_greedy,
+    placement_upper_bound,
     travel_times_s,
 )
 from tracker.area_file import load_area
@@ -182,6 +196,71 @@ def run_move_up(
     return out
 
 
+def run_city(
+    districts: int, resolution: int, minutes: float, ps: list[int], idle: int, repeats: int,
+    lp_max_nonzeros: int, highs_max_nonzeros: int, time_limit: float, rng: np.random.Generator,
+) -> dict[str, Any]:  # fmt: skip
+    """Greedy + interchange over the first ``districts`` of Lima's districts (all sites), beside its peers."""
+    collection = json.loads(DEFAULT_DISTRICTS_FILE.read_text(encoding="utf-8"))
+    names = feature_names(collection)[:districts]
+    t0 = time.perf_counter()
+    grid = hexgrid(load_area(DEFAULT_DISTRICTS_FILE, names), resolution)
+    grid_ms = (time.perf_counter() - t0) * 1000.0
+    model = StraightLineEta.from_names()
+    car = KIND_CODE["patrol_car"]
+    w = grid.clipped_area_m2
+    csr_ms, (indptr, indices) = best_of(
+        1, lambda: reach_sets(grid, grid.lat, grid.lon, car, minutes * 60.0, model)
+    )
+    nnz = int(indices.shape[0])
+    say(f"city: {len(names)} districts, {grid.size:,} cells at res {resolution} ({grid_ms:,.0f} ms), "
+        f"{minutes:g} min: {nnz:,} covering pairs in {csr_ms:,.0f} ms")  # fmt: skip
+    out: dict[str, Any] = {"districts": len(names), "resolution": resolution, "cells": grid.size,
+                           "minutes": minutes, "covering_pairs": nnz, "grid_ms": grid_ms, "csr_ms": csr_ms,
+                           "runs": []}  # fmt: skip
+    for p in ps:
+        g_ms, g = best_of(repeats, lambda: place_greedy(w, indptr, indices, p, interchange=False, starts=1))  # noqa: B023
+        gi_ms, gi = best_of(repeats, lambda: place_greedy(w, indptr, indices, p))  # noqa: B023
+        t0 = time.perf_counter()
+        bound = placement_upper_bound(w, indptr, indices, p, gi.sites, lp_max_nonzeros)
+        bound_ms = (time.perf_counter() - t0) * 1000.0
+        row: dict[str, Any] = {
+            "p": p,
+            "greedy": {"ms": g_ms, "coverage": g.coverage},
+            "greedy_interchange": {
+                "ms": gi_ms, "coverage": gi.coverage, "swaps": gi.swaps, "passes": gi.passes,
+            },
+            "time_ratio": gi_ms / g_ms if g_ms > 0 else math.nan,
+            "covered_ratio": gi.covered_demand / g.covered_demand if g.covered_demand > 0 else math.nan,
+            "bound": {"source": bound.source, "coverage": bound.value / gi.total_demand, "ms": bound_ms,
+                      "gap": 1.0 - gi.covered_demand / bound.value if bound.value > 0 else 0.0},
+        }  # fmt: skip
+        if nnz <= highs_max_nonzeros:
+            t0 = time.perf_counter()
+            ex = place_exact(w, indptr, indices, p, time_limit_s=time_limit, shortcut=False)
+            gap = 1.0 - gi.covered_demand / ex.covered_demand if ex.covered_demand else 0.0
+            row["highs"] = {"ms": (time.perf_counter() - t0) * 1000.0, "coverage": ex.coverage,
+                            "proven_optimal": ex.optimal, "gap": gap}  # fmt: skip
+        say(f"p={p}: greedy {g_ms:.1f} ms {g.coverage:.3%}; greedy+interchange {gi_ms:.1f} ms "
+            f"{gi.coverage:.3%} ({row['time_ratio']:.1f}x the time); {bound.source} bound "
+            f"{row['bound']['coverage']:.3%}, gap {row['bound']['gap']:.3%}")  # fmt: skip
+        out["runs"].append(row)
+    if idle > 0:
+        posts = np.array(place_greedy(w, indptr, indices, idle, starts=1).sites, dtype=np.int64)
+        # Scatter half the cars off their posts so that moves matter.
+        posts[: idle // 2] = rng.choice(grid.size, idle // 2, replace=False)
+        units = csr_rows(indptr, indices, posts)
+        travel = travel_times_s(grid.lat[posts], grid.lon[posts], grid.lat, grid.lon, float(model.pace[car]))
+        args = (w, indptr, indices, *units, travel, 5, None, 15 * 60.0)
+        mu_ms, plan = best_of(1, lambda: move_up(*args))
+        say(f"city move-up: {idle} idle cars, ≤5 moves: {plan.covered_before / plan.total_demand:.3%} → "
+            f"{plan.covered_after / plan.total_demand:.3%} in {mu_ms:,.0f} ms")  # fmt: skip
+        total = plan.total_demand
+        out["move_up"] = {"idle": idle, "ms": mu_ms, "before": plan.covered_before / total,
+                          "after": plan.covered_after / total, "moves": len(plan.moves)}  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark; print coverage, gaps and times per reach."""
     parser = argparse.ArgumentParser(
@@ -196,7 +275,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--busy", type=int, default=5, help="placed units that leave for incidents")
     parser.add_argument("--moves", type=int, nargs="+", default=[1, 3, 5], help="move-up limits")
     parser.add_argument("--max-travel-min", type=float, default=8.0, help="longest move-up drive")
-    add_run_options(parser, argv, {"p": 8, "minutes": [2.0], "resolution": 9, "repeats": 2, "moves": [2]})
+    parser.add_argument(
+        "--city-districts", type=int, default=42, help="Lima districts in the city case (0: skip)"
+    )
+    parser.add_argument("--city-resolution", type=int, default=9)
+    parser.add_argument("--city-minutes", type=float, default=8.0)
+    parser.add_argument("--city-p", type=int, nargs="+", default=[20, 100])
+    parser.add_argument("--city-idle", type=int, default=100, help="idle cars in the city move-up")
+    parser.add_argument("--city-lp-max-nonzeros", type=int, default=100_000, help="LP bound up to this size")
+    parser.add_argument("--city-highs-max-nonzeros", type=int, default=100_000, help="HiGHS up to this size")
+    add_run_options(
+        parser, argv,
+        {"p": 8, "minutes": [2.0], "resolution": 9, "repeats": 2, "moves": [2], "city_districts": 3,
+         "city_minutes": 2.0, "city_p": [10], "city_idle": 10},
+    )  # fmt: skip
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     _, lat, lon = cells_of(args.resolution)
@@ -227,6 +319,23 @@ def main(argv: list[str] | None = None) -> None:
           r["greedy_interchange"]["ms"], f"{r['highs']['after']:.3%}", r["highs"]["ms"],
           str(r["highs"]["proven_optimal"])] for r in mu],
     ))  # fmt: skip
+    city = None
+    if args.city_districts > 0:
+        city = run_city(args.city_districts, args.city_resolution, args.city_minutes, args.city_p,
+                        args.city_idle, args.repeats, args.city_lp_max_nonzeros, args.city_highs_max_nonzeros,
+                        args.time_limit, rng)  # fmt: skip
+        print(f"\ncity: {city['districts']} districts of Lima, {city['cells']:,} cells = sites, res "
+              f"{city['resolution']}, {city['minutes']:g} min, {city['covering_pairs']:,} pairs")  # fmt: skip
+        print(table(
+            ["p", "greedy cov", "greedy ms", "g+i cov", "g+i ms", "time ratio", "cover ratio", "bound",
+             "bound cov", "gap to bound", "HiGHS cov", "HiGHS ms"],
+            [[r["p"], f"{r['greedy']['coverage']:.3%}", r["greedy"]["ms"],
+              f"{r['greedy_interchange']['coverage']:.3%}", r["greedy_interchange"]["ms"],
+              f"{r['time_ratio']:.2f}", f"{r['covered_ratio']:.4f}", r["bound"]["source"],
+              f"{r['bound']['coverage']:.3%}", f"{r['bound']['gap']:.3%}",
+              f"{r['highs']['coverage']:.3%}" if "highs" in r else "-",
+              r["highs"]["ms"] if "highs" in r else "-"] for r in city["runs"]],
+        ))  # fmt: skip
     path = write_results(
         "placement",
         {
@@ -236,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
             "seed": args.seed,
             "runs": runs,
             "move_up": mu,
+            "city": city,
         },
         args.results_dir,
         args.quick,

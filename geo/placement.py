@@ -28,6 +28,7 @@ Pure: arrays in, dataclasses out; the kernels are numba (``cache=True``).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -374,13 +375,17 @@ def place_greedy(
     max_passes: int = 50,
     interchange: bool = True,
     starts: int = 8,
+    time_budget_s: float | None = None,
 ) -> Placement:
     """Greedy MCLP on marginal gains, then 1-swap interchange until no swap improves (≤ ``max_passes``).
 
     ``starts`` runs: plain greedy, then greedy forced to open with each of the
     next best single sites; each run is improved by interchange and the best
     kept (1-swap local optima alone were up to ~5 % short on random instances).
+    ``time_budget_s``: no further start begins once this much time has passed
+    (the first run always completes), so a caller waiting on it bounds its wait.
     """
+    t0 = time.perf_counter()
     w, ptr, idx = _check(weights, indptr, indices)
     m = ptr.shape[0] - 1
     total = float(w.sum())
@@ -397,7 +402,9 @@ def place_greedy(
     best_sel = np.zeros(0, dtype=np.int64)
     best_value = -1.0
     swaps = passes = 0
-    for first in firsts:
+    for k, first in enumerate(firsts):
+        if k and time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+            break
         sel = _greedy_kernel(ptr, idx, w, int(p), tptr, tidx, int(first))
         value = covered_demand(w, ptr, idx, sel)
         if interchange and value < coverable:
@@ -449,14 +456,7 @@ def place_exact(
         coverable = float(w[keep].sum())
         if quick.covered_demand >= coverable * (1.0 - 1e-12):
             return replace_method(quick, "greedy+interchange (every coverable cell covered)", True, coverable)
-    nk = keep.shape[0]
-    a = a[keep]
-    # Variables: x (m sites, binary) then y (nk cells, [0, 1]); milp minimises, so the demand is negated.
-    c = np.concatenate([np.zeros(m), -w[keep]])
-    cover = sp.hstack([-a, sp.identity(nk, format="csr")], format="csr")  # y_i - Σ x_j ≤ 0
-    count = sp.csr_matrix(np.concatenate([np.ones(m), np.zeros(nk)])[None, :])
-    constraints = [LinearConstraint(cover, -np.inf, 0.0), LinearConstraint(count, p, p)]
-    integrality = np.concatenate([np.ones(m), np.zeros(nk)])
+    c, constraints, integrality = _mclp_model(w, a[keep], keep, m, p)
     options: dict[str, Any] = {"mip_rel_gap": 0.0}  # HiGHS stops at 1e-4 by default: not "the optimum"
     if time_limit_s is not None:
         options["time_limit"] = float(time_limit_s)
@@ -476,6 +476,96 @@ def place_exact(
         if quick.covered_demand > value:
             return replace_method(quick, "milp(time limit; greedy+interchange)", False, bound)
     return Placement(sites, value, total, "milp", optimal=proven, upper_bound=value if proven else bound)
+
+
+def _mclp_model(
+    w: NDArray[np.float64], a: sp.csr_matrix, keep: NDArray[np.intp], m: int, p: int
+) -> tuple[NDArray[np.float64], list[LinearConstraint], NDArray[np.float64]]:
+    """The MCLP for milp: cost, constraints, integrality (``a``: kept cells × sites, 0/1)."""
+    nk = keep.shape[0]
+    # Variables: x (m sites, binary) then y (nk cells, [0, 1]); milp minimises, so the demand is negated.
+    c = np.concatenate([np.zeros(m), -w[keep]])
+    cover = sp.hstack([-a, sp.identity(nk, format="csr")], format="csr")  # y_i - Σ x_j ≤ 0
+    count = sp.csr_matrix(np.concatenate([np.ones(m), np.zeros(nk)])[None, :])
+    constraints = [LinearConstraint(cover, -np.inf, 0.0), LinearConstraint(count, p, p)]
+    integrality = np.concatenate([np.ones(m), np.zeros(nk)])
+    return c, constraints, integrality
+
+
+@dataclass(frozen=True)
+class Bound:
+    """An upper bound on the best covered demand, and how it was obtained."""
+
+    value: float
+    source: str  # "lp_relaxation" | "marginal_gains" | "coverable_demand"
+
+
+def placement_upper_bound(
+    weights: ArrayLike,
+    indptr: ArrayLike,
+    indices: ArrayLike,
+    p: int,
+    sites: ArrayLike,
+    lp_max_nonzeros: int = 0,
+    lp_time_limit_s: float = 5.0,
+) -> Bound:
+    """A cheap upper bound on the optimal covered demand of choosing ``p`` sites, given an answer ``sites``.
+
+    Always: covered demand is submodular, so for any set S the optimum is at
+    most f(S) plus the ``p`` largest marginal gains over S (Nemhauser & Wolsey);
+    and never more than the demand some site covers. When the coverage matrix
+    has at most ``lp_max_nonzeros`` nonzeros, also the LP relaxation (HiGHS),
+    usually far tighter. The smallest bound is returned, with its name.
+    """
+    w, ptr, idx = _check(weights, indptr, indices)
+    m = ptr.shape[0] - 1
+    sel = _i64(sites)
+    covered = np.zeros(w.shape[0], dtype=bool)
+    for j in sel.tolist():
+        covered[idx[ptr[j] : ptr[j + 1]]] = True
+    value = float(w[covered].sum())
+    reachable = np.zeros(w.shape[0], dtype=bool)
+    reachable[idx] = True
+    best = Bound(float(w[reachable].sum()), "coverable_demand")
+    if m == 0 or p <= 0:
+        return Bound(value, "coverable_demand")
+    gains = np.bincount(np.repeat(np.arange(m), np.diff(ptr)), weights=w[idx] * ~covered[idx], minlength=m)
+    top = np.sort(gains)[::-1][: min(p, m)]
+    marginal = value + float(top.sum())
+    if marginal < best.value:
+        best = Bound(marginal, "marginal_gains")
+    if 0 < idx.shape[0] <= lp_max_nonzeros and p < m:
+        a = sp.csr_matrix((np.ones(idx.shape[0]), idx, ptr), shape=(m, w.shape[0])).T.tocsr()
+        keep = np.flatnonzero((w > 0) & (np.diff(a.indptr) > 0))
+        if keep.shape[0]:
+            c, constraints, _ = _mclp_model(w, a[keep], keep, m, p)
+            res = milp(c, constraints=constraints, bounds=Bounds(0.0, 1.0),
+                       options={"time_limit": float(lp_time_limit_s)})  # fmt: skip
+            # Only a solved LP bounds the optimum; a time-limited one may be anywhere.
+            if res.status == 0 and res.fun is not None:
+                lp = -float(res.fun) * (1.0 + 1e-9)
+                if lp < best.value:
+                    best = Bound(lp, "lp_relaxation")
+    return Bound(max(best.value, value), best.source)
+
+
+def exact_nonzeros(indptr: ArrayLike) -> int:
+    """Nonzeros of the exact placement model's coverage matrix (covering pairs): its size guard."""
+    ptr = _i64(indptr)
+    return int(ptr[-1] - ptr[0]) if ptr.shape[0] else 0
+
+
+def move_up_nonzeros(
+    site_indptr: ArrayLike, unit_indptr: ArrayLike, travel_s: ArrayLike, max_travel_s: float = math.inf
+) -> int:
+    """Nonzeros of :func:`move_up_exact`'s coverage matrix: units' rows plus a site row per reachable pair."""
+    sptr, uptr = _i64(site_indptr), _i64(unit_indptr)
+    nu, m = uptr.shape[0] - 1, sptr.shape[0] - 1
+    if nu == 0 or m == 0:
+        return int(uptr[-1])
+    travel = np.asarray(travel_s, dtype=np.float64).reshape(nu, m)
+    per_unit = (travel <= max_travel_s).astype(np.int64) @ np.diff(sptr)
+    return int(uptr[-1] + per_unit.sum())
 
 
 def replace_method(pl: Placement, method: str, optimal: bool, bound: float | None) -> Placement:
@@ -650,7 +740,7 @@ def move_up(
     weights: ArrayLike, site_indptr: ArrayLike, site_indices: ArrayLike, unit_indptr: ArrayLike,
     unit_indices: ArrayLike, travel_s: ArrayLike, max_moves: int, base_covered: ArrayLike | None = None,
     max_travel_s: float = math.inf, unit_site: ArrayLike | None = None, max_passes: int = 50,
-    starts: int = 8,
+    starts: int = 8, time_budget_s: float | None = None,
 ) -> MoveUpPlan:  # fmt: skip
     """Greedy + interchange move-up: at most ``max_moves`` idle units moved to raise covered demand.
 
@@ -661,7 +751,9 @@ def move_up(
     names the site each unit stands at, reported as ``Move.from_site``.
     ``starts`` runs: plain greedy, then greedy forced to open with each of the
     units with the next best single moves; the best plan is kept.
+    ``time_budget_s``: no further start begins once this much time has passed.
     """
+    t0 = time.perf_counter()
     w, sptr, sidx, uptr, uidx, base, travel = _check_move_up(
         weights, site_indptr, site_indices, unit_indptr, unit_indices, travel_s, base_covered
     )
@@ -673,6 +765,8 @@ def move_up(
               if first_delta[u] > tol]  # fmt: skip
     best = _covered_by(w, sptr, sidx, uptr, uidx, base, pos)
     for u in others:
+        if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+            break
         trial, _ = _move_up_kernel(w, sptr, sidx, uptr, uidx, base, travel, *limits, u)
         value = _covered_by(w, sptr, sidx, uptr, uidx, base, trial)
         if value > best + tol:
@@ -861,15 +955,19 @@ def _check_move_up(
 
 
 __all__ = [
+    "Bound",
     "Move",
     "MoveUpPlan",
     "Placement",
     "coverage_csr",
     "covered_demand",
     "csr_rows",
+    "exact_nonzeros",
     "move_up",
     "move_up_exact",
+    "move_up_nonzeros",
     "place_exact",
     "place_greedy",
+    "placement_upper_bound",
     "travel_times_s",
 ]

@@ -111,6 +111,31 @@ class EventSettings(BaseModel):
     publish_mqtt: bool = True  # also publish each event on serenazgo/events/{type}
 
 
+class PlacementSettings(BaseModel):
+    """Limits of the placement and move-up recommendations (``POST /api/v1/coverage/recommendations``)."""
+
+    # The exact (HiGHS MILP) solve is refused above this many nonzeros in its coverage matrix (covering
+    # pairs). Miraflores at res 10 (729 cells): 38k at a 2-minute car reach, where HiGHS took 9 s to prove
+    # p = 10; 372k at 8 minutes (there greedy covers every coverable cell: proven without HiGHS or guard).
+    exact_max_nonzeros: int = Field(default=200_000, ge=0)
+    exact_time_limit_s: float = Field(
+        default=30.0, gt=0
+    )  # the best found by then is returned, marked not proven
+    # The greedy answer's gap is measured against the LP relaxation when it is this small (a fraction of a
+    # second on Miraflores); beyond, against the cheaper marginal-gains bound only.
+    lp_bound_max_nonzeros: int = Field(default=100_000, ge=0)
+    lp_bound_time_limit_s: float = Field(default=2.0, gt=0)
+    # Greedy + interchange: no further start begins after this (the first run always completes).
+    greedy_time_budget_s: float = Field(default=2.0, gt=0)
+
+
+class CoverageHistorySettings(BaseModel):
+    """The stored coverage samples (``coverage_samples``): how long they are kept."""
+
+    days: float = Field(default=90.0, gt=0)  # older samples are deleted by the sampler...
+    prune_every_s: float = Field(default=3600.0, gt=0)  # ...at most this often
+
+
 class Settings(BaseSettings):
     """All settings; each field is ``SERENAZGO_<NAME>`` in the environment."""
 
@@ -139,6 +164,8 @@ class Settings(BaseSettings):
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     geofences: Path | None = None  # GeoJSON FeatureCollection of geofences loaded at start (optional)
+    placement: PlacementSettings = Field(default_factory=PlacementSettings)
+    coverage_history: CoverageHistorySettings = Field(default_factory=CoverageHistorySettings)
 
     @field_validator("batch_max", "receive_maximum")
     @classmethod

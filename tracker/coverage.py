@@ -16,7 +16,7 @@ import math
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import h3
 import numpy as np
@@ -27,8 +27,19 @@ from geo.codes import KIND_CODE
 from geo.coverage import CoverageResult, coverage, reach_sets
 from geo.eta import StraightLineEta
 from geo.hexgrid import DISTRICT_RES, HexGrid, estimated_cells, hexgrid
-from geo.placement import move_up, place_greedy, travel_times_s
-from tracker.config import EtaSettings
+from geo.placement import (
+    exact_nonzeros,
+    move_up,
+    move_up_exact,
+    move_up_nonzeros,
+    place_exact,
+    place_greedy,
+    placement_upper_bound,
+    replace_method,
+    travel_times_s,
+)
+from tracker.config import EtaSettings, PlacementSettings
+from tracker.errors import SerenazgoError
 from tracker.fleet import LiveFleet, UnitState
 from tracker.model import Freshness, UnitKind, UnitStatus
 
@@ -40,6 +51,7 @@ LAYER_KINDS: dict[str, tuple[UnitKind, ...]] = {
     "combined": (*GROUND_KINDS, UnitKind.DRONE),
 }
 METROPOLIS_RES = 9
+Method = Literal["greedy", "exact"]
 # Above this area a district-sized resolution (10) would mean too many cells to redraw live.
 DISTRICT_MAX_KM2 = 150.0
 
@@ -151,13 +163,19 @@ class CoverageService:
         demand: NDArray[np.float64] | None = None,
         max_travel_s: float = math.inf,
         now: datetime | None = None,
+        candidates: NDArray[np.intp] | None = None,
+        method: Method = "greedy",
+        limits: PlacementSettings | None = None,
     ) -> dict[str, Any]:
         """Move-up: at most ``max_moves`` idle units of ``movable`` sent to cells that most raise coverage.
 
         The other available units of ``kinds`` stay where they are; candidate
-        sites are the grid's cell centres; each move says its gain (in demand
-        units, area m² by default) and its travel time.
+        sites are the grid's cell centres, or only the rows ``candidates``;
+        each move says its gain (in demand units, area m² by default) and its
+        travel time. ``method="exact"`` solves the MILP with HiGHS
+        (:class:`ExactTooLargeError` past ``limits.exact_max_nonzeros``).
         """
+        lim = limits or PlacementSettings()
         grid = self.grid(res)
         at = now or datetime.now(UTC)
         weights = grid.clipped_area_m2 if demand is None else demand
@@ -168,59 +186,154 @@ class CoverageService:
         codes = [KIND_CODE[k.value] for k in kinds]
         base = coverage(grid, flat, flon, fkind, target_s, self.model, kinds=codes)
         code = KIND_CODE[movable.value]
-        sites = reach_sets(grid, grid.lat, grid.lon, code, target_s, self.model)
+        rows = _rows(grid, candidates)
+        sites = reach_sets(grid, grid.lat[rows], grid.lon[rows], code, target_s, self.model)
         ilat, ilon, _ = _columns(idle)
         units = reach_sets(grid, ilat, ilon, code, target_s, self.model)
-        travel = travel_times_s(ilat, ilon, grid.lat, grid.lon, float(self.model.pace[code]))
-        plan = move_up(weights, *sites, *units, travel, max_moves, base_covered=base.covered,
-                       max_travel_s=max_travel_s)  # fmt: skip
+        travel = travel_times_s(ilat, ilon, grid.lat[rows], grid.lon[rows], float(self.model.pace[code]))
+        args = (weights, *sites, *units, travel, max_moves, base.covered, max_travel_s)
+        if method == "exact":
+            size = move_up_nonzeros(sites[0], units[0], travel, max_travel_s)
+            if size > lim.exact_max_nonzeros:
+                raise ExactTooLargeError(size, lim.exact_max_nonzeros)
+            plan = move_up_exact(*args, time_limit_s=lim.exact_time_limit_s)
+        else:
+            plan = move_up(*args, time_budget_s=lim.greedy_time_budget_s)
         total = float(np.sum(weights))
-        moves = [
-            {
+        moves = []
+        for m in plan.moves:
+            j = int(rows[m.to_site])
+            moves.append({
                 "unit_id": idle[m.unit].unit.unit_id,
                 "callsign": idle[m.unit].unit.callsign,
                 "from": {"lat": float(ilat[m.unit]), "lon": float(ilon[m.unit])},
-                "to": {"lat": float(grid.lat[m.to_site]), "lon": float(grid.lon[m.to_site]),
-                       "h3": format(int(grid.cells[m.to_site]), "x")},
+                "to": {"lat": float(grid.lat[j]), "lon": float(grid.lon[j]),
+                       "h3": format(int(grid.cells[j]), "x")},
                 "gain_ratio": round(m.gain / total, 5) if total else 0.0,
                 "travel_s": round(m.travel_s, 1),
-            }
-            for m in plan.moves
-        ]  # fmt: skip
+            })  # fmt: skip
+        objective: dict[str, Any] = {
+            "covered_demand": plan.covered_after,
+            "covered_ratio": _ratio(plan.covered_after, total),
+            "optimal": plan.optimal,
+        }
+        if plan.upper_bound is not None:
+            objective.update(_bound_fields(plan.covered_after, plan.upper_bound, total, "solver"))
         return {
             "mode": "move_up",
             "target_s": target_s,
             "resolution": res,
             "movable_kind": str(movable),
             "idle_units": len(idle),
+            "candidates": int(rows.shape[0]),
             "covered_before": round(plan.covered_before / total, 5) if total else 1.0,
             "covered_after": round(plan.covered_after / total, 5) if total else 1.0,
             "moves": moves,
-            "method": plan.method,
+            "method": method,
+            "solver": plan.method,
+            "objective": objective,
         }
 
     def recommend_placement(
-        self, target_s: float, kind: UnitKind, p: int, res: int, demand: NDArray[np.float64] | None = None
+        self,
+        target_s: float,
+        kind: UnitKind,
+        p: int,
+        res: int,
+        demand: NDArray[np.float64] | None = None,
+        candidates: NDArray[np.intp] | None = None,
+        method: Method = "greedy",
+        limits: PlacementSettings | None = None,
     ) -> dict[str, Any]:
-        """Maximal covering placement: ``p`` positions for units of ``kind`` that cover the most demand."""
+        """Maximal covering placement: ``p`` positions for units of ``kind`` that cover the most demand.
+
+        Positions are cell centres of the grid, or only of the rows
+        ``candidates``. Greedy answers carry their gap to an upper bound
+        (:func:`geo.placement.placement_upper_bound`); exact ones HiGHS' proof.
+        """
+        lim = limits or PlacementSettings()
         grid = self.grid(res)
         weights = grid.clipped_area_m2 if demand is None else demand
         code = KIND_CODE[kind.value]
-        sites = reach_sets(grid, grid.lat, grid.lon, code, target_s, self.model)
-        plan = place_greedy(weights, *sites, p)
+        rows = _rows(grid, candidates)
+        sites = reach_sets(grid, grid.lat[rows], grid.lon[rows], code, target_s, self.model)
+        if method == "exact":
+            plan = place_greedy(weights, *sites, p, time_budget_s=lim.greedy_time_budget_s)
+            # Greedy covering every coverable cell is the optimum, proven without HiGHS, whatever the size.
+            if plan.optimal:
+                plan = replace_method(
+                    plan, f"{plan.method} (every coverable cell covered)", True, plan.covered_demand
+                )
+            else:
+                size = exact_nonzeros(sites[0])
+                if size > lim.exact_max_nonzeros:
+                    raise ExactTooLargeError(size, lim.exact_max_nonzeros)
+                plan = place_exact(weights, *sites, p, time_limit_s=lim.exact_time_limit_s, shortcut=False)
+            bound, source = plan.upper_bound, "solver"
+        else:
+            plan = place_greedy(weights, *sites, p, time_budget_s=lim.greedy_time_budget_s)
+            b = placement_upper_bound(weights, *sites, p, plan.sites, lim.lp_bound_max_nonzeros,
+                                      lim.lp_bound_time_limit_s)  # fmt: skip
+            bound, source = b.value, b.source
+        total = float(np.sum(weights))
+        objective: dict[str, Any] = {
+            "covered_demand": plan.covered_demand,
+            "covered_ratio": _ratio(plan.covered_demand, total),
+            "optimal": plan.optimal,
+        }
+        if bound is not None:
+            objective.update(_bound_fields(plan.covered_demand, bound, total, source))
         return {
             "mode": "placement",
             "target_s": target_s,
             "resolution": res,
             "kind": str(kind),
             "p": p,
+            "candidates": int(rows.shape[0]),
             "coverage": round(plan.coverage, 5),
             "positions": [
-                {"lat": float(grid.lat[j]), "lon": float(grid.lon[j]), "h3": format(int(grid.cells[j]), "x")}
-                for j in plan.sites
+                {"lat": float(grid.lat[r]), "lon": float(grid.lon[r]), "h3": format(int(grid.cells[r]), "x")}
+                for r in (int(rows[j]) for j in plan.sites)
             ],
-            "method": plan.method,
+            "method": method,
+            "solver": plan.method,
+            "objective": objective,
         }
+
+
+class ExactTooLargeError(SerenazgoError, ValueError):
+    """The exact solve was asked for an instance over the configured size limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"the exact solve would have {size:,} nonzeros in its coverage matrix, over the limit of "
+            f"{limit:,} (SERENAZGO_PLACEMENT__EXACT_MAX_NONZEROS): use method greedy, fewer candidate sites "
+            "(sectors or candidates_geojson), a shorter target time, a coarser resolution or, for move-up, "
+            "a shorter max_travel_minutes"
+        )
+
+
+def _rows(grid: HexGrid, candidates: NDArray[np.intp] | None) -> NDArray[np.intp]:
+    """The candidate rows (every cell when None), checked against the grid."""
+    if candidates is None:
+        return np.arange(grid.size, dtype=np.intp)
+    rows = np.asarray(candidates, dtype=np.intp).reshape(-1)
+    if rows.shape[0] and (rows.min() < 0 or rows.max() >= grid.size):
+        raise ValueError(f"candidate rows must lie in [0, {grid.size})")
+    return rows
+
+
+def _ratio(value: float, total: float) -> float:
+    return round(value / total, 6) if total > 0 else 1.0
+
+
+def _bound_fields(value: float, bound: float, total: float, source: str) -> dict[str, Any]:
+    """Upper bound (demand and share) and the relative gap of ``value`` to it."""
+    gap = max(0.0, 1.0 - value / bound) if bound > 0 else 0.0
+    return {"upper_bound": bound, "upper_bound_ratio": _ratio(bound, total), "gap": round(gap, 6),
+            "bound": source}  # fmt: skip
 
 
 def _columns(states: list[UnitState]) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int8]]:

@@ -10,6 +10,10 @@ minute collide on the primary key and ``ON CONFLICT DO NOTHING`` keeps one row.
 With a ``demand`` source (e.g. :func:`tracker.demand.incident_demand`), the
 covered demand ratio is weighted by it (refreshed every ``demand_refresh_s``);
 without one it equals the area ratio, as in the live endpoint.
+
+Retention: samples older than ``retention_days`` are deleted by the sampler
+itself, at most once every ``prune_every_s`` (an index range scan on ``ts``;
+cheap once a day's worth has gone), so the table stays bounded without a job.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TARGETS: tuple[tuple[str, float], ...] = (("ground", 8.0), ("combined", 8.0))
 DEFAULT_INTERVAL_S = 60.0
 DEFAULT_DEMAND_REFRESH_S = 3600.0
+DEFAULT_RETENTION_DAYS = 90.0
+DEFAULT_PRUNE_EVERY_S = 3600.0
 WORST_HOURS = 5
 
 DemandSource = Callable[[HexGrid], Awaitable[NDArray[np.float64]]]
@@ -59,6 +65,8 @@ class CoverageSampler:
         resolution: int | None = None,
         demand: DemandSource | None = None,
         demand_refresh_s: float = DEFAULT_DEMAND_REFRESH_S,
+        retention_days: float | None = DEFAULT_RETENTION_DAYS,
+        prune_every_s: float = DEFAULT_PRUNE_EVERY_S,
     ) -> None:
         for layer, minutes in targets:
             if layer not in LAYER_KINDS:
@@ -67,6 +75,10 @@ class CoverageSampler:
                 raise ValueError(f"minutes must be > 0, got {minutes}")
         if not (np.isfinite(interval_s) and interval_s > 0):
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        if retention_days is not None and not (np.isfinite(retention_days) and retention_days > 0):
+            raise ValueError(
+                f"retention_days must be > 0 (or None to keep every sample), got {retention_days}"
+            )
         self.db = db
         self.service = service
         self.targets = tuple((layer, float(m)) for layer, m in targets)
@@ -74,7 +86,11 @@ class CoverageSampler:
         self.resolution = resolution
         self.demand = demand
         self.demand_refresh_s = demand_refresh_s
+        self.retention_days = retention_days
+        self.prune_every_s = float(prune_every_s)
         self.samples_written = 0
+        self.samples_pruned = 0
+        self._pruned_at: datetime | None = None
         self.errors = 0
         self._weights: NDArray[np.float64] | None = None
         self._weights_at: datetime | None = None
@@ -121,7 +137,21 @@ class CoverageSampler:
                 )
             )
         self.samples_written += await store.insert_samples(self.db, rows)
+        await self.prune(at)
         return rows
+
+    async def prune(self, now: datetime | None = None, force: bool = False) -> int:
+        """Delete samples older than the retention, unless done under ``prune_every_s`` ago (or ``force``)."""
+        if self.retention_days is None:
+            return 0
+        at = now or datetime.now(UTC)
+        recent = self._pruned_at is not None and (at - self._pruned_at).total_seconds() < self.prune_every_s
+        if recent and not force:
+            return 0
+        deleted = await store.delete_samples_before(self.db, at - timedelta(days=self.retention_days))
+        self._pruned_at = at
+        self.samples_pruned += deleted
+        return deleted
 
     async def _demand_weights(self, res: int, at: datetime) -> NDArray[np.float64] | None:
         if self.demand is None:

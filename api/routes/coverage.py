@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Query
+from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
 from api.deps import Context
+from geo.area import Area
+from geo.candidates import candidate_rows, parse_geojson_geometry
 from geo.demand import DEFAULT_PRIOR
-from geo.hexgrid import GridTooFineError
-from tracker.coverage import LAYER_KINDS, CoverageService
+from geo.geofence import parse_geometry
+from geo.hexgrid import GridTooFineError, HexGrid
+from tracker.coverage import LAYER_KINDS, CoverageService, ExactTooLargeError
 from tracker.demand import DEFAULT_WINDOW_DAYS, incident_demand
 from tracker.model import UnitKind
+from tracker.store import geofences as geofence_store
+from tracker.store.geofences import GeofenceNotFoundError, StoredGeofence
 
 router = APIRouter(prefix="/api/v1/coverage", tags=["coverage"])
 
@@ -93,27 +101,110 @@ class RecommendationRequest(BaseModel):
     max_travel_minutes: float | None = Field(None, gt=0, description="move_up: no longer journeys")
     p: int = Field(10, ge=1, le=200, description="placement: how many positions")
     resolution: int | None = Field(None, ge=0, le=15)
+    method: Literal["greedy", "exact"] = Field(
+        "greedy",
+        description="greedy + interchange (fast; the answer states its gap to an upper bound when one is "
+        "cheap), or exact: HiGHS MILP, refused above the configured size and stopped at the time limit",
+    )
+    sectors: list[str] | None = Field(
+        None,
+        max_length=200,
+        description="candidate sites only in these sector geofences (ids): cells whose centre lies in one",
+    )
+    candidates_geojson: dict[str, Any] | None = Field(
+        None,
+        description="candidate sites only in the cells these GeoJSON geometries touch (Points, LineStrings "
+        "such as street centre lines, Polygons; a geometry, Feature or FeatureCollection, lon/lat)",
+    )
+
+
+async def _sector_areas(ctx: Context, ids: list[str]) -> list[Area]:
+    """The polygons of the sector geofences ``ids``; 422 naming unknown or non-sector ids."""
+    lookup: Callable[[str], Awaitable[StoredGeofence]]
+    if ctx.events is not None:
+        lookup = ctx.events.get_geofence
+    elif ctx.pool is not None:
+        pool = ctx.pool
+
+        async def lookup(gid: str) -> StoredGeofence:
+            return await geofence_store.get_geofence(pool, gid)
+
+    else:
+        raise HTTPException(503, "sectors need the geofences, which live in the database, and it is not open")
+    areas: list[Area] = []
+    missing: list[str] = []
+    for gid in dict.fromkeys(ids):
+        try:
+            stored = await lookup(gid)
+        except GeofenceNotFoundError:
+            missing.append(gid)
+            continue
+        if stored.kind != "sector":
+            raise HTTPException(
+                422, f"geofence {gid!r} is a {stored.kind} geofence, not a sector: give sector ids only"
+            )
+        areas.append(parse_geometry(stored.geometry))
+    if missing:
+        raise HTTPException(
+            422,
+            f"unknown sector {', '.join(repr(m) for m in missing)}: list the sectors with "
+            "GET /api/v1/geofences?kind=sector",
+        )
+    return areas
+
+
+async def _candidates(ctx: Context, body: RecommendationRequest, grid: HexGrid) -> NDArray[np.intp] | None:
+    """Candidate rows of ``grid`` from the request's sectors and GeoJSON (None: every cell); 422 if empty."""
+    if body.sectors is None and body.candidates_geojson is None:
+        return None
+    if body.sectors is not None and not body.sectors:
+        raise HTTPException(422, "sectors is empty: give at least one sector id, or leave it out")
+    areas = await _sector_areas(ctx, body.sectors) if body.sectors else []
+    geometry = None
+    if body.candidates_geojson is not None:
+        try:
+            geometry = parse_geojson_geometry(body.candidates_geojson)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+    rows = await asyncio.to_thread(candidate_rows, grid, areas, geometry)
+    if rows.shape[0] == 0:
+        raise HTTPException(
+            422,
+            f"no candidate site: the given sectors and geometries hold no cell of the service area at "
+            f"resolution {grid.res} (sectors count a cell when its centre lies inside): draw them inside the "
+            "area, or leave sectors and candidates_geojson out to use every cell",
+        )
+    return rows
 
 
 @router.post("/recommendations", summary="Moves of idle units (or positions) that most raise coverage")
 async def recommendations(ctx: Context, body: RecommendationRequest) -> dict[str, Any]:
-    """Greedy + interchange maximal covering (see geo/placement.py); demand is area for now.
+    """Maximal covering (see geo/placement.py); demand is area for now.
 
     ``move_up`` keeps every other available unit of the layer where it is and
     moves at most ``max_moves`` idle units of ``kind``; each move has its gain
     (share of the area) and travel time. ``placement`` chooses ``p`` positions
-    for units of ``kind`` over an empty district (planning a shift).
+    for units of ``kind`` over an empty district (planning a shift). Both take
+    their sites only from ``sectors`` / ``candidates_geojson`` when given.
+    ``objective`` states the covered demand, whether it is proven optimal and,
+    when known, an upper bound and the gap to it.
     """
     service = _service(ctx)
     res = service.default_resolution() if body.resolution is None else body.resolution
     target = body.minutes * 60.0
+    limits = ctx.settings.placement
     try:
+        grid = await asyncio.to_thread(service.grid, res)
+        rows = await _candidates(ctx, body, grid)
+        # Solving is CPU work (seconds for an exact solve): off the event loop.
         if body.mode == "placement":
-            return await asyncio.to_thread(service.recommend_placement, target, body.kind, body.p, res)
+            return await asyncio.to_thread(
+                service.recommend_placement, target, body.kind, body.p, res, None, rows, body.method, limits
+            )
         travel = math.inf if body.max_travel_minutes is None else body.max_travel_minutes * 60.0
         return await asyncio.to_thread(
-            service.recommend_moves, target, LAYERS[body.layer], body.kind, body.max_moves, res,
-            max_travel_s=travel,
+            service.recommend_moves, target, LAYERS[body.layer], body.kind, body.max_moves, res, None, travel,
+            None, rows, body.method, limits,
         )  # fmt: skip
-    except GridTooFineError as exc:
+    except (GridTooFineError, ExactTooLargeError) as exc:
         raise HTTPException(422, str(exc)) from exc

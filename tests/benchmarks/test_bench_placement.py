@@ -27,3 +27,16 @@ def test_bench_placement_quick_reports_gap_to_the_proven_optimum(tmp_path: Path)
     (mu,) = data["move_up"]
     assert mu["before"] <= mu["greedy_interchange"]["after"] <= mu["highs"]["after"] + 1e-12
     assert mu["highs"]["proven_optimal"] is True
+    city = data["city"]
+    assert city["cells"] > 1000 and city["covering_pairs"] > 0
+    for r in city["runs"]:
+        # Interchange never loses what greedy found; the bound and (when run) HiGHS are never beaten.
+        assert r["covered_ratio"] >= 1.0 - 1e-12
+        assert r["greedy_interchange"]["coverage"] <= r["bound"]["coverage"] + 1e-9
+        if "highs" in r:
+            assert (
+                r["greedy_interchange"]["coverage"]
+                <= r["highs"]["coverage"] + 1e-9
+                <= r["bound"]["coverage"] + 2e-9
+            )
+    assert city["move_up"]["before"] <= city["move_up"]["after"]

@@ -181,3 +181,43 @@ async def test_history_per_hour_matches_numpy_and_names_the_worst_hours(pool) ->
     assert len(m.worst_hours) == 2  # the hours the period touches
     with pytest.raises(ValueError):
         await history(pool, t0, t0 + timedelta(hours=1), "ground", 480.0, "week")
+
+
+async def test_sampler_deletes_samples_past_the_retention_at_most_once_an_hour(
+    pool: AsyncConnectionPool[Any],
+) -> None:
+    now = datetime.now(UTC)
+    service = CoverageService(MIRAFLORES, miraflores_fleet(now))
+
+    def old(days: float) -> SampleRow:
+        return SampleRow(floor_time(now - timedelta(days=days), 60), "ground", 480.0, 10, 0.5, 0.5, 3)
+
+    await store.insert_samples(pool, [old(d) for d in (400.0, 100.0, 90.01, 89.9, 1.0)])
+    sampler = CoverageSampler(pool, service, (("ground", 8.0),), resolution=10, retention_days=90)
+    await sampler.sample_once(now)
+    kept = await store.samples(pool, now - timedelta(days=1000), now + timedelta(days=1))
+    assert sorted(r.ts for r in kept) == sorted([old(89.9).ts, old(1.0).ts, floor_time(now, 60)])
+    assert sampler.samples_pruned == 3
+    # Another stale row (a replica's late write) waits for the next hourly pass.
+    await store.insert_samples(pool, [old(120.0)])
+    await sampler.sample_once(now + timedelta(minutes=30))
+    assert sampler.samples_pruned == 3
+    assert len(await store.samples(pool, now - timedelta(days=1000), now - timedelta(days=100))) == 1
+    await sampler.sample_once(now + timedelta(minutes=61))
+    assert sampler.samples_pruned == 4
+    assert await store.samples(pool, now - timedelta(days=1000), now - timedelta(days=90.001)) == []
+    # Without a retention every sample is kept.
+    keep_all = CoverageSampler(pool, service, (("ground", 8.0),), resolution=10, retention_days=None)
+    await store.insert_samples(pool, [old(500.0)])
+    assert await keep_all.prune(now, force=True) == 0
+    assert len(await store.samples(pool, now - timedelta(days=1000), now - timedelta(days=400))) == 1
+
+
+def test_retention_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracker.config import Settings
+
+    assert Settings().coverage_history.days == 90.0
+    monkeypatch.setenv("SERENAZGO_COVERAGE_HISTORY__DAYS", "30")
+    assert Settings().coverage_history.days == 30.0
+    with pytest.raises(ValueError, match="retention_days must be > 0"):
+        CoverageSampler(None, CoverageService(MIRAFLORES, LiveFleet()), retention_days=0)  # type: ignore[arg-type]

@@ -100,6 +100,13 @@ async def insert_samples(db: AsyncDb, rows: Sequence[SampleRow]) -> int:
         return cur.rowcount
 
 
+async def delete_samples_before(db: AsyncDb, cutoff: datetime) -> int:
+    """Delete the samples older than ``cutoff`` (retention); returns how many went."""
+    async with connection(db) as conn:
+        cur = await conn.execute("DELETE FROM coverage_samples WHERE ts < %s", [cutoff])
+        return cur.rowcount
+
+
 async def samples(
     db: AsyncDb, since: datetime, until: datetime, layer: str | None = None, target_s: float | None = None
 ) -> list[SampleRow]:

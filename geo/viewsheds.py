@@ -63,7 +63,7 @@ def _polygonal(geom: BaseGeometry, where: str) -> Polygon | MultiPolygon:
     """Check a viewshed geometry: polygonal, non-empty, valid, in degrees."""
     if not isinstance(geom, Polygon | MultiPolygon):
         raise ValueError(f"{where}: a viewshed must be a Polygon or MultiPolygon, got {geom.geom_type}")
-    if geom.is_empty or geom.area <= 0:
+    if geom.is_empty:
         raise ValueError(f"{where}: the viewshed polygon is empty (no area)")
     minx, miny, maxx, maxy = geom.bounds
     if not (minx >= -180 and maxx <= 180 and miny >= -90 and maxy <= 90):
@@ -75,6 +75,8 @@ def _polygonal(geom: BaseGeometry, where: str) -> Polygon | MultiPolygon:
             f"{where}: invalid polygon ({shapely.is_valid_reason(geom)}): fix its rings so they do not cross "
             "themselves or each other (e.g. QGIS 'Fix geometries' or shapely.make_valid)"
         )
+    if geom.area <= 0:
+        raise ValueError(f"{where}: the viewshed polygon is empty (no area)")
     return geom
 
 

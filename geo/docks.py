@@ -36,6 +36,10 @@ figure, so the usable endurance is ``max_flight_s × 0.7``. The reserve
 (``DEFAULT_RESERVE`` = 0.25) is kept on top for the landing, a go-around and
 contingencies; it matches the demo simulator's return-home threshold (25 %).
 
+Speed: a numba kernel visits dock × cell pairs, skipping cells outside a dock's
+latitude band (its reach over the Earth's radius) before any trigonometry; the
+per-cell ETA and the reach sets share one distance function, so they agree exactly.
+
 Pure: docks and grids in, arrays out; reading a docks file belongs to ``tracker``.
 """
 
@@ -47,6 +51,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -58,7 +63,6 @@ DEFAULT_RESERVE = 0.25
 DEFAULT_TAKEOFF_S = 30.0
 DEFAULT_PROFILE = "m3td"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")  # the unit-id contract: safe in URLs
-_CHUNK = 4_000_000  # dock × cell distances per numpy pass (32 MB of float64)
 
 Limit = Literal["time", "energy", "range", "out_of_service"]
 
@@ -197,22 +201,89 @@ def _columns(
     return lat, lon, np.cos(lat), speed, limit
 
 
-def _distances(
-    grid: HexGrid, dlat: NDArray[np.float64], dlon: NDArray[np.float64], dcos: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    """Great-circle distances (m), shape (docks, cells), by geo.coverage's haversine."""
-    clat = np.radians(grid.lat)[None, :]
-    clon = np.radians(grid.lon)[None, :]
-    s_dlat = np.sin((clat - dlat[:, None]) * 0.5)
-    s_dlon = np.sin((clon - dlon[:, None]) * 0.5)
-    h = s_dlat * s_dlat + dcos[:, None] * np.cos(clat) * s_dlon * s_dlon
-    out: NDArray[np.float64] = 2.0 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(h, 1.0)))
-    return out
+@numba.njit(cache=True, inline="always")
+def _reach_eta(
+    dlat: float, dlon: float, dcos: float, speed: float, limit: float, takeoff_s: float, target_s: float,
+    clat: float, clon: float, ccos: float,
+) -> float:  # fmt: skip
+    """ETA (s) of one dock to one cell (radians, with cosines) when it reaches it, else inf."""
+    s_dlat = math.sin((clat - dlat) * 0.5)
+    s_dlon = math.sin((clon - dlon) * 0.5)
+    h = s_dlat * s_dlat + dcos * ccos * s_dlon * s_dlon
+    d = 2.0 * EARTH_RADIUS_M * math.asin(math.sqrt(min(h, 1.0)))  # geo.coverage's haversine
+    e = takeoff_s + d / speed
+    if e <= target_s and d <= limit:
+        return e
+    return math.inf
 
 
-def _chunks(n_docks: int, n_cells: int) -> list[slice]:
-    step = max(1, _CHUNK // max(n_cells, 1))
-    return [slice(a, min(a + step, n_docks)) for a in range(0, n_docks, step)]
+@numba.njit(cache=True, inline="always")
+def _band(speed: float, limit: float, takeoff_s: float, target_s: float) -> float:
+    """Latitude half-band (rad) holding every cell a dock may reach; negative when it reaches nothing.
+
+    A great circle is never shorter than its latitude difference: cells outside the band are out of reach.
+    """
+    radius = min(limit, speed * (target_s - takeoff_s))
+    if not radius >= 0.0:
+        return -1.0
+    return radius / EARTH_RADIUS_M * (1.0 + 1e-9) + 1e-12
+
+
+@numba.njit(cache=True)
+def _eta_kernel(
+    dlat: NDArray[np.float64], dlon: NDArray[np.float64], dcos: NDArray[np.float64],
+    speed: NDArray[np.float64], limit: NDArray[np.float64], takeoff_s: float, target_s: float,
+    clat: NDArray[np.float64], clon: NDArray[np.float64], ccos: NDArray[np.float64],
+    best: NDArray[np.float64], arg: NDArray[np.int64],
+) -> None:  # fmt: skip
+    """Best ETA and dock per cell; docks in order, so a tie keeps the lowest dock index."""
+    for q in range(dlat.shape[0]):
+        band = _band(speed[q], limit[q], takeoff_s, target_s)
+        if band < 0.0:
+            continue
+        for i in range(clat.shape[0]):
+            if abs(clat[i] - dlat[q]) > band:
+                continue
+            e = _reach_eta(dlat[q], dlon[q], dcos[q], speed[q], limit[q], takeoff_s, target_s,
+                           clat[i], clon[i], ccos[i])  # fmt: skip
+            if e < best[i]:
+                best[i] = e
+                arg[i] = q
+
+
+@numba.njit(cache=True)
+def _csr_kernel(
+    dlat: NDArray[np.float64], dlon: NDArray[np.float64], dcos: NDArray[np.float64],
+    speed: NDArray[np.float64], limit: NDArray[np.float64], takeoff_s: float, target_s: float,
+    clat: NDArray[np.float64], clon: NDArray[np.float64], ccos: NDArray[np.float64],
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:  # fmt: skip
+    """Cells each dock reaches, as CSR (two passes: count, then fill; cells ascending per dock)."""
+    n = dlat.shape[0]
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    for pass_ in range(2):
+        indices = np.empty(indptr[n], dtype=np.int64)
+        for q in range(n):
+            band = _band(speed[q], limit[q], takeoff_s, target_s)
+            k = indptr[q]
+            count = 0
+            if band >= 0.0:
+                for i in range(clat.shape[0]):
+                    if abs(clat[i] - dlat[q]) > band:
+                        continue
+                    e = _reach_eta(dlat[q], dlon[q], dcos[q], speed[q], limit[q], takeoff_s, target_s,
+                                   clat[i], clon[i], ccos[i])  # fmt: skip
+                    if e < math.inf:
+                        if pass_ == 1:
+                            indices[k + count] = i
+                        count += 1
+            if pass_ == 0:
+                indptr[q + 1] = indptr[q] + count
+    return indptr, indices
+
+
+def _cells(grid: HexGrid) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    clat = np.radians(grid.lat)
+    return clat, np.radians(grid.lon), np.cos(clat)
 
 
 def dock_eta(
@@ -231,15 +302,8 @@ def dock_eta(
     if not docks or grid.size == 0:
         return best, arg
     lat, lon, cos, speed, limit = _columns(docks, None, o)
-    for part in _chunks(len(docks), grid.size):
-        d = _distances(grid, lat[part], lon[part], cos[part])
-        eta = o + d / speed[part, None]
-        eta[(eta > t) | (d > limit[part, None])] = np.inf
-        j = np.argmin(eta, axis=0)  # the first minimum: the lowest dock index on ties
-        e = eta[j, np.arange(grid.size)]
-        better = e < best
-        best[better] = e[better]
-        arg[better] = j[better] + part.start
+    clat, clon, ccos = _cells(grid)
+    _eta_kernel(lat, lon, cos, speed, limit, o, t, clat, clon, ccos, best, arg)
     return best, arg
 
 
@@ -262,15 +326,10 @@ def dock_reach_sets(
     if not docks or grid.size == 0:
         return indptr, np.zeros(0, dtype=np.int64)
     lat, lon, cos, speed, limit = _columns(docks, hold_s, o)
-    rows: list[NDArray[np.int64]] = []
-    for part in _chunks(len(docks), grid.size):
-        d = _distances(grid, lat[part], lon[part], cos[part])
-        ok = (d <= limit[part, None]) & (o + d / speed[part, None] <= t)
-        q, i = np.nonzero(ok)  # row-major: grouped by dock, cells ascending
-        rows.append(i.astype(np.int64))
-        indptr[part.start + 1 : part.stop + 1] = np.bincount(q, minlength=part.stop - part.start)
-    np.cumsum(indptr, out=indptr)
-    return indptr, np.concatenate(rows)
+    clat, clon, ccos = _cells(grid)
+    indptr, indices = _csr_kernel(lat, lon, cos, speed, limit, o, t, clat, clon, ccos)
+    out: tuple[NDArray[np.int64], NDArray[np.int64]] = (indptr, indices)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,6 +431,18 @@ def docks_from_geojson(collection: Any, defaults: DockDefaults | None = None) ->
     return docks
 
 
+def warm_up() -> None:
+    """Compile (or load from the disk cache) the dock kernels on a tiny grid."""
+    from shapely.geometry import box
+
+    from geo.hexgrid import hexgrid
+
+    grid = hexgrid(box(-77.031, -12.121, -77.029, -12.119), 10)
+    dock = Dock("warm", "warm", -12.12, -77.03, PROFILES[DEFAULT_PROFILE])
+    dock_eta(grid, [dock], 60.0)
+    dock_reach_sets(grid, [dock], 0.0, 60.0)
+
+
 __all__ = [
     "DEFAULT_DERATING",
     "DEFAULT_PROFILE",
@@ -388,4 +459,5 @@ __all__ = [
     "dock_reach_sets",
     "docks_from_geojson",
     "energy_radius_m",
+    "warm_up",
 ]

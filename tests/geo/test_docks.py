@@ -266,21 +266,30 @@ def _small_grid() -> HexGrid:
     return _GRID[0]
 
 
-def test_many_docks_in_chunks_equal_one_pass(monkeypatch: pytest.MonkeyPatch, mgrid: HexGrid) -> None:
+def test_many_docks_match_a_numpy_brute_force(mgrid: HexGrid) -> None:
     rng = np.random.default_rng(9)
     docks = [
         Dock(f"d{i}", "x", float(rng.uniform(-12.14, -12.10)), float(rng.uniform(-77.05, -77.01)), M3TD,
-             battery_pct=float(rng.uniform(0, 100)))
+             battery_pct=float(rng.uniform(0, 100)), in_service=bool(rng.random() < 0.9))
         for i in range(25)
     ]  # fmt: skip
-    one = dock_eta(mgrid, docks, 200.0)
-    sets = dock_reach_sets(mgrid, docks, 60.0)
-    monkeypatch.setattr("geo.docks._CHUNK", mgrid.size * 3)  # 3 docks per pass
-    chunked = dock_eta(mgrid, docks, 200.0)
-    np.testing.assert_array_equal(one[0], chunked[0])
-    np.testing.assert_array_equal(one[1], chunked[1])
-    for a, b in zip(sets, dock_reach_sets(mgrid, docks, 60.0), strict=True):
-        np.testing.assert_array_equal(a, b)
+    target_s, takeoff_s = 200.0, 30.0
+    eta, which = dock_eta(mgrid, docks, target_s, takeoff_s)
+    p1, p2 = np.radians(mgrid.lat)[None, :], np.radians([d.lat for d in docks])[:, None]
+    dl = np.radians(mgrid.lon)[None, :] - np.radians([d.lon for d in docks])[:, None]
+    h = np.sin((p1 - p2) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    dist = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(h, 1.0)))
+    radius = np.array([expected_radius(d, target_s, takeoff_s) for d in docks])[:, None]
+    ref = np.where(dist <= radius, takeoff_s + dist / 15.0, np.inf)
+    edge = np.any(np.abs(dist - radius) < 1e-6, axis=0)
+    np.testing.assert_allclose(eta[~edge], ref.min(axis=0)[~edge], rtol=1e-12)
+    reached = np.isfinite(eta) & ~edge
+    np.testing.assert_array_equal(which[reached], np.argmin(ref, axis=0)[reached])
+    indptr, indices = dock_reach_sets(mgrid, docks, target_s=target_s)
+    for q in range(len(docks)):
+        row = set(indices[indptr[q] : indptr[q + 1]].tolist())
+        want = set(np.flatnonzero(np.isfinite(ref[q])).tolist())
+        assert row - set(np.flatnonzero(edge)) == want - set(np.flatnonzero(edge))
 
 
 def feature(**props: object) -> dict[str, object]:

@@ -9,7 +9,6 @@ over resolution-10 cells, or resolution 11 on the smaller random shapes).
 from __future__ import annotations
 
 import itertools
-import json
 import math
 
 import numpy as np
@@ -19,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import CRS, Geod, Transformer
 
-from geo.area import Area, area_from_geojson, random_points
+from geo.area import Area, random_points
 from geo.coverage import coverage, kind_pace
 from geo.distance import EARTH_RADIUS_M
 from geo.docks import (
@@ -36,22 +35,11 @@ from geo.docks import (
 from geo.eta import StraightLineEta
 from geo.hexgrid import HexGrid, hexgrid
 from tests.geo.test_coverage import random_boundary
-from tracker.config import DEFAULT_DISTRICTS_FILE
 
 SPHERE = Geod(a=EARTH_RADIUS_M, b=EARTH_RADIUS_M)
 M3TD = PROFILES["m3td"]
 M4TD = PROFILES["m4td"]
 M30T = PROFILES["m30t"]
-
-
-@pytest.fixture(scope="module")
-def miraflores() -> Area:
-    return area_from_geojson(json.loads(DEFAULT_DISTRICTS_FILE.read_text(encoding="utf-8")), "Miraflores")
-
-
-@pytest.fixture(scope="module")
-def mgrid(miraflores: Area) -> HexGrid:
-    return hexgrid(miraflores, 10)
 
 
 def expected_radius(d: Dock, target_s: float, takeoff_s: float, hold_s: float | None = None) -> float:

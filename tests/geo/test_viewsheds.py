@@ -15,21 +15,10 @@ from hypothesis import strategies as st
 from pyproj import Transformer
 from shapely.geometry import Point, Polygon, mapping
 
-from geo.area import Area, area_from_geojson
+from geo.area import Area
 from geo.hexgrid import HexGrid, hexgrid
 from geo.viewsheds import SEEN_SHARE, Viewsheds, seen_eta, viewshed_cover, viewsheds_from_geojson
-from tracker.config import DEFAULT_DISTRICTS_FILE
 from tracker.coverage_files import DEMO_CAMERAS_FILE
-
-
-@pytest.fixture(scope="module")
-def miraflores() -> Area:
-    return area_from_geojson(json.loads(DEFAULT_DISTRICTS_FILE.read_text(encoding="utf-8")), "Miraflores")
-
-
-@pytest.fixture(scope="module")
-def mgrid(miraflores: Area) -> HexGrid:
-    return hexgrid(miraflores, 10)
 
 
 def shapely_shares(grid: HexGrid, union: shapely.Geometry) -> np.ndarray:

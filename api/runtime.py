@@ -41,13 +41,16 @@ from api.app import create_app
 from api.context import ApiContext
 from api.demo_dispatch import DemoDispatch
 from api.feed import LiveFeedHub
-from geo.area import Area
+from geo.area import Area, normalize_name
+from geo.docks import Dock
+from geo.viewsheds import Viewsheds
 from mqtt_bridge.bridge import Bridge, load_state
 from mqtt_bridge.broker import EmbeddedBroker
 from mqtt_bridge.simulator import PublishStats, SimClock, publish_fleet, register_units
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE, MqttTarget, Settings, parse_mqtt_url
 from tracker.coverage import CoverageService
+from tracker.coverage_files import DEMO_CAMERAS_FILE, DEMO_DOCKS_FILE, load_docks, load_viewsheds
 from tracker.coverage_history import CoverageSampler
 from tracker.demand import incident_demand
 from tracker.dispatch import Dispatcher
@@ -186,6 +189,8 @@ class Runtime:
     _area: Area | None = None  # the service area (the demo's district, else SERENAZGO_AREA whole)
     _simulation: FleetSimulation | None = None
     _api_task: asyncio.Task[None] | None = None
+    _docks: tuple[Dock, ...] = ()  # drone docks and camera viewsheds of the coverage layers
+    _viewsheds: Viewsheds | None = None
     _sim_task: asyncio.Task[Any] | None = None
 
     # ----- signals -----------------------------------------------------------------------
@@ -333,7 +338,13 @@ class Runtime:
             events=self._events,
             feed=self._hub,
             coverage=CoverageService(
-                self._area or load_area(self.settings.area_file()), self.fleet, self.settings.dispatch.eta
+                self._area or load_area(self.settings.area_file()),
+                self.fleet,
+                self.settings.dispatch.eta,
+                docks=self._docks,
+                viewsheds=self._viewsheds,
+                takeoff_s=self.settings.coverage.takeoff_s,
+                at_dock_m=self.settings.coverage.at_dock_m,
             ),
         )
         # Coverage sampled every minute for the history (its own small pool: ctx.pool only lives
@@ -424,6 +435,31 @@ class Runtime:
         created, _existing = register_units(self.conninfo, self._simulation.units)
         return len(created)
 
+    def coverage_files(self) -> tuple[Path | None, Path | None]:
+        """Docks and camera files: the settings', else (demo over Miraflores) the shipped demo data."""
+        cs = self.settings.coverage
+        docks, cameras = cs.docks, cs.cameras
+        district = self.options.district or DEFAULT_DEMO_DISTRICT
+        if (
+            self.options.demo
+            and self.settings.area_file() == DEFAULT_DISTRICTS_FILE
+            and normalize_name(district) == normalize_name(DEFAULT_DEMO_DISTRICT)
+        ):
+            docks = docks or DEMO_DOCKS_FILE
+            cameras = cameras or DEMO_CAMERAS_FILE
+        return docks, cameras
+
+    def _load_coverage_files(self) -> None:
+        """Read the docks and viewsheds before anything starts, so a bad file stops nothing."""
+        docks, cameras = self.coverage_files()
+        self._docks = tuple(load_docks(docks, self.settings.coverage)) if docks is not None else ()
+        self._viewsheds = load_viewsheds(cameras) if cameras is not None else None
+        if docks is not None or cameras is not None:
+            n_cameras = 0 if self._viewsheds is None else self._viewsheds.size
+            self.console.print(
+                f"[green]✓[/green] coverage: {len(self._docks)} drone docks, {n_cameras} camera viewsheds"
+            )
+
     # ----- the run -----------------------------------------------------------------------
 
     async def run(self) -> int:
@@ -453,6 +489,7 @@ class Runtime:
     async def _start_all(self) -> None:
         opts = self.options
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._load_coverage_files()
         sock = bind_api_socket(opts.host, opts.port)
         try:
             await self._start_database()

@@ -25,6 +25,12 @@ Timed per scenario:
 ``move``        ``CoverageState.move`` of one random unit by a GPS-like step (up to ±300 m), per
                 call; after all moves the state is compared with a full recompute (must be equal).
 
+Drone docks (``docks`` runs, Miraflores at resolution 10): the dock part of the drone layer,
+``geo.docks.dock_eta`` (reach within T with battery, reserve and hold) and the area-true ratio,
+against the same Shapely buffer-union peer with each dock's reach radius. Two cases: the three
+demo docks (tracker/data) at T = ``--dock-target-s`` (default 90 s: 900 m discs, real gaps), and
+``--docks`` (default 30) random docks with random charge and hold at T = 60 s.
+
 Printed: times, the covered ratio by both methods and their difference, speed-up
 (shapely ÷ full). Goals: ≥ 20× faster than Shapely with agreement within 1 %;
 Miraflores full ≤ 1 ms; one move ≤ 200 µs. Results: ``benchmarks/results/coverage.json``.
@@ -51,9 +57,12 @@ from geo.area import Area, area_from_geojson, random_points
 from geo.codes import KIND_CODE
 from geo.coverage import CellBuckets, CoverageState, coverage, kind_pace, warm_up
 from geo.distance import EARTH_RADIUS_M
+from geo.docks import PROFILES, Dock, dock_eta, dock_reach
+from geo.docks import warm_up as warm_up_docks
 from geo.eta import StraightLineEta
 from geo.hexgrid import DISTRICT_RES, METROPOLIS_RES, HexGrid, hexgrid
 from tracker.config import DEFAULT_DISTRICTS_FILE
+from tracker.coverage_files import DEMO_DOCKS_FILE, load_docks
 
 KIND_P = {"patrol_car": 0.2, "motorcycle": 0.2, "bicycle": 0.15, "foot": 0.4, "drone": 0.05}
 QUICK = {"units": 2000, "district_units": 100, "repeats": 3, "moves": 300}
@@ -179,6 +188,52 @@ def scenario(
     return out
 
 
+def docks_scenario(
+    name: str, area: Area, grid: HexGrid, docks: list[Dock], target_s: float, repeats: int
+) -> dict[str, Any]:
+    """The dock part of the drone layer (per-cell ETA and ratio) against the Shapely buffer-union peer."""
+    weight = grid.clipped_area_m2
+    total = float(weight.sum())
+
+    def ours() -> float:
+        eta, _ = dock_eta(grid, docks, target_s)
+        return float(weight[eta <= target_s].sum()) / total
+
+    full_s, ratio = timed(ours, repeats)
+    radius = np.array([dock_reach(d, target_s).radius_m for d in docks])
+    live = radius > 0
+    lat = np.array([d.lat for d in docks])[live]
+    lon = np.array([d.lon for d in docks])[live]
+    shp_s, shp_ratio = timed(lambda: shapely_ratio(area, lat, lon, radius[live]), max(1, repeats // 10))
+    say(f"{name}: {len(docks)} docks ({int(live.sum())} reaching), T = {target_s:g} s: "
+        f"dock_eta {full_s * 1e6:.0f} µs covered {ratio:.4f}; "
+        f"shapely {shp_s * 1e3:.2f} ms covered {shp_ratio:.4f}")  # fmt: skip
+    return {
+        "scenario": name,
+        "cells": grid.size,
+        "docks": len(docks),
+        "docks_reaching": int(live.sum()),
+        "target_s": target_s,
+        "full_ms": round(full_s * 1e3, 4),
+        "shapely_ms": round(shp_s * 1e3, 3),
+        "speedup_vs_shapely": round(shp_s / full_s, 1),
+        "covered_ratio": round(ratio, 5),
+        "shapely_ratio": round(shp_ratio, 5),
+        "ratio_difference": round(ratio - shp_ratio, 5),
+    }
+
+
+def random_docks(area: Area, n: int, rng: np.random.Generator) -> list[Dock]:
+    """``n`` docks inside ``area`` with random aircraft, charge (5-100 %) and hold (0-10 min)."""
+    pts = random_points(area, n, rng)
+    keys = list(PROFILES)
+    return [
+        Dock(f"d{i}", f"d{i}", float(lat), float(lon), PROFILES[keys[i % len(keys)]],
+             battery_pct=float(rng.uniform(5.0, 100.0)), hold_s=float(rng.uniform(0.0, 600.0)))
+        for i, (lon, lat) in enumerate(pts)
+    ]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run both scenarios, print the table and write the results."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,11 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--moves", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--docks", type=int, default=30)
+    ap.add_argument("--dock-target-s", type=float, default=90.0)
     add_run_options(ap, argv, QUICK)
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
     warm_up()
+    warm_up_docks()
     say(f"kernels ready in {time.perf_counter() - t0:.1f} s")
     districts = json.loads(DEFAULT_DISTRICTS_FILE.read_text(encoding="utf-8"))
     runs = [
@@ -211,9 +269,27 @@ def main(argv: list[str] | None = None) -> int:
         for r in runs
     ]  # fmt: skip
     print(table(headers, rows))
-    path = write_results("coverage", {"runs": runs}, args.results_dir, args.quick)
+    miraflores = area_from_geojson(districts, "Miraflores")
+    mgrid = hexgrid(miraflores, DISTRICT_RES)
+    dock_runs = [
+        docks_scenario("demo docks", miraflores, mgrid, load_docks(DEMO_DOCKS_FILE), args.dock_target_s,
+                       args.repeats * 20),
+        docks_scenario("random docks", miraflores, mgrid, random_docks(miraflores, args.docks, rng), 60.0,
+                       args.repeats * 20),
+    ]  # fmt: skip
+    headers = ["docks case", "cells", "docks", "T s", "ms", "shapely ms", "× faster", "covered", "shapely",
+               "diff"]  # fmt: skip
+    rows = [
+        [r["scenario"], r["cells"], r["docks"], r["target_s"], r["full_ms"], r["shapely_ms"],
+         r["speedup_vs_shapely"], f"{r['covered_ratio']:.4f}", f"{r['shapely_ratio']:.4f}",
+         f"{r['ratio_difference']:+.4f}"]
+        for r in dock_runs
+    ]  # fmt: skip
+    print(table(headers, rows))
+    path = write_results("coverage", {"runs": runs, "docks": dock_runs}, args.results_dir, args.quick)
     say(f"results: {path}")
     ok = all(r["incremental_equals_full"] and abs(r["ratio_difference"]) <= 0.01 for r in runs)
+    ok = ok and all(abs(r["ratio_difference"]) <= 0.01 for r in dock_runs)
     return 0 if ok else 1
 
 

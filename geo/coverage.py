@@ -375,6 +375,17 @@ def _result(
     return CoverageResult(grid, target_s, best, arg, area_ratio, demand_ratio, covered_m2)
 
 
+def result_from_eta(
+    grid: HexGrid,
+    target_s: float,
+    best_eta_s: NDArray[np.float64],
+    best_unit: NDArray[np.int64],
+    demand: ArrayLike | None = None,
+) -> CoverageResult:
+    """A :class:`CoverageResult` from per-cell best ETAs the caller combined (units ∪ docks ∪ cameras)."""
+    return _result(grid, _check_target(target_s), best_eta_s, best_unit, demand)
+
+
 def _check_target(target_s: float) -> float:
     t = float(target_s)
     if not math.isfinite(t) or t < 0:
@@ -606,5 +617,6 @@ __all__ = [
     "coverage",
     "kind_pace",
     "reach_sets",
+    "result_from_eta",
     "warm_up",
 ]

@@ -9,9 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from geo.docks import (
+    DEFAULT_DERATING,
+    DEFAULT_PROFILE,
+    DEFAULT_RESERVE,
+    DEFAULT_TAKEOFF_S,
+    PROFILES,
+    AircraftProfile,
+)
 from geo.eta import DEFAULT_CIRCUITY, DEFAULT_SPEED_MPS, StraightLineEta
 from tracker.errors import ConfigError
 from tracker.freshness import DEFAULT_THRESHOLDS, FreshnessThresholds
@@ -93,6 +101,78 @@ class EtaSettings(BaseModel):
         )
 
 
+class AircraftSettings(BaseModel):
+    """A dock aircraft's figures (see :mod:`geo.docks` for the published ones and the derating)."""
+
+    name: str
+    cruise_mps: float = Field(gt=0)
+    max_flight_s: float = Field(gt=0)  # the manufacturer's maximum flight time
+    max_radius_m: float = Field(default=float("inf"), gt=0)  # the dock's published operating radius
+    derating: float | None = Field(default=None, gt=0, le=1)  # None: CoverageSettings.derating
+    reserve: float | None = Field(default=None, ge=0, lt=1)  # None: CoverageSettings.reserve
+
+
+def _default_aircraft() -> dict[str, AircraftSettings]:
+    return {
+        key: AircraftSettings(
+            name=p.name, cruise_mps=p.cruise_mps, max_flight_s=p.max_flight_s, max_radius_m=p.max_radius_m
+        )
+        for key, p in PROFILES.items()
+    }
+
+
+class CoverageSettings(BaseModel):
+    """Drone docks and camera viewsheds of the coverage layers (``SERENAZGO_COVERAGE__*``)."""
+
+    docks: Path | None = None  # GeoJSON FeatureCollection of dock Points (see tracker/data/README.md)
+    cameras: Path | None = None  # GeoJSON of camera viewshed polygons
+    aircraft: dict[str, AircraftSettings] = Field(default_factory=_default_aircraft)  # by profile key
+    default_profile: str = DEFAULT_PROFILE  # for docks that do not name one
+    takeoff_s: float = Field(default=DEFAULT_TAKEOFF_S, ge=0)  # lid, take-off and climb (and again to land)
+    derating: float = Field(default=DEFAULT_DERATING, gt=0, le=1)  # share of the published flight time
+    reserve: float = Field(default=DEFAULT_RESERVE, ge=0, lt=1)  # share of the charge kept for landing
+    hold_s: float = Field(default=0.0, ge=0)  # time over the incident a dock's mission must afford
+    at_dock_m: float = Field(default=60.0, ge=0)  # a drone this close to a dock sits on it
+
+    @field_validator("aircraft", mode="before")
+    @classmethod
+    def _over_defaults(cls, v: object) -> object:
+        """Entries given (e.g. ``SERENAZGO_COVERAGE__AIRCRAFT__M3TD__CRUISE_MPS=12``) amend the defaults."""
+        if not isinstance(v, dict):
+            return v
+        out: dict[str, object] = {k: a.model_dump() for k, a in _default_aircraft().items()}
+        for key, given in v.items():
+            base = out.get(str(key))
+            if isinstance(base, dict) and isinstance(given, dict):
+                out[str(key)] = {**base, **given}
+            else:
+                out[str(key)] = given
+        return out
+
+    @model_validator(mode="after")
+    def _known_default(self) -> CoverageSettings:
+        if self.default_profile not in self.aircraft:
+            raise ValueError(
+                f"default_profile {self.default_profile!r} is not in the aircraft table "
+                f"({', '.join(sorted(self.aircraft))})"
+            )
+        return self
+
+    def profiles(self) -> dict[str, AircraftProfile]:
+        """The aircraft table as geo.docks profiles (derating and reserve filled from these settings)."""
+        return {
+            key: AircraftProfile(
+                a.name,
+                a.cruise_mps,
+                a.max_flight_s,
+                self.derating if a.derating is None else a.derating,
+                self.reserve if a.reserve is None else a.reserve,
+                a.max_radius_m,
+            )
+            for key, a in self.aircraft.items()
+        }
+
+
 class DispatchSettings(BaseModel):
     """Incidents, assignments and arrival detection."""
 
@@ -166,6 +246,7 @@ class Settings(BaseSettings):
     geofences: Path | None = None  # GeoJSON FeatureCollection of geofences loaded at start (optional)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
     coverage_history: CoverageHistorySettings = Field(default_factory=CoverageHistorySettings)
+    coverage: CoverageSettings = Field(default_factory=CoverageSettings)
 
     @field_validator("batch_max", "receive_maximum")
     @classmethod

@@ -5,16 +5,25 @@ module feeds it from the LiveFleet (available units whose fix is not lost, at
 their shown position) with the same ETA model as dispatch, and keeps one grid
 per resolution (building Lima's takes a second or two, Miraflores' 50 ms).
 
-Demand is the cell's area for now (every square metre counts the same);
-incident-weighted demand and dock-based drone reach come next (see the
-coverage issue).
+Layers: ``ground`` counts the ground units; ``drones`` the reach of the drone
+docks in service (:mod:`geo.docks`: cruise speed within T, battery, reserve and
+hold respected) together with the available drones that are airborne, at their
+current position at cruise speed (a drone within ``at_dock_m`` of a dock is on
+it and counts through the dock); ``combined`` is ground ∪ drones ∪ the static
+camera viewsheds (:mod:`geo.viewsheds`: a seen cell has ETA 0, "seen now").
+Layers combine by the elementwise minimum of per-cell ETAs.
+
+A dock whose ``aircraft`` is a tracked unit follows it: while that drone is not
+available, lost, or away from the dock, the dock covers nothing (the drone, if
+airborne and available, counts where it is); on the dock, its reported battery
+is the dock's charge.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -24,7 +33,9 @@ from numpy.typing import NDArray
 
 from geo.area import Area
 from geo.codes import KIND_CODE
-from geo.coverage import CoverageResult, coverage, reach_sets
+from geo.coverage import CoverageResult, coverage, reach_sets, result_from_eta
+from geo.distance import haversine_m
+from geo.docks import DEFAULT_TAKEOFF_S, Dock, dock_eta, dock_reach
 from geo.eta import StraightLineEta
 from geo.hexgrid import DISTRICT_RES, HexGrid, estimated_cells, hexgrid
 from geo.placement import (
@@ -38,6 +49,7 @@ from geo.placement import (
     replace_method,
     travel_times_s,
 )
+from geo.viewsheds import SEEN_SHARE, ViewshedCover, Viewsheds, viewshed_cover
 from tracker.config import EtaSettings, PlacementSettings
 from tracker.errors import SerenazgoError
 from tracker.fleet import LiveFleet, UnitState
@@ -54,21 +66,58 @@ METROPOLIS_RES = 9
 Method = Literal["greedy", "exact"]
 # Above this area a district-sized resolution (10) would mean too many cells to redraw live.
 DISTRICT_MAX_KM2 = 150.0
+AT_DOCK_M = 60.0
+CAMERA_UNIT = -2  # best_unit of a cell the cameras see
 
 
 @dataclass(frozen=True, slots=True)
 class CoverageAnswer:
     """One coverage computation and what it was computed from."""
 
-    result: CoverageResult
+    result: CoverageResult  # best_unit: unit index; units + dock index for a dock; CAMERA_UNIT; -1
     kinds: tuple[UnitKind, ...]
     units: int
     at: datetime
+    docks: tuple[Dock, ...] = ()  # the docks considered (their state at ``at``)
+    takeoff_s: float = DEFAULT_TAKEOFF_S
+    cameras: Viewsheds | None = None  # the viewsheds included, if any
+    seen: ViewshedCover | None = None
+
+    def docks_json(self) -> list[dict[str, Any]]:
+        """Each dock with its reach within T and what limits it (time, energy, range, out of service)."""
+        out = []
+        for d in self.docks:
+            reach = dock_reach(d, self.result.target_s, self.takeoff_s)
+            p = d.profile
+            out.append(
+                {
+                    "id": d.dock_id,
+                    "name": d.name,
+                    "lat": d.lat,
+                    "lon": d.lon,
+                    "in_service": d.in_service,
+                    "profile": d.profile_key,
+                    "aircraft": p.name,
+                    "cruise_mps": p.cruise_mps,
+                    "usable_flight_s": round(p.usable_s, 1),
+                    "derating": p.derating,
+                    "reserve": p.reserve,
+                    "battery_pct": d.battery_pct,
+                    "hold_s": d.hold_s,
+                    "reach_m": round(max(reach.radius_m, 0.0), 1),
+                    "limit": reach.limit,
+                    "time_reach_m": round(max(reach.time_radius_m, 0.0), 1),
+                    "energy_reach_m": round(max(reach.energy_radius_m, 0.0), 1),
+                    "operating_radius_m": None if math.isinf(p.max_radius_m) else p.max_radius_m,
+                }
+            )
+        return out
 
     def to_json(self, model: StraightLineEta, cells: bool = False) -> dict[str, Any]:
         """The API's answer: ratios, gaps as GeoJSON, the model used and (optionally) every cell's ETA."""
         r = self.result
         t = r.target_s
+        seen = self.seen
         out: dict[str, Any] = {
             "at": self.at.isoformat(),
             "target_s": t,
@@ -91,6 +140,22 @@ class CoverageAnswer:
                     }
                     for k in self.kinds
                 },
+                "docks": self.docks_json(),
+                "dock_formula": (
+                    "eta_s = takeoff_s + great_circle_m / cruise_mps <= target_s, and "
+                    "2 * (takeoff_s + great_circle_m / cruise_mps) + hold_s <= "
+                    "max_flight_s * derating * battery_pct / 100 * (1 - reserve), and "
+                    "great_circle_m <= operating_radius_m"
+                ),
+                "takeoff_s": self.takeoff_s,
+                "viewsheds": {
+                    "included": self.cameras is not None,
+                    "cameras": 0 if self.cameras is None else self.cameras.size,
+                    "cells_seen": 0 if seen is None else int(seen.seen.sum()),
+                    "seen_area_km2": 0.0 if seen is None else round(seen.seen_area_m2 / 1e6, 4),
+                    "rule": f"a cell is seen (eta_s = 0) when >= {SEEN_SHARE:.0%} of its area inside the "
+                    "boundary is inside some camera viewshed",
+                },
             },
         }
         if cells:
@@ -104,11 +169,25 @@ class CoverageAnswer:
 class CoverageService:
     """Coverage of one area from one LiveFleet, a grid per resolution built on first use."""
 
-    def __init__(self, area: Area, fleet: LiveFleet, eta: EtaSettings | None = None) -> None:
+    def __init__(
+        self,
+        area: Area,
+        fleet: LiveFleet,
+        eta: EtaSettings | None = None,
+        docks: tuple[Dock, ...] | list[Dock] = (),
+        viewsheds: Viewsheds | None = None,
+        takeoff_s: float = DEFAULT_TAKEOFF_S,
+        at_dock_m: float = AT_DOCK_M,
+    ) -> None:
         self.area = area
         self.fleet = fleet
         self.model = (eta or EtaSettings()).model()
+        self.docks = tuple(docks)
+        self.viewsheds = viewsheds
+        self.takeoff_s = float(takeoff_s)
+        self.at_dock_m = float(at_dock_m)
         self._grids: dict[int, HexGrid] = {}
+        self._seen: dict[int, ViewshedCover] = {}  # cameras do not move: once per resolution
         # The area never changes: measure it once, not on every request.
         km2 = estimated_cells(area, DISTRICT_RES) * h3.average_hexagon_area(DISTRICT_RES, unit="km^2")
         self._default_res = DISTRICT_RES if km2 <= DISTRICT_MAX_KM2 else METROPOLIS_RES
@@ -128,6 +207,42 @@ class CoverageService:
                 grid = self._grids.setdefault(res, grid)
         return grid
 
+    def seen(self, res: int) -> ViewshedCover | None:
+        """What the cameras see of the grid at ``res`` (None without viewsheds), measured once."""
+        if self.viewsheds is None:
+            return None
+        with self._lock:
+            cover = self._seen.get(res)
+        if cover is None:
+            cover = viewshed_cover(self.grid(res), self.viewsheds)
+            with self._lock:
+                cover = self._seen.setdefault(res, cover)
+        return cover
+
+    def docks_now(self, at: datetime) -> tuple[Dock, ...]:
+        """The docks at ``at``: one whose tracked aircraft is busy, lost or away is out of service."""
+        out = []
+        for d in self.docks:
+            st = self.fleet.get(d.aircraft_id) if d.aircraft_id is not None else None
+            if st is None or not d.in_service:
+                out.append(d)
+                continue
+            ready = (
+                st.fix is not None and st.status is UnitStatus.AVAILABLE
+                and self.fleet.freshness(st, at) is not Freshness.LOST
+                and haversine_m(st.fix.lat, st.fix.lon, d.lat, d.lon) <= self.at_dock_m
+            )  # fmt: skip
+            battery = st.fix.battery if ready and st.fix is not None else None
+            charge = d.battery_pct if battery is None else battery
+            out.append(replace(d, in_service=ready, battery_pct=charge))
+        return tuple(out)
+
+    def _on_a_dock(self, st: UnitState) -> bool:
+        fix = st.fix
+        return fix is not None and any(
+            haversine_m(fix.lat, fix.lon, d.lat, d.lon) <= self.at_dock_m for d in self.docks
+        )
+
     def available(self, kinds: tuple[UnitKind, ...], at: datetime) -> list[UnitState]:
         """The units that count for coverage: available, of ``kinds``, with a fix that is not lost."""
         wanted = set(kinds)
@@ -144,14 +259,39 @@ class CoverageService:
         res: int,
         now: datetime | None = None,
         demand: NDArray[np.float64] | None = None,
+        cameras: bool = False,
     ) -> CoverageAnswer:
-        """Coverage within ``target_s`` by the available, not lost units of ``kinds``."""
+        """Coverage within ``target_s`` by the available, not lost units of ``kinds``.
+
+        With drones among ``kinds``, the docks in service count too and a drone
+        on a dock counts through it; ``cameras`` adds the viewsheds (the
+        ``combined`` layer).
+        """
         grid = self.grid(res)
         at = now or datetime.now(UTC)
-        lat, lon, kind = _columns(self.available(kinds, at))
+        states = self.available(kinds, at)
+        docks: tuple[Dock, ...] = ()
+        if UnitKind.DRONE in kinds and self.docks:
+            docks = self.docks_now(at)
+            states = [st for st in states if st.unit.kind is not UnitKind.DRONE or not self._on_a_dock(st)]
+        lat, lon, kind = _columns(states)
         codes = [KIND_CODE[k.value] for k in kinds]
-        result = coverage(grid, lat, lon, kind, target_s, self.model, kinds=codes, demand=demand)
-        return CoverageAnswer(result, kinds, int(lat.shape[0]), at)
+        result = coverage(grid, lat, lon, kind, target_s, self.model, kinds=codes)
+        best, arg = result.best_eta_s, result.best_unit
+        if docks:
+            eta, which = dock_eta(grid, docks, target_s, self.takeoff_s)
+            better = eta < best
+            best = np.where(better, eta, best)
+            arg = np.where(better, which + lat.shape[0], arg)
+        seen = self.seen(res) if cameras else None
+        if seen is not None:
+            best = np.where(seen.seen, 0.0, best)
+            arg = np.where(seen.seen, CAMERA_UNIT, arg)
+        result = result_from_eta(grid, target_s, best, arg, demand)
+        return CoverageAnswer(
+            result, kinds, int(lat.shape[0]), at, docks, self.takeoff_s,
+            self.viewsheds if seen is not None else None, seen,
+        )  # fmt: skip
 
     def recommend_moves(
         self,

@@ -125,7 +125,9 @@ class CoverageSampler:
         rows: list[SampleRow] = []
         for layer, minutes in self.targets:
             target_s = minutes * 60.0
-            answer = await asyncio.to_thread(self.service.compute, target_s, LAYER_KINDS[layer], res, at)
+            answer = await asyncio.to_thread(
+                self.service.compute, target_s, LAYER_KINDS[layer], res, at, cameras=layer == "combined"
+            )
             r = answer.result
             demand_ratio = r.covered_demand_ratio
             if weights is not None and weights.shape == r.best_eta_s.shape:

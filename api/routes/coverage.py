@@ -50,9 +50,12 @@ async def get_coverage(
 ) -> dict[str, Any]:
     """Cells of the service area that an available, not lost unit reaches within ``minutes``.
 
-    Drones (``layer=drones|combined``) count at their current position at
-    cruise speed; reach from their docks with the battery reserve comes with
-    the drone squadron's work.
+    ``layer=drones`` counts the drone docks in service (reach within the target
+    at cruise speed, after take-off, with the battery to hold and come back
+    above its reserve) and the available drones in the air at their current
+    position; ``combined`` adds the ground units and the camera viewsheds (a
+    seen cell counts as reached at once). ``model.docks`` lists each dock's reach
+    and what limits it; ``model.viewsheds`` says whether cameras were included.
     """
     service = _service(ctx)
     if not (math.isfinite(minutes) and 0 < minutes <= MAX_MINUTES):
@@ -80,7 +83,9 @@ async def get_coverage(
         if ctx.pool is None:
             raise HTTPException(503, "incident demand needs the database, which is not open")
         weights = await incident_demand(ctx.pool, grid)
-    answer = await asyncio.to_thread(service.compute, minutes * 60.0, chosen, res, None, weights)
+    answer = await asyncio.to_thread(
+        service.compute, minutes * 60.0, chosen, res, None, weights, layer == "combined"
+    )
     out = answer.to_json(service.model, cells=cells)
     if weights is not None:
         out["demand"] = (

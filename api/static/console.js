@@ -727,6 +727,9 @@
     interactive: false, // a click on a gap still picks the point under it
     style: { className: "coverage-gap", color: "#c92a2a", weight: 1, fillColor: "#e03131", fillOpacity: 0.3 },
   }).addTo(map);
+  // Drone docks of the drone and combined layers: a marker and the disc they reach within the target.
+  const dockLayer = L.layerGroup().addTo(map);
+  const DOCK_LIMIT = { time: "por tiempo", energy: "por batería", range: "por alcance de radio", out_of_service: "fuera de servicio" };
   const coverage = { timer: null, seq: 0 };
 
   function coverageOn() { return $("coverage-on").checked; }
@@ -739,6 +742,26 @@
     if (pct === 100 && ratio < 1) return 99;
     if (pct === 0 && ratio > 0) return 1;
     return pct;
+  }
+
+  function drawDocks(docks) {
+    dockLayer.clearLayers();
+    for (const d of Array.isArray(docks) ? docks : []) {
+      if (!Number.isFinite(d.lat) || !Number.isFinite(d.lon)) continue;
+      const reach = Number(d.reach_m);
+      if (d.in_service && reach > 0) {
+        L.circle([d.lat, d.lon], {
+          radius: reach, interactive: false, className: "coverage-dock-reach",
+          color: "#1864ab", weight: 1, dashArray: "4 4", fill: false,
+        }).addTo(dockLayer);
+      }
+      const why = DOCK_LIMIT[d.limit] || d.limit;
+      L.circleMarker([d.lat, d.lon], {
+        radius: 6, className: `coverage-dock${d.in_service ? "" : " out"}`,
+        color: "#1864ab", weight: 2, fillColor: d.in_service ? "#ffd43b" : "#adb5bd", fillOpacity: 1,
+      }).bindTooltip(`Base de drones ${escapeHtml(d.name)} · alcance ${(reach / 1000).toFixed(1)} km (${escapeHtml(why)})`)
+        .addTo(dockLayer);
+    }
   }
 
   async function refreshCoverage() {
@@ -762,10 +785,18 @@
       if (!Number.isFinite(ratio) || !body.gaps) throw new Error("respuesta inesperada");
       gapLayer.clearLayers();
       gapLayer.addData(body.gaps);
+      const docks = (body.model && Array.isArray(body.model.docks)) ? body.model.docks : [];
+      drawDocks(docks);
       $("coverage-ratio").textContent = `${title}: ${coveragePercent(ratio)} %`;
       const units = `${body.units} ${body.units === 1 ? "unidad disponible" : "unidades disponibles"}`;
       const at = body.at ? new Date(body.at).toLocaleTimeString("es-PE", { hour12: false }) : "";
-      $("coverage-detail").textContent = `Capa ${COVERAGE_LAYER[layer] || layer} · ${units} · ${at}`;
+      const extra = [];
+      if (docks.length) extra.push(`${docks.length} ${docks.length === 1 ? "base de drones" : "bases de drones"}`);
+      const cams = body.model && body.model.viewsheds;
+      if (cams && cams.included) extra.push(`${cams.cameras} cámaras`);
+      const parts = [`Capa ${COVERAGE_LAYER[layer] || layer}`, units, ...extra, at];
+      $("coverage-detail").textContent = parts.join(" · ");
+      $("coverage").dataset.docks = String(docks.length);
       $("coverage-note").hidden = true;
       $("coverage").dataset.ratio = String(ratio);
       $("coverage").dataset.gapCells = String(body.gap_cells);
@@ -773,6 +804,7 @@
     } catch (err) {
       if (seq !== coverage.seq) return;
       gapLayer.clearLayers();
+      dockLayer.clearLayers();
       $("coverage-ratio").textContent = `${title}: —`;
       $("coverage-detail").textContent = "";
       const why = err.name === "AbortError" ? "sin respuesta" : err.message;
@@ -795,6 +827,7 @@
       clearTimeout(coverage.timer);
       coverage.timer = null;
       gapLayer.clearLayers();
+      dockLayer.clearLayers();
       setCoverageState("off");
     }
   }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -14,9 +15,14 @@ from pyproj import Transformer
 
 from api.app import create_app
 from api.context import ApiContext
+from api.runtime import Runtime, UpOptions
+from geo.docks import Dock
+from geo.viewsheds import Viewsheds
 from tracker.area_file import load_area
-from tracker.config import DEFAULT_DISTRICTS_FILE, Settings
+from tracker.config import DEFAULT_DISTRICTS_FILE, CoverageSettings, Settings
 from tracker.coverage import CoverageService
+from tracker.coverage_files import DEMO_CAMERAS_FILE, DEMO_DOCKS_FILE, load_docks, load_viewsheds
+from tracker.errors import ConfigError
 from tracker.fleet import LiveFleet
 from tracker.model import Ping, StatusUpdate, Unit, UnitKind, UnitStatus
 from tracker.registry import UnitRegistry
@@ -40,9 +46,16 @@ def fleet_with(units: list[tuple[str, UnitKind, float, float, UnitStatus]], at: 
 async def client_for() -> AsyncIterator[object]:
     clients: list[httpx.AsyncClient] = []
 
-    def make(fleet: LiveFleet, coverage: bool = True) -> httpx.AsyncClient:
+    def make(
+        fleet: LiveFleet,
+        coverage: bool = True,
+        docks: list[Dock] | None = None,
+        viewsheds: Viewsheds | None = None,
+    ) -> httpx.AsyncClient:
         ctx = ApiContext(settings=Settings(), conninfo="", registry=UnitRegistry(), fleet=fleet)
-        ctx.coverage = CoverageService(MIRAFLORES, fleet) if coverage else None
+        ctx.coverage = (
+            CoverageService(MIRAFLORES, fleet, docks=docks or (), viewsheds=viewsheds) if coverage else None
+        )
         # No lifespan: these routes need no database.
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://t")
         clients.append(client)
@@ -202,3 +215,86 @@ async def test_incident_demand_weights_the_ratio_towards_where_incidents_happen(
     assert body["covered_area_ratio"] < 0.1
     assert body["covered_demand_ratio"] > 0.8
     assert "incidents of the last 28 days" in body["demand"]
+
+
+# ----- drone docks and camera viewsheds (the demo's, in Miraflores) ---------------------------------------
+
+DOCKS = load_docks(DEMO_DOCKS_FILE)
+CAMERAS = load_viewsheds(DEMO_CAMERAS_FILE)
+
+
+async def test_drone_layer_reaches_from_the_docks_as_shapely_buffers_do(client_for) -> None:
+    client = client_for(fleet_with([], datetime.now(UTC)), docks=DOCKS, viewsheds=CAMERAS)
+    r = await client.get("/api/v1/coverage", params={"minutes": 1.5, "layer": "drones"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    reach = 15.0 * (90.0 - 30.0)  # cruise 15 m/s for 90 s less the 30 s take-off: time-limited, 900 m
+    docks = body["model"]["docks"]
+    assert [d["id"] for d in docks] == ["dock-palacio", "dock-costaverde", "dock-surquillo"]
+    for d in docks:
+        assert (d["reach_m"], d["limit"], d["reserve"], d["hold_s"]) == (reach, "time", 0.25, 0.0)
+        assert d["profile"] in ("m3td", "m4td") and d["aircraft"].startswith("DJI Matrice")
+    assert body["model"]["viewsheds"]["included"] is False
+    want = shapely_ratio([(d["lat"], d["lon"]) for d in docks], reach)
+    assert 0.1 < want < 0.95
+    assert body["covered_area_ratio"] == pytest.approx(want, abs=0.01)
+
+
+async def test_combined_layer_adds_ground_drones_and_cameras(client_for) -> None:
+    now = datetime.now(UTC)
+    cars = [
+        ("car1", UnitKind.PATROL_CAR, -12.1085, -77.0480, UnitStatus.AVAILABLE),
+        ("car2", UnitKind.PATROL_CAR, -12.1330, -77.0260, UnitStatus.AVAILABLE),
+    ]
+    client = client_for(fleet_with(cars, now), docks=DOCKS, viewsheds=CAMERAS)
+    params = {"minutes": 1.5, "cells": "true"}
+    layers = {
+        layer: (await client.get("/api/v1/coverage", params={**params, "layer": layer})).json()
+        for layer in ("ground", "drones", "combined")
+    }
+    combined = layers["combined"]
+    assert combined["model"]["viewsheds"]["included"] is True
+    assert combined["model"]["viewsheds"]["cameras"] == 6
+    seen = combined["model"]["viewsheds"]["cells_seen"]
+    assert seen > 0
+
+    def eta(body: dict[str, object]) -> np.ndarray:
+        cells = body["cell_eta_s"]
+        assert isinstance(cells, list)
+        return np.array([np.inf if c["eta_s"] is None else c["eta_s"] for c in cells])
+
+    ground, drones, both = eta(layers["ground"]), eta(layers["drones"]), eta(combined)
+    # Reached in the combined layer: reached by the ground or the drone layer, or seen by a camera.
+    assert int((both == 0.0).sum()) >= seen
+    reached = np.isfinite(ground) | np.isfinite(drones)
+    assert np.all(np.isfinite(both)[reached])
+    assert int((np.isfinite(both) & ~reached).sum()) <= seen
+    np.testing.assert_allclose(both[reached & (both > 0)], np.minimum(ground, drones)[reached & (both > 0)])
+    assert combined["covered_area_ratio"] > max(layers["ground"]["covered_area_ratio"],
+                                                layers["drones"]["covered_area_ratio"])  # fmt: skip
+    assert layers["ground"]["model"]["docks"] == []
+
+
+def test_runtime_reads_the_demo_files_only_for_the_miraflores_demo(tmp_path: Path) -> None:
+    assert Runtime(Settings(), UpOptions(demo=True)).coverage_files() == (DEMO_DOCKS_FILE, DEMO_CAMERAS_FILE)
+    assert Runtime(Settings(), UpOptions(demo=True, district="miraflores")).coverage_files() == (
+        DEMO_DOCKS_FILE,
+        DEMO_CAMERAS_FILE,
+    )
+    assert Runtime(Settings(), UpOptions(demo=True, district="Barranco")).coverage_files() == (None, None)
+    assert Runtime(Settings(), UpOptions()).coverage_files() == (None, None)
+    mine = tmp_path / "docks.geojson"
+    own = Settings(coverage=CoverageSettings(docks=mine))
+    assert Runtime(own, UpOptions(demo=True)).coverage_files() == (mine, DEMO_CAMERAS_FILE)
+    assert Runtime(own, UpOptions()).coverage_files() == (mine, None)
+
+
+def test_a_bad_docks_file_stops_the_start_with_its_reason(tmp_path: Path) -> None:
+    bad = tmp_path / "docks.geojson"
+    bad.write_text('{"type": "FeatureCollection", "features": []}', encoding="utf-8")
+    runtime = Runtime(Settings(coverage=CoverageSettings(docks=bad)), UpOptions())
+    with pytest.raises(ConfigError, match=r"holds no dock features .*SERENAZGO_COVERAGE__DOCKS"):
+        runtime._load_coverage_files()
+    runtime = Runtime(Settings(), UpOptions(demo=True))
+    runtime._load_coverage_files()
+    assert len(runtime._docks) == 3 and runtime._viewsheds is not None

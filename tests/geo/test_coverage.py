@@ -11,7 +11,6 @@ resolution 11 on smaller random shapes, the ratios agree within 1 %.
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -22,27 +21,16 @@ from hypothesis import strategies as st
 from pyproj import CRS, Transformer
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from geo.area import Area, area_from_geojson, random_points
+from geo.area import Area, random_points
 from geo.codes import KIND_CODE, N_KINDS
 from geo.coverage import CoverageState, coverage, kind_pace, reach_sets
 from geo.distance import EARTH_RADIUS_M
 from geo.eta import StraightLineEta
 from geo.hexgrid import HexGrid, hexgrid
-from tracker.config import DEFAULT_DISTRICTS_FILE
 
 ETA = StraightLineEta.from_names()
 PACE = kind_pace(ETA)
 DRONE = KIND_CODE["drone"]
-
-
-@pytest.fixture(scope="module")
-def miraflores() -> Area:
-    return area_from_geojson(json.loads(DEFAULT_DISTRICTS_FILE.read_text(encoding="utf-8")), "Miraflores")
-
-
-@pytest.fixture(scope="module")
-def mgrid(miraflores: Area) -> HexGrid:
-    return hexgrid(miraflores, 10)
 
 
 def buffer_ratio(area: Area, lat: np.ndarray, lon: np.ndarray, kind: np.ndarray, target_s: float) -> float:

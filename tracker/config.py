@@ -216,6 +216,20 @@ class CoverageHistorySettings(BaseModel):
     prune_every_s: float = Field(default=3600.0, gt=0)  # ...at most this often
 
 
+class DroneSettings(BaseModel):
+    """The drone squadron: endurance and return-home alerts, altitude limit, restricted airspace.
+
+    Aircraft profiles (cruise speed, published endurance, derating, reserve) are
+    ``coverage.aircraft`` (:class:`AircraftSettings`): one table for dock coverage,
+    endurance and sortie planning.
+    """
+
+    # unit id -> aircraft profile key (a key of coverage.aircraft); others use coverage.default_profile
+    profiles: dict[str, str] = Field(default_factory=dict)
+    altitude_limit_m: float = Field(default=120.0, gt=0)  # above take-off; Peru's DGAC and most rules: 120 m
+    airspace: Path | None = None  # GeoJSON of restricted zones (floor/ceiling) loaded at start (optional)
+
+
 class Settings(BaseSettings):
     """All settings; each field is ``SERENAZGO_<NAME>`` in the environment."""
 
@@ -247,6 +261,7 @@ class Settings(BaseSettings):
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
     coverage_history: CoverageHistorySettings = Field(default_factory=CoverageHistorySettings)
     coverage: CoverageSettings = Field(default_factory=CoverageSettings)
+    drones: DroneSettings = Field(default_factory=DroneSettings)
 
     @field_validator("batch_max", "receive_maximum")
     @classmethod

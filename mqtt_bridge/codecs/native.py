@@ -138,6 +138,12 @@ def decode_position(ref: DeviceRef, payload: bytes, received_at: datetime) -> De
     return Decoded(ref, [ping])
 
 
+def optional_timestamp(obj: dict[str, object], received_at: datetime) -> datetime | Rejection:
+    """The message's ``ts`` when present (epoch or ISO-8601), else the receive time."""
+    raw_ts = obj.get("ts")
+    return received_at if raw_ts is None else parse_timestamp("ts", raw_ts)
+
+
 def decode_status(ref: DeviceRef, payload: bytes, received_at: datetime) -> DecodeResult:
     """Decode a native status message; ``ts`` defaults to the receive time."""
     obj = load_object(payload)
@@ -154,14 +160,9 @@ def decode_status(ref: DeviceRef, payload: bytes, received_at: datetime) -> Deco
             "unknown_status",
             f"status {raw[:40]!r} is not one of: {', '.join(_STATUSES)}",
         )
-    raw_ts = obj.get("ts")
-    if raw_ts is None:
-        ts = received_at
-    else:
-        parsed = parse_timestamp("ts", raw_ts)
-        if isinstance(parsed, Rejection):
-            return parsed
-        ts = parsed
+    ts = optional_timestamp(obj, received_at)
+    if isinstance(ts, Rejection):
+        return ts
     return Decoded(ref, status=StatusUpdate(status, ts))
 
 
@@ -219,14 +220,9 @@ def decode_drone(ref: DeviceRef, payload: bytes, received_at: datetime) -> Decod
             if isinstance(value, Rejection):
                 return Rejection(value.reason, f"home: {value.detail}")
             values[name] = value
-    raw_ts = obj.get("ts")
-    if raw_ts is None:
-        ts = received_at
-    else:
-        parsed = parse_timestamp("ts", raw_ts)
-        if isinstance(parsed, Rejection):
-            return parsed
-        ts = parsed
+    ts = optional_timestamp(obj, received_at)
+    if isinstance(ts, Rejection):
+        return ts
     telemetry = DroneTelemetry(ref.external_id, ts, source=Source.NATIVE, **values)  # type: ignore[arg-type]
     problem = check_telemetry(telemetry)
     if problem is not None:

@@ -136,6 +136,11 @@ AIRCRAFT_MODES: dict[int, str] = {
     20: "other",  # POI: orbits a point of interest
 }
 
+# Codes of an aircraft that is on the ground (standby, take-off preparation, upgrading); every
+# other documented code but 14 (not connected) means it is in the air. Newer than the dock's
+# drone_in_dock, this decides "docked": a dock's last word may predate the take-off.
+_ON_GROUND_CODES = frozenset({0, 1, 2, 13})
+
 DEFAULT_MAX_DEVICES = 10_000  # per table; Lima's whole squadron is tens of docks and aircraft
 # A dock reports drone_in_dock and the aircraft's charge every ~2 s; while the aircraft's own
 # OSD is this recent (message time), it already carries docked/battery and the dock's
@@ -207,6 +212,7 @@ class AircraftState:
     low_battery_pct: float | None = None  # the pilot's low-battery warning threshold
     serious_low_battery_pct: float | None = None
     last_osd: datetime | None = None  # message time of its newest own OSD
+    airborne: bool | None = None  # from that OSD's mode_code (None: unknown or not connected)
 
 
 @dataclass(slots=True)
@@ -218,6 +224,7 @@ class DockState:
     height_m: float | None = None  # ellipsoid
     mode_code: int | None = None
     drone_in_dock: bool | None = None
+    in_dock_at: datetime | None = None  # message time of the newest drone_in_dock
     charging: bool | None = None
     charge_pct: float | None = None
     rainfall: int | None = None  # 0 none, 1 light, 2 moderate, 3 heavy
@@ -509,6 +516,21 @@ def _gps_fix(
     return 3 if max(gps or 0, rtk or 0) >= 4 else 1
 
 
+def _airborne(mode_code: int | None) -> bool | None:
+    if mode_code is None or mode_code == 14 or mode_code not in AIRCRAFT_MODES:
+        return None
+    return mode_code not in _ON_GROUND_CODES
+
+
+def _docked(air: AircraftState | None, dock: DockState | None) -> bool | None:
+    """Whether the aircraft sits in its dock: the newer of the dock's word and the aircraft's own."""
+    if air is None or not air.airborne or air.last_osd is None:
+        return None if dock is None else dock.drone_in_dock
+    if dock is None or dock.in_dock_at is None or air.last_osd >= dock.in_dock_at:
+        return False
+    return None if dock is None else dock.drone_in_dock
+
+
 def _home_of(state: DjiState, air: AircraftState | None, gateway: str | None) -> tuple[float, float] | None:
     """The aircraft's own home point, else its dock's position (see the module docstring)."""
     if air is not None and air.home is not None:
@@ -594,7 +616,7 @@ def _aircraft_osd(state: DjiState, ref: DeviceRef, env: _Envelope, received_at: 
         height_limit_m=height_limit,
         home_lat=None if home is None else home[0],
         home_lon=None if home is None else home[1],
-        docked=None if dock is None else dock.drone_in_dock,
+        docked=False if _airborne(mode_code) else (None if dock is None else dock.drone_in_dock),
         dock_id=gateway if is_dock else None,
         source=Source.DJI,
     )
@@ -608,7 +630,9 @@ def _aircraft_osd(state: DjiState, ref: DeviceRef, env: _Envelope, received_at: 
     else:
         state.kinds.put(sn, DeviceKind.AIRCRAFT)
         air = state._aircraft(sn)
-    air.last_osd = ts if air.last_osd is None or ts > air.last_osd else air.last_osd
+    if air.last_osd is None or ts >= air.last_osd:
+        air.last_osd = ts
+        air.airborne = _airborne(mode_code)
     if own_home is not None:
         air.home = own_home
     if floats["height_limit"] is not None:
@@ -707,13 +731,21 @@ def _dock_updates(data: dict[str, Any]) -> dict[str, object] | Rejection:
     return out
 
 
+def _merge(dock: DockState, updates: dict[str, object], ts: datetime) -> None:
+    """Apply a partial dock message: the fields it lacks keep their values."""
+    for name, value in updates.items():
+        setattr(dock, name, value)
+    if "drone_in_dock" in updates and (dock.in_dock_at is None or ts > dock.in_dock_at):
+        dock.in_dock_at = ts
+
+
 def _dock_report(
     state: DjiState, dock_sn: str, dock: DockState, aircraft_sn: str, ts: datetime, mode: str
 ) -> DroneTelemetry:
     """Telemetry for the aircraft of ``dock_sn`` from what the dock knows about it."""
     air = state.aircraft.get(aircraft_sn)
     home = _home_of(state, air, dock_sn)
-    docked = dock.drone_in_dock
+    docked = _docked(air, dock)
     return DroneTelemetry(
         "",
         ts,
@@ -736,17 +768,16 @@ def _dock_osd(state: DjiState, ref: DeviceRef, env: _Envelope) -> DecodeResult:
     sn = ref.external_id
     state.kinds.put(sn, DeviceKind.DOCK)
     dock = state.docks.get(sn) or state.docks.put(sn, DockState())
-    for name, value in updates.items():
-        setattr(dock, name, value)  # merge: fields this message lacks keep their values
+    _merge(dock, updates, env.ts)
     aircraft_sn = updates.get("aircraft_sn")
     if isinstance(aircraft_sn, str):
         state._link(sn, aircraft_sn)
     else:
         aircraft_sn = state.children.get(sn)
     about_aircraft = "drone_in_dock" in updates or "charge_pct" in updates
-    if aircraft_sn is None or not about_aircraft or dock.drone_in_dock is not True:
+    air = state.aircraft.get(aircraft_sn) if aircraft_sn is not None else None
+    if aircraft_sn is None or not about_aircraft or _docked(air, dock) is not True:
         return Ignored("dji_dock_osd_merged")
-    air = state.aircraft.get(aircraft_sn)
     if air is not None and air.last_osd is not None and abs(env.ts - air.last_osd) <= AIRCRAFT_OSD_FRESH:
         return Ignored("dji_dock_osd_merged")  # the aircraft's own OSD speaks for it
     report = _dock_report(state, sn, dock, aircraft_sn, env.ts, "on_ground")
@@ -805,8 +836,7 @@ def decode_state(state: DjiState, ref: DeviceRef, payload: bytes, received_at: d
             return Ignored("dji_state_nothing_to_keep")
         state.kinds.put(sn, DeviceKind.DOCK)
         dock = state.docks.get(sn) or state.docks.put(sn, DockState())
-        for name, value in updates.items():
-            setattr(dock, name, value)
+        _merge(dock, updates, env.ts)
         return Ignored("dji_state_kept")
     if kind is not DeviceKind.AIRCRAFT or _AIRCRAFT_STATE_KEYS.isdisjoint(data):
         return Ignored("dji_state_nothing_to_keep")

@@ -390,6 +390,22 @@ def test_aircraft_osd_carries_the_docks_state_and_the_dock_stays_quiet_meanwhile
     assert later.telemetry[0].docked is True
 
 
+def test_a_stale_drone_in_dock_does_not_dock_an_aircraft_that_took_off_since() -> None:
+    state = DjiState()
+    decode(state, status(DOCK), envelope(TOPO_ONLINE))
+    decode(state, osd(DOCK), envelope(DOCK_PART_3))  # in the dock at T0
+    flying = decoded(state, osd(AIRCRAFT), envelope(flying_osd(), ts_ms=T0_MS + 30_000)).telemetry[0]
+    assert (flying.docked, flying.dock_id) == (False, DOCK)
+    offline = {**TOPO_ONLINE, "sub_devices": []}
+    (gone,) = decoded(
+        state, status(DOCK), envelope(offline, ts_ms=T0_MS + 60_000, method="update_topo")
+    ).telemetry
+    assert (gone.flight_mode, gone.docked, gone.battery_pct) == ("disconnected", False, None)
+    # The dock sees it back inside later: that is newer than the aircraft's last word.
+    back = decoded(state, osd(DOCK), envelope(DOCK_PART_3, ts_ms=T0_MS + 900_000)).telemetry[0]
+    assert (back.flight_mode, back.docked, back.battery_pct) == ("on_ground", True, 78.0)
+
+
 def test_wind_units_differ_between_aircraft_and_dock() -> None:
     state = DjiState()
     decode(state, status(DOCK), envelope(TOPO_ONLINE))
@@ -504,7 +520,7 @@ def test_remote_controller_gateway_is_not_a_dock() -> None:
     }
     decode(state, status(RC), envelope(topo, gateway=RC, method="update_topo"))
     t = decoded(state, osd(AIRCRAFT), envelope(flying_osd(), gateway=RC)).telemetry[0]
-    assert (t.dock_id, t.docked) == (None, None)
+    assert (t.dock_id, t.docked) == (None, False)  # in the air: not docked, whoever the gateway
     rc_osd = {"latitude": -12.12, "longitude": -77.03, "height": 90.0, "capacity_percent": 80}
     assert decode(state, osd(RC), envelope(rc_osd, gateway=RC)) == Ignored("dji_remote_controller_osd")
     result = decoded(

@@ -84,7 +84,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from drones.telemetry import check_telemetry
+from drones.telemetry import ALTITUDE_RANGE_M, WIND_LIMIT_MPS, check_telemetry
 from tracker.model import (
     Decoded,
     DecodeResult,
@@ -367,6 +367,17 @@ def _float(obj: dict[str, Any], key: str, path: str = "") -> float | Rejection |
     return _wrong_type(path + key, value, "a number")
 
 
+def _floats(obj: dict[str, Any], keys: tuple[str, ...], path: str) -> list[float | None] | Rejection:
+    """Several optional numbers of one object, in ``keys`` order."""
+    out: list[float | None] = []
+    for key in keys:
+        value = _float(obj, key, path)
+        if isinstance(value, Rejection):
+            return value
+        out.append(value)
+    return out
+
+
 def _int(obj: dict[str, Any], key: str, path: str = "") -> int | Rejection | None:
     """An optional integer (an integral float such as 3.0 is accepted: some firmware sends them)."""
     value = obj.get(key)
@@ -558,14 +569,14 @@ def _aircraft_osd(state: DjiState, ref: DeviceRef, env: _Envelope, received_at: 
     battery = _struct(data, "battery")
     if isinstance(battery, Rejection):
         return battery
-    capacity = remain = rth = None
+    capacity: float | None = None
+    remain: float | None = None
+    rth: float | None = None
     if battery is not None:
-        capacity = _float(battery, "capacity_percent", "battery.")
-        remain = _float(battery, "remain_flight_time", "battery.")
-        rth = _float(battery, "return_home_power", "battery.")
-        for value in (capacity, remain, rth):
-            if isinstance(value, Rejection):
-                return value
+        values = _floats(battery, ("capacity_percent", "remain_flight_time", "return_home_power"), "battery.")
+        if isinstance(values, Rejection):
+            return values
+        capacity, remain, rth = values
     pos = _struct(data, "position_state")
     if isinstance(pos, Rejection):
         return pos
@@ -605,9 +616,9 @@ def _aircraft_osd(state: DjiState, ref: DeviceRef, env: _Envelope, received_at: 
         alt_takeoff_m=floats["elevation"],
         alt_ellipsoid_m=floats["height"],
         vertical_speed_mps=floats["vertical_speed"],
-        battery_pct=capacity,  # type: ignore[arg-type]  # checked above: not a Rejection
-        remaining_flight_s=remain,  # type: ignore[arg-type]
-        return_home_pct=rth,  # type: ignore[arg-type]
+        battery_pct=capacity,
+        remaining_flight_s=remain,
+        return_home_pct=rth,
         flight_mode=flight_mode(mode_code),
         mode_code=mode_code,
         gps_fix=_gps_fix(is_fixed, quality, gps, rtk, has_position),
@@ -654,7 +665,7 @@ def _aircraft_osd(state: DjiState, ref: DeviceRef, env: _Envelope, received_at: 
                 flags = PingFlag.FIELD_DROPPED  # outside the documented range: dropped, as the filters do
         speed = floats["horizontal_speed"]
         pings.append(
-            Ping("", ts, lat, lon, None, speed, heading, None, capacity, flags, Source.DJI, received_at)  # type: ignore[arg-type]
+            Ping("", ts, lat, lon, None, speed, heading, None, capacity, flags, Source.DJI, received_at)
         )
     return Decoded(ref, pings, telemetry=[telemetry])
 
@@ -665,12 +676,21 @@ def _aircraft_osd(state: DjiState, ref: DeviceRef, env: _Envelope, received_at: 
 def _dock_updates(data: dict[str, Any]) -> dict[str, object] | Rejection:
     """The dock fields this message carries (only those: the rest of the merged state stays)."""
     out: dict[str, object] = {}
-    for key, name in (("latitude", "lat"), ("longitude", "lon"), ("height", "height_m"),
-                      ("wind_speed", "wind_speed_mps")):  # fmt: skip
+    # Checked here, before anything is merged: the aircraft's reports reuse them later.
+    for key, name, lo, hi, unit in (
+        ("latitude", "lat", -90.0, 90.0, "degrees"),
+        ("longitude", "lon", -180.0, 180.0, "degrees"),
+        ("height", "height_m", *ALTITUDE_RANGE_M, "m"),
+        ("wind_speed", "wind_speed_mps", 0.0, WIND_LIMIT_MPS, "m/s"),
+    ):
         value = _float(data, key)
         if isinstance(value, Rejection):
             return value
         if value is not None:
+            if not lo <= value <= hi:
+                return Rejection(
+                    f"dock_{key}_out_of_range", f"dock {key} {value!r} is outside {lo:g}..{hi:g} {unit}"
+                )
             out[name] = value
     for key, name in (("mode_code", "mode_code"), ("rainfall", "rainfall")):
         ivalue = _int(data, key)

@@ -2,7 +2,9 @@
 
 For each message, in order (an explicit pipeline, as in Traccar's ProcessingHandler):
 
-1. :func:`mqtt_bridge.codecs.decode_message`: Decoded, Ignored or Rejection.
+1. :func:`mqtt_bridge.codecs.decode_message`: Decoded, Ignored or Rejection
+   (the DJI codecs remember topology, dock OSD and home points in the
+   pipeline's own :class:`drones.dji.DjiState`).
 2. ``UnitRegistry.resolve``: the sender's unit (auto-registered when allowed and
    new: it joins ``batch.new_units``); an unknown sender is a Rejection.
 3. :class:`tracker.filters.FilterPipeline` per ping: a Rejection, or the ping

@@ -355,6 +355,31 @@ def test_dock_osd_split_in_three_messages_is_merged_never_replaced() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"latitude": 120.0}, "dock_latitude_out_of_range"),
+        ({"wind_speed": 250.0}, "dock_wind_speed_out_of_range"),
+        ({"drone_in_dock": 2}, "wrong_type"),
+        ({"drone_charge_state": {"capacity_percent": 32767}}, "battery_pct_out_of_range"),
+        ({"drone_charge_state": [78]}, "wrong_type"),
+        ({"sub_device": {"device_sn": "a b"}}, "invalid_device_id"),
+        ({"network_state": {"quality": "good"}}, "wrong_type"),
+    ],
+)
+def test_malformed_dock_osd_is_refused_and_not_merged(change: dict[str, Any], reason: str) -> None:
+    state = DjiState()
+    decode(state, osd(DOCK), envelope(DOCK_PART_3))
+    result = decode(state, osd(DOCK), envelope({**DOCK_PART_3, **change}, ts_ms=T0_MS + 60_000))
+    assert isinstance(result, Rejection)
+    assert result.reason == reason
+    dock = state.dock_state(DOCK)
+    assert dock is not None
+    assert (dock.lat, dock.wind_speed_mps, dock.drone_in_dock, dock.charge_pct) == (
+        MIRAFLORES_DOCK[0], 3.5, True, 78.0,
+    )  # fmt: skip
+
+
 def test_a_dock_message_about_its_silent_aircraft_is_the_aircrafts_telemetry() -> None:
     state = DjiState()
     assert decode(state, osd(DOCK), envelope(DOCK_PART_1)) == Ignored("dji_dock_osd_merged")

@@ -2,7 +2,9 @@
 
 For each message, in order (an explicit pipeline, as in Traccar's ProcessingHandler):
 
-1. :func:`mqtt_bridge.codecs.decode_message`: Decoded, Ignored or Rejection.
+1. :func:`mqtt_bridge.codecs.decode_message`: Decoded, Ignored or Rejection
+   (the DJI codecs remember topology, dock OSD and home points in the
+   pipeline's own :class:`drones.dji.DjiState`).
 2. ``UnitRegistry.resolve``: the sender's unit (auto-registered when allowed and
    new: it joins ``batch.new_units``); an unknown sender is a Rejection.
 3. :class:`tracker.filters.FilterPipeline` per ping: a Rejection, or the ping
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from drones.dji import DjiState
 from mqtt_bridge.codecs import decode_message
 from tracker.batch import DeadLetter, FlagUpdate, IngestBatch
 from tracker.config import Settings
@@ -122,6 +125,7 @@ class IngestPipeline:
         self.max_payload_bytes = settings.max_payload_bytes
         self.filters = filters or FilterPipeline(settings.filters)
         self.refresh_units = refresh_units
+        self.dji = DjiState()  # DJI topology, merged dock OSD and home points, kept between batches
 
     def run(self, messages: Sequence[RawMessage], now: datetime | None = None) -> PipelineResult:
         """Decode, resolve and filter ``messages`` into one :class:`PipelineResult`."""
@@ -142,6 +146,7 @@ class IngestPipeline:
         resolve = self.registry.resolve
         auto = self.auto_register
         limit = self.max_payload_bytes
+        dji = self.dji
         refreshed = self.refresh_units is None
         fromtimestamp = datetime.fromtimestamp
         received_pings = 0
@@ -150,7 +155,7 @@ class IngestPipeline:
             topic = m.topic
             payload = m.payload
             received = fromtimestamp(m.received_at, UTC)
-            res = decode_message(topic, payload, received, limit)
+            res = decode_message(topic, payload, received, limit, dji)
             if type(res) is Decoded:
                 event = res.event
                 if event is not None and event.kind == "lwt" and not res.pings:

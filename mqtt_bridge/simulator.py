@@ -2,7 +2,8 @@
 
 The movement model is :mod:`tracker.simulation` (pure); this module turns its
 fixes into the wire formats real devices use (OwnTracks ``location`` JSON for
-most serenos' phones, serenazgo's native JSON for the rest), publishes them
+most serenos' phones, DJI Cloud API OSD for aircraft in DJI docks, serenazgo's
+native JSON for the rest), publishes them
 with QoS 1 through aiomqtt, and keeps the simulated clock in step with the wall
 clock.
 
@@ -31,8 +32,15 @@ import psycopg
 
 from tracker.config import MqttTarget
 from tracker.errors import DuplicateUnitError
-from tracker.model import Source, Unit
-from tracker.simulation import FleetSimulation, SimFix, SimStatus, SimUnit
+from tracker.model import Source, Unit, UnitKind
+from tracker.simulation import (
+    DRONE_RETURN_AT_PCT,
+    PROFILES,
+    FleetSimulation,
+    SimFix,
+    SimStatus,
+    SimUnit,
+)
 from tracker.store.units import create_unit_sync
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,116 @@ def _iso_ms(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+DJI_OSD_TOPIC = "thing/product/{sn}/osd"
+DJI_STATE_TOPIC = "thing/product/{sn}/state"
+DJI_STATUS_TOPIC = "sys/product/{sn}/status"
+# A docked drone's dock: DJI Dock 2 ("type" 3 in update_topo with "domain" 3), aircraft M3D ("0-91-0").
+DJI_DOCK_MODEL = {"domain": "3", "type": 3, "sub_type": 0}
+DJI_AIRCRAFT_MODEL = {"domain": "0", "type": 91, "sub_type": 0}
+DJI_RETURN_HOME_PCT = 20  # what the simulated aircraft says it needs to get home
+SIM_WIND_MPS = 3.0  # a light sea breeze on the Costa Verde
+
+
+def _dji_envelope(fix: SimFix, gateway: str, data: dict[str, Any]) -> bytes:
+    body: dict[str, Any] = {
+        "tid": f"sim-{gateway}",
+        "bid": f"sim-{gateway}",
+        "gateway": gateway,
+        "data": data,
+    }
+    if fix.ts is not None:  # a NO_TIMESTAMP fix: a broken gateway sends no timestamp
+        body["timestamp"] = int(fix.ts.timestamp() * 1000)
+    return orjson.dumps(body)
+
+
+def encode_dji(fix: SimFix) -> tuple[str, bytes]:
+    """A DJI aircraft's report: its own OSD in the air, its dock's OSD once it sits in the dock.
+
+    Fields and units as in DJI's Cloud API property tables (see :mod:`drones.dji`):
+    ``attitude_head`` -180..180, ``wind_speed`` in 0.1 m/s from the aircraft and in
+    m/s from the dock, ``timestamp`` in epoch milliseconds. The aircraft's
+    ``height`` (ellipsoidal) is sent as the fix's altitude: the simulation has no geoid.
+    """
+    unit = fix.unit
+    dock = unit.dock_id or ""
+    sn = unit.external_ids[Source.DJI.value]
+    battery = None if fix.battery is None else round(fix.battery)
+    if fix.airborne is False:
+        home = (fix.home_lat, fix.home_lon)
+        dock_osd = {
+            "drone_in_dock": 1,
+            "drone_charge_state": {"state": 1 if battery is not None and battery < 100 else 0,
+                                   "capacity_percent": battery},
+            "latitude": home[0],
+            "longitude": home[1],
+            "wind_speed": SIM_WIND_MPS,
+            "rainfall": 0,
+            "mode_code": 0,
+            "network_state": {"type": 2, "quality": 5, "rate": 640.0},
+            "sub_device": {"device_sn": sn, "device_online_status": 0, "device_paired": 1},
+        }  # fmt: skip
+        return DJI_OSD_TOPIC.format(sn=dock), _dji_envelope(fix, dock, dock_osd)
+    drain = PROFILES[UnitKind.DRONE].battery_drain_pct_per_h or 1.0
+    heading = fix.heading
+    data: dict[str, Any] = {
+        "latitude": fix.lat,
+        "longitude": fix.lon,
+        "elevation": fix.agl,
+        "height": fix.alt,
+        "attitude_head": None if heading is None else (heading + 180.0) % 360.0 - 180.0,
+        "horizontal_speed": fix.speed,
+        "vertical_speed": 0.0,
+        "wind_speed": round(SIM_WIND_MPS * 10),
+        "mode_code": 9 if fix.returning else 5,  # auto return to home / wayline flight
+        "height_limit": 120,
+        "battery": {
+            "capacity_percent": battery,
+            "remain_flight_time": None
+            if fix.battery is None
+            else round(max(fix.battery, 0.0) / drain * 3600),
+            "return_home_power": DJI_RETURN_HOME_PCT,
+            "landing_power": 10,
+        },
+        "position_state": {"is_fixed": 2, "quality": 10, "gps_number": 17, "rtk_number": 25},
+    }
+    return DJI_OSD_TOPIC.format(sn=sn), _dji_envelope(
+        fix, dock, {k: v for k, v in data.items() if v is not None}
+    )
+
+
+def dji_announcements(sim: FleetSimulation, ts: datetime) -> list[tuple[str, bytes]]:
+    """What each simulated DJI dock and aircraft sends on connecting.
+
+    The dock's ``update_topo`` with its aircraft, the dock's position (a partial
+    OSD, as docks split theirs) and the aircraft's state (home point, height
+    limit, low-battery thresholds), so the codec knows the topology and the
+    home point before the first flight report.
+    """
+    out = []
+    ms = int(ts.timestamp() * 1000)
+    for unit in sim.units:
+        if unit.source is not Source.DJI or unit.dock_id is None:
+            continue
+        dock, sn = unit.dock_id, unit.external_ids[Source.DJI.value]
+        lat, lon = sim.home_of(unit.unit_id)
+        aircraft = {"sn": sn, **DJI_AIRCRAFT_MODEL, "index": "A"}
+        messages: list[tuple[str, dict[str, Any], str]] = [
+            (DJI_STATUS_TOPIC.format(sn=dock),
+             {"method": "update_topo", "data": {**DJI_DOCK_MODEL, "sub_devices": [aircraft]}}, dock),
+            (DJI_OSD_TOPIC.format(sn=dock),
+             {"data": {"latitude": lat, "longitude": lon, "mode_code": 0, "home_position_is_valid": 1,
+                       "network_state": {"type": 2, "quality": 5, "rate": 640.0}}}, dock),
+            (DJI_STATE_TOPIC.format(sn=sn),
+             {"data": {"home_latitude": lat, "home_longitude": lon, "height_limit": 120,
+                       "low_battery_warning_threshold": round(DRONE_RETURN_AT_PCT),
+                       "serious_low_battery_warning_threshold": 10}}, dock),
+        ]  # fmt: skip
+        for topic, body, gateway in messages:
+            full = {"tid": f"sim-{dock}", "bid": f"sim-{dock}", "timestamp": ms, "gateway": gateway, **body}
+            out.append((topic, orjson.dumps(full)))
+    return out
+
+
 def encode_fix(fix: SimFix) -> tuple[str, bytes]:
     """The topic and payload a real device of this kind would publish for ``fix``.
 
@@ -56,6 +174,8 @@ def encode_fix(fix: SimFix) -> tuple[str, bytes]:
     without a timestamp simply omits the field, as broken clients do.
     """
     unit = fix.unit
+    if unit.source is Source.DJI:
+        return encode_dji(fix)
     topic = unit.owntracks_topic
     if topic is not None:
         msg: dict[str, Any] = {
@@ -216,6 +336,9 @@ async def publish_fleet(
                 client.pending_calls_threshold = MAX_IN_FLIGHT + 1
                 stats.connected = True
                 attempt = 0
+                # DJI docks announce their aircraft on every (re)connection, as real docks do.
+                for topic, payload in dji_announcements(sim, min(sim.now(), now())):
+                    await client.publish(topic, payload, qos=1, timeout=30.0)
                 while not stop.is_set() and time.monotonic() < deadline:
                     pending.extend(sim.advance_to(clock.sim_time(now())))
                     pending.extend(sim.take_status_events())

@@ -7,6 +7,11 @@ Routes (see ``DESIGN.md``, wire contracts):
 * ``owntracks/{user}/{device}``: OwnTracks ``location`` and ``lwt`` messages;
   ``owntracks/{user}/{device}/event``: ``transition`` messages. Other OwnTracks
   subtopics (``cmd``, ``info``, ``waypoint``, ``dump``…) are :class:`Ignored`.
+* DJI Cloud API: ``thing/product/{device_sn}/osd`` and ``.../state`` (aircraft and
+  docks, keyed by the device's own serial), ``sys/product/{gateway_sn}/status``
+  (topology); the serial must satisfy :func:`drones.dji.is_valid_serial`. The
+  other Cloud API topics (``events``, ``services_reply``, ``requests``,
+  ``property/set_reply``, ``drc/up``…) are :class:`Ignored` (not subscribed to).
 
 Everything else is a :class:`Rejection` with a stable reason. Topic levels are
 checked here because a topic is attacker-controlled text that ends up in unit ids,
@@ -18,17 +23,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from drones.dji import MAX_SERIAL, is_valid_serial
 from tracker.errors import ConfigError
 from tracker.model import Ignored, Rejection, is_valid_unit_id
 
 NATIVE_PREFIX = "serenazgo/units/"
 OWNTRACKS_PREFIX = "owntracks/"
+DJI_THING_PREFIX = "thing/product/"
+DJI_SYS_PREFIX = "sys/product/"
 
 NATIVE_POSITION_FILTER = "serenazgo/units/+/position"
 NATIVE_STATUS_FILTER = "serenazgo/units/+/status"
 NATIVE_DRONE_FILTER = "serenazgo/units/+/drone"
 OWNTRACKS_FILTER = "owntracks/+/+"
 OWNTRACKS_EVENT_FILTER = "owntracks/+/+/event"
+DJI_OSD_FILTER = "thing/product/+/osd"
+DJI_STATE_FILTER = "thing/product/+/state"
+DJI_STATUS_FILTER = "sys/product/+/status"
 
 SUBSCRIPTION_FILTERS: tuple[str, ...] = (
     NATIVE_POSITION_FILTER,
@@ -36,6 +47,9 @@ SUBSCRIPTION_FILTERS: tuple[str, ...] = (
     NATIVE_DRONE_FILTER,
     OWNTRACKS_FILTER,
     OWNTRACKS_EVENT_FILTER,
+    DJI_OSD_FILTER,
+    DJI_STATE_FILTER,
+    DJI_STATUS_FILTER,
 )
 """Every topic filter the bridge subscribes to (only what it can decode)."""
 
@@ -58,11 +72,14 @@ class RouteKind(StrEnum):
     NATIVE_DRONE = "native_drone"  # drone telemetry beside the position (altitudes, battery, mode)
     OWNTRACKS = "owntracks"  # base topic: location, lwt (and any _type the app sends there)
     OWNTRACKS_EVENT = "owntracks_event"  # /event subtopic: transition
+    DJI_OSD = "dji_osd"  # thing/product/{sn}/osd: aircraft or dock OSD
+    DJI_STATE = "dji_state"  # thing/product/{sn}/state: home point, limits, thresholds
+    DJI_STATUS = "dji_status"  # sys/product/{gateway_sn}/status: update_topo
 
 
 @dataclass(slots=True, frozen=True)
 class Route:
-    """A parsed topic: its kind and identifiers (``(unit_id,)`` or ``(user, device)``)."""
+    """A parsed topic: its kind and identifiers (``(unit_id,)``, ``(user, device)`` or ``(serial,)``)."""
 
     kind: RouteKind
     ids: tuple[str, ...]
@@ -157,6 +174,41 @@ def _owntracks(levels: list[str], topic: str) -> Route | Ignored | Rejection:
     )
 
 
+# Cloud API subtopics of thing/product/{sn}/ that carry nothing we store (we do not subscribe to them).
+DJI_IGNORED_SUBTOPICS = frozenset(
+    {"events", "events_reply", "services", "services_reply", "requests", "requests_reply", "property",
+     "drc", "status_reply"}
+)  # fmt: skip
+
+
+def _dji(levels: list[str], topic: str) -> Route | Ignored | Rejection:
+    """Parse ``thing/product/{sn}/osd|state[...]`` and ``sys/product/{sn}/status``."""
+    if len(levels) < 4:
+        return Rejection(
+            "unknown_topic",
+            f"topic {topic[:200]!r}: DJI topics are thing/product/{{sn}}/osd|state, "
+            "sys/product/{sn}/status",
+        )
+    sn, sub = levels[2], levels[3]
+    if not is_valid_serial(sn):
+        return Rejection(
+            "invalid_device_id",
+            f"DJI serial {sn[:80]!r} in topic {topic[:200]!r} is not usable: 1-{MAX_SERIAL} characters "
+            "from A-Z a-z 0-9 _ . : -, starting with a letter or digit",
+        )
+    if levels[0] == "thing" and len(levels) == 4 and sub in ("osd", "state"):
+        return Route(RouteKind.DJI_OSD if sub == "osd" else RouteKind.DJI_STATE, (sn,))
+    if levels[0] == "sys" and len(levels) == 4 and sub == "status":
+        return Route(RouteKind.DJI_STATUS, (sn,))
+    if sub in DJI_IGNORED_SUBTOPICS:
+        return Ignored("dji_subtopic_not_decoded")
+    return Rejection(
+        "unknown_topic",
+        f"topic {topic[:200]!r}: DJI topics decoded are thing/product/{{sn}}/osd|state and "
+        "sys/product/{sn}/status",
+    )
+
+
 def parse_topic(topic: str) -> Route | Ignored | Rejection:
     """Map a topic to its route and identifiers; never raises.
 
@@ -171,8 +223,10 @@ def parse_topic(topic: str) -> Route | Ignored | Rejection:
             return _native(levels, topic)
     elif topic.startswith(OWNTRACKS_PREFIX):
         return _owntracks(topic.split("/"), topic)
+    elif topic.startswith((DJI_THING_PREFIX, DJI_SYS_PREFIX)):
+        return _dji(topic.split("/"), topic)
     return Rejection(
         "unknown_topic",
-        f"topic {topic[:200]!r} is not one the bridge decodes (serenazgo/units/{{id}}/position|status, "
-        "owntracks/{user}/{device}[/event])",
+        f"topic {topic[:200]!r} is not one the bridge decodes (serenazgo/units/{{id}}/position|status|drone, "
+        "owntracks/{user}/{device}[/event], thing/product/{sn}/osd|state, sys/product/{sn}/status)",
     )

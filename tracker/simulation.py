@@ -119,6 +119,10 @@ CAPABILITIES: dict[UnitKind, tuple[str, ...]] = {
 }
 
 DRONE_RETURN_AT_PCT = 25.0  # head for the dock below this charge
+# Made-up serials of the simulated DJI docks and their aircraft (real ones look like
+# 6QCDL820020093 and 1581F5BKD225D00BP891); "SIM" keeps them apart from real hardware.
+DJI_DOCK_SERIAL = "SIMDOCK{:05d}"
+DJI_AIRCRAFT_SERIAL = "SIM1581F5{:05d}"
 DRONE_SWAP_S = 360.0  # battery swap on the dock
 FIXED_POST_SHARE = 0.1  # serenos standing guard at a fixed post (park, embassy, cliff stairs)
 OWNTRACKS_SHARE = 0.8  # serenos whose phone runs OwnTracks; the rest use the native app
@@ -163,8 +167,9 @@ class SimUnit:
     callsign: str
     sector: str
     capabilities: frozenset[str]
-    source: Source  # NATIVE or OWNTRACKS
+    source: Source  # NATIVE, OWNTRACKS, or DJI for an aircraft in a DJI dock
     external_ids: dict[str, str] = field(default_factory=dict)
+    dock_id: str | None = None  # serial of the DJI dock a DJI aircraft lives in
 
     @property
     def owntracks_topic(self) -> str | None:
@@ -190,6 +195,12 @@ class SimFix:
     true_lat: float
     true_lon: float
     true_speed: float
+    # Drones only: what a drone's telemetry says beside the position.
+    airborne: bool | None = None
+    returning: bool | None = None  # flying home to its dock on a low battery
+    agl: float | None = None  # metres above the dock (take-off point)
+    home_lat: float | None = None  # the dock
+    home_lon: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +275,9 @@ class FleetSimulation:
         tick_s: float = 1.0,
         incidents_per_hour: float = INCIDENTS_PER_HOUR,
         external_dispatch: bool = False,
+        dji_docks: int = 0,
     ) -> None:
+        """``dji_docks``: the first drones sit in that many DJI docks and speak the DJI Cloud API."""
         if not 0.0 <= bad_fix_rate <= 1.0:
             raise ValueError(f"bad_fix_rate must be within 0..1, got {bad_fix_rate}")
         if start.tzinfo is None:
@@ -287,6 +300,9 @@ class FleetSimulation:
         shapely.prepare(self.area_xy)
         self.sectors = split_sectors(self.area_xy, sectors)
         self.t = 0.0
+        if dji_docks < 0:
+            raise ValueError(f"dji_docks must be >= 0, got {dji_docks}")
+        self.dji_docks = dji_docks
         self._build_units()
 
     # ----- construction -------------------------------------------------------------------
@@ -303,10 +319,15 @@ class FleetSimulation:
                 sector = self.sectors[(i - 1) % len(self.sectors)]
                 source = Source.NATIVE
                 external: dict[str, str] = {}
+                dock: str | None = None
                 if kind is UnitKind.FOOT and (i - 1) % 5 < round(OWNTRACKS_SHARE * 5):
                     source = Source.OWNTRACKS
                     user = callsign.lower().replace("-", "")
                     external = {Source.OWNTRACKS.value: f"owntracks/{user}/phone"}
+                elif kind is UnitKind.DRONE and i <= self.dji_docks:
+                    source = Source.DJI
+                    external = {Source.DJI.value: DJI_AIRCRAFT_SERIAL.format(i)}
+                    dock = DJI_DOCK_SERIAL.format(i)
                 # Not every sereno carries a first-aid kit; vehicles and drones always carry theirs.
                 keep = caps if kind is not UnitKind.FOOT or rng.random() < 0.5 else ()
                 units.append(
@@ -318,6 +339,7 @@ class FleetSimulation:
                         capabilities=frozenset(keep),
                         source=source,
                         external_ids=external,
+                        dock_id=dock,
                     )
                 )
                 regions.append(self.area_xy if PROFILES[kind].whole_area else sector.shape_xy)
@@ -630,6 +652,7 @@ class FleetSimulation:
         bad_battery = np.where(rng.random(n) < 0.5, rng.uniform(101.0, 255.0, n), rng.uniform(-50.0, -1.0, n))
         ts = self.now()
         kinds = list(BadFix)
+        home_lon, home_lat = self.frame.to_lonlat(self.home[idx, 0], self.home[idx, 1])
         fixes = []
         for j, i in enumerate(idx):
             unit = self.units[i]
@@ -649,6 +672,7 @@ class FleetSimulation:
             elif bad is BadFix.BAD_BATTERY:
                 battery = round(float(bad_battery[j]), 1)
             moving = true_speed[j] > 0.0 and not np.isnan(self.heading[i])
+            drone = bool(self.is_drone[i])
             fixes.append(
                 SimFix(
                     unit=unit,
@@ -665,9 +689,20 @@ class FleetSimulation:
                     true_lat=float(true_lat[j]),
                     true_lon=float(true_lon[j]),
                     true_speed=float(true_speed[j]),
+                    airborne=bool(self.airborne[i]) if drone else None,
+                    returning=bool(self._returning[i]) if drone else None,
+                    agl=(round(float(self.height[i]), 1) if self.airborne[i] else 0.0) if drone else None,
+                    home_lat=float(home_lat[j]) if drone else None,
+                    home_lon=float(home_lon[j]) if drone else None,
                 )
             )
         return fixes
+
+    def home_of(self, unit_id: str) -> tuple[float, float]:
+        """``(lat, lon)`` of a unit's home: a drone's dock, a ground unit's starting point."""
+        i = self._index[unit_id]
+        lon, lat = self.frame.to_lonlat(self.home[i, 0], self.home[i, 1])
+        return float(lat), float(lon)
 
     def contains_lonlat(self, lon: float, lat: float) -> bool:
         """True when ``(lon, lat)`` lies inside (or on) the simulated area."""

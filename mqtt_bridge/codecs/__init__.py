@@ -8,19 +8,27 @@ Each codec is a pure function of ``(sender, payload, received_at)``.
 
 Every unit publishes on the same topic again and again, so the route and sender
 of a topic are worked out once and kept in a bounded table.
+
+The DJI Cloud API codecs (:mod:`drones.dji`) also need what earlier messages
+said (topology, a dock's merged OSD, home points): they take a
+:class:`drones.dji.DjiState`, the caller's (an ingest pipeline keeps its own) or
+else this module's default one.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
+from drones import dji
+from drones.dji import DjiState
 from mqtt_bridge.codecs import native, owntracks
 from mqtt_bridge.topics import Route, RouteKind, parse_topic
 from tracker.model import DecodeResult, DeviceRef, Ignored, Rejection, Source
 
-__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "decode_message"]
+__all__ = ["DEFAULT_DJI_STATE", "DEFAULT_MAX_PAYLOAD_BYTES", "decode_message"]
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +38,26 @@ DEFAULT_MAX_PAYLOAD_BYTES = 65536
 ROUTE_CACHE_SIZE = 50_000
 
 Codec = Callable[[DeviceRef, bytes, datetime], DecodeResult]
-_Target = tuple[Codec, DeviceRef] | Ignored | Rejection
+StatefulCodec = Callable[[DjiState, DeviceRef, bytes, datetime], DecodeResult]
+
+
+@dataclass(slots=True, frozen=True)
+class _DjiTarget:
+    """A DJI route: its codec needs the DJI state besides the sender."""
+
+    codec: StatefulCodec
+    ref: DeviceRef
+
+
+_Target = tuple[Codec, DeviceRef] | _DjiTarget | Ignored | Rejection
 _routes: dict[str, _Target] = {}
+_DJI_CODECS: dict[RouteKind, StatefulCodec] = {
+    RouteKind.DJI_OSD: dji.decode_osd,
+    RouteKind.DJI_STATE: dji.decode_state,
+    RouteKind.DJI_STATUS: dji.decode_status,
+}
+DEFAULT_DJI_STATE = DjiState()
+"""The DJI state used when a caller passes none (HTTP ingest, tools); pipelines pass their own."""
 
 
 def _target(topic: str) -> _Target:
@@ -46,6 +72,8 @@ def _target(topic: str) -> _Target:
             target = (native.decode_status, DeviceRef(Source.NATIVE, route.ids[0]))
         elif kind is RouteKind.NATIVE_DRONE:
             target = (native.decode_drone, DeviceRef(Source.NATIVE, route.ids[0]))
+        elif kind in _DJI_CODECS:
+            target = _DjiTarget(_DJI_CODECS[kind], DeviceRef(Source.DJI, route.ids[0]))
         else:
             target = (owntracks.decode, owntracks.device_ref(route.ids[0], route.ids[1]))
     else:
@@ -61,10 +89,12 @@ def decode_message(
     payload: bytes,
     received_at: datetime,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    dji_state: DjiState | None = None,
 ) -> DecodeResult:
     """Decode one message: Decoded, Ignored, or Rejection with a reason; never raises.
 
     ``received_at`` must be timezone-aware UTC; it stands in for a missing timestamp.
+    ``dji_state`` is what the DJI codecs remember (:data:`DEFAULT_DJI_STATE` when None).
 
     >>> from datetime import UTC, datetime
     >>> now = datetime(2024, 5, 20, 12, 0, tzinfo=UTC)
@@ -85,7 +115,13 @@ def decode_message(
             )
         target = _routes.get(topic) or _target(topic)
         if type(target) is not tuple:
-            return target  # type: ignore[return-value]  # Ignored or Rejection
+            if type(target) is not _DjiTarget:
+                return target  # type: ignore[return-value]  # Ignored or Rejection
+            if size == 0:
+                return Ignored("empty_payload")
+            dji_target: _DjiTarget = target  # type: ignore[assignment]
+            state = DEFAULT_DJI_STATE if dji_state is None else dji_state
+            return dji_target.codec(state, dji_target.ref, payload, received_at)
         if size == 0:
             # What MQTT clients publish to clear a retained message (mosquitto_pub -r -n).
             return Ignored("empty_payload")

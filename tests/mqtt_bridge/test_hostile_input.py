@@ -15,6 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from drones.dji import DjiState
+from drones.telemetry import FLIGHT_MODE_SET
 from mqtt_bridge.codecs import DEFAULT_MAX_PAYLOAD_BYTES, decode_message
 from tracker.model import Decoded, Ignored, Rejection
 
@@ -22,7 +24,15 @@ RECEIVED = datetime(2024, 5, 20, 15, 0, 0, tzinfo=UTC)
 NATIVE = "serenazgo/units/car-7/position"
 STATUS = "serenazgo/units/car-7/status"
 OWNTRACKS = "owntracks/jane/phone"
-TOPICS = [NATIVE, STATUS, OWNTRACKS, OWNTRACKS + "/event"]
+DJI_DOCK = "6QCDL820020093"
+DJI_AIRCRAFT = "1581F5BKD225D00BP891"
+DJI_TOPICS = [
+    f"thing/product/{DJI_AIRCRAFT}/osd",
+    f"thing/product/{DJI_DOCK}/osd",
+    f"thing/product/{DJI_AIRCRAFT}/state",
+    f"sys/product/{DJI_DOCK}/status",
+]
+TOPICS = [NATIVE, STATUS, OWNTRACKS, OWNTRACKS + "/event", *DJI_TOPICS]
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -42,10 +52,17 @@ def _check_invariants(result: object) -> None:
             for value in (ping.alt, ping.speed, ping.heading, ping.accuracy, ping.battery):
                 assert value is None or (type(value) is float and math.isfinite(value))
             assert ping.ts.tzinfo is not None and ping.ts.utcoffset() is not None
+        for t in result.telemetry:
+            assert t.ts.tzinfo is not None and t.ts.utcoffset() is not None
+            assert t.flight_mode is None or t.flight_mode in FLIGHT_MODE_SET
+            for number in (t.alt_takeoff_m, t.alt_ellipsoid_m, t.battery_pct, t.wind_speed_mps, t.home_lat):
+                assert number is None or (type(number) is float and math.isfinite(number))
 
 
-def _decode(topic: str, payload: bytes, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> object:
-    result = decode_message(topic, payload, RECEIVED, limit)
+def _decode(
+    topic: str, payload: bytes, limit: int = DEFAULT_MAX_PAYLOAD_BYTES, dji: DjiState | None = None
+) -> object:
+    result = decode_message(topic, payload, RECEIVED, limit, dji)
     _check_invariants(result)
     return result
 
@@ -194,6 +211,12 @@ def test_nested_value_within_the_parser_limit_is_a_wrong_type() -> None:
         ("", "unknown_topic"),
         ("//////", "unknown_topic"),
         ("serenazgo/units/car-7/position/extra", "unknown_topic"),
+        ("thing/product/+/osd", "invalid_device_id"),
+        ("thing/product/#", "unknown_topic"),
+        ("sys/product/\u202edock/status", "invalid_device_id"),
+        ("thing/product/dock\x00/state", "invalid_device_id"),
+        ("thing/product/../osd", "invalid_device_id"),
+        ("sys/product", "unknown_topic"),
     ],
 )
 def test_hostile_topics(topic: str, reason: str) -> None:
@@ -292,6 +315,8 @@ _levels = st.text(max_size=12) | st.sampled_from(
 )
 _topics = (
     st.sampled_from(TOPICS)
+    | st.builds(lambda sn, sub: f"thing/product/{sn}/{sub}", _levels, st.sampled_from(["osd", "state", "x"]))
+    | st.builds(lambda sn: f"sys/product/{sn}/status", _levels)
     | st.text(max_size=60)
     | st.builds(lambda u: f"serenazgo/units/{u}/position", _levels)
     | st.builds(lambda u: f"serenazgo/units/{u}/status", _levels)
@@ -318,6 +343,71 @@ def test_fuzz_any_limit(payload: bytes, limit: int) -> None:
     result = _decode(NATIVE, payload, limit)
     if len(payload) > limit:
         assert isinstance(result, Rejection) and result.reason == "payload_too_large"
+
+
+# -- DJI Cloud API: envelopes whose fields are replaced by anything, in any order ---------------
+
+_DJI_KEYS = st.sampled_from(
+    ["latitude", "longitude", "elevation", "height", "attitude_head", "horizontal_speed", "vertical_speed",
+     "wind_speed", "battery", "mode_code", "position_state", "height_limit", "home_latitude",
+     "home_longitude", "low_battery_warning_threshold", "drone_in_dock", "drone_charge_state", "sub_device",
+     "network_state", "rainfall", "home_position_is_valid", "sub_devices", "domain"]
+)  # fmt: skip
+_dji_nested = st.fixed_dictionaries(
+    {},
+    optional={
+        "capacity_percent": _field_values, "remain_flight_time": _field_values,
+        "return_home_power": _field_values, "gps_number": _field_values, "is_fixed": _field_values,
+        "quality": _field_values, "state": _field_values,
+        "device_sn": _field_values | st.sampled_from([DJI_AIRCRAFT, "", "+", "x" * 70]),
+        "device_online_status": _field_values, "type": _field_values,
+    },
+)  # fmt: skip
+_dji_sub_device = st.fixed_dictionaries(
+    {"sn": st.sampled_from([DJI_AIRCRAFT, "A1", "", "a/b"]) | _field_values},
+    optional={"domain": st.sampled_from([0, "0", 1, 2, 3, "x", None, 1.5])},
+)
+
+
+@st.composite
+def _dji_message(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A DJI envelope, mostly right, with a few fields of any type, on one of the DJI topics."""
+    data: dict[str, object] = {
+        "latitude": draw(st.floats(-90, 90)),
+        "longitude": draw(st.floats(-180, 180)),
+        "mode_code": draw(st.integers(-5, 30)),
+        "battery": draw(_dji_nested),
+        "position_state": draw(_dji_nested),
+        "drone_charge_state": draw(_dji_nested),
+        "sub_device": draw(_dji_nested),
+        "drone_in_dock": draw(st.sampled_from([0, 1, True, False, 2, "1", None])),
+        "sub_devices": draw(st.lists(_dji_sub_device, max_size=3)),
+    }
+    for key in draw(st.sets(_DJI_KEYS, max_size=6)):
+        data.pop(key, None)
+    data.update(draw(st.dictionaries(_DJI_KEYS, _field_values | _dji_nested, max_size=3)))
+    envelope: dict[str, object] = {
+        "tid": "t",
+        "bid": "b",
+        "timestamp": draw(st.one_of(*(st.just(1716217200000 + 2000 * k) for k in range(4)), _field_values)),
+        "gateway": draw(st.sampled_from([DJI_DOCK, DJI_AIRCRAFT, None, "", "+", 5])),
+        "method": draw(st.sampled_from(["update_topo", "update_topo", "other", None, 3])),
+        "data": draw(st.just(data) | _field_values),
+    }
+    for key in draw(st.sets(st.sampled_from(list(envelope)), max_size=2)):
+        del envelope[key]
+    return draw(st.sampled_from(DJI_TOPICS)), orjson.dumps(envelope)
+
+
+@FUZZ
+@given(messages=st.lists(_dji_message(), min_size=1, max_size=8))
+def test_fuzz_dji_message_sequences_never_raise(messages: list[tuple[str, bytes]]) -> None:
+    state = DjiState(max_devices=4)
+    for topic, payload in messages:
+        result = _decode(topic, payload, dji=state)
+        if isinstance(result, Decoded):
+            assert result.ref.source.value == "dji"
+    assert len(state) <= 16
 
 
 def test_topic_flood_keeps_the_route_table_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from drones.dji import DjiState
 from mqtt_bridge.codecs import decode_message
-from mqtt_bridge.simulator import SimClock, encode_fix, encode_status
+from mqtt_bridge.simulator import SimClock, dji_announcements, encode_fix, encode_status
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE
-from tracker.model import Decoded, PingFlag, Source
+from tracker.model import Decoded, Ignored, PingFlag, Source
 from tracker.simulation import BadFix, FleetMix, FleetSimulation
 
 T0 = datetime(2024, 5, 6, 14, 0, tzinfo=UTC)
@@ -104,3 +105,56 @@ def test_status_changes_decode_to_the_same_status_and_time() -> None:
         assert result.status is not None
         assert result.status.status is event.status
         assert abs((result.status.ts - event.ts).total_seconds()) < 0.001
+
+
+def test_drones_in_dji_docks_speak_the_dji_cloud_api() -> None:
+    area = load_area(DEFAULT_DISTRICTS_FILE, "Miraflores")
+    sim = FleetSimulation(area, FleetMix(0, 0, 0, 3), seed=3, start=T0, bad_fix_rate=0.0, dji_docks=2)
+    dji_units = [u for u in sim.units if u.source is Source.DJI]
+    assert [u.unit_id for u in dji_units] == ["dron-01", "dron-02"]  # the third drone stays native
+    state = DjiState()
+    received = T0 + timedelta(hours=2)
+    announced = [decode_message(t, p, received, dji_state=state) for t, p in dji_announcements(sim, T0)]
+    assert announced == [Ignored("dji_topology_updated"), Ignored("dji_dock_osd_merged"),
+                         Ignored("dji_state_kept")] * 2  # fmt: skip
+    for unit in dji_units:
+        assert state.aircraft_under(unit.dock_id or "") == unit.external_ids["dji"]
+    flights = docked = 0
+    for fix in sim.advance_to(T0 + timedelta(minutes=75)):
+        topic, payload = encode_fix(fix)
+        if fix.unit.source is not Source.DJI:
+            assert topic == f"serenazgo/units/{fix.unit.unit_id}/position"
+            continue
+        sn = fix.unit.external_ids["dji"]
+        result = decode_message(topic, payload, received, dji_state=state)
+        if fix.airborne:
+            assert topic == f"thing/product/{sn}/osd"
+            assert isinstance(result, Decoded), result
+            assert result.ref.external_id == sn
+            (ping,) = result.pings
+            assert (ping.lat, ping.lon) == (fix.lat, fix.lon)
+            assert fix.ts is not None
+            assert abs((ping.ts - fix.ts).total_seconds()) < 0.001
+            assert ping.speed == fix.speed
+            assert ping.heading == (None if fix.heading is None else pytest.approx(fix.heading))
+            (t,) = result.telemetry
+            assert t.alt_takeoff_m == fix.agl
+            assert t.flight_mode == ("returning_home" if fix.returning else "mission")
+            assert (t.docked, t.dock_id) == (False, fix.unit.dock_id)
+            assert t.battery_pct == round(fix.battery or 0)
+            assert t.wind_speed_mps == pytest.approx(3.0)
+            assert (t.home_lat, t.home_lon) == (fix.home_lat, fix.home_lon)
+            flights += 1
+        else:
+            assert topic == f"thing/product/{fix.unit.dock_id}/osd"
+            if isinstance(result, Ignored):
+                assert result.reason == "dji_dock_osd_merged"  # just landed: its own OSD is fresh
+                continue
+            assert isinstance(result, Decoded), result
+            assert result.ref.external_id == sn  # the dock speaks for its aircraft
+            (t,) = result.telemetry
+            assert (t.docked, t.dock_id, t.flight_mode) == (True, fix.unit.dock_id, "on_ground")
+            assert t.battery_pct == round(fix.battery or 0)
+            docked += 1
+    assert flights > 100
+    assert docked > 10  # each aircraft came home at least once and swapped its battery

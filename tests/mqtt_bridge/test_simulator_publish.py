@@ -16,11 +16,12 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from drones.dji import DjiState
 from mqtt_bridge.codecs import decode_message
 from mqtt_bridge.simulator import PublishStats, SimClock, publish_fleet
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE, parse_mqtt_url
-from tracker.model import Decoded
+from tracker.model import Decoded, Ignored
 from tracker.simulation import FleetMix, FleetSimulation
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,10 @@ pytestmark = pytest.mark.integration
 class Subscriber:
     """A paho QoS 1 subscriber on the device topics, recording what arrives."""
 
-    def __init__(self, port: int, client_id: str) -> None:
+    TOPICS = ("serenazgo/units/+/position", "serenazgo/units/+/status", "owntracks/+/+")
+
+    def __init__(self, port: int, client_id: str, topics: tuple[str, ...] = TOPICS) -> None:
+        self.topics = topics
         self.messages: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
         self.ready = threading.Event()
@@ -41,9 +45,7 @@ class Subscriber:
         assert self.ready.wait(10), "subscriber never subscribed"
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
-        client.subscribe(
-            [("serenazgo/units/+/position", 1), ("serenazgo/units/+/status", 1), ("owntracks/+/+", 1)]
-        )
+        client.subscribe([(topic, 1) for topic in self.topics])
         self.ready.set()
 
     def _on_message(self, client, userdata, message) -> None:
@@ -121,6 +123,42 @@ def test_publishes_every_fix_with_qos1_in_both_formats(mqtt_broker, test_names, 
         assert statuses == stats.statuses
         assert len(units) == 8
         assert any(u.startswith("owntracks/") for u in units)
+    finally:
+        sub.close()
+
+
+def test_dji_docked_drones_announce_their_topology_then_report_osd(
+    mqtt_broker, test_names, miraflores
+) -> None:
+    topics = ("thing/product/+/osd", "thing/product/+/state", "sys/product/+/status")
+    sub = Subscriber(mqtt_broker.port, test_names.client("sub"), topics)
+    try:
+        clock = SimClock(speedup=30.0, catch_up_s=3.0)
+        sim = FleetSimulation(miraflores, FleetMix(0, 0, 0, 1), seed=4, start=clock.sim_start, dji_docks=1)
+        stats = PublishStats()
+        asyncio.run(
+            publish_fleet(
+                sim, parse_mqtt_url(mqtt_broker.url), clock, stats, asyncio.Event(), duration_s=3.0,
+                client_id=test_names.client("p"),
+            )
+        )  # fmt: skip
+        assert stats.sent > 10
+        assert wait_for(lambda: sub.count() >= stats.sent + 3)
+        (unit,) = sim.units
+        dock, aircraft = unit.dock_id, unit.external_ids["dji"]
+        assert [t for t, _ in sub.messages[:3]] == [
+            f"sys/product/{dock}/status",
+            f"thing/product/{dock}/osd",
+            f"thing/product/{aircraft}/state",
+        ]
+        state = DjiState()
+        now = datetime.now(UTC)
+        results = [decode_message(t, p, now, dji_state=state) for t, p in sub.messages]
+        assert all(isinstance(r, Decoded | Ignored) for r in results), results
+        pings = [p for r in results if isinstance(r, Decoded) for p in r.pings]
+        assert len(pings) > 10
+        assert all(r.ref.external_id == aircraft for r in results if isinstance(r, Decoded))
+        assert all(p.ts <= now for p in pings)
     finally:
         sub.close()
 

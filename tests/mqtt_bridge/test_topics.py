@@ -40,6 +40,10 @@ def _matches(topic_filter: str, topic: str) -> bool:
         ("owntracks/jane/phone/event", RouteKind.OWNTRACKS_EVENT, ("jane", "phone")),
         # OwnTracks device names are free text chosen on the phone.
         ("owntracks/josé/iPhone de José", RouteKind.OWNTRACKS, ("josé", "iPhone de José")),
+        # DJI Cloud API: keyed by the device's own serial.
+        ("thing/product/1581F5BKD225D00BP891/osd", RouteKind.DJI_OSD, ("1581F5BKD225D00BP891",)),
+        ("thing/product/6QCDL820020093/state", RouteKind.DJI_STATE, ("6QCDL820020093",)),
+        ("sys/product/6QCDL820020093/status", RouteKind.DJI_STATUS, ("6QCDL820020093",)),
     ],
 )
 def test_routes(topic: str, kind: RouteKind, ids: tuple[str, ...]) -> None:
@@ -52,6 +56,9 @@ def test_every_routed_topic_is_covered_by_a_subscription_filter() -> None:
         "serenazgo/units/car-7/status",
         "owntracks/jane/phone",
         "owntracks/jane/phone/event",
+        "thing/product/1581F5BKD225D00BP891/osd",
+        "thing/product/6QCDL820020093/state",
+        "sys/product/6QCDL820020093/status",
     ]
     for topic in routed:
         assert isinstance(parse_topic(topic), Route)
@@ -59,6 +66,10 @@ def test_every_routed_topic_is_covered_by_a_subscription_filter() -> None:
     # ... and the filters do not pull in subtopics we would only ignore.
     assert not any(_matches(f, "owntracks/jane/phone/cmd") for f in SUBSCRIPTION_FILTERS)
     assert not any(_matches(f, "serenazgo/deadletter") for f in SUBSCRIPTION_FILTERS)
+    # DJI: not the command topics, nor what the cloud itself publishes to devices.
+    for sub in ("events", "services", "services_reply", "requests", "property/set", "drc/down"):
+        assert not any(_matches(f, f"thing/product/6QCDL820020093/{sub}") for f in SUBSCRIPTION_FILTERS)
+    assert not any(_matches(f, "sys/product/6QCDL820020093/status_reply") for f in SUBSCRIPTION_FILTERS)
 
 
 def test_shared_subscription_form() -> None:

@@ -85,6 +85,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from drones.telemetry import ALTITUDE_RANGE_M, WIND_LIMIT_MPS, check_telemetry
+from tracker.json_fields import show_value, type_name, wrong_type
 from tracker.model import (
     Decoded,
     DecodeResult,
@@ -150,7 +151,6 @@ AIRCRAFT_OSD_FRESH = timedelta(seconds=10)
 MIN_TIMESTAMP_MS = 1_000_000_000_000
 MAX_SERIAL = 60  # "dji." + serial stays within the 64-character unit id
 _SERIAL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
-_MAX_SHOWN = 60
 _MAX_SUB_DEVICES = 16  # a dock or a remote controller has one aircraft (and a few payloads)
 
 # Keys only a dock's OSD carries: how a dock is recognised before the topology says so.
@@ -327,32 +327,6 @@ class DjiState:
 # -- readers: the value or a Rejection that says what is wrong ----------------------------
 
 
-def _show(value: object) -> str:
-    return repr(value)[:_MAX_SHOWN]
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _wrong_type(key: str, value: object, expected: str) -> Rejection:
-    return Rejection(
-        "wrong_type", f"field {key!r} must be {expected}, got {_json_type(value)} {_show(value)}"
-    )
-
-
 def _float(obj: dict[str, Any], key: str, path: str = "") -> float | Rejection | None:
     """An optional number as a finite float (orjson never yields NaN or infinities)."""
     value = obj.get(key)
@@ -363,8 +337,8 @@ def _float(obj: dict[str, Any], key: str, path: str = "") -> float | Rejection |
         return value  # type: ignore[no-any-return]
     if t is int:
         f = float(value)
-        return f if math.isfinite(f) else _wrong_type(path + key, value, "a finite number")
-    return _wrong_type(path + key, value, "a number")
+        return f if math.isfinite(f) else wrong_type(path + key, value, "a finite number")
+    return wrong_type(path + key, value, "a number")
 
 
 def _floats(obj: dict[str, Any], keys: tuple[str, ...], path: str) -> list[float | None] | Rejection:
@@ -388,7 +362,7 @@ def _int(obj: dict[str, Any], key: str, path: str = "") -> int | Rejection | Non
         return value  # type: ignore[no-any-return]
     if t is float and value.is_integer() and abs(value) < 2**53:
         return int(value)
-    return _wrong_type(path + key, value, "an integer")
+    return wrong_type(path + key, value, "an integer")
 
 
 def _flag(obj: dict[str, Any], key: str, path: str = "") -> bool | Rejection | None:
@@ -400,7 +374,7 @@ def _flag(obj: dict[str, Any], key: str, path: str = "") -> bool | Rejection | N
         return value  # type: ignore[no-any-return]
     if type(value) is int and value in (0, 1):
         return value == 1
-    return _wrong_type(path + key, value, "0, 1, true or false")
+    return wrong_type(path + key, value, "0, 1, true or false")
 
 
 def _struct(obj: dict[str, Any], key: str) -> dict[str, Any] | Rejection | None:
@@ -408,7 +382,7 @@ def _struct(obj: dict[str, Any], key: str) -> dict[str, Any] | Rejection | None:
     if value is None:
         return None
     if type(value) is not dict:
-        return _wrong_type(key, value, "an object")
+        return wrong_type(key, value, "an object")
     return value  # type: ignore[no-any-return]
 
 
@@ -419,7 +393,7 @@ def is_valid_serial(sn: str) -> bool:
 
 def _serial(value: object, what: str) -> str | Rejection:
     if type(value) is not str:
-        return _wrong_type(what, value, "a serial number string")
+        return wrong_type(what, value, "a serial number string")
     text: str = value  # type: ignore[assignment]
     if not is_valid_serial(text):
         return Rejection(
@@ -450,30 +424,30 @@ def _envelope(payload: bytes, need_method: bool = False) -> _Envelope | Rejectio
         return Rejection("invalid_json", f"payload is not valid JSON: {str(exc)[:120]}")
     if type(obj) is not dict:
         return Rejection(
-            "not_an_object", f"payload is a JSON {_json_type(obj)}, expected a DJI envelope object {{...}}"
+            "not_an_object", f"payload is a JSON {type_name(obj)}, expected a DJI envelope object {{...}}"
         )
     for key in ("tid", "bid"):
         value = obj.get(key)
         if value is not None and type(value) is not str:
-            return _wrong_type(key, value, "a string")
+            return wrong_type(key, value, "a string")
     raw_ts = obj.get("timestamp")
     if raw_ts is None:
         return Rejection("missing_field", "DJI envelope field 'timestamp' (epoch milliseconds) is missing")
     if type(raw_ts) not in (int, float):
         return Rejection(
-            "invalid_timestamp", f"field 'timestamp' must be epoch milliseconds, got {_json_type(raw_ts)} "
-            f"{_show(raw_ts)}",
+            "invalid_timestamp", f"field 'timestamp' must be epoch milliseconds, got {type_name(raw_ts)} "
+            f"{show_value(raw_ts)}",
         )  # fmt: skip
     if raw_ts < MIN_TIMESTAMP_MS:
         return Rejection(
             "invalid_timestamp",
-            f"field 'timestamp' {_show(raw_ts)} is before 2001: DJI timestamps are epoch milliseconds",
+            f"field 'timestamp' {show_value(raw_ts)} is before 2001: DJI timestamps are epoch milliseconds",
         )
     try:
         ts = datetime.fromtimestamp(raw_ts / 1000.0, UTC)
     except (OverflowError, OSError, ValueError):
         return Rejection(
-            "invalid_timestamp", f"field 'timestamp' {_show(raw_ts)} is not a representable time"
+            "invalid_timestamp", f"field 'timestamp' {show_value(raw_ts)} is not a representable time"
         )
     gateway: str | None = None
     raw_gateway = obj.get("gateway")
@@ -486,7 +460,7 @@ def _envelope(payload: bytes, need_method: bool = False) -> _Envelope | Rejectio
     raw_method = obj.get("method")
     if raw_method is not None:
         if type(raw_method) is not str:
-            return _wrong_type("method", raw_method, "a string")
+            return wrong_type("method", raw_method, "a string")
         method = raw_method
     elif need_method:
         return Rejection("missing_field", "DJI status message field 'method' is missing (e.g. 'update_topo')")
@@ -494,7 +468,7 @@ def _envelope(payload: bytes, need_method: bool = False) -> _Envelope | Rejectio
     if data is None:
         return Rejection("missing_field", "DJI envelope field 'data' is missing")
     if type(data) is not dict:
-        return _wrong_type("data", data, "an object")
+        return wrong_type("data", data, "an object")
     return _Envelope(ts, gateway, data, method)
 
 
@@ -904,7 +878,7 @@ def _domain(value: object, what: str) -> int | Rejection | None:
         return value  # type: ignore[return-value]
     if type(value) is str and value.isdigit() and len(value) <= 3:
         return int(value)
-    return _wrong_type(what, value, "a device domain (0 aircraft, 2 remote controller, 3 dock)")
+    return wrong_type(what, value, "a device domain (0 aircraft, 2 remote controller, 3 dock)")
 
 
 def decode_status(state: DjiState, ref: DeviceRef, payload: bytes, received_at: datetime) -> DecodeResult:
@@ -929,7 +903,7 @@ def decode_status(state: DjiState, ref: DeviceRef, payload: bytes, received_at: 
             "missing_field", "update_topo field 'sub_devices' is missing (an empty list means offline)"
         )
     if type(subs) is not list:
-        return _wrong_type("sub_devices", subs, "an array")
+        return wrong_type("sub_devices", subs, "an array")
     if len(subs) > _MAX_SUB_DEVICES:
         return Rejection(
             "too_many_sub_devices", f"update_topo lists {len(subs)} sub-devices; a gateway has a few"
@@ -938,7 +912,7 @@ def decode_status(state: DjiState, ref: DeviceRef, payload: bytes, received_at: 
     for i, sub in enumerate(subs):
         what = f"sub_devices[{i}]"
         if type(sub) is not dict:
-            return _wrong_type(what, sub, "an object")
+            return wrong_type(what, sub, "an object")
         sn = _serial(sub.get("sn"), f"{what}.sn")
         if isinstance(sn, Rejection):
             return sn

@@ -52,6 +52,7 @@ SUBSCRIPTION_FILTERS: tuple[str, ...] = (
     DJI_STATUS_FILTER,
 )
 """Every topic filter the bridge subscribes to (only what it can decode)."""
+UNSHARED_FILTERS = frozenset({DJI_OSD_FILTER, DJI_STATE_FILTER, DJI_STATUS_FILTER})
 
 # OwnTracks subtopics that carry nothing we store (booklet, tech/json "Topics").
 OWNTRACKS_IGNORED_SUBTOPICS = frozenset(
@@ -100,10 +101,16 @@ def shared_subscription(topic_filter: str, group: str) -> str:
 
 
 def subscription_filters(share_group: str | None = None) -> list[str]:
-    """Return the filters to subscribe to, in shared form when ``share_group`` is set."""
+    """Return the filters to subscribe to, in shared form when ``share_group`` is set.
+
+    The DJI filters are never shared: a dock's and its aircraft's messages build one
+    state (topology, merged dock OSD, home point) that must see all of them, so every
+    bridge of a group takes the (small) DJI traffic whole. Storage is idempotent per
+    (unit, time), so the copies the other bridges store change nothing.
+    """
     if share_group is None:
         return list(SUBSCRIPTION_FILTERS)
-    return [shared_subscription(f, share_group) for f in SUBSCRIPTION_FILTERS]
+    return [f if f in UNSHARED_FILTERS else shared_subscription(f, share_group) for f in SUBSCRIPTION_FILTERS]
 
 
 def _bad_level_reason(level: str) -> str | None:

@@ -26,7 +26,7 @@ from orjson import JSONDecodeError
 from orjson import loads as _loads
 
 from drones.telemetry import check_telemetry
-from mqtt_bridge.codecs.fields import (
+from tracker.json_fields import (
     as_float,
     load_object,
     not_an_object,
@@ -61,7 +61,7 @@ _FLAGS: dict[tuple[bool, bool], PingFlag] = {
 def decode_position(ref: DeviceRef, payload: bytes, received_at: datetime) -> DecodeResult:
     """Decode a native position message from ``ref`` (its unit id already checked by the topic parser)."""
     # The common case (a JSON object of floats) is inlined; anything else goes through
-    # the shared readers in mqtt_bridge.codecs.fields, which explain what is wrong.
+    # the shared readers in tracker.json_fields, which explain what is wrong.
     try:
         obj = _loads(payload)
     except JSONDecodeError:

@@ -41,7 +41,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from mqtt_bridge.codecs.fields import (
+from tracker.json_fields import (
     JsonObject,
     load_json,
     not_an_object,

@@ -7,6 +7,7 @@ import pytest
 from mqtt_bridge.topics import (
     OWNTRACKS_IGNORED_SUBTOPICS,
     SUBSCRIPTION_FILTERS,
+    UNSHARED_FILTERS,
     Route,
     RouteKind,
     parse_topic,
@@ -78,7 +79,10 @@ def test_shared_subscription_form() -> None:
         == "$share/bridges/serenazgo/units/+/position"
     )
     shared = subscription_filters("bridges")
-    assert shared == [f"$share/bridges/{f}" for f in SUBSCRIPTION_FILTERS]
+    dji = ("thing/", "sys/")
+    assert shared == [f if f.startswith(dji) else f"$share/bridges/{f}" for f in SUBSCRIPTION_FILTERS]
+    # DJI state (topology, merged dock OSD) needs every message of a dock: never split over a group.
+    assert {f for f in shared if not f.startswith("$share/")} == UNSHARED_FILTERS
     assert subscription_filters(None) == list(SUBSCRIPTION_FILTERS)
 
 

@@ -30,7 +30,7 @@ _fromtimestamp = datetime.fromtimestamp
 JsonObject = dict[str, Any]
 
 
-def _show(value: object) -> str:
+def show_value(value: object) -> str:
     """A short, safe rendering of a bad value for a Rejection detail."""
     return repr(value)[:_MAX_SHOWN]
 
@@ -82,7 +82,9 @@ def load_object(payload: bytes) -> JsonObject | Rejection:
 
 def wrong_type(key: str, value: object, expected: str) -> Rejection:
     """Rejection for a field of the wrong JSON type."""
-    return Rejection("wrong_type", f"field {key!r} must be {expected}, got {type_name(value)} {_show(value)}")
+    return Rejection(
+        "wrong_type", f"field {key!r} must be {expected}, got {type_name(value)} {show_value(value)}"
+    )
 
 
 def missing(key: str) -> Rejection:
@@ -99,7 +101,7 @@ def as_float(key: str, value: object, allow_string: bool) -> float | Rejection:
     else:
         return wrong_type(key, value, "a number")
     if not math.isfinite(f):
-        return Rejection("wrong_type", f"field {key!r} must be a finite number, got {_show(value)}")
+        return Rejection("wrong_type", f"field {key!r} must be a finite number, got {show_value(value)}")
     return f
 
 
@@ -153,26 +155,26 @@ def parse_timestamp(key: str, value: object) -> datetime | Rejection:
         return Rejection(
             "invalid_timestamp",
             f"field {key!r} must be epoch seconds/milliseconds or an ISO-8601 string, "
-            f"got {type_name(value)} {_show(value)}",
+            f"got {type_name(value)} {show_value(value)}",
         )
     text: str = value  # type: ignore[assignment]
     if _NUMERIC_STRING.fullmatch(text):
         return epoch_to_datetime(key, float(text))
     if len(text) > _MAX_ISO_LEN:
-        return Rejection("invalid_timestamp", f"field {key!r}: {_show(text)} is not an epoch timestamp")
+        return Rejection("invalid_timestamp", f"field {key!r}: {show_value(text)} is not an epoch timestamp")
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
         return Rejection(
-            "invalid_timestamp", f"field {key!r}: {_show(text)} is neither an epoch nor ISO-8601"
+            "invalid_timestamp", f"field {key!r}: {show_value(text)} is neither an epoch nor ISO-8601"
         )
     if dt.tzinfo is None or dt.utcoffset() is None:
         # Lima is UTC-5: guessing the zone of a naive time would misplace fixes by hours.
         return Rejection(
             "invalid_timestamp",
-            f"field {key!r}: {_show(text)} has no UTC offset; add 'Z' or '+00:00'",
+            f"field {key!r}: {show_value(text)} has no UTC offset; add 'Z' or '+00:00'",
         )
     try:
         return dt.astimezone(UTC)
     except (OverflowError, ValueError):
-        return Rejection("invalid_timestamp", f"field {key!r}: {_show(text)} is out of range")
+        return Rejection("invalid_timestamp", f"field {key!r}: {show_value(text)} is out of range")

@@ -25,7 +25,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,6 +59,7 @@ from tracker.events import EventEngine
 from tracker.feed import FeedListener, no_feed
 from tracker.fleet import LiveFleet
 from tracker.incidents import IncidentService
+from tracker.model import UnitKind
 from tracker.registry import UnitRegistry
 from tracker.server_process import EmbeddedServer
 from tracker.simulation import FleetSimulation
@@ -69,6 +70,7 @@ from tracker.store.pool import open_pool
 T = TypeVar("T")
 
 DEFAULT_DEMO_DISTRICT = "Miraflores"
+DEMO_DJI_DOCKS = 2  # demo drones whose aircraft speak the DJI Cloud API from their dock
 MQTT_DEFAULT_PORT = 1883
 SHUTDOWN_BRIDGE_TIMEOUT_S = 15.0
 
@@ -429,8 +431,21 @@ class Runtime:
             district = DEFAULT_DEMO_DISTRICT
         area = load_area(self.settings.area_file(), district)
         self._area = area
+        # The demo squadron flies from the coverage docks: the first two are DJI docks whose
+        # aircraft speak the DJI Cloud API; each dock follows its drone in the coverage layers.
+        sites = [(d.lat, d.lon) for d in self._docks]
         self._simulation = FleetSimulation(
-            area, seed=self.options.seed, start=datetime.now(UTC), external_dispatch=True
+            area,
+            seed=self.options.seed,
+            start=datetime.now(UTC),
+            external_dispatch=True,
+            dji_docks=min(DEMO_DJI_DOCKS, len(sites)),
+            drone_docks=sites,
+        )
+        drones = [u.unit_id for u in self._simulation.units if u.kind is UnitKind.DRONE]
+        self._docks = tuple(
+            replace(dock, aircraft_id=drones[i]) if i < len(drones) and dock.aircraft_id is None else dock
+            for i, dock in enumerate(self._docks)
         )
         created, _existing = register_units(self.conninfo, self._simulation.units)
         return len(created)

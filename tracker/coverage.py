@@ -98,6 +98,8 @@ class CoverageAnswer:
                     "in_service": d.in_service,
                     "profile": d.profile_key,
                     "aircraft": p.name,
+                    # the drone unit the dock follows: away, busy or lost, the dock is not in service
+                    "aircraft_unit": d.aircraft_id,
                     "cruise_mps": p.cruise_mps,
                     "usable_flight_s": round(p.usable_s, 1),
                     "derating": p.derating,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -276,8 +277,13 @@ class FleetSimulation:
         incidents_per_hour: float = INCIDENTS_PER_HOUR,
         external_dispatch: bool = False,
         dji_docks: int = 0,
+        drone_docks: Sequence[tuple[float, float]] = (),
     ) -> None:
-        """``dji_docks``: the first drones sit in that many DJI docks and speak the DJI Cloud API."""
+        """``dji_docks``: the first drones sit in that many DJI docks and speak the DJI Cloud API.
+
+        ``drone_docks``: ``(lat, lon)`` of docks; drone *i* (in callsign order) takes off from and
+        returns to the *i*-th (the others from a random point of the area).
+        """
         if not 0.0 <= bad_fix_rate <= 1.0:
             raise ValueError(f"bad_fix_rate must be within 0..1, got {bad_fix_rate}")
         if start.tzinfo is None:
@@ -303,6 +309,7 @@ class FleetSimulation:
         if dji_docks < 0:
             raise ValueError(f"dji_docks must be >= 0, got {dji_docks}")
         self.dji_docks = dji_docks
+        self._drone_docks = [tuple(map(float, self.frame.to_xy(lon, lat))) for lat, lon in drone_docks]
         self._build_units()
 
     # ----- construction -------------------------------------------------------------------
@@ -352,6 +359,9 @@ class FleetSimulation:
         self.pos = np.empty((n, 2))
         for i in range(n):
             self.pos[i] = random_points(regions[i], 1, rng)[0]
+        drones = [i for i, u in enumerate(units) if u.kind is UnitKind.DRONE]
+        for i, (x, y) in zip(drones, self._drone_docks, strict=False):
+            self.pos[i] = (x, y)
         self.home = self.pos.copy()  # drones' docks; ground units' start points
         self.target = self.pos.copy()
         self.speed = np.zeros(n)

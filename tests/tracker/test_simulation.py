@@ -346,3 +346,16 @@ def test_external_dispatch_reports_incidents_and_follows_orders(miraflores) -> N
     sim.advance_to(sim.now() + timedelta(minutes=10))
     assert geodesic_m(sim.frame.to_lonlat(*sim.pos[i])[0], sim.frame.to_lonlat(*sim.pos[i])[1],
                       scene.lon, scene.lat) > 1.0, "back on patrol"  # fmt: skip
+
+
+def test_drones_take_off_from_and_belong_to_the_given_docks(miraflores) -> None:
+    docks = [(-12.1211, -77.0297), (-12.1305, -77.0365)]
+    sim = FleetSimulation(miraflores, seed=3, start=datetime(2024, 5, 20, tzinfo=UTC), drone_docks=docks)
+    drones = [u.unit_id for u in sim.units if u.kind is UnitKind.DRONE]
+    geod = Geod(ellps="WGS84")
+    for unit_id, (lat, lon) in zip(drones, docks, strict=False):
+        home_lat, home_lon = sim.home_of(unit_id)
+        assert geod.inv(lon, lat, home_lon, home_lat)[2] < 0.01  # metres
+    # Drones beyond the docks given start from a point of the area, as before.
+    lat, lon = sim.home_of(drones[-1])
+    assert shapely.Point(lon, lat).within(miraflores)

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -169,7 +169,9 @@ PX4_AUTO_SUB_MODES: dict[int, str] = {
 }
 
 
-def flight_mode(autopilot: int, vehicle_type: int, base_mode: int, custom_mode: int, system_status: int) -> str:
+def flight_mode(
+    autopilot: int, vehicle_type: int, base_mode: int, custom_mode: int, system_status: int
+) -> str:
     """The normalised flight mode (:data:`drones.telemetry.FLIGHT_MODES`) of a vehicle's HEARTBEAT.
 
     A disarmed aircraft, or one whose state is standby (or booting, calibrating,
@@ -276,9 +278,7 @@ class SystemState:
         """UTC time of ``boot_ms`` on this autopilot's clock, or None before a SYSTEM_TIME sync."""
         if self.boot_epoch_us is None:
             return None
-        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
-            microseconds=self.boot_epoch_us + boot_ms * 1000
-        )
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=self.boot_epoch_us + boot_ms * 1000)
 
     def position_ts(self) -> tuple[datetime, bool] | None:
         """``(time of the newest position, defaulted)``: measured time, or arrival time (defaulted)."""
@@ -324,7 +324,9 @@ class SystemState:
     def telemetry(self) -> DroneTelemetry:
         """The merged drone state as a :class:`DroneTelemetry` (``unit_id`` empty) at :meth:`telemetry_ts`."""
         ts, _ = self.telemetry_ts()
-        mode_code = self.custom_mode if self.custom_mode is not None and self.custom_mode <= _INT32_MAX else None
+        mode_code = (
+            self.custom_mode if self.custom_mode is not None and self.custom_mode <= _INT32_MAX else None
+        )
         return DroneTelemetry(
             "",
             ts,
@@ -492,7 +494,9 @@ def _heartbeat(dec: MavlinkDecoder, state: SystemState, msg: Any, received_at: d
     state.base_mode = msg.base_mode
     state.custom_mode = msg.custom_mode
     state.system_status = msg.system_status
-    state.flight_mode = flight_mode(msg.autopilot, msg.type, msg.base_mode, msg.custom_mode, msg.system_status)
+    state.flight_mode = flight_mode(
+        msg.autopilot, msg.type, msg.base_mode, msg.custom_mode, msg.system_status
+    )
     return True
 
 

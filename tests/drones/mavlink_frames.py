@@ -67,7 +67,9 @@ class Aircraft:
         vz: int = 150,
         hdg: int = 27_000,
     ) -> bytes:
-        return self.pack(self.mav.global_position_int_encode(boot_ms, lat, lon, alt_mm, rel_mm, vx, vy, vz, hdg))
+        return self.pack(
+            self.mav.global_position_int_encode(boot_ms, lat, lon, alt_mm, rel_mm, vx, vy, vz, hdg)
+        )
 
     def gps_raw(
         self,
@@ -79,9 +81,23 @@ class Aircraft:
     ) -> bytes:
         return self.pack(
             self.mav.gps_raw_int_encode(
-                0, fix, LAT_E7, LON_E7, 152_300, eph, 120, 500, 27_000, satellites,
-                alt_ellipsoid_mm, h_acc_mm, 0, 0, 0, 0,
-            )  # fmt: skip
+                0,
+                fix,
+                LAT_E7,
+                LON_E7,
+                152_300,
+                eph,
+                120,
+                500,
+                27_000,
+                satellites,
+                alt_ellipsoid_mm,
+                h_acc_mm,
+                0,
+                0,
+                0,
+                0,
+            )
         )
 
     def sys_status(self, battery: int = 63) -> bytes:
@@ -97,5 +113,7 @@ class Aircraft:
 
     def home(self, lat: int = HOME_LAT_E7, lon: int = HOME_LON_E7) -> bytes:
         return self.pack(
-            self.mav.home_position_encode(lat, lon, 90_800, 0.0, 0.0, 0.0, [1.0, 0.0, 0.0, 0.0], 0.0, 0.0, 0.0)
+            self.mav.home_position_encode(
+                lat, lon, 90_800, 0.0, 0.0, 0.0, [1.0, 0.0, 0.0, 0.0], 0.0, 0.0, 0.0
+            )
         )

@@ -14,7 +14,6 @@ from drones.telemetry import FLIGHT_MODE_SET
 from tests.drones.mavlink_frames import (
     ARMED_CUSTOM,
     HOME_LAT_E7,
-    MAV_AUTOPILOT_ARDUPILOTMEGA,
     MAV_AUTOPILOT_PX4,
     MAV_STATE_ACTIVE,
     MAV_STATE_STANDBY,
@@ -194,9 +193,7 @@ def test_px4_modes(modes: tuple[int, int], expected: str) -> None:
     assert decoder.systems[a.sysid].telemetry().flight_mode == expected
 
 
-@pytest.mark.parametrize(
-    ("base_mode", "status"), [(1, MAV_STATE_ACTIVE), (ARMED_CUSTOM, MAV_STATE_STANDBY)]
-)
+@pytest.mark.parametrize(("base_mode", "status"), [(1, MAV_STATE_ACTIVE), (ARMED_CUSTOM, MAV_STATE_STANDBY)])
 def test_disarmed_or_standby_is_on_the_ground(base_mode: int, status: int) -> None:
     decoder = MavlinkDecoder()
     a = Aircraft()
@@ -216,7 +213,9 @@ def test_systems_are_kept_apart() -> None:
     decoder = MavlinkDecoder()
     one, two = Aircraft(sysid=1), Aircraft(sysid=2)
     # Several frames in one datagram, as autopilots send them.
-    decoder.feed(one.position(boot_ms=1, lat=-121_000_000) + two.position(boot_ms=1, lat=-122_000_000), ARRIVAL)
+    decoder.feed(
+        one.position(boot_ms=1, lat=-121_000_000) + two.position(boot_ms=1, lat=-122_000_000), ARRIVAL
+    )
     assert decoder.systems[1].lat == -12.1
     assert decoder.systems[2].lat == -12.2
 
@@ -283,7 +282,9 @@ def test_random_bytes_never_raise(data: bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=80), st.integers(min_value=0, max_value=39), st.integers(min_value=1, max_value=255))
+@given(
+    st.binary(max_size=80), st.integers(min_value=0, max_value=39), st.integers(min_value=1, max_value=255)
+)
 def test_corrupted_frames_never_raise_and_a_valid_frame_after_them_is_read(
     junk: bytes, at: int, xor: int
 ) -> None:

@@ -290,11 +290,17 @@ class SystemState:
         return self.position_received_at, True
 
     def telemetry_ts(self) -> tuple[datetime, bool]:
-        """``(time of the newest state, defaulted)``: the newest ``time_boot_ms`` in UTC, else arrival."""
-        if self.last_boot_ms is not None:
+        """``(time of the newest state, defaulted)`` on the autopilot's clock, else the arrival time.
+
+        The newest ``time_boot_ms`` in UTC, moved on by the time that passed
+        between its arrival and the newest message's: HEARTBEAT and the battery
+        messages carry no time of their own, and a state that changed (a new
+        flight mode) must not reuse the time of the last stamped message.
+        """
+        if self.last_boot_ms is not None and self.last_boot_ms_received_at is not None:
             measured = self.wall_time(self.last_boot_ms)
             if measured is not None:
-                return measured, False
+                return measured + (self.last_seen - self.last_boot_ms_received_at), False
         return self.last_seen, True
 
     def ping(self) -> Ping | None:

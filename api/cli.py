@@ -1,4 +1,4 @@
-"""The ``serenazgo`` command line: ``up``, ``simulate``, ``bridge``, ``mavlink-gateway``, ``db …``."""
+"""The ``serenazgo`` command line: ``up``, ``simulate``, ``bridge``, ``mavlink-gateway|sim``, ``db …``."""
 
 from __future__ import annotations
 
@@ -350,6 +350,51 @@ def mavlink_gateway(
         except OSError as exc:
             raise SerenazgoError(f"cannot open {options.link}: {exc}") from exc
         console.print(f"stopped: {stats.summary()}")
+
+
+@app.command("mavlink-sim")
+def mavlink_sim(
+    to: Annotated[
+        str, typer.Option(help="where to stream: udp:HOST:PORT (a mavlink-gateway's --listen address)")
+    ] = "udp:127.0.0.1:14550",
+    sysid: Annotated[int, typer.Option(min=1, max=254, help="the aircraft's MAVLink system id")] = 1,
+    endurance: Annotated[
+        float, typer.Option(min=60.0, help="seconds from a full battery to empty while flying")
+    ] = 1200.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0.0, help="stop after this many seconds (default: never)")
+    ] = None,
+) -> None:
+    """Stream one simulated aircraft (ArduCopter-like, patrolling Miraflores from its dock) as MAVLink 2."""
+    import threading
+    from datetime import datetime
+
+    from drones.mavlink_gateway import parse_link
+    from drones.mavlink_sim import SimAircraft, SimConfig, send_forever
+
+    with _friendly_errors():
+        link = parse_link(to)
+        if link.kind == "tcp" or link.port == 0:
+            raise SerenazgoError(f"--to {to!r}: give the gateway's UDP address, e.g. udp:127.0.0.1:14550")
+    sim = SimAircraft(SimConfig(sysid=sysid, endurance_s=endurance), datetime.now(UTC))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    result: list[int] = []
+    sender = threading.Thread(
+        target=lambda: result.append(send_forever(sim, link.host, link.port, stop, duration)), daemon=True
+    )
+    console.print(f"MAVLink 2 aircraft sysid {sysid} → udp:{link.host}:{link.port}  (Ctrl-C to stop)")
+    sender.start()
+    with Live(console=console, refresh_per_second=2, transient=False) as live:
+        while sender.is_alive():
+            sender.join(0.5)
+            lat, lon = sim.lat_lon()
+            live.update(
+                f"{sim.phase:<10} battery {sim.battery:5.1f} %  {sim.up:5.1f} m above home  "
+                f"{lat:.5f}, {lon:.5f}"
+            )
+    console.print(f"stopped: {result[0] if result else 0} datagrams sent")
 
 
 def _mavlink_units(database_url: str | None) -> dict[int, str]:

@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
@@ -31,8 +32,13 @@ from tracker.simulation import GROUND_ALT_M
 # along the malecón and back through the centre of the district, inside its boundary.
 DEFAULT_HOME = (-12.1211, -77.0297)  # lat, lon
 DEFAULT_PATROL_M: tuple[tuple[float, float], ...] = (
-    (-450.0, -250.0), (-900.0, -650.0), (-300.0, -1000.0), (500.0, -600.0), (600.0, 100.0), (0.0, 350.0),
-)  # fmt: skip
+    (-450.0, -250.0),
+    (-900.0, -650.0),
+    (-300.0, -1000.0),
+    (500.0, -600.0),
+    (600.0, 100.0),
+    (0.0, 350.0),
+)
 
 STEP_S = 0.2  # GLOBAL_POSITION_INT at 5 Hz
 COPTER_AUTO, COPTER_RTL, COPTER_LAND = 3, 6, 9  # ArduCopter custom_mode numbers
@@ -156,19 +162,8 @@ class SimAircraft:
         mav = self._mav
         boot_ms = round(self.t * 1000)
         lat, lon = self.lat_lon()
-        msgs = [
-            mav.global_position_int_encode(
-                boot_ms,
-                round(lat * 1e7),
-                round(lon * 1e7),
-                round((self.config.home_alt_msl_m + self.up) * 1000),
-                round(self.up * 1000),
-                round(self.v_north * 100),
-                round(self.v_east * 100),
-                round(-self.v_up * 100),  # MAVLink's vz is positive down
-                round(self.heading * 100) % 36000,
-            )
-        ]
+        # The 1 Hz messages first: SYSTEM_TIME before the first position lets it carry its own time.
+        msgs: list[Any] = []
         once_a_second = max(1, round(1.0 / dt))
         if self._ticks % once_a_second == 1 or once_a_second == 1:
             base_mode, custom_mode, status = self._mode()
@@ -186,39 +181,46 @@ class SimAircraft:
                     0, 0, 0, 2500, [3900] * 4 + [65535] * 6, 1_500, -1, -1, pct, remaining, 0
                 ),
                 mav.gps_raw_int_encode(
-                    boot_ms * 1000,
-                    3,
-                    round(lat * 1e7),
-                    round(lon * 1e7),
-                    0,
-                    80,
-                    120,
-                    0,
-                    0,
-                    16,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
+                    time_usec=boot_ms * 1000,
+                    fix_type=3,
+                    lat=round(lat * 1e7),
+                    lon=round(lon * 1e7),
+                    alt=round((self.config.home_alt_msl_m + self.up) * 1000),
+                    eph=80,
+                    epv=120,
+                    vel=round(math.hypot(self.v_east, self.v_north) * 100),
+                    cog=round(self.heading * 100),
+                    satellites_visible=16,
                 ),
             ]
         if self._ticks % (10 * once_a_second) == 1:
             msgs.append(
                 mav.home_position_encode(
-                    round(self.config.home_lat * 1e7),
-                    round(self.config.home_lon * 1e7),
-                    round(self.config.home_alt_msl_m * 1000),
-                    0.0,
-                    0.0,
-                    0.0,
-                    [1.0, 0.0, 0.0, 0.0],
-                    0.0,
-                    0.0,
-                    0.0,
+                    latitude=round(self.config.home_lat * 1e7),
+                    longitude=round(self.config.home_lon * 1e7),
+                    altitude=round(self.config.home_alt_msl_m * 1000),
+                    x=0.0,
+                    y=0.0,
+                    z=0.0,
+                    q=[1.0, 0.0, 0.0, 0.0],
+                    approach_x=0.0,
+                    approach_y=0.0,
+                    approach_z=0.0,
                 )
             )
+        msgs.append(
+            mav.global_position_int_encode(
+                boot_ms,
+                round(lat * 1e7),
+                round(lon * 1e7),
+                round((self.config.home_alt_msl_m + self.up) * 1000),
+                round(self.up * 1000),
+                round(self.v_north * 100),
+                round(self.v_east * 100),
+                round(-self.v_up * 100),  # MAVLink's vz is positive down
+                round(self.heading * 100) % 36000,
+            )
+        )
         return [bytes(m.pack(mav)) for m in msgs]
 
 

@@ -1,0 +1,142 @@
+"""``serenazgo mavlink-sim`` → ``serenazgo mavlink-gateway`` → a real Mosquitto, as a user runs them."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from mqtt_bridge.broker import EmbeddedBroker
+from mqtt_bridge.codecs import decode_message
+from tests.fixtures.mosquitto import TestNames
+from tracker.model import Decoded
+
+pytestmark = pytest.mark.integration
+
+SERENAZGO = Path(sys.executable).with_name("serenazgo")
+WAIT_S = 60.0
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Subscriber:
+    """Collects every message under serenazgo/units/ on the test's broker."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self._client.on_message = self._on_message
+        self._client.connect("127.0.0.1", port)
+        self._client.subscribe("serenazgo/units/#", qos=1)
+        self._client.loop_start()
+
+    def _on_message(self, _client: object, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload)))
+
+    def on(self, topic: str) -> list[bytes]:
+        with self._lock:
+            return [p for t, p in self.messages if t == topic]
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def spawn(procs: list[subprocess.Popen[str]], *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")}
+    base.update(COLUMNS="200", NO_COLOR="1", **env)
+    proc = subprocess.Popen(
+        [str(SERENAZGO), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base
+    )
+    procs.append(proc)
+    return proc
+
+
+def wait_for(what: str, check: object) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_the_simulated_aircraft_reaches_the_broker_through_the_gateway_and_both_stop_cleanly(
+    mqtt_broker: EmbeddedBroker, test_names: TestNames, processes: list[subprocess.Popen[str]]
+) -> None:
+    port = free_udp_port()
+    unit_id = test_names.unit("dron")
+    sub = Subscriber(mqtt_broker.port, test_names.client("sub"))
+    try:
+        gateway = spawn(
+            processes,
+            "mavlink-gateway",
+            "--listen", f"udp:127.0.0.1:{port}",
+            "--unit", f"3={unit_id}",
+            "--client-id", test_names.client("gw"),
+            env={"SERENAZGO_MQTT_URL": mqtt_broker.url or ""},
+        )  # fmt: skip
+        sim = spawn(processes, "mavlink-sim", "--to", f"udp:127.0.0.1:{port}", "--sysid", "3", env={})
+        position_topic = f"serenazgo/units/{unit_id}/position"
+        drone_topic = f"serenazgo/units/{unit_id}/drone"
+        wait_for(
+            "positions and drone state", lambda: len(sub.on(position_topic)) >= 4 and sub.on(drone_topic)
+        )
+    finally:
+        sub.close()
+
+    now = datetime.now(UTC)
+    times = []
+    for payload in sub.on(position_topic):
+        # The simulator sends SYSTEM_TIME first: every position carries the aircraft's own time.
+        assert "ts" in orjson.loads(payload)
+        decoded = decode_message(position_topic, payload, now)
+        assert isinstance(decoded, Decoded), decoded
+        times.append(decoded.pings[0].ts)
+    # At most 2 positions a second (the default) on the aircraft's clock, though it streams 5.
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.5 - 1e-6
+    drone = decode_message(drone_topic, sub.on(drone_topic)[-1], now)
+    assert isinstance(drone, Decoded)
+    t = drone.telemetry[0]
+    assert t.flight_mode in {"on_ground", "mission"}  # on its dock for 5 s, then taking off in AUTO
+    assert (t.home_lat, t.home_lon) == (-12.1211, -77.0297)  # drones.mavlink_sim.DEFAULT_HOME
+    assert t.gps_fix == 3
+    assert t.battery_pct is not None and t.battery_pct > 90
+
+    for proc in (sim, gateway):
+        proc.send_signal(signal.SIGTERM)
+    _sim_out, sim_err = sim.communicate(timeout=WAIT_S)
+    gw_out, gw_err = gateway.communicate(timeout=WAIT_S)
+    assert sim.returncode == 0, sim_err
+    assert gateway.returncode == 0, gw_err
+    assert "stopped:" in gw_out
+    assert "1 aircraft" in gw_out

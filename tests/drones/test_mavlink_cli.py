@@ -107,24 +107,30 @@ def test_the_simulated_aircraft_reaches_the_broker_through_the_gateway_and_both_
         sim = spawn(processes, "mavlink-sim", "--to", f"udp:127.0.0.1:{port}", "--sysid", "3", env={})
         position_topic = f"serenazgo/units/{unit_id}/position"
         drone_topic = f"serenazgo/units/{unit_id}/drone"
+        # HOME_POSITION comes every 10 s: the gateway may have started after the first one.
         wait_for(
-            "positions and drone state", lambda: len(sub.on(position_topic)) >= 4 and sub.on(drone_topic)
+            "positions and a drone state with its home",
+            lambda: len(sub.on(position_topic)) >= 6 and any(b"home" in p for p in sub.on(drone_topic)),
         )
     finally:
         sub.close()
 
     now = datetime.now(UTC)
+    bodies = [orjson.loads(p) for p in sub.on(position_topic)]
+    # Until the gateway has seen a SYSTEM_TIME (1 Hz; the simulator may have started first) a
+    # position leaves ts to the bridge; from the first sync on, each carries the aircraft's own time.
+    synced = next(i for i, body in enumerate(bodies) if "ts" in body)
+    assert all("ts" in body for body in bodies[synced:])
     times = []
-    for payload in sub.on(position_topic):
-        # The simulator sends SYSTEM_TIME first: every position carries the aircraft's own time.
-        assert "ts" in orjson.loads(payload)
+    for payload in sub.on(position_topic)[synced:]:
         decoded = decode_message(position_topic, payload, now)
         assert isinstance(decoded, Decoded), decoded
         times.append(decoded.pings[0].ts)
     # At most 2 positions a second (the default) on the aircraft's clock, though it streams 5.
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 0.5 - 1e-6
-    drone = decode_message(drone_topic, sub.on(drone_topic)[-1], now)
+    with_home = [p for p in sub.on(drone_topic) if b"home" in p]
+    drone = decode_message(drone_topic, with_home[-1], now)
     assert isinstance(drone, Decoded)
     t = drone.telemetry[0]
     assert t.flight_mode in {"on_ground", "mission"}  # on its dock for 5 s, then taking off in AUTO

@@ -16,9 +16,10 @@ has one path for every protocol.
 * Unit ids: ``--unit SYSID=UNIT`` first, then units registered with the
   external id ``{"mavlink": "<sysid>"}`` (read from the database at start when
   one is configured), else the derived ``mav.<sysid>``.
-* Rate: autopilots stream GLOBAL_POSITION_INT at 5-10 Hz; positions are
-  published at most ``position_hz`` per system (2 by default) and drone state
-  at most ``drone_hz`` (1), each the newest known when it falls due.
+* Rate: autopilots stream GLOBAL_POSITION_INT at 5-10 Hz; a position is
+  published when it is at least ``1/position_hz`` after the last one published
+  (2 Hz by default: every 0.5 s of a 10 Hz stream, every 0.6 s of a 5 Hz one),
+  drone state likewise at most ``drone_hz`` (1), on the aircraft's clock.
 * Time: a payload's ``ts`` is the autopilot's own (SYSTEM_TIME sync); before a
   sync it is left out, so the bridge stamps the receive time and flags it.
 * Bad input (garbage, CRC errors, truncated frames, implausible values) is

@@ -366,35 +366,36 @@ def mavlink_sim(
     ] = None,
 ) -> None:
     """Stream one simulated aircraft (ArduCopter-like, patrolling Miraflores from its dock) as MAVLink 2."""
-    import threading
     from datetime import datetime
 
     from drones.mavlink_gateway import parse_link
-    from drones.mavlink_sim import SimAircraft, SimConfig, send_forever
+    from drones.mavlink_sim import SimAircraft, SimConfig, stream_to
 
     with _friendly_errors():
         link = parse_link(to)
         if link.kind == "tcp" or link.port == 0:
             raise SerenazgoError(f"--to {to!r}: give the gateway's UDP address, e.g. udp:127.0.0.1:14550")
     sim = SimAircraft(SimConfig(sysid=sysid, endurance_s=endurance), datetime.now(UTC))
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    result: list[int] = []
-    sender = threading.Thread(
-        target=lambda: result.append(send_forever(sim, link.host, link.port, stop, duration)), daemon=True
-    )
     console.print(f"MAVLink 2 aircraft sysid {sysid} → udp:{link.host}:{link.port}  (Ctrl-C to stop)")
-    sender.start()
-    with Live(console=console, refresh_per_second=2, transient=False) as live:
-        while sender.is_alive():
-            sender.join(0.5)
-            lat, lon = sim.lat_lon()
-            live.update(
-                f"{sim.phase:<10} battery {sim.battery:5.1f} %  {sim.up:5.1f} m above home  "
-                f"{lat:.5f}, {lon:.5f}"
-            )
-    console.print(f"stopped: {result[0] if result else 0} datagrams sent")
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(stream_to(sim, link.host, link.port, stop, duration))
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            while not task.done():
+                await asyncio.wait([task], timeout=0.5)
+                lat, lon = sim.lat_lon()
+                live.update(
+                    f"{sim.phase:<10} battery {sim.battery:5.1f} %  {sim.up:5.1f} m above home  "
+                    f"{lat:.5f}, {lon:.5f}"
+                )
+        return await task
+
+    sent = asyncio.run(main())
+    console.print(f"stopped: {sent} datagrams sent")
 
 
 def _mavlink_units(database_url: str | None) -> dict[int, str]:

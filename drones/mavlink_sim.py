@@ -9,15 +9,17 @@ the patrol loop, return (RTL) when the battery reaches the reserve, land
 on a telemetry link: GLOBAL_POSITION_INT at 5 Hz; HEARTBEAT, SYSTEM_TIME,
 SYS_STATUS, BATTERY_STATUS and GPS_RAW_INT at 1 Hz; HOME_POSITION every 10 s.
 
-:func:`send_forever` sends one datagram per step to a gateway
-(``serenazgo mavlink-sim --to udp:127.0.0.1:14550``), in real time.
+:func:`stream_to` sends one datagram per step to a gateway in real time
+(``serenazgo mavlink-sim --to udp:127.0.0.1:14550``); :func:`fly_through_gateway`
+runs a gateway of its own on a free local port and streams into it, which is
+how the demo flies one aircraft over MAVLink (UDP → gateway → MQTT → bridge).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,7 +27,9 @@ from typing import Any
 
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
+from drones.mavlink_gateway import GatewayOptions, GatewayStats, LinkSpec, run_gateway
 from geo.local_frame import LocalFrame
+from tracker.config import MqttTarget
 from tracker.simulation import GROUND_ALT_M
 
 # Home: a dock by Parque Kennedy, Miraflores; the patrol loop (metres east, north of home) runs
@@ -224,25 +228,59 @@ class SimAircraft:
         return [bytes(m.pack(mav)) for m in msgs]
 
 
-def send_forever(
-    sim: SimAircraft,
-    host: str,
-    port: int,
-    stop: threading.Event,
-    duration_s: float | None = None,
+class _Sender(asyncio.DatagramProtocol):
+    def error_received(self, exc: Exception) -> None:
+        pass  # nobody listening yet (ICMP unreachable): an autopilot keeps streaming regardless
+
+
+async def stream_to(
+    sim: SimAircraft, host: str, port: int, stop: asyncio.Event, duration_s: float | None = None
 ) -> int:
     """Send ``sim``'s frames to ``host:port`` over UDP in real time, a datagram per step; return the count."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(_Sender, remote_addr=(host, port))
     sent = 0
     deadline = time.monotonic() + duration_s if duration_s is not None else math.inf
     next_at = time.monotonic()
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    try:
         while not stop.is_set() and time.monotonic() < deadline:
-            datagram = b"".join(sim.step(STEP_S))
-            try:
-                sock.sendto(datagram, (host, port))
-                sent += 1
-            except OSError:
-                pass  # nobody listening yet (ICMP unreachable): an autopilot keeps streaming regardless
+            transport.sendto(b"".join(sim.step(STEP_S)))
+            sent += 1
             next_at += STEP_S
-            stop.wait(max(0.0, next_at - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, next_at - time.monotonic()))
+    finally:
+        transport.close()
     return sent
+
+
+async def fly_through_gateway(
+    sim: SimAircraft,
+    target: MqttTarget,
+    unit_id: str,
+    stop: asyncio.Event,
+    client_id: str = "serenazgo-demo-mavlink",
+    stats: GatewayStats | None = None,
+) -> GatewayStats:
+    """Run a gateway on a free local UDP port and stream ``sim`` into it until ``stop`` (the demo's aircraft).
+
+    The aircraft publishes as ``unit_id`` (register it as a drone with the
+    external id ``{"mavlink": "<sysid>"}``); its frames take the same path as a
+    real ground station's: UDP → gateway → MQTT → bridge.
+    """
+    stats = stats or GatewayStats()
+    options = GatewayOptions(
+        LinkSpec("udpin", "127.0.0.1", 0), units={sim.config.sysid: unit_id}, client_id=client_id
+    )
+    gateway_stop = asyncio.Event()
+    gateway = asyncio.create_task(run_gateway(options, target, gateway_stop, stats), name="mavlink gateway")
+    try:
+        # The gateway reports the port it bound (0 asked: a free one) in its stats; a few ms.
+        while not stats.listening and not gateway.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        if not gateway.done():
+            await stream_to(sim, "127.0.0.1", int(stats.listening.rsplit(":", 1)[1]), stop)
+    finally:
+        gateway_stop.set()
+        await gateway
+    return stats

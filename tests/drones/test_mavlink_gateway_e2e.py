@@ -7,12 +7,16 @@ times the autopilot measured them (SYSTEM_TIME), not when they arrived.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from drones.mavlink_gateway import GatewayOptions, LinkSpec
+from drones.mavlink_gateway import GatewayOptions, GatewayStats, LinkSpec
+from drones.mavlink_sim import SimAircraft, SimConfig, fly_through_gateway
 from tests.drones.gateway_runner import GatewayThread
 from tests.drones.mavlink_frames import Aircraft
 from tests.mqtt_bridge.ingest_rig import IngestRig
@@ -159,3 +163,47 @@ def test_an_unmapped_system_publishes_as_its_derived_unit_and_without_a_clock_th
     assert unit_id == "mav.42"
     assert flags & PingFlag.TS_DEFAULTED
     assert ts >= before - timedelta(seconds=1)  # the receive time, not 5 s after 1970
+
+
+def test_the_demo_aircraft_flies_through_its_own_gateway_into_storage(ingest: IngestRig) -> None:
+    unit_id = ingest.names.unit("mav")
+    ingest.add_units([Unit(unit_id, UnitKind.DRONE, external_ids={"mavlink": "1"})])
+    bridge = ingest.bridge()
+    assert ingest.broker.url is not None
+    target = parse_mqtt_url(ingest.broker.url)
+    sim = SimAircraft(SimConfig(sysid=1), datetime.now(UTC))
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    stats = GatewayStats()
+    runner = threading.Thread(
+        target=lambda: loop.run_until_complete(
+            fly_through_gateway(sim, target, unit_id, stop, ingest.names.client("demo"), stats)
+        ),
+        daemon=True,
+    )
+    runner.start()
+    try:
+        ingest.wait_rows(4)
+        ingest.wait_for(
+            "the aircraft's drone state in the LiveFleet",
+            lambda: (
+                (s := bridge.fleet.get(unit_id)) is not None and s.drone is not None and s.fix is not None
+            ),
+        )
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        runner.join(30)
+    assert not runner.is_alive()
+    state = bridge.fleet.get(unit_id)
+    assert state is not None and state.drone is not None and state.fix is not None
+    assert state.drone.flight_mode in {"on_ground", "mission"}  # 5 s on its dock, then taking off
+    assert state.drone.home_lat == pytest.approx(sim.config.home_lat)
+    # Still at or just above its dock: the first seconds of the cycle.
+    assert state.fix.lat == pytest.approx(sim.config.home_lat, abs=1e-4)
+    assert state.fix.lon == pytest.approx(sim.config.home_lon, abs=1e-4)
+    assert stats.positions >= 4
+    assert sum(stats.rejected.values()) == 0
+    # Every stored fix carries the aircraft's own time, at most 2 a second.
+    rows = ingest.query("SELECT ts, flags FROM positions WHERE unit_id = %s ORDER BY ts", unit_id)
+    assert all(flags & PingFlag.TS_DEFAULTED == 0 for _, flags in rows)
+    assert all((b - a).total_seconds() >= 0.5 for (a, _), (b, _) in itertools.pairwise(rows))

@@ -1,4 +1,4 @@
-"""Runs the MAVLink gateway in a thread of its own (its own event loop) for the integration tests."""
+"""For the gateway integration tests: the gateway in a thread of its own, and an MQTT subscriber."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import asyncio
 import socket
 import threading
 import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from drones.mavlink_gateway import GatewayOptions, GatewayStats, run_gateway
 from tracker.config import MqttTarget
@@ -64,3 +67,28 @@ class GatewayThread:
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
+
+
+class Subscriber:
+    """Collects every message under serenazgo/units/ on the test's broker."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self._client.on_message = self._on_message
+        self._client.connect("127.0.0.1", port)
+        self._client.subscribe("serenazgo/units/#", qos=1)
+        self._client.loop_start()
+
+    def _on_message(self, _client: object, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload)))
+
+    def on(self, topic: str) -> list[bytes]:
+        with self._lock:
+            return [p for t, p in self.messages if t == topic]
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()

@@ -8,19 +8,17 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from mqtt_bridge.broker import EmbeddedBroker
 from mqtt_bridge.codecs import decode_message
+from tests.drones.gateway_runner import Subscriber
 from tests.fixtures.mosquitto import TestNames
 from tracker.model import Decoded
 
@@ -34,31 +32,6 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class Subscriber:
-    """Collects every message under serenazgo/units/ on the test's broker."""
-
-    def __init__(self, port: int, client_id: str) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self._lock = threading.Lock()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-        self._client.on_message = self._on_message
-        self._client.connect("127.0.0.1", port)
-        self._client.subscribe("serenazgo/units/#", qos=1)
-        self._client.loop_start()
-
-    def _on_message(self, _client: object, _userdata: object, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.messages.append((msg.topic, bytes(msg.payload)))
-
-    def on(self, topic: str) -> list[bytes]:
-        with self._lock:
-            return [p for t, p in self.messages if t == topic]
-
-    def close(self) -> None:
-        self._client.loop_stop()
-        self._client.disconnect()
 
 
 @pytest.fixture

@@ -64,7 +64,6 @@ MAV_MODE_FLAG_MANUAL_INPUT_ENABLED = 64
 MAV_MODE_FLAG_SAFETY_ARMED = 128
 # MAV_STATE values in which the aircraft is not flying whatever its mode says.
 _GROUND_STATES = frozenset({0, 1, 2, 3, 7})  # UNINIT, BOOT, CALIBRATING, STANDBY, POWEROFF
-MAV_STATE_FLIGHT_TERMINATION = 8
 # MAV_TYPE values that fly ArduPlane (fixed wing and the VTOL family) rather than ArduCopter.
 _PLANE_TYPES = frozenset({1, 16, 19, 20, 21, 22, 23, 24, 25})
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drones.mavlink import UERE_M, MavlinkDecoder, MavlinkUpdate
-from drones.telemetry import FLIGHT_MODE_SET
+from drones.telemetry import FLIGHT_MODE_SET, check_telemetry
 from tests.drones.mavlink_frames import (
     ARMED_CUSTOM,
     HOME_LAT_E7,
@@ -300,3 +300,59 @@ def test_corrupted_frames_never_raise_and_a_valid_frame_after_them_is_read(
     # 300 bytes outlast any frame (280 at most) a corrupted header may have announced.
     assert results[-1] == MavlinkUpdate(a.sysid, "GLOBAL_POSITION_INT", ARRIVAL)
     assert decoder.systems[a.sysid].position_boot_ms == 6
+
+
+int32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
+int16 = st.integers(min_value=-(2**15), max_value=2**15 - 1)
+uint16 = st.integers(min_value=0, max_value=2**16 - 1)
+uint32 = st.integers(min_value=0, max_value=2**32 - 1)
+uint8 = st.integers(min_value=0, max_value=255)
+KNOWN_REASONS = {
+    "lat_out_of_range", "lon_out_of_range", "alt_msl_m_out_of_range", "alt_takeoff_m_out_of_range",
+    "vertical_speed_mps_out_of_range", "battery_pct_out_of_range", "remaining_flight_s_out_of_range",
+    "gps_fix_out_of_range", "home_lat_out_of_range", "home_lon_out_of_range", "alt_ellipsoid_m_out_of_range",
+}  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    position=st.tuples(uint32, int32, int32, int32, int32, int16, int16, int16, uint16),
+    gps=st.tuples(uint8, uint16, uint8, int32, uint32),
+    battery=st.tuples(
+        st.integers(min_value=-128, max_value=127), st.integers(min_value=-(2**31), max_value=2**31 - 1)
+    ),
+    heartbeat=st.tuples(uint8, uint8, uint8, uint32, uint8),
+    home=st.tuples(int32, int32),
+)
+def test_any_field_values_decode_or_are_refused_with_a_known_reason(
+    position: tuple[int, ...],
+    gps: tuple[int, int, int, int, int],
+    battery: tuple[int, int],
+    heartbeat: tuple[int, int, int, int, int],
+    home: tuple[int, int],
+) -> None:
+    a = Aircraft()
+    mav = a.mav
+    fix, eph, sats, ellipsoid, h_acc = gps
+    frames = [
+        a.pack(mav.heartbeat_encode(*heartbeat)),
+        a.pack(mav.global_position_int_encode(*position)),
+        a.pack(mav.gps_raw_int_encode(0, fix, 0, 0, 0, eph, 0, 0, 0, sats, ellipsoid, h_acc % 2**32)),
+        a.pack(mav.battery_status_encode(0, 0, 0, 0, [0] * 10, 0, 0, 0, battery[0], battery[1])),
+        a.home(*home),
+    ]
+    decoder = MavlinkDecoder()
+    for frame in frames:
+        for result in decoder.feed(frame, ARRIVAL):
+            if isinstance(result, Rejection):
+                assert result.reason in KNOWN_REASONS, result
+    state = decoder.systems.get(a.sysid)
+    if state is not None:
+        t = state.telemetry()
+        assert t.flight_mode is None or t.flight_mode in FLIGHT_MODE_SET
+        assert check_telemetry(t) is None  # what was merged is always storable
+        ping = state.ping()
+        if ping is not None:
+            assert -90 <= ping.lat <= 90 and -180 <= ping.lon <= 180
+            assert ping.heading is None or 0 <= ping.heading < 360
+            assert ping.accuracy is None or ping.accuracy >= 0

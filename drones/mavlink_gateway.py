@@ -426,20 +426,48 @@ async def _run_tcp(gateway: Gateway, stop: asyncio.Event) -> None:
                 await writer.wait_closed()
 
 
-async def _publish_loop(
-    gateway: Gateway, target: MqttTarget, stop: asyncio.Event, drain_s: float, max_backoff_s: float
+async def _until_disconnected(client: aiomqtt.Client) -> None:
+    async for _ in client.messages:
+        pass
+
+
+async def _publish_connected(
+    gateway: Gateway, client: aiomqtt.Client, stop: asyncio.Event, lost: asyncio.Future[None]
 ) -> None:
-    """Publish the queue with QoS 1, reconnecting with backoff; on stop, drain for ``drain_s``."""
+    """Publish the queue on one connection until ``stop`` finds it empty; raise MqttError if it drops."""
     stats = gateway.stats
     queue = gateway.queue
-    attempt = 0
-    drain_deadline: float | None = None
-    tls = ssl.create_default_context() if target.tls else None
     while True:
-        if stop.is_set():
-            drain_deadline = drain_deadline or time.monotonic() + drain_s
-            if not queue or time.monotonic() >= drain_deadline:
+        if lost.done():
+            lost.result()  # raises the MqttError of the dropped connection
+        if not queue:
+            if stop.is_set():
                 return
+            gateway.ready.clear()
+            waiter = asyncio.ensure_future(gateway.ready.wait())
+            stopping = asyncio.ensure_future(stop.wait())
+            pending: set[asyncio.Future[Any]] = {waiter, stopping, lost}
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopping.cancel()
+            continue
+        topic, payload = queue[0]
+        await client.publish(topic, payload, qos=1, timeout=10.0)
+        queue.popleft()  # only once the broker has acknowledged it
+        if topic.endswith("/position"):
+            stats.positions += 1
+        else:
+            stats.drone += 1
+
+
+async def _publish_loop(
+    gateway: Gateway, target: MqttTarget, stop: asyncio.Event, max_backoff_s: float
+) -> None:
+    """Publish the queue with QoS 1, reconnecting with backoff, until ``stop`` finds it empty."""
+    stats = gateway.stats
+    attempt = 0
+    tls = ssl.create_default_context() if target.tls else None
+    while not (stop.is_set() and not gateway.queue):
         try:
             async with aiomqtt.Client(
                 target.host,
@@ -452,28 +480,13 @@ async def _publish_loop(
             ) as client:
                 stats.connected = True
                 attempt = 0
-                while True:
-                    if not queue:
-                        if stop.is_set():
-                            return
-                        gateway.ready.clear()
-                        waiter = asyncio.ensure_future(gateway.ready.wait())
-                        stopping = asyncio.ensure_future(stop.wait())
-                        await asyncio.wait({waiter, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                        waiter.cancel()
-                        stopping.cancel()
-                        continue
-                    if stop.is_set() and drain_deadline is None:
-                        drain_deadline = time.monotonic() + drain_s
-                    if drain_deadline is not None and time.monotonic() >= drain_deadline:
-                        return
-                    topic, payload = queue[0]
-                    await client.publish(topic, payload, qos=1, timeout=30.0)
-                    queue.popleft()  # only once the broker has acknowledged it
-                    if topic.endswith("/position"):
-                        stats.positions += 1
-                    else:
-                        stats.drone += 1
+                # Nothing is subscribed, so the message iterator only ever ends by raising
+                # MqttError when the connection drops: an idle gateway notices at once.
+                lost = asyncio.ensure_future(_until_disconnected(client))
+                try:
+                    await _publish_connected(gateway, client, stop, lost)
+                finally:
+                    lost.cancel()
         except aiomqtt.MqttError as exc:
             stats.connected = False
             stats.last_error = f"broker: {exc}"
@@ -482,9 +495,11 @@ async def _publish_loop(
             log.warning("mavlink gateway: broker %s:%s unavailable (%s); retrying in %.1f s",
                         target.host, target.port, exc, delay)  # fmt: skip
             if stop.is_set():
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                # Draining: keep the backoff (run_gateway ends the drain after drain_s).
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
         finally:
             stats.connected = False
 
@@ -508,7 +523,7 @@ async def run_gateway(
     )
     link_stop = asyncio.Event()
     link_task = asyncio.ensure_future(link_runner(gateway, link_stop))
-    publish_task = asyncio.ensure_future(_publish_loop(gateway, target, stop, drain_s, max_backoff_s))
+    publish_task = asyncio.ensure_future(_publish_loop(gateway, target, stop, max_backoff_s))
     try:
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({stopping, link_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -521,7 +536,15 @@ async def run_gateway(
         with contextlib.suppress(Exception):
             await link_task
         stop.set()
-        await publish_task
+        # What is queued goes out if the broker takes it within drain_s; the rest is reported.
+        await asyncio.wait({publish_task}, timeout=drain_s)
+        if not publish_task.done():
+            publish_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publish_task
+        if gateway.queue:
+            gateway.stats.dropped += len(gateway.queue)
+            log.warning("mavlink gateway: %d messages not delivered at stop", len(gateway.queue))
     log.info("mavlink gateway stopped: %s", gateway.stats.summary())
     return gateway.stats
 

@@ -67,6 +67,8 @@ class GatewayThread:
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError("the gateway did not stop")
 
 
 class Subscriber:

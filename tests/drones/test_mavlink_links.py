@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -94,3 +95,39 @@ def test_udpout_link_heartbeats_to_the_autopilot_and_reads_its_replies(
             assert set(gateway.stats.systems) == {7}
         finally:
             gateway.stop()
+
+
+@pytest.mark.fault
+def test_while_the_broker_is_away_messages_wait_and_go_out_when_it_is_back(
+    mqtt_broker: EmbeddedBroker, test_names: TestNames
+) -> None:
+    assert mqtt_broker.url is not None
+    options = GatewayOptions(
+        LinkSpec("udpin", "127.0.0.1", 0), position_hz=1000.0, client_id=test_names.client("gw")
+    )
+    gateway = GatewayThread(options, parse_mqtt_url(mqtt_broker.url)).start()
+    a = Aircraft(sysid=7)
+    try:
+        # Synced, so the positions below are 0.1 s apart on the aircraft's clock however fast they come.
+        gateway.send(a.system_time(datetime.now(UTC) - timedelta(minutes=1), 0), a.position(boot_ms=1_000))
+        wait_for("the first position acknowledged", lambda: gateway.stats.positions == 1)
+        mqtt_broker.stop()
+        wait_for("the gateway to notice", lambda: not gateway.stats.connected)
+        gateway.send(*(a.position(boot_ms=2_000 + 100 * k) for k in range(20)))
+        wait_for("20 positions decoded", lambda: gateway.stats.updates == 22)
+        assert gateway.stats.positions == 1  # nothing can be acknowledged now
+        mqtt_broker.start()
+        wait_for("the queued positions acknowledged", lambda: gateway.stats.positions == 21)
+        assert gateway.stats.dropped == 0
+        assert gateway.stats.last_error.startswith("broker:")  # the outage was noticed, not hidden
+
+        # Stopped while the broker is away: it gives up after its drain time and says what it lost.
+        mqtt_broker.stop()
+        wait_for("the gateway to notice again", lambda: not gateway.stats.connected)
+        gateway.send(*(a.position(boot_ms=5_000 + 100 * k) for k in range(5)))
+        wait_for("5 more positions decoded", lambda: gateway.stats.updates == 27)
+    finally:
+        gateway.stop()
+    assert gateway.error is None
+    assert gateway.stats.dropped >= 5
+    assert gateway.stats.positions == 21

@@ -14,13 +14,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import psycopg
 import pytest
 
 from mqtt_bridge.broker import EmbeddedBroker
 from mqtt_bridge.codecs import decode_message
 from tests.drones.gateway_runner import Subscriber
 from tests.fixtures.mosquitto import TestNames
-from tracker.model import Decoded
+from tracker.model import Decoded, Unit, UnitKind
+from tracker.store.units import create_unit_sync
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +121,37 @@ def test_the_simulated_aircraft_reaches_the_broker_through_the_gateway_and_both_
     assert gateway.returncode == 0, gw_err
     assert "stopped:" in gw_out
     assert "1 aircraft" in gw_out
+
+
+def test_the_gateway_finds_units_by_their_registered_sysid_and_refuses_bad_options(
+    mqtt_broker: EmbeddedBroker, pg_url: str, test_names: TestNames, processes: list[subprocess.Popen[str]]
+) -> None:
+    unit_id = test_names.unit("registered")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        create_unit_sync(conn, Unit(unit_id, UnitKind.DRONE, external_ids={"mavlink": "5"}))
+    port = free_udp_port()
+    sub = Subscriber(mqtt_broker.port, test_names.client("sub"))
+    try:
+        gateway = spawn(
+            processes,
+            "mavlink-gateway", "--listen", f"udp:127.0.0.1:{port}", "--client-id", test_names.client("gw"),
+            env={"SERENAZGO_MQTT_URL": mqtt_broker.url or "", "SERENAZGO_DATABASE_URL": pg_url},
+        )  # fmt: skip
+        sim = spawn(processes, "mavlink-sim", "--to", f"udp:127.0.0.1:{port}", "--sysid", "5", env={})
+        wait_for("a position as the registered unit", lambda: sub.on(f"serenazgo/units/{unit_id}/position"))
+    finally:
+        sub.close()
+    for proc in (sim, gateway):
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        proc.communicate(timeout=WAIT_S)
+        assert proc.returncode == 0
+
+    for args, says in (
+        (["--listen", "serial:/dev/ttyACM0"], "--listen"),
+        (["--unit", "5=bad id"], "--unit"),
+        (["--unit", "300=dron"], "SYSID 1-255"),
+    ):
+        bad = spawn(processes, "mavlink-gateway", *args, env={"SERENAZGO_MQTT_URL": "mqtt://127.0.0.1:1"})
+        out, err = bad.communicate(timeout=WAIT_S)
+        assert bad.returncode == 1, out + err
+        assert says in err

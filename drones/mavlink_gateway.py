@@ -36,7 +36,7 @@ import re
 import ssl
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -48,7 +48,7 @@ from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 from drones.mavlink import MavlinkDecoder, MavlinkUpdate, SystemState
 from tracker.config import MqttTarget
 from tracker.errors import ConfigError
-from tracker.model import DeviceRef, DroneTelemetry, Ping, Rejection, Source, is_valid_unit_id
+from tracker.model import DeviceRef, DroneTelemetry, Ping, Rejection, Source, Unit, is_valid_unit_id
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def parse_unit_map(items: list[str]) -> dict[int, str]:
     return out
 
 
-def registered_units(units: list[Any]) -> dict[int, str]:
+def registered_units(units: Iterable[Unit]) -> dict[int, str]:
     """``{sysid: unit_id}`` of registered units that carry a MAVLink external id (a sysid 1-255)."""
     out: dict[int, str] = {}
     for unit in units:

@@ -1,4 +1,4 @@
-"""The ``serenazgo`` command line: ``up``, ``simulate``, ``bridge`` and ``db migrate|status|schema``."""
+"""The ``serenazgo`` command line: ``up``, ``simulate``, ``bridge``, ``mavlink-gateway|sim``, ``db …``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tracker.config import DEFAULT_DISTRICTS_FILE, Settings, parse_mqtt_url
 from tracker.errors import SerenazgoError
 
 if TYPE_CHECKING:
+    from drones.mavlink_gateway import GatewayStats
     from geo.area import Area
     from mqtt_bridge.simulator import PublishStats
     from tracker.simulation import FleetSimulation
@@ -270,6 +271,171 @@ def _status_line(stats: PublishStats, units: int, done: bool = False) -> Table:
         state,
         f"failed {stats.failed}" if stats.failed else "",
     )
+    return grid
+
+
+@app.command("mavlink-gateway")
+def mavlink_gateway(
+    listen: Annotated[
+        str,
+        typer.Option(
+            help="MAVLink link: udp:HOST:PORT listens (a ground station's or router's output), "
+            "udpout:HOST:PORT heartbeats to an autopilot and reads its stream, tcp:HOST:PORT connects"
+        ),
+    ] = "udp:0.0.0.0:14550",
+    unit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--unit",
+            help="SYSID=UNIT_ID, repeatable (default: the unit registered with that mavlink external id, "
+            "else mav.<sysid>)",
+        ),
+    ] = None,
+    mqtt_url: Annotated[
+        str | None,
+        typer.Option(help="broker to publish to (default: SERENAZGO_MQTT_URL or mqtt://127.0.0.1:1883)"),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="read the units' mavlink external ids here at start (default: SERENAZGO_DATABASE_URL)"
+        ),
+    ] = None,
+    position_hz: Annotated[
+        float, typer.Option(min=0.01, help="at most this many positions per second per aircraft")
+    ] = 2.0,
+    drone_hz: Annotated[
+        float, typer.Option(min=0.01, help="at most this many drone-state messages per second per aircraft")
+    ] = 1.0,
+    client_id: Annotated[
+        str, typer.Option(help="MQTT client id (one per gateway)")
+    ] = "serenazgo-mavlink-gateway",
+) -> None:
+    """Turn a MAVLink stream into the native MQTT topics (serenazgo/units/{id}/position and /drone, QoS 1).
+
+    Ctrl-C or SIGTERM stops it after publishing what it holds (a few seconds at most).
+    """
+    from drones.mavlink_gateway import GatewayOptions, GatewayStats, parse_link, parse_unit_map, run_gateway
+
+    settings = _settings()
+    with _friendly_errors():
+        target = parse_mqtt_url(mqtt_url or settings.mqtt_url or "mqtt://127.0.0.1:1883")
+        options = GatewayOptions(
+            link=parse_link(listen),
+            units={**_mavlink_units(database_url or settings.database_url), **parse_unit_map(unit or [])},
+            position_hz=position_hz,
+            drone_hz=drone_hz,
+            client_id=client_id,
+        )
+        stats = GatewayStats()
+        console.print(
+            f"MAVLink {options.link} → mqtt://{target.host}:{target.port}, positions ≤ {position_hz:g}/s and "
+            f"drone state ≤ {drone_hz:g}/s per aircraft  (Ctrl-C to stop)"
+        )
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            task = asyncio.create_task(run_gateway(options, target, stop, stats))
+            with Live(_gateway_status(stats), console=console, refresh_per_second=2, transient=False) as live:
+                while not task.done():
+                    await asyncio.wait([task], timeout=0.5)
+                    live.update(_gateway_status(stats))
+            await task
+
+        try:
+            asyncio.run(main())
+        except OSError as exc:
+            raise SerenazgoError(f"cannot open {options.link}: {exc}") from exc
+        console.print(f"stopped: {stats.summary()}")
+
+
+@app.command("mavlink-sim")
+def mavlink_sim(
+    to: Annotated[
+        str, typer.Option(help="where to stream: udp:HOST:PORT (a mavlink-gateway's --listen address)")
+    ] = "udp:127.0.0.1:14550",
+    sysid: Annotated[int, typer.Option(min=1, max=254, help="the aircraft's MAVLink system id")] = 1,
+    endurance: Annotated[
+        float, typer.Option(min=60.0, help="seconds from a full battery to empty while flying")
+    ] = 1200.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0.0, help="stop after this many seconds (default: never)")
+    ] = None,
+) -> None:
+    """Stream one simulated aircraft (ArduCopter-like, patrolling Miraflores from its dock) as MAVLink 2."""
+    from datetime import datetime
+
+    from drones.mavlink_gateway import parse_link
+    from drones.mavlink_sim import SimAircraft, SimConfig, stream_to
+
+    with _friendly_errors():
+        link = parse_link(to)
+        if link.kind == "tcp" or link.port == 0:
+            raise SerenazgoError(f"--to {to!r}: give the gateway's UDP address, e.g. udp:127.0.0.1:14550")
+    sim = SimAircraft(SimConfig(sysid=sysid, endurance_s=endurance), datetime.now(UTC))
+    console.print(f"MAVLink 2 aircraft sysid {sysid} → udp:{link.host}:{link.port}  (Ctrl-C to stop)")
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(stream_to(sim, link.host, link.port, stop, duration))
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            while not task.done():
+                await asyncio.wait([task], timeout=0.5)
+                lat, lon = sim.lat_lon()
+                live.update(
+                    f"{sim.phase:<10} battery {sim.battery:5.1f} %  {sim.up:5.1f} m above home  "
+                    f"{lat:.5f}, {lon:.5f}"
+                )
+        return await task
+
+    sent = asyncio.run(main())
+    console.print(f"stopped: {sent} datagrams sent")
+
+
+def _mavlink_units(database_url: str | None) -> dict[int, str]:
+    """``{sysid: unit_id}`` of units registered with a mavlink external id, or {} without a database."""
+    if not database_url:
+        return {}
+    from drones.mavlink_gateway import registered_units
+    from tracker.store.units import load_all_units_sync
+
+    try:
+        return registered_units(load_all_units_sync(database_url))
+    except Exception as exc:  # the gateway still runs, with --unit and derived ids
+        err_console.print(f"[yellow]warning:[/yellow] cannot read the registered units ({exc}); using --unit")
+        return {}
+
+
+def _gateway_status(stats: GatewayStats) -> Table:
+    """The live status of ``serenazgo mavlink-gateway``: the link, the broker, then one row per aircraft."""
+    grid = Table.grid(padding=(0, 2))
+    link = stats.listening or "opening…"
+    broker = (
+        "[green]broker connected[/green]"
+        if stats.connected
+        else f"[yellow]broker…[/yellow] {stats.last_error}"
+    )
+    rejected = sum(stats.rejected.values())
+    grid.add_row(
+        link,
+        broker,
+        f"[bold]{stats.positions}[/bold] positions, {stats.drone} drone states published",
+        f"{stats.updates} messages used, [bold]{rejected}[/bold] rejected"
+        + (f" ({', '.join(f'{r} {n}' for r, n in stats.rejected.most_common(2))})" if rejected else ""),
+        f"[red]{stats.dropped} dropped[/red]" if stats.dropped else "",
+    )
+    for sysid, state in sorted(stats.systems.items()):
+        unit_id = stats.units.get(sysid, f"mav.{sysid}")
+        battery = f"{state.battery_pct:.0f} %" if state.battery_pct is not None else "battery ?"
+        height = f"{state.alt_takeoff_m:.0f} m AGL" if state.alt_takeoff_m is not None else "height ?"
+        grid.add_row(f"  sysid {sysid} → {unit_id}", state.flight_mode or "mode ?", battery, height,
+                     f"fix {state.gps_fix}" if state.gps_fix is not None else "no GPS report")  # fmt: skip
     return grid
 
 

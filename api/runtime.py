@@ -41,6 +41,7 @@ from api.app import create_app
 from api.context import ApiContext
 from api.demo_dispatch import DemoDispatch
 from api.feed import LiveFeedHub
+from drones.mavlink_sim import SimAircraft, SimConfig, fly_through_gateway
 from geo.area import Area, normalize_name
 from geo.docks import Dock
 from geo.viewsheds import Viewsheds
@@ -59,10 +60,10 @@ from tracker.events import EventEngine
 from tracker.feed import FeedListener, no_feed
 from tracker.fleet import LiveFleet
 from tracker.incidents import IncidentService
-from tracker.model import UnitKind
+from tracker.model import Source, UnitKind
 from tracker.registry import UnitRegistry
 from tracker.server_process import EmbeddedServer
-from tracker.simulation import FleetSimulation
+from tracker.simulation import CAPABILITIES, FleetMix, FleetSimulation, SimUnit
 from tracker.store.embedded import EmbeddedPostgres
 from tracker.store.migrations import migrate
 from tracker.store.pool import open_pool
@@ -71,6 +72,7 @@ T = TypeVar("T")
 
 DEFAULT_DEMO_DISTRICT = "Miraflores"
 DEMO_DJI_DOCKS = 2  # demo drones whose aircraft speak the DJI Cloud API from their dock
+DEMO_MAVLINK_UNIT = "dron-mav1"  # the demo aircraft streaming MAVLink through the gateway (sysid 1)
 MQTT_DEFAULT_PORT = 1883
 SHUTDOWN_BRIDGE_TIMEOUT_S = 15.0
 
@@ -191,6 +193,7 @@ class Runtime:
     _area: Area | None = None  # the service area (the demo's district, else SERENAZGO_AREA whole)
     _simulation: FleetSimulation | None = None
     _api_task: asyncio.Task[None] | None = None
+    _mavlink_aircraft: SimAircraft | None = None
     _docks: tuple[Dock, ...] = ()  # drone docks and camera viewsheds of the coverage layers
     _viewsheds: Viewsheds | None = None
     _sim_task: asyncio.Task[Any] | None = None
@@ -413,6 +416,17 @@ class Runtime:
                 await task
 
         self._push(f"simulator ({len(sim.units)} units)", stop_sim)
+        aircraft = self._mavlink_aircraft
+        if aircraft is not None:
+            flight = fly_through_gateway(aircraft, self.mqtt, DEMO_MAVLINK_UNIT, stop)
+            mav_task = asyncio.create_task(flight, name="demo MAVLink aircraft")
+
+            async def stop_mavlink() -> None:
+                stop.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await mav_task
+
+            self._push("demo MAVLink aircraft and gateway", stop_mavlink)
         demo = self._demo
         if demo is not None:
             demo_task = asyncio.create_task(demo.run(stop), name="demo dispatch")
@@ -431,23 +445,39 @@ class Runtime:
             district = DEFAULT_DEMO_DISTRICT
         area = load_area(self.settings.area_file(), district)
         self._area = area
-        # The demo squadron flies from the coverage docks: the first two are DJI docks whose
-        # aircraft speak the DJI Cloud API; each dock follows its drone in the coverage layers.
+        # The demo squadron speaks the real protocols from the coverage docks: the first dock's
+        # aircraft is an ArduPilot-like autopilot streaming MAVLink through the gateway, the next
+        # two are DJI docks whose aircraft speak the DJI Cloud API, and one more drone patrols on
+        # the native topics. Each dock follows its drone in the coverage layers.
         sites = [(d.lat, d.lon) for d in self._docks]
+        extra: list[SimUnit] = []
+        mix = FleetMix()
+        if sites:
+            lat, lon = sites[0]
+            config = SimConfig(sysid=1, home_lat=lat, home_lon=lon)
+            self._mavlink_aircraft = SimAircraft(config, datetime.now(UTC))
+            gear = frozenset(CAPABILITIES[UnitKind.DRONE])
+            mavlink_id = {Source.MAVLINK.value: "1"}
+            extra.append(
+                SimUnit(DEMO_MAVLINK_UNIT, UnitKind.DRONE, "DRON-MAV1", "", gear, Source.MAVLINK, mavlink_id)
+            )
+            mix = replace(mix, drones=mix.drones - 1)
         self._simulation = FleetSimulation(
             area,
+            mix=mix,
             seed=self.options.seed,
             start=datetime.now(UTC),
             external_dispatch=True,
-            dji_docks=min(DEMO_DJI_DOCKS, len(sites)),
-            drone_docks=sites,
+            dji_docks=min(DEMO_DJI_DOCKS, len(sites[1:])),
+            drone_docks=sites[1:],
         )
-        drones = [u.unit_id for u in self._simulation.units if u.kind is UnitKind.DRONE]
+        drones = [u.unit_id for u in extra]
+        drones += [u.unit_id for u in self._simulation.units if u.kind is UnitKind.DRONE]
         self._docks = tuple(
             replace(dock, aircraft_id=drones[i]) if i < len(drones) and dock.aircraft_id is None else dock
             for i, dock in enumerate(self._docks)
         )
-        created, _existing = register_units(self.conninfo, self._simulation.units)
+        created, _existing = register_units(self.conninfo, [*self._simulation.units, *extra])
         return len(created)
 
     def coverage_files(self) -> tuple[Path | None, Path | None]:

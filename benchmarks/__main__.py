@@ -27,6 +27,7 @@ BENCHMARKS = {
     "dispatch_http": "benchmarks.bench_dispatch_http",
     "placement": "benchmarks.bench_placement",
     "coverage": "benchmarks.bench_coverage",
+    "mavlink": "benchmarks.bench_mavlink",
 }
 REPO = Path(__file__).resolve().parent.parent
 

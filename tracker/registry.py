@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable
 
 from tracker.errors import DuplicateUnitError
-from tracker.model import DeviceRef, Rejection, Source, Unit, UnitKind, is_valid_unit_id
+from tracker.model import DERIVED_ID_PREFIX, DeviceRef, Rejection, Source, Unit, UnitKind, is_valid_unit_id
 
 # Kind given to an auto-registered device when nothing better is known: phones are
 # carried by serenos on foot, DJI and MAVLink senders are aircraft.
@@ -22,6 +22,8 @@ AUTO_REGISTER_KIND: dict[Source, UnitKind] = {
     Source.DJI: UnitKind.DRONE,
     Source.MAVLINK: UnitKind.DRONE,
 }
+# Derived ids of aircraft protocols: a native sender using one is a gateway relaying a drone.
+_DRONE_ID_PREFIXES = tuple(f"{DERIVED_ID_PREFIX[s]}." for s in (Source.DJI, Source.MAVLINK))
 
 
 class UnitRegistry:
@@ -99,6 +101,8 @@ class UnitRegistry:
             return Rejection("invalid_unit_id", f"cannot derive a valid unit id from {ref.external_id!r}")
         external = {} if ref.source is Source.NATIVE else {ref.source.value: ref.external_id}
         kind = AUTO_REGISTER_KIND[ref.source]
+        if ref.source is Source.NATIVE and unit_id.startswith(_DRONE_ID_PREFIXES):
+            kind = UnitKind.DRONE  # e.g. mav.<sysid> from the MAVLink gateway, which speaks native topics
         unit = Unit(unit_id=unit_id, kind=kind, callsign=unit_id, external_ids=external)
         try:
             self.add(unit)

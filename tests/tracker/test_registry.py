@@ -43,6 +43,10 @@ def test_unknown_sender_is_rejected_with_what_to_do() -> None:
         (DeviceRef(Source.OSMAND, "48241179"), "osm.48241179", UnitKind.FOOT),
         (DeviceRef(Source.DJI, "1581F5BKD225D00BP891"), "dji.1581F5BKD225D00BP891", UnitKind.DRONE),
         (DeviceRef(Source.MAVLINK, "7"), "mav.7", UnitKind.DRONE),
+        # The MAVLink gateway relays an unmapped aircraft on the native topics as mav.<sysid>.
+        (DeviceRef(Source.NATIVE, "mav.42"), "mav.42", UnitKind.DRONE),
+        (DeviceRef(Source.NATIVE, "dji.SN1"), "dji.SN1", UnitKind.DRONE),
+        (DeviceRef(Source.NATIVE, "maverick"), "maverick", UnitKind.FOOT),
     ],
 )
 def test_auto_register_derives_the_contract_id(ref: DeviceRef, expected_id: str, kind: UnitKind) -> None:

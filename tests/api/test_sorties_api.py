@@ -23,6 +23,8 @@ from tracker.registry import UnitRegistry
 
 PALACIO = next(d for d in DOCKS if d.dock_id == "dock-palacio")
 # A restricted zone a little south-east of the Palacio dock (a hospital's, say), lon/lat.
+PT = [{"lat": -12.12, "lon": -77.03}]
+PAL = {"dock_id": "dock-palacio"}
 ZONE = Point(PALACIO.lon + 0.004, PALACIO.lat - 0.003).buffer(0.0015)
 
 
@@ -73,7 +75,7 @@ async def test_gap_cells_are_planned_from_a_configured_dock(client: Callable[...
     assert len(gaps) == cov["gap_cells"] > 50
     r = await c.post(
         "/api/v1/drones/sorties/plan",
-        json={"dock_id": "dock-palacio", "targets": "gaps", "minutes": 1.5, "layer": "drones"},
+        json={**PAL, "targets": "gaps", "minutes": 1.5, "layer": "drones"},
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -101,7 +103,7 @@ async def test_zones_from_the_airspace_hook_and_the_request_are_avoided(
     ] + [{"lat": lat0 + 0.005, "lon": lon0 - 0.003, "id": "north"}]
     r = await c.post(
         "/api/v1/drones/sorties/plan",
-        json={"dock_id": "dock-palacio", "targets": points, "altitude_m": 80, "avoid": mapping(extra)},
+        json={**PAL, "targets": points, "altitude_m": 80, "avoid": mapping(extra)},
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -155,21 +157,21 @@ async def test_a_dock_by_position_a_polygon_and_the_exports(client: Callable[...
 @pytest.mark.parametrize(
     ("payload", "status", "fragment"),
     [
-        ({"dock_id": "nope", "targets": [{"lat": -12.12, "lon": -77.03}]}, 422, "unknown dock_id 'nope'"),
-        ({"targets": [{"lat": -12.12, "lon": -77.03}]}, 422, "give either dock_id"),
-        ({"dock_id": "dock-palacio", "targets": [{"lat": -12.12, "lon": -77.03}], "altitude_m": 200}, 422,
+        ({"dock_id": "nope", "targets": PT}, 422, "unknown dock_id 'nope'"),
+        ({"targets": PT}, 422, "give either dock_id"),
+        ({**PAL, "targets": PT, "altitude_m": 200}, 422,
          "over the 120 m limit"),
-        ({"dock": {"lat": -12.12, "lon": -77.03, "profile": "x9"}, "targets": [{"lat": -12.12, "lon": -77.03}]},
+        ({"dock": {"lat": -12.12, "lon": -77.03, "profile": "x9"}, "targets": PT},
          422, "unknown aircraft profile 'x9'"),
-        ({"dock_id": "dock-palacio", "targets": []}, 422, "empty list"),
-        ({"dock_id": "dock-palacio", "targets": {"type": "Point", "coordinates": [0, 0]}}, 422, "Polygon"),
-        ({"dock_id": "dock-palacio", "targets": [{"lat": -12.12, "lon": -77.03}], "avoid": {"type": "Nope"}},
+        ({**PAL, "targets": []}, 422, "empty list"),
+        ({**PAL, "targets": {"type": "Point", "coordinates": [0, 0]}}, 422, "Polygon"),
+        ({**PAL, "targets": PT, "avoid": {"type": "Nope"}},
          422, "avoid"),
-        ({"dock_id": "dock-palacio", "targets": [{"lat": -12.12, "lon": -77.03}], "format": "qgc", "sortie": 3},
+        ({**PAL, "targets": PT, "format": "qgc", "sortie": 3},
          422, "sortie 3 does not exist"),
-        ({"dock_id": "dock-palacio", "targets": [{"lat": -12.12, "lon": -77.03}],
-          "avoid": mapping(Point(PALACIO.lon, PALACIO.lat).buffer(0.001))}, 422, "inside restricted airspace"),
-        ({"dock_id": "dock-palacio", "targets": [{"lat": 95, "lon": -77.03}]}, 422, "less than or equal to 90"),
+        ({**PAL, "targets": PT, "avoid": mapping(Point(PALACIO.lon, PALACIO.lat).buffer(0.001))}, 422,
+         "inside restricted airspace"),
+        ({**PAL, "targets": [{"lat": 95, "lon": -77.03}]}, 422, "less than or equal to 90"),
     ],
 )  # fmt: skip
 async def test_bad_requests_say_what_to_fix(

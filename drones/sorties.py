@@ -646,6 +646,43 @@ def giant_tour(dist: NDArray[np.float64], starts: int | None = None) -> NDArray[
     return best
 
 
+@numba.njit(cache=True)
+def _split_kernel(
+    o: NDArray[np.int64], dist: NDArray[np.float64], v: float, budget: float, fixed: float, loiter: float
+) -> tuple[float, NDArray[np.int64]]:
+    """Beasley's split DP over the order ``o``: least total time and, per end position, the cut before it."""
+    n = o.shape[0]
+    best = np.full(n + 1, np.inf)
+    cut = np.full(n + 1, -1, dtype=np.int64)
+    best[0] = 0.0
+    limit = budget * (1 + 1e-12)
+    for i in range(n):
+        if best[i] == np.inf:
+            continue
+        length = 0.0
+        for j in range(i, n):
+            length = dist[0, o[i]] if j == i else length - dist[o[j - 1], 0] + dist[o[j - 1], o[j]]
+            length += dist[o[j], 0]
+            t = fixed + length / v + loiter * (j - i + 1)
+            if t > limit:
+                break
+            if best[i] + t < best[j + 1]:
+                best[j + 1] = best[i] + t
+                cut[j + 1] = i
+    return float(best[n]), cut
+
+
+def _trips(o: NDArray[np.int64], cut: NDArray[np.int64]) -> list[list[int]]:
+    trips: list[list[int]] = []
+    j = o.shape[0]
+    while j > 0:
+        i = int(cut[j])
+        trips.append([int(x) for x in o[i:j]])
+        j = i
+    trips.reverse()
+    return trips
+
+
 def split_tour(
     order: Sequence[int] | NDArray[np.int64],
     dist: NDArray[np.float64],
@@ -663,34 +700,42 @@ def split_tour(
     fits (its time only grows with more targets, distances being a metric).
     Raises ``ValueError`` if some target alone does not fit.
     """
-    o = [int(x) for x in order]
-    n = len(o)
-    best = [math.inf] * (n + 1)
-    cut = [-1] * (n + 1)
-    best[0] = 0.0
-    for i in range(n):
-        if not math.isfinite(best[i]):
-            continue
-        length = 0.0
-        for j in range(i, n):
-            length = dist[0, o[i]] if j == i else length - dist[o[j - 1], 0] + dist[o[j - 1], o[j]]
-            length += dist[o[j], 0]
-            t = fixed_s + length / cruise_mps + loiter_s * (j - i + 1)
-            if t > budget_s * (1 + 1e-12):
-                break
-            if best[i] + t < best[j + 1]:
-                best[j + 1] = best[i] + t
-                cut[j + 1] = i
-    if not math.isfinite(best[n]):
+    o = np.asarray(order, dtype=np.int64)
+    cost, cut = _split_kernel(o, dist, float(cruise_mps), float(budget_s), float(fixed_s), float(loiter_s))
+    if not math.isfinite(cost):
         raise ValueError("a target does not fit one sortie on its own: filter unreachable targets first")
-    trips: list[list[int]] = []
-    j = n
-    while j > 0:
-        i = cut[j]
-        trips.append(o[i:j])
-        j = i
-    trips.reverse()
-    return trips
+    return _trips(o, cut)
+
+
+def best_split(
+    tour: NDArray[np.int64],
+    dist: NDArray[np.float64],
+    cruise_mps: float,
+    budget_s: float,
+    fixed_s: float,
+    loiter_s: float,
+    max_rotations: int = 400,
+) -> list[list[int]]:
+    """The cheapest split of the closed giant ``tour`` (``tour[0]`` the depot) over where the cycle is cut.
+
+    The targets' cycle may be entered anywhere and run either way: each of up to
+    ``max_rotations`` starting points (all of them on small instances) in both
+    directions is split exactly (:func:`split_tour`), and the cheapest kept.
+    """
+    cyc = np.asarray(tour[1:], dtype=np.int64)
+    n = cyc.shape[0]
+    stride = max(1, math.ceil(n / max_rotations))
+    best_cost, best_trips = math.inf, None
+    args = (float(cruise_mps), float(budget_s), float(fixed_s), float(loiter_s))
+    for way in (cyc, cyc[::-1].copy()):
+        for r in range(0, n, stride):
+            o = np.roll(way, -r)
+            cost, cut = _split_kernel(o, dist, *args)
+            if cost < best_cost - 1e-9:
+                best_cost, best_trips = cost, _trips(o, cut)
+    if best_trips is None:
+        raise ValueError("a target does not fit one sortie on its own: filter unreachable targets first")
+    return best_trips
 
 
 # ---------------------------------------------------------------------------------------------
@@ -769,13 +814,7 @@ def plan_sorties(
     sorties: list[Sortie] = []
     if sub.shape[0] > 1:
         tour = giant_tour(d)
-        trips = min(
-            (
-                split_tour(o, d, p.cruise_mps, budget, fixed, float(loiter_s))
-                for o in (tour[1:], tour[1:][::-1])
-            ),
-            key=lambda tr: _trips_time(tr, d, p.cruise_mps, fixed, float(loiter_s)),
-        )
+        trips = best_split(tour, d, p.cruise_mps, budget, fixed, float(loiter_s))
         for trip in trips:
             nodes = np.asarray([0, *trip], dtype=np.int64)
             local_order = improve_tour(np.arange(nodes.shape[0], dtype=np.int64), d[np.ix_(nodes, nodes)])
@@ -804,12 +843,6 @@ def _check_inputs(
         raise ValueError(f"reserve must be in [0, 1), got {reserve}")
     if not (math.isfinite(clearance_m) and clearance_m >= 0):
         raise ValueError(f"clearance_m must be >= 0 m, got {clearance_m}")
-
-
-def _trips_time(
-    trips: list[list[int]], d: NDArray[np.float64], v: float, fixed: float, loiter: float
-) -> float:
-    return sum(fixed + tour_length([0, *t], d) / v + loiter * len(t) for t in trips)
 
 
 def _sortie(
@@ -843,7 +876,8 @@ def warm_up() -> None:
     rng = np.random.default_rng(0)
     pts = rng.random((8, 2))
     dist = np.hypot(pts[:, None, 0] - pts[None, :, 0], pts[:, None, 1] - pts[None, :, 1])
-    giant_tour(dist, starts=2)
+    tour = giant_tour(dist, starts=2)
+    best_split(tour, dist, 1.0, 10.0, 0.0, 0.0)
     _min_plus(dist, dist)
     _detours(dist, dist, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64))
 
@@ -859,6 +893,7 @@ __all__ = [
     "Target",
     "Unreachable",
     "Waypoint",
+    "best_split",
     "giant_tour",
     "improve_tour",
     "plan_sorties",

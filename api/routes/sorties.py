@@ -33,7 +33,7 @@ from drones.sorties import (
 )
 from geo.docks import Dock
 from geo.geofence import GeofenceError, parse_geometry
-from geo.hexgrid import GridTooFineError
+from geo.hexgrid import DISTRICT_RES, GridTooFineError, estimated_cells
 from tracker.coverage import LAYER_KINDS, CoverageService
 
 router = APIRouter(prefix="/api/v1/drones/sorties", tags=["drones"])
@@ -162,12 +162,24 @@ async def _targets(ctx: Context, body: SortieRequest) -> list[Target]:
             raise HTTPException(422, "targets is an empty list: give at least one {lat, lon} point")
         if len(t) > MAX_TARGETS:
             raise HTTPException(422, f"{len(t):,} targets is over the limit of {MAX_TARGETS:,}: send fewer")
-        return [Target(p.id or f"p{i + 1}", p.lat, p.lon) for i, p in enumerate(t)]
+        out = [Target(p.id or f"p{i + 1}", p.lat, p.lon) for i, p in enumerate(t)]
+        ids = [x.id for x in out]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise HTTPException(422, f"target id {dup!r} appears twice: give each point its own id")
+        return out
     if isinstance(t, dict):
         area = _polygons(t, "targets")[0]
         res = body.resolution
         if res is None:
-            res = ctx.coverage.default_resolution() if ctx.coverage is not None else 10
+            res = ctx.coverage.default_resolution() if ctx.coverage is not None else DISTRICT_RES
+        # Refuse a polygon far too big for one plan before listing its cells (Lima at 10 is millions).
+        about = estimated_cells(area, res)
+        if about > 2 * MAX_TARGETS:
+            raise HTTPException(
+                422, f"the targets polygon holds about {about:,} cells at resolution {res}, "
+                f"over the limit of {MAX_TARGETS:,}: give a smaller polygon or a coarser resolution"
+            )  # fmt: skip
         return await asyncio.to_thread(targets_in_polygon, area, res)
     service = _service(ctx, 'targets "gaps"')
     res = service.default_resolution() if body.resolution is None else body.resolution

@@ -172,6 +172,8 @@ async def test_a_dock_by_position_a_polygon_and_the_exports(client: Callable[...
         ({**PAL, "targets": PT, "avoid": mapping(Point(PALACIO.lon, PALACIO.lat).buffer(0.001))}, 422,
          "inside restricted airspace"),
         ({**PAL, "targets": [{"lat": 95, "lon": -77.03}]}, 422, "less than or equal to 90"),
+        ({**PAL, "targets": [{**PT[0], "id": "a"}, {**PT[0], "id": "a"}]}, 422, "'a' appears twice"),
+        ({**PAL, "targets": mapping(box(-77.2, -12.2, -76.9, -11.9))}, 422, "give a smaller polygon"),
     ],
 )  # fmt: skip
 async def test_bad_requests_say_what_to_fix(

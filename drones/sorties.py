@@ -621,29 +621,31 @@ def tour_length(tour: Sequence[int] | NDArray[np.int64], dist: NDArray[np.float6
     return float(dist[t, np.roll(t, -1)].sum())
 
 
-def giant_tour(dist: NDArray[np.float64], starts: int | None = None) -> NDArray[np.int64]:
-    """A short closed tour over all nodes starting at node 0: nearest neighbour + 2-opt + Or-opt.
+def giant_tours(dist: NDArray[np.float64], starts: int | None = None) -> list[NDArray[np.int64]]:
+    """Short closed tours over all nodes from node 0 (nearest neighbour + 2-opt + Or-opt), shortest first.
 
-    ``starts`` nearest-neighbour starts (default: several on small instances,
-    one on large), each improved; the shortest is rotated to begin at node 0.
+    ``starts`` nearest-neighbour starts (default: ten on small instances, one
+    on large ones), each improved and rotated to begin at node 0; duplicates dropped.
     """
     n = dist.shape[0]
     if n <= 3:
-        return np.arange(n, dtype=np.int64)
+        return [np.arange(n, dtype=np.int64)]
     k = (min(n, 10) if n <= _MULTI_START_MAX else 1) if starts is None else max(1, min(starts, n))
     rng = np.random.default_rng(0)
     firsts = [0, *rng.choice(np.arange(1, n), size=k - 1, replace=False).tolist()]
-    best: NDArray[np.int64] | None = None
-    best_len = math.inf
+    tours: dict[tuple[int, ...], NDArray[np.int64]] = {}
     for s in firsts:
         t = _nearest_neighbour(dist, int(s))
-        t = np.roll(t, -int(np.flatnonzero(t == 0)[0]))
-        t = improve_tour(t, dist)
-        length = tour_length(t, dist)
-        if length < best_len - 1e-9:
-            best, best_len = t, length
-    assert best is not None
-    return best
+        t = improve_tour(np.roll(t, -int(np.flatnonzero(t == 0)[0])), dist)
+        back = np.concatenate((t[:1], t[1:][::-1]))  # the same cycle flown the other way
+        if tuple(t) not in tours and tuple(back) not in tours:
+            tours[tuple(t)] = t
+    return sorted(tours.values(), key=lambda t: tour_length(t, dist))
+
+
+def giant_tour(dist: NDArray[np.float64], starts: int | None = None) -> NDArray[np.int64]:
+    """The shortest of :func:`giant_tours`: a closed tour over all nodes starting at node 0."""
+    return giant_tours(dist, starts)[0]
 
 
 @numba.njit(cache=True)
@@ -738,6 +740,61 @@ def best_split(
     return best_trips
 
 
+def trips_time(trips: Sequence[Sequence[int]], dist: NDArray[np.float64], v: float, fixed: float,
+               loiter: float) -> float:  # fmt: skip
+    """Total flight time of ``trips`` (each flown from node 0 in its order and back)."""
+    return sum(fixed + tour_length([0, *t], dist) / v + loiter * len(t) for t in trips)
+
+
+def relocate(
+    trips: list[list[int]], dist: NDArray[np.float64], v: float, budget: float, fixed: float, loiter: float
+) -> list[list[int]]:
+    """Move single targets to another sortie (at its cheapest insertion) while the total time falls.
+
+    A move must keep the receiving sortie within ``budget``; a sortie emptied
+    by a move disappears and saves its ``fixed`` overhead. The split fixes the
+    order of the giant tour; this undoes its worst cuts (a target stranded at
+    the end of one sortie that another passes by).
+    """
+    routes = [[0, *t, 0] for t in trips]
+
+    def time_of(r: list[int]) -> float:
+        # An emptied sortie takes no new target: inserting there would skip the fixed overhead.
+        return (
+            fixed + float(dist[r[:-1], r[1:]].sum()) / v + loiter * (len(r) - 2) if len(r) > 2 else math.inf
+        )
+
+    def edges() -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+        frm = np.asarray([x for r in routes for x in r[:-1]], dtype=np.int64)
+        to = np.asarray([x for r in routes for x in r[1:]], dtype=np.int64)
+        owner = np.asarray([k for k, r in enumerate(routes) for _ in r[1:]], dtype=np.int64)
+        return frm, to, owner, np.asarray([time_of(r) for r in routes])[owner]
+
+    frm, to, owner, used = edges()
+    moved = True
+    while moved:
+        moved = False
+        for a, ra in enumerate(routes):
+            pos = 1
+            while pos < len(ra) - 1:
+                u, p, q = ra[pos], ra[pos - 1], ra[pos + 1]
+                save = time_of(ra) if len(ra) == 3 else (dist[p, u] + dist[u, q] - dist[p, q]) / v + loiter
+                ins = (dist[frm, u] + dist[u, to] - dist[frm, to]) / v + loiter
+                ok = (owner != a) & (used + ins <= budget) & (save - ins > 1e-9)
+                if not ok.any():
+                    pos += 1
+                    continue
+                e = int(np.flatnonzero(ok)[np.argmax((save - ins)[ok])])
+                rb = routes[int(owner[e])]
+                at = next(i for i in range(len(rb) - 1) if rb[i] == frm[e] and rb[i + 1] == to[e])
+                rb.insert(at + 1, u)
+                del ra[pos]  # the next target now sits at ``pos``
+                frm, to, owner, used = edges()
+                moved = True
+    routes = [r for r in routes if len(r) > 2]
+    return [r[1:-1] for r in routes]
+
+
 # ---------------------------------------------------------------------------------------------
 # The planner
 
@@ -813,12 +870,12 @@ def plan_sorties(
     d = np.ascontiguousarray(dist[np.ix_(sub, sub)])
     sorties: list[Sortie] = []
     if sub.shape[0] > 1:
-        tour = giant_tour(d)
-        trips = best_split(tour, d, p.cruise_mps, budget, fixed, float(loiter_s))
-        for trip in trips:
-            nodes = np.asarray([0, *trip], dtype=np.int64)
-            local_order = improve_tour(np.arange(nodes.shape[0], dtype=np.int64), d[np.ix_(nodes, nodes)])
-            order = [int(nodes[i]) for i in local_order]
+        args = (p.cruise_mps, budget, fixed, float(loiter_s))
+        trips = min(
+            (_improve_trips(best_split(t, d, *args), d, *args) for t in giant_tours(d)),
+            key=lambda tr: trips_time(tr, d, p.cruise_mps, fixed, float(loiter_s)),
+        )
+        for order in trips:
             sorties.append(
                 _sortie(order, d, sub, kept, xy, router, vias, frame, dock, targets, p.cruise_mps, fixed,
                         float(loiter_s), p.usable_s)
@@ -827,6 +884,33 @@ def plan_sorties(
         dock, float(altitude_m), float(loiter_s), float(takeoff_s), res, budget, float(clearance_m),
         tuple(sorties), tuple(unreachable),
     )  # fmt: skip
+
+
+def _improve_trips(
+    trips: list[list[int]], d: NDArray[np.float64], v: float, budget: float, fixed: float, loiter: float
+) -> list[list[int]]:
+    """2-opt/Or-opt inside each sortie, then relocations between sorties, until the total stops falling.
+
+    Returns each trip as a closed order starting at the depot 0.
+    """
+
+    def inner(tr: list[list[int]]) -> list[list[int]]:
+        out = []
+        for trip in tr:
+            nodes = np.asarray([0, *trip], dtype=np.int64)
+            order = improve_tour(np.arange(nodes.shape[0], dtype=np.int64), d[np.ix_(nodes, nodes)])
+            out.append([int(nodes[i]) for i in order[1:]])
+        return out
+
+    best = inner(trips)
+    cost = trips_time(best, d, v, fixed, loiter)
+    for _ in range(5):  # rarely more than two rounds change anything
+        cand = inner(relocate(best, d, v, budget, fixed, loiter))
+        c = trips_time(cand, d, v, fixed, loiter)
+        if c >= cost - 1e-9:
+            break
+        best, cost = cand, c
+    return [[0, *t] for t in best]
 
 
 def _check_inputs(
@@ -895,11 +979,14 @@ __all__ = [
     "Waypoint",
     "best_split",
     "giant_tour",
+    "giant_tours",
     "improve_tour",
     "plan_sorties",
+    "relocate",
     "split_tour",
     "targets_from_cells",
     "targets_in_polygon",
     "tour_length",
+    "trips_time",
     "warm_up",
 ]

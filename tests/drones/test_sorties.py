@@ -20,10 +20,12 @@ from drones.sorties import (
     Target,
     giant_tour,
     plan_sorties,
+    relocate,
     split_tour,
     targets_from_cells,
     targets_in_polygon,
     tour_length,
+    trips_time,
 )
 from geo.docks import PROFILES, AircraftProfile, Dock
 from geo.local_frame import LocalFrame
@@ -364,3 +366,66 @@ def test_held_karp_agrees_with_enumeration() -> None:
     d = np.hypot(pts[:, None, 0] - pts[None, :, 0], pts[:, None, 1] - pts[None, :, 1])
     brute = min(tour_length([0, *p], d) for p in itertools.permutations(range(1, 8)))
     assert held_karp(d) == pytest.approx(brute, rel=1e-12)
+
+
+def subset_tour_lengths(d: np.ndarray) -> np.ndarray:
+    """Held–Karp over every subset: the shortest closed tour from node 0 through each subset (bitmask)."""
+    m = d.shape[0] - 1
+    out = np.zeros(1 << m)
+    for s in range(1, 1 << m):
+        members = [k + 1 for k in range(m) if (s >> k) & 1]
+        out[s] = (
+            held_karp(d[np.ix_([0, *members], [0, *members])]) if len(members) > 1 else 2 * d[0, members[0]]
+        )
+    return out
+
+
+def exact_total_time(d: np.ndarray, v: float, fixed: float, loiter: float, budget: float) -> float:
+    """The least total flight time over every partition of the targets into feasible sorties (exact)."""
+    m = d.shape[0] - 1
+    trip = fixed + subset_tour_lengths(d) / v + loiter * np.array([bin(s).count("1") for s in range(1 << m)])
+    trip[trip > budget] = np.inf
+    best = np.full(1 << m, np.inf)
+    best[0] = 0.0
+    for s in range(1, 1 << m):
+        low = s & -s
+        rest = s ^ low
+        sub = rest
+        while True:
+            best[s] = min(best[s], trip[sub | low] + best[s ^ (sub | low)])
+            if sub == 0:
+                break
+            sub = (sub - 1) & rest
+    return float(best[-1])
+
+
+def test_several_sorties_are_within_ten_percent_of_the_exact_optimum() -> None:
+    worst = 0.0
+    for seed in range(8):
+        rng = np.random.default_rng(500 + seed)
+        targets = random_targets(rng, 7, 1500.0)
+        d = geodesic_matrix([(DOCK.lat, DOCK.lon)] + [(t.lat, t.lon) for t in targets])
+        # A charge for about a third of the whole tour: several sorties, every target still in reach.
+        need = max(60 + 2 * d[0].max() / 15 + 20, (60 + held_karp(d) / 15 + 7 * 20) / 3)
+        low = Dock("low", "low", DOCK.lat, DOCK.lon, DOCK.profile, battery_pct=100 * need * 1.1 / 1575)
+        plan = plan_sorties(low, targets, loiter_s=20.0)
+        assert not plan.unreachable and len(plan.sorties) >= 2
+        exact = exact_total_time(d, 15.0, 60.0, 20.0, plan.budget_s)
+        ratio = plan.total_flight_s / exact
+        assert ratio >= 1 - 2e-3
+        worst = max(worst, ratio)
+    assert worst <= 1.10
+
+
+def test_relocation_never_breaks_the_budget_or_loses_a_target() -> None:
+    rng = np.random.default_rng(9)
+    pts = rng.uniform(-2000, 2000, (40, 2))
+    pts[0] = 0
+    d = np.hypot(pts[:, None, 0] - pts[None, :, 0], pts[:, None, 1] - pts[None, :, 1])
+    budget = 900.0
+    trips = split_tour(list(range(1, 40)), d, 15.0, budget, 60.0, 20.0)  # a poor order: the relocations help
+    before = trips_time(trips, d, 15.0, 60.0, 20.0)
+    after = relocate([list(t) for t in trips], d, 15.0, budget, 60.0, 20.0)
+    assert sorted(t for trip in after for t in trip) == list(range(1, 40))
+    assert all(60 + tour_length([0, *t], d) / 15 + 20 * len(t) <= budget for t in after)
+    assert trips_time(after, d, 15.0, 60.0, 20.0) < before

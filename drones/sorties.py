@@ -27,12 +27,16 @@ target inside a grown zone, or walled in by zones, is reported unreachable;
 so is one beyond the dock's operating radius or too far for a round trip on
 one battery.
 
-Tours (route first, cluster second): a giant tour over all reachable targets
-by nearest neighbour (several starts on small instances) improved by 2-opt and
-Or-opt on the routed distance matrix; an optimal split of that tour into
-sorties by dynamic programming (Beasley 1983: the cheapest cut of a fixed
-order into consecutive trips that each fit the battery); then 2-opt and Or-opt
-inside each sortie (which only shortens them, so they stay within budget).
+Tours (route first, cluster second): giant tours over all reachable targets
+by nearest neighbour (ten starts on small instances, one on large) improved
+by 2-opt and Or-opt on the routed distance matrix; an exact split of each
+into sorties by dynamic programming (Beasley 1983: the cheapest cut of a fixed
+order into consecutive trips that each fit the battery), tried from every
+point of the cycle (up to 400) and both ways round; then 2-opt and Or-opt inside each
+sortie and relocations of single targets between sorties (cheapest insertion,
+within budget) until the total flight time stops falling. Measured against
+exact optima (Held–Karp, and an exact set partition for several sorties) in
+the tests and ``benchmarks/bench_sorties.py``.
 
 Pure: geometries and numbers in, plans and export documents (dicts, KML text) out.
 """

@@ -406,15 +406,67 @@ def _detours(
     return out, last
 
 
+@numba.njit(cache=True, inline="always")
+def _crosses(
+    px: float, py: float, qx: float, qy: float, ex: NDArray[np.float64], ey: NDArray[np.float64],
+    fx: NDArray[np.float64], fy: NDArray[np.float64], bb: NDArray[np.float64], ptr: NDArray[np.int64],
+) -> bool:  # fmt: skip
+    """Whether segment p→q meets an edge (ex, ey)→(fx, fy) of the zones; touching counts (conservative)."""
+    minx, maxx, miny, maxy = min(px, qx), max(px, qx), min(py, qy), max(py, qy)
+    for k in range(bb.shape[0]):
+        if maxx < bb[k, 0] or minx > bb[k, 2] or maxy < bb[k, 1] or miny > bb[k, 3]:
+            continue
+        for e in range(ptr[k], ptr[k + 1]):
+            ax, ay, bx, by = ex[e], ey[e], fx[e], fy[e]
+            if max(ax, bx) < minx or min(ax, bx) > maxx or max(ay, by) < miny or min(ay, by) > maxy:
+                continue
+            d1 = (qx - px) * (ay - py) - (qy - py) * (ax - px)
+            d2 = (qx - px) * (by - py) - (qy - py) * (bx - px)
+            if (d1 > 0 and d2 > 0) or (d1 < 0 and d2 < 0):
+                continue
+            d3 = (bx - ax) * (py - ay) - (by - ay) * (px - ax)
+            d4 = (bx - ax) * (qy - ay) - (by - ay) * (qx - ax)
+            if (d3 > 0 and d4 > 0) or (d3 < 0 and d4 < 0):
+                continue
+            return True
+    return False
+
+
+@numba.njit(cache=True)
+def _blocked(
+    a: NDArray[np.float64], b: NDArray[np.float64], ex: NDArray[np.float64], ey: NDArray[np.float64],
+    fx: NDArray[np.float64], fy: NDArray[np.float64], bb: NDArray[np.float64], ptr: NDArray[np.int64],
+    same: bool,
+) -> NDArray[np.bool_]:  # fmt: skip
+    """Per pair (row of ``a``, row of ``b``): the segment meets a zone (``same``: a is b, symmetric)."""
+    na, nb = a.shape[0], b.shape[0]
+    out = np.zeros((na, nb), dtype=np.bool_)
+    for i in range(na):
+        for j in range(i + 1 if same else 0, nb):
+            hit = _crosses(a[i, 0], a[i, 1], b[j, 0], b[j, 1], ex, ey, fx, fy, bb, ptr)
+            out[i, j] = hit
+            if same:
+                out[j, i] = hit
+    return out
+
+
 class _Router:
-    """Shortest legs between points in the local frame, around the grown zones."""
+    """Shortest legs between points in the local frame, around the grown zones.
+
+    A segment between two points outside the zones meets a zone only by
+    crossing (or touching) one of its edges, so visibility is an edge test
+    (numba, with a bounding-box reject per zone and per edge) against the grown
+    zones shrunk by 1 cm: legs may run along a grown zone's edge and round its corners.
+    """
 
     def __init__(self, frame: LocalFrame, avoid: Sequence[BaseGeometry], clearance_m: float) -> None:
         self.frame = frame
         polys = [frame.geometry_to_xy(g) for g in avoid if not g.is_empty]
-        self.region: BaseGeometry | None = None
         self.blocked: BaseGeometry | None = None
         self.corners = np.zeros((0, 2))
+        self._first = np.zeros((0, 0), dtype=np.int64)
+        self._last = np.zeros((0, 0), dtype=np.int32)
+        self._pred = np.zeros((0, 0), dtype=np.int32)
         if not polys:
             return
         merged = shapely.union_all(polys)
@@ -424,11 +476,10 @@ class _Router:
         parts = [g for g in shapely.get_parts(region) if isinstance(g, Polygon) and not g.is_empty]
         if not parts:
             return
-        self.region = MultiPolygon(parts)
-        self.blocked = self.region.buffer(-_SHRINK_M, join_style="mitre")
+        self.blocked = MultiPolygon(parts).buffer(-_SHRINK_M, join_style="mitre")
         shapely.prepare(self.blocked)
-        self.tree = shapely.STRtree([g for g in shapely.get_parts(self.blocked) if not g.is_empty])
         self.corners = _convex_corners(parts)
+        self._edges = _edges([g for g in shapely.get_parts(self.blocked) if isinstance(g, Polygon)])
 
     def inside(self, xy: NDArray[np.float64]) -> NDArray[np.bool_]:
         """Per point: strictly inside a grown zone."""
@@ -437,66 +488,91 @@ class _Router:
         out: NDArray[np.bool_] = shapely.contains_xy(self.blocked, xy[:, 0], xy[:, 1])
         return out
 
-    def visible(self, p: NDArray[np.float64], q: NDArray[np.float64]) -> NDArray[np.bool_]:
-        """Per pair of rows: the straight segment p→q stays out of every grown zone."""
-        ok = np.ones(p.shape[0], dtype=bool)
-        if self.blocked is None or p.shape[0] == 0:
-            return ok
-        lines = shapely.linestrings(np.stack([p, q], axis=1))
-        hit, _ = self.tree.query(lines, predicate="intersects")
-        ok[hit] = False
-        return ok
+    def _hits(self, a: NDArray[np.float64], b: NDArray[np.float64], same: bool) -> NDArray[np.bool_]:
+        out: NDArray[np.bool_] = _blocked(
+            np.ascontiguousarray(a), np.ascontiguousarray(b), *self._edges, same
+        )
+        return out
 
-    def matrix(self, xy: NDArray[np.float64]) -> tuple[NDArray[np.float64], dict[tuple[int, int], list[int]]]:
-        """Routed distances between all points (inf when walled in), and the corners of each detour."""
+    def matrix(self, xy: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Routed distances between all points (inf when walled in); :meth:`leg` gives a detour's corners."""
         n = xy.shape[0]
         diff = xy[:, None, :] - xy[None, :, :]
         dist: NDArray[np.float64] = np.sqrt((diff**2).sum(axis=2))
-        vias: dict[tuple[int, int], list[int]] = {}
+        self._last = np.full((n, n), -1, dtype=np.int32)
         if self.blocked is None:
-            return dist, vias
-        iu, ju = np.triu_indices(n, 1)
-        vis = self.visible(xy[iu], xy[ju])
-        bi, bj = iu[~vis], ju[~vis]
+            return dist
+        bi, bj = np.nonzero(np.triu(self._hits(xy, xy, True), 1))
         if bi.shape[0] == 0:
-            return dist, vias
+            return dist
         c = self.corners
         v = c.shape[0]
         if v == 0:  # no corner to go round (cannot happen with real polygons): blocked pairs stay blocked
             dist[bi, bj] = dist[bj, bi] = np.inf
-            return dist, vias
+            return dist
         # Corner-to-corner graph, then every point's view of the corners.
-        ci, cj = np.triu_indices(v, 1)
-        cvis = self.visible(c[ci], c[cj]) if v > 1 else np.zeros(0, dtype=bool)
-        w = np.hypot(*(c[ci[cvis]] - c[cj[cvis]]).T)
-        graph = coo_matrix((w, (ci[cvis], cj[cvis])), shape=(v, v)).tocsr()
+        ci, cj = np.nonzero(np.triu(~self._hits(c, c, True), 1))
+        w = np.hypot(c[ci, 0] - c[cj, 0], c[ci, 1] - c[cj, 1])
+        graph = coo_matrix((w, (ci, cj)), shape=(v, v)).tocsr()
         cd, pred = dijkstra(graph, directed=False, return_predecessors=True)
-        pk, kk = np.repeat(np.arange(n), v), np.tile(np.arange(v), n)
-        pvis = self.visible(xy[pk], c[kk]).reshape(n, v)
+        pvis = ~self._hits(xy, c, False)
         a = np.where(pvis, np.hypot(xy[:, None, 0] - c[None, :, 0], xy[:, None, 1] - c[None, :, 1]), np.inf)
-        m, first = _min_plus(a, np.ascontiguousarray(cd))
+        m, self._first = _min_plus(a, np.ascontiguousarray(cd))
         detour, last = _detours(m, a, bi.astype(np.int64), bj.astype(np.int64))
         dist[bi, bj] = detour
         dist[bj, bi] = detour
-        for k in range(bi.shape[0]):
-            if not np.isfinite(detour[k]):
-                continue
-            p, q, b = int(bi[k]), int(bj[k]), int(last[k])
-            s = int(first[p, b])
-            chain = [b]
-            while chain[-1] != s:  # walk the predecessors from b back to s
-                chain.append(int(pred[s, chain[-1]]))
-            chain.reverse()
-            vias[(p, q)] = chain
-        return dist, vias
+        self._last[bi, bj] = np.where(np.isfinite(detour), last, -1)
+        self._pred = pred.astype(np.int32)
+        return dist
 
-    def leg(self, vias: dict[tuple[int, int], list[int]], p: int, q: int) -> list[NDArray[np.float64]]:
-        """The corners (local xy) a leg from point p to point q passes, in order of flight."""
-        if (p, q) in vias:
-            return [self.corners[k] for k in vias[(p, q)]]
-        if (q, p) in vias:
-            return [self.corners[k] for k in reversed(vias[(q, p)])]
-        return []
+    def leg(self, p: int, q: int) -> list[NDArray[np.float64]]:
+        """The corners (local xy) the leg from point p to point q passes, in order of flight."""
+        lo, hi = min(p, q), max(p, q)
+        b = int(self._last[lo, hi]) if self._last.size else -1
+        if b < 0:
+            return []
+        s = int(self._first[lo, b])
+        chain = [b]
+        while chain[-1] != s:  # walk the predecessors from b back to s
+            chain.append(int(self._pred[s, chain[-1]]))
+        chain.reverse()
+        if p > q:
+            chain.reverse()
+        return [self.corners[k] for k in chain]
+
+
+_Edges = tuple[
+    NDArray[np.float64],
+    NDArray[np.float64],
+    NDArray[np.float64],
+    NDArray[np.float64],
+    NDArray[np.float64],
+    NDArray[np.int64],
+]
+
+
+def _edges(parts: Sequence[Polygon]) -> _Edges:
+    """The zones' ring edges as columns (start x, y, end x, y), bounding boxes per zone and offsets."""
+    ex, ey, fx, fy, bb, ptr = [], [], [], [], [], [0]
+    for poly in parts:
+        for ring in (poly.exterior, *poly.interiors):
+            pts = np.asarray(ring.coords)
+            ex.append(pts[:-1, 0])
+            ey.append(pts[:-1, 1])
+            fx.append(pts[1:, 0])
+            fy.append(pts[1:, 1])
+            ptr.append(ptr[-1] + pts.shape[0] - 1)
+        bb.append(poly.bounds)
+    # one box per polygon: its rings' edges are contiguous, so the offsets go per polygon
+    per_poly = [0]
+    k = 0
+    for poly in parts:
+        k += 1 + len(poly.interiors)
+        per_poly.append(ptr[k])
+    return (
+        np.concatenate(ex), np.concatenate(ey), np.concatenate(fx), np.concatenate(fy),
+        np.asarray(bb, dtype=np.float64).reshape(-1, 4), np.asarray(per_poly, dtype=np.int64),
+    )  # fmt: skip
 
 
 def _convex_corners(parts: Sequence[Polygon]) -> NDArray[np.float64]:
@@ -855,7 +931,7 @@ def plan_sorties(
         else:
             keep.append(k)
     kept = np.asarray(keep, dtype=np.int64)
-    dist, vias = router.matrix(xy[kept])
+    dist = router.matrix(xy[kept])
     ok = [0]
     for local in range(1, kept.shape[0]):
         t = targets[int(kept[local]) - 1]
@@ -881,7 +957,7 @@ def plan_sorties(
         )
         for order in trips:
             sorties.append(
-                _sortie(order, d, sub, kept, xy, router, vias, frame, dock, targets, p.cruise_mps, fixed,
+                _sortie(order, d, sub, kept, router, frame, dock, targets, p.cruise_mps, fixed,
                         float(loiter_s), p.usable_s)
             )  # fmt: skip
     return SortiePlan(
@@ -935,8 +1011,8 @@ def _check_inputs(
 
 def _sortie(
     order: list[int], d: NDArray[np.float64], sub: NDArray[np.int64], kept: NDArray[np.int64],
-    xy: NDArray[np.float64], router: _Router, vias: dict[tuple[int, int], list[int]], frame: LocalFrame,
-    dock: Dock, targets: Sequence[Target], v: float, fixed: float, loiter: float, usable_s: float,
+    router: _Router, frame: LocalFrame, dock: Dock, targets: Sequence[Target], v: float, fixed: float,
+    loiter: float, usable_s: float,
 ) -> Sortie:  # fmt: skip
     """Expand a closed order over the reachable nodes (0 = dock) into waypoints, with its figures."""
     wps = [Waypoint(dock.lat, dock.lon, "dock")]
@@ -944,8 +1020,8 @@ def _sortie(
     closed = [*order, order[0]]
     for a, b in itertools.pairwise(closed):
         pb = int(kept[sub[b]])  # the original index: 0 the dock, k the target k - 1
-        # vias are keyed by rows of the matrix over ``kept`` (dock first)
-        for c in router.leg(vias, int(sub[a]), int(sub[b])):
+        # the router's rows are those of the matrix over ``kept`` (dock first)
+        for c in router.leg(int(sub[a]), int(sub[b])):
             lon, lat = frame.to_lonlat(c[0], c[1])
             wps.append(Waypoint(float(lat), float(lon), "via"))
         if pb == 0:
@@ -968,6 +1044,8 @@ def warm_up() -> None:
     best_split(tour, dist, 1.0, 10.0, 0.0, 0.0)
     _min_plus(dist, dist)
     _detours(dist, dist, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64))
+    router = _Router(LocalFrame(0.0, 0.0), [shapely.box(0.001, -0.001, 0.002, 0.001)], 1.0)
+    router.matrix(np.array([[0.0, 0.0], [300.0, 0.0]]))
 
 
 __all__ = [

@@ -429,3 +429,19 @@ def test_relocation_never_breaks_the_budget_or_loses_a_target() -> None:
     assert sorted(t for trip in after for t in trip) == list(range(1, 40))
     assert all(60 + tour_length([0, *t], d) / 15 + 20 * len(t) <= budget for t in after)
     assert trips_time(after, d, 15.0, 60.0, 20.0) < before
+
+
+def test_the_visibility_kernel_agrees_with_shapely() -> None:
+    from drones.sorties import _Router  # the routing internals, checked segment by segment
+
+    router = _Router(FRAME, ZONES, 10.0)
+    assert router.blocked is not None
+    rng = np.random.default_rng(4)
+    xy = rng.uniform(-1500, 1500, (300, 2))
+    xy = xy[~router.inside(xy)]
+    hits = router._hits(xy, xy, True)
+    i, j = np.triu_indices(xy.shape[0], 1)
+    lines = shapely.linestrings(np.stack([xy[i], xy[j]], axis=1))
+    want = shapely.intersects(lines, router.blocked)
+    assert 0.05 < want.mean() < 0.95
+    assert np.array_equal(hits[i, j], want)

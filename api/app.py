@@ -19,6 +19,7 @@ from api.routes import (
     health,
     incidents,
     live,
+    sorties,
     tracks,
     units,
     ws,
@@ -49,7 +50,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     routes = (
         units, tracks, live, dispatch, coverage, coverage_history, incidents, geofences, events, ws, health,
-        console,
+        console, sorties,
     )  # fmt: skip
     for module in routes:
         app.include_router(module.router)

@@ -1,7 +1,7 @@
 """``python -m benchmarks``: every benchmark in sequence, each in its own process.
 
-Order: codecs, nearest, writer, storage size, ingest, latency, dispatch_http, coverage, placement. Each
-module also runs alone (``python -m benchmarks.bench_ingest``); its results land
+Order: codecs, nearest, writer, storage size, ingest, latency, dispatch_http, placement, coverage,
+sorties. Each module also runs alone (``python -m benchmarks.bench_ingest``); its results land
 in ``benchmarks/results/<name>.json`` (``<name>.quick.json`` with ``--quick``).
 A failing benchmark does not stop the others; the exit status says whether all
 of them ran.
@@ -28,6 +28,7 @@ BENCHMARKS = {
     "placement": "benchmarks.bench_placement",
     "coverage": "benchmarks.bench_coverage",
     "mavlink": "benchmarks.bench_mavlink",
+    "sorties": "benchmarks.bench_sorties",
 }
 REPO = Path(__file__).resolve().parent.parent
 

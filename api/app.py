@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from api.context import ApiContext
 from api.routes import (
+    airspace,
     console,
     coverage,
     coverage_history,
@@ -48,8 +49,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     app.state.ctx = ctx
     routes = (
-        units, tracks, live, dispatch, coverage, coverage_history, incidents, geofences, events, ws, health,
-        console,
+        units, tracks, live, dispatch, coverage, coverage_history, incidents, geofences, airspace, events, ws,
+        health, console,
     )  # fmt: skip
     for module in routes:
         app.include_router(module.router)

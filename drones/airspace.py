@@ -63,6 +63,7 @@ MAX_ALTITUDE_M = 10_000.0  # far above any drone's ceiling: a larger floor or ce
 # contain the true buffer, so a route outside it keeps the full distance.
 _QUAD_SEGS = 8
 _CHORD_FACTOR = 1.0 / math.cos(math.pi / (4 * _QUAD_SEGS))
+MIN_OFFSET_M = 0.01  # avoidance polygons are grown by at least this (see avoidance_polygons)
 
 Profile: TypeAlias = Literal["envelope", "linear"]
 Position: TypeAlias = Sequence[float]  # (lon, lat, alt_m)
@@ -469,24 +470,25 @@ def avoidance_polygons(
     count. Each footprint part is buffered in its own local metric frame, by a
     polygon that contains the true ``buffer_m`` offset (so a route outside it
     keeps at least ``buffer_m`` from the zone); overlapping results are merged,
-    so the list holds disjoint polygons (possibly with holes). Climbs and
+    so the list holds disjoint polygons (possibly with holes). A ``buffer_m`` of
+    0 still grows them by 1 cm (:data:`MIN_OFFSET_M`), so that merging cannot
+    leave a zone's vertex a rounding error outside its obstacle. Climbs and
     descents near the dock are the planner's to check with :func:`check_sortie`.
     """
     if buffer_m < 0 or not math.isfinite(buffer_m):
         raise ValueError(f"buffer_m must be a finite number >= 0, got {buffer_m}")
+    # At least 1 cm: merging overlapping footprints re-nodes their edges, which can move a vertex by a
+    # rounding error; a centimetre of offset keeps every zone strictly inside its obstacle.
+    offset = max(buffer_m, MIN_OFFSET_M) * _CHORD_FACTOR
     parts: list[Polygon] = []
     for zone in _airspace(zones).zones:
         if not zone.covers_altitude(altitude_m):
             continue
         for part in shapely.get_parts(zone.footprint):
-            if buffer_m == 0:
-                parts.append(part)
-                continue
             frame = LocalFrame.centred_on(part)
-            grown = frame.geometry_to_xy(part).buffer(buffer_m * _CHORD_FACTOR, quad_segs=_QUAD_SEGS)
-            back = _to_lonlat(grown, frame)
-            assert isinstance(back, Polygon)
-            parts.append(back)
+            grown = _to_lonlat(frame.geometry_to_xy(part).buffer(offset, quad_segs=_QUAD_SEGS), frame)
+            assert isinstance(grown, Polygon)
+            parts.append(grown)
     if not parts:
         return []
     merged = shapely.unary_union(parts)

@@ -47,10 +47,10 @@ from shapely.geometry import LineString, Point, Polygon
 
 from geo.geofence import (
     DEFAULT_MAX_VERTICES,
-    GEOFENCE_ID_RE,
     Area,
     GeofenceError,
     _to_lonlat,
+    feature_identity,
     parse_geometry,
 )
 from geo.local_frame import LocalFrame
@@ -136,29 +136,8 @@ def parse_zone(obj: object, max_vertices: int = DEFAULT_MAX_VERTICES) -> Airspac
     >>> z.zone_id, z.kind, z.floor_m, z.ceiling_m
     ('H1', 'heliport', 0.0, 90.0)
     """
-    if not isinstance(obj, Mapping) or obj.get("type") != "Feature":
-        got = obj.get("type") if isinstance(obj, Mapping) else type(obj).__name__
-        raise GeofenceError("not_feature", f"expected a GeoJSON Feature, got {got!r}")
-    props = obj.get("properties") or {}
-    if not isinstance(props, Mapping):
-        raise GeofenceError("bad_properties", "properties must be a JSON object")
-    zid = obj.get("id", props.get("id"))
-    if zid is None:
-        raise GeofenceError("missing_id", "the zone needs an id (Feature id or properties.id)")
-    if "id" in obj and "id" in props and str(props["id"]) != str(obj["id"]):
-        raise GeofenceError("bad_id", f"Feature id {obj['id']!r} and properties.id {props['id']!r} differ")
-    zid = str(zid) if isinstance(zid, int) and not isinstance(zid, bool) else zid
-    if not isinstance(zid, str) or GEOFENCE_ID_RE.fullmatch(zid) is None:
-        raise GeofenceError(
-            "bad_id",
-            f"invalid zone id {zid!r:.80}: use 1-64 characters from A-Z a-z 0-9 _ . : -, "
-            "starting with a letter or digit",
-        )
-    name = props.get("name", zid)
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise GeofenceError(
-            "bad_name", f"zone {zid!r}: properties.name must be a non-empty text of at most 200 characters"
-        )
+    zid, props, name = feature_identity(obj, "zone")
+    assert isinstance(obj, Mapping)  # feature_identity checked it
     kind = props.get("kind", "other")
     if kind not in AIRSPACE_KINDS:
         raise GeofenceError(
@@ -183,7 +162,7 @@ def parse_zone(obj: object, max_vertices: int = DEFAULT_MAX_VERTICES) -> Airspac
     rest = {k: v for k, v in props.items() if k not in ("id", "name", "kind", "floor_m", "ceiling_m")}
     return AirspaceZone(
         zid,
-        name.strip(),
+        name,
         str(kind),
         footprint,
         floor,

@@ -29,10 +29,11 @@ enter was reported before the restart, or happened while nobody watched). The
 same holds for a geofence created later: units already inside it are members
 at once, silently. Events report transitions observed while running.
 
-**Geofence and airspace changes** rebuild the index from the ``geofences`` table off the
-event loop and swap it in whole under the engine's lock (copy-on-write), so the
-writer thread sees the old index or the new one, never a half-built one. A
-deleted geofence drops its memberships without exit events.
+**Geofence and airspace changes** rebuild their index from their table
+(``geofences``, ``airspace_zones``) off the event loop and swap it in whole
+under the engine's lock (copy-on-write), so the writer thread sees the old index
+or the new one, never a half-built one. A deleted geofence or zone drops its
+memberships without exit events.
 
 **Several processes.** Each engine emits the events of the fleet it watches:
 run one engine per deployment (next to the bridge), not one per API replica,

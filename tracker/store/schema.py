@@ -439,8 +439,8 @@ CREATE TABLE airspace_zones (
     name       text        NOT NULL,
     kind       text        NOT NULL DEFAULT 'other' CHECK (kind IN
                ('airport', 'heliport', 'hospital', 'embassy', 'military', 'prison', 'event', 'other')),
-    floor_m    real        NOT NULL DEFAULT 0 CHECK (floor_m >= 0),
-    ceiling_m  real        CHECK (ceiling_m IS NULL OR ceiling_m > floor_m),  -- NULL: unlimited
+    floor_m    float8      NOT NULL DEFAULT 0 CHECK (floor_m >= 0),
+    ceiling_m  float8      CHECK (ceiling_m IS NULL OR ceiling_m > floor_m),  -- NULL: unlimited
     geometry   jsonb       NOT NULL CHECK (geometry->>'type' IN ('Polygon', 'MultiPolygon')),
     properties jsonb       NOT NULL DEFAULT '{}',
     created_by text        NOT NULL DEFAULT '',

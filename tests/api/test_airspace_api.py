@@ -137,7 +137,7 @@ async def test_bad_zones_are_422_and_store_nothing(air: AirApi, body: dict[str, 
 
 async def test_check_point_path_and_sortie(air: AirApi) -> None:
     c = air.client
-    fc = {
+    fc: dict[str, Any] = {
         "type": "FeatureCollection",
         "features": [zone("H1", 0, ceiling_m=60), zone("M1", 1000, floor_m=90)],
     }

@@ -474,10 +474,31 @@ def avoidance_polygons(
     return [p for p in shapely.get_parts(merged) if isinstance(p, Polygon) and not p.is_empty]
 
 
+class LiveAirspace:
+    """The zones one process holds in memory, swapped whole when they change (readers never lock).
+
+    The API keeps one in its context (``ctx.airspace``), loaded at start and
+    replaced after every change it makes, so a caller that cannot wait for the
+    database (the sortie planner) reads the current zones at once.
+    """
+
+    def __init__(self, zones: Iterable[AirspaceZone] = ()) -> None:
+        self.current = Airspace(zones)
+
+    def replace(self, airspace: Airspace) -> None:
+        """Swap in a new set of zones (one reference assignment: readers see the old or the new)."""
+        self.current = airspace
+
+    def avoidance_polygons(self, altitude_m: float, buffer_m: float = 0.0) -> list[Polygon]:
+        """:func:`avoidance_polygons` over the current zones."""
+        return avoidance_polygons(self.current, altitude_m, buffer_m)
+
+
 __all__ = [
     "AIRSPACE_KINDS",
     "Airspace",
     "AirspaceZone",
+    "LiveAirspace",
     "Violation",
     "avoidance_polygons",
     "check_path",

@@ -14,13 +14,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 
+from api.context import ApiContext
 from api.deps import Context, Pool
 from api.schemas import Problem
-from drones.airspace import Airspace, check_position, parse_zone, parse_zones
+from drones.airspace import Airspace, LiveAirspace, check_position, parse_zone, parse_zones
 from drones.airspace_file import stored_zone
 from geo.geofence import GeofenceError
 from tracker.store import airspace as airspace_store
 from tracker.store.airspace import DuplicateZoneError, ZoneNotFoundError
+from tracker.store.pool import AsyncDb
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,22 @@ _CHECK_EXAMPLE = {
 }
 
 
-async def _reindex(ctx: Context) -> None:
+async def _reindex(ctx: ApiContext, pool: AsyncDb) -> None:
+    await refresh_airspace(ctx, pool)
     if ctx.events is not None and ctx.events.running:
         await ctx.events.reload_airspace()
 
 
-async def load_airspace(pool: Pool) -> Airspace:
+async def refresh_airspace(ctx: ApiContext, pool: AsyncDb) -> Airspace:
+    """Read the zones and swap them into ``ctx.airspace`` (created when absent); return them."""
+    air = await load_airspace(pool)
+    if ctx.airspace is None:
+        ctx.airspace = LiveAirspace()
+    ctx.airspace.replace(air)
+    return air
+
+
+async def load_airspace(pool: AsyncDb) -> Airspace:
     """The stored zones as an :class:`Airspace` (a row no longer valid is logged and left out)."""
     stored = await airspace_store.list_zones(pool)
 
@@ -120,7 +132,7 @@ async def create_zones(
         )
     except DuplicateZoneError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    await _reindex(ctx)
+    await _reindex(ctx, pool)
     return {"type": "FeatureCollection", "features": [z.to_feature() for z in stored]}
 
 
@@ -136,7 +148,7 @@ async def delete_zone(zone_id: str, pool: Pool, ctx: Context) -> Response:
         await airspace_store.delete_zone(pool, zone_id)
     except ZoneNotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    await _reindex(ctx)
+    await _reindex(ctx, pool)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -198,6 +210,7 @@ def _check(air: Airspace, body: object) -> dict[str, Any]:
 )
 async def check(
     pool: Pool,
+    ctx: Context,
     body: Annotated[
         Any,
         Body(
@@ -215,7 +228,7 @@ async def check(
     stretch starts and ends (``entry``/``exit``, [lon, lat, alt]) and metres
     along the segment.
     """
-    air = await load_airspace(pool)
+    air = await refresh_airspace(ctx, pool)  # the database is the truth (another process may change it)
     try:
         return await asyncio.to_thread(_check, air, body)
     except GeofenceError as exc:

@@ -37,6 +37,7 @@ class AirApi:
     client: httpx.AsyncClient
     engine: EventEngine
     fleet: LiveFleet
+    ctx: ApiContext
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ async def air(pg_url: str) -> AsyncIterator[AirApi]:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://serenazgo.test") as client:
-                yield AirApi(client, engine, fleet)
+                yield AirApi(client, engine, fleet, ctx)
     finally:
         await engine.stop()
 
@@ -188,6 +189,26 @@ async def test_bad_checks_are_422(air: AirApi, body: Any, words: str) -> None:
     resp = await air.client.post("/api/v1/airspace/check", json=body)
     assert resp.status_code == 422, resp.text
     assert words in resp.json()["detail"]
+
+
+async def test_the_context_holds_the_zones_for_the_sortie_planner(air: AirApi) -> None:
+    live = air.ctx.airspace
+    assert live is not None and live.avoidance_polygons(80.0) == []  # loaded (empty) by the lifespan
+    fc: dict[str, Any] = {
+        "type": "FeatureCollection",
+        "features": [zone("H1", 0, ceiling_m=60), zone("M1", 1000, floor_m=90)],
+    }
+    assert (await air.client.post("/api/v1/airspace", json=fc)).status_code == 201
+    h1 = shapely.geometry.shape(fc["features"][0]["geometry"])
+    m1 = shapely.geometry.shape(fc["features"][1]["geometry"])
+    # The planner's hook: ctx.airspace.avoidance_polygons(altitude_m) -> lon/lat polygons to keep out of.
+    [low] = live.avoidance_polygons(40.0)
+    assert low.covers(h1) and not low.intersects(m1)
+    [high] = live.avoidance_polygons(120.0, 25.0)
+    assert high.covers(m1) and not high.intersects(h1)
+    assert high.area > m1.area
+    assert (await air.client.delete("/api/v1/airspace/H1")).status_code == 204
+    assert live.avoidance_polygons(40.0) == []
 
 
 async def test_zone_created_through_the_api_raises_events(air: AirApi) -> None:

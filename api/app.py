@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from api.context import ApiContext
 from api.routes import (
+    airspace,
     console,
     coverage,
     coverage_history,
@@ -27,6 +29,19 @@ from api.routes import (
 from tracker.errors import ConfigError, StorageError
 from tracker.store.pool import open_pool
 
+log = logging.getLogger(__name__)
+
+
+async def _load_airspace(ctx: ApiContext) -> None:
+    """Restricted airspace into ``ctx.airspace`` at start; without it the API still serves the rest."""
+    assert ctx.pool is not None
+    try:
+        await airspace.refresh_airspace(ctx, ctx.pool)
+    except StorageError as exc:
+        log.warning(
+            "restricted airspace not loaded (the sortie planner sees no zones until a change): %s", exc
+        )
+
 
 def create_app(ctx: ApiContext) -> FastAPI:
     """Build the app around ``ctx``; its lifespan opens the pool on start and closes it on stop."""
@@ -35,6 +50,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.pool = await open_pool(ctx.conninfo, max_size=ctx.pool_max_size)
         try:
+            await _load_airspace(ctx)
             yield
         finally:
             pool, ctx.pool = ctx.pool, None
@@ -49,8 +65,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     app.state.ctx = ctx
     routes = (
-        units, tracks, live, dispatch, coverage, coverage_history, incidents, geofences, events, ws, health,
-        console, sorties,
+        units, tracks, live, dispatch, coverage, coverage_history, incidents, geofences, airspace, events, ws,
+        health, console, sorties,
     )  # fmt: skip
     for module in routes:
         app.include_router(module.router)

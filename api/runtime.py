@@ -41,6 +41,8 @@ from api.app import create_app
 from api.context import ApiContext
 from api.demo_dispatch import DemoDispatch
 from api.feed import LiveFeedHub
+from drones.airspace import AirspaceZone
+from drones.airspace_file import DEMO_AIRSPACE_FILE, load_airspace_file, store_airspace_file
 from drones.mavlink_sim import SimAircraft, SimConfig, fly_through_gateway
 from geo.area import Area, normalize_name
 from geo.docks import Dock
@@ -196,6 +198,7 @@ class Runtime:
     _mavlink_aircraft: SimAircraft | None = None
     _docks: tuple[Dock, ...] = ()  # drone docks and camera viewsheds of the coverage layers
     _viewsheds: Viewsheds | None = None
+    _airspace: list[AirspaceZone] = field(default_factory=list)  # zones of the airspace file, stored at start
     _sim_task: asyncio.Task[Any] | None = None
 
     # ----- signals -----------------------------------------------------------------------
@@ -283,6 +286,17 @@ class Runtime:
             "building the dispatch index",
             lambda: Dispatcher(self.fleet, self.settings.dispatch.eta, self.settings.freshness),
         )
+        airspace_file = self.airspace_file()
+        if airspace_file is not None:
+
+            async def store_zones() -> int:
+                async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
+                    return await store_airspace_file(conn, airspace_file, self._airspace)
+
+            n_zones = await store_zones()
+            self.console.print(
+                f"[green]✓[/green] restricted airspace: {n_zones} zone(s) from {airspace_file}"
+            )
         events = EventEngine(
             self.conninfo,
             self.fleet,
@@ -294,7 +308,7 @@ class Runtime:
         )
         with self.console.status("starting the event engine…"):
             await events.start()
-        self.console.print("[green]✓[/green] event engine (geofences, freshness, battery)")
+        self.console.print("[green]✓[/green] event engine (geofences, airspace, freshness, battery)")
         self._push("event engine (draining)", events.stop)
         self._events = events
         await self._step("starting the ingest bridge", bridge.start)
@@ -484,18 +498,30 @@ class Runtime:
         """Docks and camera files: the settings', else (demo over Miraflores) the shipped demo data."""
         cs = self.settings.coverage
         docks, cameras = cs.docks, cs.cameras
-        district = self.options.district or DEFAULT_DEMO_DISTRICT
-        if (
-            self.options.demo
-            and self.settings.area_file() == DEFAULT_DISTRICTS_FILE
-            and normalize_name(district) == normalize_name(DEFAULT_DEMO_DISTRICT)
-        ):
+        if self._demo_over_miraflores():
             docks = docks or DEMO_DOCKS_FILE
             cameras = cameras or DEMO_CAMERAS_FILE
         return docks, cameras
 
+    def _demo_over_miraflores(self) -> bool:
+        district = self.options.district or DEFAULT_DEMO_DISTRICT
+        return (
+            self.options.demo
+            and self.settings.area_file() == DEFAULT_DISTRICTS_FILE
+            and normalize_name(district) == normalize_name(DEFAULT_DEMO_DISTRICT)
+        )
+
+    def airspace_file(self) -> Path | None:
+        """The restricted airspace file: the settings', else (demo over Miraflores) the shipped demo zones."""
+        path = self.settings.drones.airspace
+        if path is None and self._demo_over_miraflores():
+            path = DEMO_AIRSPACE_FILE
+        return path
+
     def _load_coverage_files(self) -> None:
-        """Read the docks and viewsheds before anything starts, so a bad file stops nothing."""
+        """Read the docks, viewsheds and airspace zones before anything starts: a bad file stops nothing."""
+        airspace = self.airspace_file()
+        self._airspace = load_airspace_file(airspace) if airspace is not None else []
         docks, cameras = self.coverage_files()
         self._docks = tuple(load_docks(docks, self.settings.coverage)) if docks is not None else ()
         self._viewsheds = load_viewsheds(cameras) if cameras is not None else None

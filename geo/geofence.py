@@ -194,13 +194,11 @@ class GeofenceFeature:
     properties: dict[str, Any]  # the other properties, kept for the operator console
 
 
-def parse_feature(obj: object, max_vertices: int = DEFAULT_MAX_VERTICES) -> GeofenceFeature:
-    """Validate a GeoJSON Feature (``id`` or ``properties.id``, ``name``, ``kind``, polygon geometry).
+def feature_identity(obj: object, noun: str = "geofence") -> tuple[str, Mapping[str, Any], str]:
+    """Check a GeoJSON Feature's type, id and name: (id, properties, name), or :class:`GeofenceError`.
 
-    >>> f = parse_feature({"type": "Feature", "id": "S1", "properties": {"name": "Sector 1"},
-    ...     "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}})
-    >>> f.geofence_id, f.name, f.kind
-    ('S1', 'Sector 1', 'sector')
+    The id is ``id`` or ``properties.id`` (the same rule as unit ids); the name
+    defaults to the id. ``noun`` names the thing in messages ("invalid zone id").
     """
     if not isinstance(obj, Mapping) or obj.get("type") != "Feature":
         got = obj.get("type") if isinstance(obj, Mapping) else type(obj).__name__
@@ -217,12 +215,25 @@ def parse_feature(obj: object, max_vertices: int = DEFAULT_MAX_VERTICES) -> Geof
     if not isinstance(gid, str) or GEOFENCE_ID_RE.fullmatch(gid) is None:
         raise GeofenceError(
             "bad_id",
-            f"invalid geofence id {gid!r:.80}: use 1-64 characters from A-Z a-z 0-9 _ . : -, "
+            f"invalid {noun} id {gid!r:.80}: use 1-64 characters from A-Z a-z 0-9 _ . : -, "
             "starting with a letter or digit",
         )
     name = props.get("name", gid)
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise GeofenceError("bad_name", "properties.name must be a non-empty text of at most 200 characters")
+    return gid, props, name.strip()
+
+
+def parse_feature(obj: object, max_vertices: int = DEFAULT_MAX_VERTICES) -> GeofenceFeature:
+    """Validate a GeoJSON Feature (``id`` or ``properties.id``, ``name``, ``kind``, polygon geometry).
+
+    >>> f = parse_feature({"type": "Feature", "id": "S1", "properties": {"name": "Sector 1"},
+    ...     "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}})
+    >>> f.geofence_id, f.name, f.kind
+    ('S1', 'Sector 1', 'sector')
+    """
+    gid, props, name = feature_identity(obj)
+    assert isinstance(obj, Mapping)  # feature_identity checked it
     kind = props.get("kind", "sector")
     if kind not in GEOFENCE_KINDS:
         raise GeofenceError(

@@ -182,11 +182,15 @@ class DispatchSettings(BaseModel):
 
 
 class EventSettings(BaseModel):
-    """Unit events: geofences, freshness, battery."""
+    """Unit events: geofences, restricted airspace, freshness, battery."""
 
     battery_low_pct: float = 15.0  # a unit at or below this raises battery_low once...
     battery_rearm_pct: float = 20.0  # ...and again only after it has charged above this
     geofence_margin_m: float = 15.0  # hysteresis band at a geofence border (GPS jitter)
+    # Restricted airspace (drones): the same hysteresis, with a band at the footprint's border and one at
+    # the floor and ceiling (drone GPS is better than a phone's; barometric altitude drifts a few metres).
+    airspace_margin_m: float = Field(default=10.0, ge=0)
+    airspace_vertical_margin_m: float = Field(default=5.0, ge=0)
     freshness_sweep_s: float = 2.0  # how often live -> stale -> lost transitions are checked
     publish_mqtt: bool = True  # also publish each event on serenazgo/events/{type}
 

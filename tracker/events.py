@@ -1,4 +1,4 @@
-"""Unit events: geofence enter/exit, live → stale → lost and recovery, low battery, arrivals.
+"""Unit events: geofences, restricted airspace, live → stale → lost and recovery, low battery, arrivals.
 
 Two layers:
 
@@ -10,6 +10,11 @@ Two layers:
   through a re-armed threshold (``battery_low`` once at or below
   ``battery_low_pct``, again only after charging above ``battery_rearm_pct``),
   freshness through the per-kind thresholds of :mod:`tracker.freshness`.
+  Restricted airspace (drones only) goes through a :class:`~geo.volumes.VolumeIndex`
+  (footprint and altitude band, each with its margin) and the same hysteresis:
+  ``airspace_entered`` / ``airspace_exited``. The altitude is the drone's newest
+  ``alt_takeoff_m``; without one the footprint alone decides (the safe answer),
+  and an aircraft reported docked or on the ground is in no airspace.
 - :class:`EventEngine` wires it: it subscribes to the :class:`LiveFleet` (the
   callback runs on the ingest writer thread and does only the cheap in-memory
   work, under a lock), runs the periodic freshness sweep, and hands every event
@@ -24,10 +29,11 @@ enter was reported before the restart, or happened while nobody watched). The
 same holds for a geofence created later: units already inside it are members
 at once, silently. Events report transitions observed while running.
 
-**Geofence changes** rebuild the index from the ``geofences`` table off the
-event loop and swap it in whole under the engine's lock (copy-on-write), so the
-writer thread sees the old index or the new one, never a half-built one. A
-deleted geofence drops its memberships without exit events.
+**Geofence and airspace changes** rebuild their index from their table
+(``geofences``, ``airspace_zones``) off the event loop and swap it in whole
+under the engine's lock (copy-on-write), so the writer thread sees the old index
+or the new one, never a half-built one. A deleted geofence or zone drops its
+memberships without exit events.
 
 **Several processes.** Each engine emits the events of the fleet it watches:
 run one engine per deployment (next to the bridge), not one per API replica,
@@ -51,6 +57,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from geo.geofence import (
     OUTSIDE,
@@ -62,13 +69,16 @@ from geo.geofence import (
     Zone,
     parse_feature,
     parse_feature_collection,
+    parse_geometry,
 )
+from geo.volumes import VolumeIndex
 from tracker.config import EventSettings
 from tracker.errors import ConfigError, StorageError
 from tracker.feed import FeedListener, no_feed
 from tracker.fleet import FleetChange, LiveFleet, UnitState
 from tracker.freshness import DEFAULT_THRESHOLDS, FreshnessThresholds, classify_freshness
 from tracker.model import Freshness, UnitKind
+from tracker.store import airspace as airspace_store
 from tracker.store import events as event_store
 from tracker.store import geofences as geofence_store
 from tracker.store.geofences import StoredGeofence
@@ -94,6 +104,8 @@ class EventType(StrEnum):
     UNIT_LIVE = "unit_live"  # stale or lost -> live again (recovered)
     BATTERY_LOW = "battery_low"
     UNIT_ARRIVED = "unit_arrived"  # a dispatched unit reached its incident (written by the incident service)
+    AIRSPACE_ENTERED = "airspace_entered"  # a drone entered a restricted zone (footprint and altitude band)
+    AIRSPACE_EXITED = "airspace_exited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +154,25 @@ class GeofenceInfo:
     kind: str
 
 
+@dataclass(frozen=True, slots=True)
+class AirspaceInfo:
+    """What an airspace event says about its zone besides the id (``ceiling_m`` inf: unlimited)."""
+
+    name: str
+    kind: str
+    floor_m: float
+    ceiling_m: float
+
+
+_AIRBORNE_EXCLUDED_MODES = frozenset({"on_ground"})
+
+
+def _airborne(state: UnitState) -> bool:
+    """False when the drone's newest telemetry says it sits in its dock or on the ground."""
+    d = state.drone
+    return d is None or (d.docked is not True and d.flight_mode not in _AIRBORNE_EXCLUDED_MODES)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -173,12 +204,19 @@ class EventDetector:
         self._battery_low: set[str] = set()  # units whose battery_low fired and has not re-armed
         self._fresh: dict[str, Freshness] = {}  # last freshness of units that have a fix
         self._steps: dict[tuple[Membership, Zone], Step] = {}
+        self.airspace = VolumeIndex([], settings.airspace_margin_m, settings.airspace_vertical_margin_m)
+        self.airspace_info: dict[str, AirspaceInfo] = {}
+        self._aloft: dict[str, dict[str, Membership]] = {}  # drone -> zone -> membership (not OUTSIDE)
 
     # -- state -------------------------------------------------------------------------------------
 
     def inside(self, unit_id: str) -> list[str]:
         """Ids of the geofences ``unit_id`` is a member of, sorted."""
         return sorted(g for g, m in self._members.get(unit_id, {}).items() if m.inside)
+
+    def in_airspace(self, unit_id: str) -> list[str]:
+        """Ids of the restricted zones drone ``unit_id`` is in, sorted."""
+        return sorted(z for z, m in self._aloft.get(unit_id, {}).items() if m.inside)
 
     def freshness_of(self, unit_id: str) -> Freshness | None:
         """The freshness last seen for ``unit_id`` (None before its first fix)."""
@@ -198,7 +236,9 @@ class EventDetector:
         self._members.clear()
         self._battery_low.clear()
         self._fresh.clear()
+        self._aloft.clear()
         self._seed_members(placed, None)
+        self._seed_aloft(placed, None)
         low = self.settings.battery_low_pct
         for s in placed:
             assert s.fix is not None
@@ -220,6 +260,53 @@ class EventDetector:
             if m != OUTSIDE:
                 self._members.setdefault(placed[p].unit.unit_id, {})[gid] = m
 
+    def _airspace_points(
+        self, states: Sequence[UnitState]
+    ) -> tuple[list[UnitState], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """The airborne drones among ``states`` with a fix, and their lat, lon, altitude (NaN: unknown)."""
+        drones = [s for s in states if s.fix is not None and s.unit.kind is UnitKind.DRONE and _airborne(s)]
+        n = len(drones)
+        lat = np.fromiter((s.fix.lat for s in drones if s.fix), np.float64, n)
+        lon = np.fromiter((s.fix.lon for s in drones if s.fix), np.float64, n)
+        alt = np.fromiter(
+            (
+                np.nan if s.drone is None or s.drone.alt_takeoff_m is None else s.drone.alt_takeoff_m
+                for s in drones
+            ),
+            np.float64,
+            n,
+        )
+        return drones, lat, lon, alt
+
+    def _seed_aloft(self, placed: Sequence[UnitState], only: set[str] | None) -> None:
+        if not placed or len(self.airspace) == 0:
+            return
+        drones, lat, lon, alt = self._airspace_points(placed)
+        ids = self.airspace.ids
+        for p, v, z in zip(*self.airspace.zones_many(lat, lon, alt), strict=True):
+            zid = ids[v]
+            if only is not None and zid not in only:
+                continue
+            m = self.machine.initial(Zone(int(z)))
+            if m != OUTSIDE:
+                self._aloft.setdefault(drones[p].unit.unit_id, {})[zid] = m
+
+    def set_airspace(
+        self,
+        index: VolumeIndex,
+        info: Mapping[str, AirspaceInfo],
+        states: Iterable[UnitState],
+        reseed: Iterable[str] = (),
+    ) -> None:
+        """Swap in a new airspace index: drop removed zones' members, seed new (and ``reseed``) ones."""
+        old_ids, new_ids = set(self.airspace.ids), set(index.ids)
+        fresh_ids = (new_ids - old_ids) | (set(reseed) & new_ids)
+        _drop(self._aloft, (old_ids - new_ids) | fresh_ids)
+        self.airspace = index
+        self.airspace_info = dict(info)
+        if fresh_ids:
+            self._seed_aloft([s for s in states if s.fix is not None], fresh_ids)
+
     def set_index(
         self,
         index: GeofenceIndex,
@@ -231,14 +318,7 @@ class EventDetector:
         old_ids = set(self.index.ids)
         new_ids = set(index.ids)
         fresh_ids = (new_ids - old_ids) | (set(reseed) & new_ids)
-        stale_ids = (old_ids - new_ids) | fresh_ids
-        if stale_ids:
-            for unit_id in list(self._members):
-                members = self._members[unit_id]
-                for gid in stale_ids & members.keys():
-                    del members[gid]
-                if not members:
-                    del self._members[unit_id]
+        _drop(self._members, (old_ids - new_ids) | fresh_ids)
         self.index = index
         self.info = dict(info)
         if fresh_ids:
@@ -249,12 +329,22 @@ class EventDetector:
     def on_changes(self, changes: Sequence[FleetChange], now: datetime) -> list[Event]:
         """Events from one applied batch: geofence crossings, battery low, recovery to live."""
         newest: dict[str, UnitState] = {}
+        aloft: dict[str, UnitState] = {}  # drones: a telemetry report (altitude) can cross a floor too
+        track_air = len(self.airspace) > 0 or bool(self._aloft)
         for change in changes:
             if change.kind == "position" and change.state.fix is not None:
                 newest[change.unit_id] = change.state
-        if not newest:
-            return []
+            if (
+                track_air
+                and change.kind in ("position", "telemetry")
+                and change.state.unit.kind is UnitKind.DRONE
+            ):
+                aloft[change.unit_id] = change.state  # the batch's last state holds its fix and telemetry
         events: list[Event] = []
+        if aloft:
+            self._airspace_events(list(aloft.values()), events)
+        if not newest:
+            return events
         states = list(newest.values())
         self._geofence_events(states, events)
         low, rearm = self.settings.battery_low_pct, self.settings.battery_rearm_pct
@@ -302,7 +392,29 @@ class EventDetector:
                 near[p] = {ids[g]: _ZONES[z]}
             else:
                 here[ids[g]] = _ZONES[z]
-        all_members = self._members
+        self._apply_zones(self._members, states, near, self._geofence_event, events)
+
+    def _airspace_events(self, states: list[UnitState], events: list[Event]) -> None:
+        drones, lat, lon, alt = self._airspace_points(states)
+        near: dict[int, dict[str, Zone]] = {}
+        ids = self.airspace.ids
+        for p, v, z in zip(*(a.tolist() for a in self.airspace.zones_many(lat, lon, alt)), strict=True):
+            near.setdefault(p, {})[ids[v]] = _ZONES[z]
+        # Drones on the ground (or without a fix) are in no airspace: a member among them exits.
+        grounded = [
+            s for s in states if s.unit.unit_id in self._aloft and s.fix is not None and not _airborne(s)
+        ]
+        self._apply_zones(self._aloft, drones + grounded, near, self._airspace_event, events)
+
+    def _apply_zones(
+        self,
+        all_members: dict[str, dict[str, Membership]],
+        states: list[UnitState],
+        near: Mapping[int, dict[str, Zone]],
+        make_event: Callable[[UnitState, str, Step], Event],
+        events: list[Event],
+    ) -> None:
+        """Step each unit's memberships with its zones (``near``: state position -> zone id -> zone)."""
         step_cached = self._step_cached
         no_zones: dict[str, Zone] = {}
         for p, state in enumerate(states):
@@ -311,11 +423,11 @@ class EventDetector:
             here = near.get(p)
             if here is None:
                 if members is None:
-                    continue  # far from every geofence, as before: nothing to do (the common case)
+                    continue  # far from every zone, as before: nothing to do (the common case)
                 here = no_zones
             if members is None:
                 members = all_members[uid] = {}
-            # Usually the unit is near the same geofences as before: no set union needed.
+            # Usually the unit is near the same zones as before: no set union needed.
             gids = here.keys() if here.keys() == members.keys() else here.keys() | members.keys()
             for gid in gids:
                 old = members.get(gid, OUTSIDE)
@@ -327,7 +439,7 @@ class EventDetector:
                     else:
                         members[gid] = new
                 if step.crossing is not None:
-                    events.append(self._geofence_event(state, gid, step))
+                    events.append(make_event(state, gid, step))
             if not members:
                 del all_members[uid]
 
@@ -349,6 +461,30 @@ class EventDetector:
             state.unit.unit_id,
             gid,
             detail={"name": info.name, "kind": info.kind, "lat": fix.lat, "lon": fix.lon, "rule": step.rule},
+        )
+
+    def _airspace_event(self, state: UnitState, zone_id: str, step: Step) -> Event:
+        fix = state.fix
+        assert fix is not None
+        info = self.airspace_info.get(zone_id, AirspaceInfo(zone_id, "other", 0.0, float("inf")))
+        drone = state.drone
+        ts = fix.ts if drone is None or drone.ts < fix.ts else drone.ts
+        return Event(
+            EventType.AIRSPACE_ENTERED if step.membership.inside else EventType.AIRSPACE_EXITED,
+            ts,
+            state.unit.unit_id,
+            detail={
+                "zone_id": zone_id,
+                "name": info.name,
+                "kind": info.kind,
+                "floor_m": info.floor_m,
+                "ceiling_m": None if info.ceiling_m == float("inf") else info.ceiling_m,
+                "lat": fix.lat,
+                "lon": fix.lon,
+                "alt_m": None if drone is None else drone.alt_takeoff_m,
+                "on_ground": not _airborne(state),
+                "rule": step.rule,
+            },
         )
 
     def _freshness_event(
@@ -398,6 +534,18 @@ class EventDetector:
         return events
 
 
+def _drop(all_members: dict[str, dict[str, Membership]], ids: set[str]) -> None:
+    """Forget every unit's membership of the zones ``ids`` (removed or re-seeded)."""
+    if not ids:
+        return
+    for unit_id in list(all_members):
+        members = all_members[unit_id]
+        for gid in ids & members.keys():
+            del members[gid]
+        if not members:
+            del all_members[unit_id]
+
+
 # ----- the engine ---------------------------------------------------------------------------------
 
 
@@ -413,6 +561,7 @@ class EventStats:
     dropped: int = 0  # the queue was full, or the engine was not running
     queued: int = 0
     geofences: int = 0
+    airspace_zones: int = 0
 
 
 class EventEngine:
@@ -466,6 +615,7 @@ class EventEngine:
         self._running = False
         self._reload_lock: asyncio.Lock | None = None
         self._geometries: dict[str, dict[str, Any]] = {}
+        self._zone_rows: dict[str, tuple[Any, ...]] = {}  # zone id -> (geometry, floor, ceiling) indexed
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -494,15 +644,19 @@ class EventEngine:
             if self.geofences_file is not None:
                 await self.load_geofences_file(self.geofences_file)
             index, info, geometries = await self._build_index()
+            airspace, airspace_info, zone_rows = await self._build_airspace()
             self._queue = asyncio.Queue()
             self._running = True
             with self._lock:
                 self.detector.set_index(index, info, ())
+                self.detector.set_airspace(airspace, airspace_info, ())
                 self._geometries = geometries
+                self._zone_rows = zone_rows
                 # Subscribing and seeding under the lock: a batch applied meanwhile waits for the seed.
                 self._unsubscribe = self.fleet.subscribe(self._on_changes)
                 self.detector.seed(self.fleet.snapshot(), self.clock())
             self.stats.geofences = len(index)
+            self.stats.airspace_zones = len(airspace)
         except BaseException:
             await self._close_pool()
             self._running = False
@@ -677,6 +831,11 @@ class EventEngine:
         with self._lock:
             return self.detector.inside(unit_id)
 
+    def in_airspace(self, unit_id: str) -> list[str]:
+        """Ids of the restricted zones drone ``unit_id`` is in now (after hysteresis)."""
+        with self._lock:
+            return self.detector.in_airspace(unit_id)
+
     @property
     def index(self) -> GeofenceIndex:
         """The current geofence index (immutable; replaced whole on change)."""
@@ -716,6 +875,46 @@ class EventEngine:
                 self.detector.set_index(index, info, self.fleet.snapshot(), changed)
                 self._geometries = geometries
             self.stats.geofences = len(index)
+
+    # -- restricted airspace -------------------------------------------------------------------------
+
+    async def _build_airspace(
+        self,
+    ) -> tuple[VolumeIndex, dict[str, AirspaceInfo], dict[str, tuple[Any, ...]]]:
+        stored = await airspace_store.list_zones(self.db)
+        info = {z.zone_id: AirspaceInfo(z.name, z.kind, z.floor_m, z.ceiling_m) for z in stored}
+        rows = {z.zone_id: (z.geometry, z.floor_m, z.ceiling_m) for z in stored}
+        settings = self.settings
+
+        def build() -> VolumeIndex:
+            volumes = []
+            for z in stored:
+                try:
+                    volumes.append((z.zone_id, parse_geometry(z.geometry), z.floor_m, z.ceiling_m))
+                except GeofenceError as exc:
+                    log.error(
+                        "airspace zone %r in the database is unusable and is ignored: %s", z.zone_id, exc
+                    )
+            return VolumeIndex(volumes, settings.airspace_margin_m, settings.airspace_vertical_margin_m)
+
+        return await asyncio.to_thread(build), info, rows
+
+    async def reload_airspace(self) -> None:
+        """Rebuild the airspace index from ``airspace_zones`` and swap it in (changed zones re-seeded).
+
+        The API calls it after every change it makes; zones written by another
+        process are seen after a call.
+        """
+        assert self._reload_lock is not None, "start the engine first"
+        async with self._reload_lock:
+            index, info, rows = await self._build_airspace()
+            with self._lock:
+                changed = {z for z, row in rows.items() if self._zone_rows.get(z, row) != row}
+                self.detector.set_airspace(index, info, self.fleet.snapshot(), changed)
+                self._zone_rows = rows
+            self.stats.airspace_zones = len(index)
+
+    # -- geofences (CRUD) ----------------------------------------------------------------------------
 
     async def list_geofences(self) -> list[StoredGeofence]:
         """Every stored geofence, in id order."""

@@ -47,7 +47,12 @@
     event: {
       geofence_enter: "Entró a", geofence_exit: "Salió de", unit_stale: "Señal desactualizada",
       unit_lost: "Señal perdida", unit_live: "Señal recuperada", battery_low: "Batería baja",
-      unit_arrived: "Llegó al incidente",
+      unit_arrived: "Llegó al incidente", airspace_entered: "Entró a espacio restringido",
+      airspace_exited: "Salió de espacio restringido",
+    },
+    airspaceKind: {
+      airport: "aeropuerto", heliport: "helipuerto", hospital: "hospital", embassy: "embajada",
+      military: "zona militar", prison: "penal", event: "evento", other: "zona restringida",
     },
   };
   const label = (table, key) => (LABELS[table] && LABELS[table][key]) || String(key);
@@ -406,6 +411,7 @@
     const detail = ev.detail || {};
     let what = label("event", ev.type || "evento");
     if (ev.geofence_id) what += ` ${detail.geofence_name || detail.name || ev.geofence_id}`;
+    else if (detail.zone_id) what += ` ${detail.name || detail.zone_id}`;
     if (ev.incident_id) what += ` #${ev.incident_id}`;
     if (ev.type === "battery_low" && detail.battery != null) what += ` (${Math.round(detail.battery)} %)`;
     const item = el("li", { "data-event-type": ev.type || "" }, el("strong", {}, who), ` ${what} `,
@@ -835,6 +841,43 @@
   $("coverage-minutes").addEventListener("change", refreshCoverage);
   $("coverage-layer").addEventListener("change", refreshCoverage);
 
+  // ----- restricted airspace: zones drones must not enter (GET /api/v1/airspace) -------------------
+  // Red hatched footprints with a tooltip: name, kind and the altitude band (m above ground). Clicks
+  // go through to the map (a point inside a zone can still be picked). Reloaded now and then: zones
+  // change rarely. A failure leaves the last drawing and logs it; nothing else depends on it.
+  const AIRSPACE_EVERY_MS = 60000;
+  const airspaceLayer = L.geoJSON(null, {
+    style: { className: "airspace-zone", color: "#c92a2a", weight: 2, dashArray: "6 3", fillColor: "#c92a2a", fillOpacity: 0.12 },
+    bubblingMouseEvents: true,
+    onEachFeature: (feature, polygon) => {
+      const p = feature.properties || {};
+      const floor = Number(p.floor_m) || 0;
+      const band = p.ceiling_m == null ? `desde ${floor} m` : `${floor}–${p.ceiling_m} m`;
+      polygon.bindTooltip(
+        `<strong>${escapeHtml(p.name || feature.id)}</strong><br>${escapeHtml(label("airspaceKind", p.kind))} · ` +
+        `${escapeHtml(band)} sobre el suelo`, { sticky: true, className: "airspace-tooltip" });
+    },
+  }).addTo(map);
+  const airspace = { zones: 0, loaded: false };
+
+  async function refreshAirspace() {
+    try {
+      const r = await fetch("/api/v1/airspace");
+      if (!r.ok) throw new Error(await errorText(r));
+      const body = await r.json();
+      airspaceLayer.clearLayers();
+      airspaceLayer.addData(body);
+      airspace.zones = (body.features || []).length;
+      airspace.loaded = true;
+      map.getContainer().dataset.airspaceZones = String(airspace.zones);
+    } catch (err) {
+      console.warn("restricted airspace unavailable:", err);
+    }
+  }
+  L.control.layers(null, { "Espacio aéreo restringido": airspaceLayer }, { position: "topright" }).addTo(map);
+  refreshAirspace();
+  setInterval(refreshAirspace, AIRSPACE_EVERY_MS);
+
   // ----- legend, timers, start -------------------------------------------------------------------
   const legend = L.control({ position: "bottomright" });
   legend.onAdd = () => {
@@ -870,5 +913,7 @@
   connect();
 
   // A read-only handle for tests and for the browser console.
-  window.serenazgo = { state, map, pickPoint, fitUnits, refreshFreshness, refreshCoverage, LABELS };
+  window.serenazgo = {
+    state, map, pickPoint, fitUnits, refreshFreshness, refreshCoverage, refreshAirspace, airspace, airspaceLayer, LABELS,
+  };
 })();

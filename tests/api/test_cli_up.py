@@ -208,6 +208,9 @@ def test_up_demo_shows_the_simulated_fleet_moving_in(data_dir: Path) -> None:
         assert len(units) == 104
         kinds = {u["kind"] for u in units}
         assert kinds == {"foot", "patrol_car", "motorcycle", "drone"}
+        # The demo's restricted airspace (tracker/data) is stored and served.
+        zones = httpx.get(f"{up.base}/api/v1/airspace", timeout=10).json()["features"]
+        assert sorted(z["properties"]["kind"] for z in zones) == ["embassy", "hospital", "military"]
 
         def fleet_reporting(body: dict) -> bool:
             seen = {f["properties"]["kind"] for f in body["features"] if f["geometry"]}

@@ -31,6 +31,7 @@ Tables (see DESIGN.md, Storage):
   index), ``audit_log`` (who changed what, when, from where), ``geofences``
   (GeoJSON polygons) and ``events`` (geofence, freshness, battery, arrival).
 - ``coverage_samples``: the coverage ratio per layer and target time, every minute.
+- ``airspace_zones``: restricted airspace (GeoJSON footprint, floor and ceiling in metres).
 
 Migrations are frozen once released: to change the schema, append a migration.
 The migrator (:mod:`tracker.store.migrations`) records each applied version
@@ -430,6 +431,23 @@ CREATE TABLE drone_telemetry (
 CREATE INDEX drone_telemetry_ts_brin ON drone_telemetry USING brin (ts);
 """
 
+_AIRSPACE = """\
+-- Restricted airspace: a GeoJSON footprint between a floor and a ceiling (metres above ground / take-off).
+CREATE TABLE airspace_zones (
+    zone_id    text        COLLATE "C" PRIMARY KEY
+               CHECK (zone_id ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$'),
+    name       text        NOT NULL,
+    kind       text        NOT NULL DEFAULT 'other' CHECK (kind IN
+               ('airport', 'heliport', 'hospital', 'embassy', 'military', 'prison', 'event', 'other')),
+    floor_m    float8      NOT NULL DEFAULT 0 CHECK (floor_m >= 0),
+    ceiling_m  float8      CHECK (ceiling_m IS NULL OR ceiling_m > floor_m),  -- NULL: unlimited
+    geometry   jsonb       NOT NULL CHECK (geometry->>'type' IN ('Polygon', 'MultiPolygon')),
+    properties jsonb       NOT NULL DEFAULT '{}',
+    created_by text        NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables: units, external ids, unit_latest, dead_letters", common=_CORE),
     Migration(2, "positions", timescale=_POSITIONS_TIMESCALE, plain=_POSITIONS_PLAIN),
@@ -437,6 +455,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "dispatch: incidents, assignments, audit_log, geofences, events", common=_DISPATCH),
     Migration(5, "coverage_samples", common=_COVERAGE),
     Migration(6, "drone_telemetry", timescale=_DRONE_TELEMETRY_TIMESCALE, plain=_DRONE_TELEMETRY_PLAIN),
+    Migration(7, "airspace_zones", common=_AIRSPACE),
 )
 
 

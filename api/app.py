@@ -14,6 +14,7 @@ from api.routes import (
     coverage,
     coverage_history,
     dispatch,
+    drones,
     events,
     geofences,
     health,
@@ -48,8 +49,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     app.state.ctx = ctx
     routes = (
-        units, tracks, live, dispatch, coverage, coverage_history, incidents, geofences, events, ws, health,
-        console,
+        units, tracks, live, drones, dispatch, coverage, coverage_history, incidents, geofences, events, ws,
+        health, console,
     )  # fmt: skip
     for module in routes:
         app.include_router(module.router)

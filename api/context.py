@@ -13,6 +13,7 @@ from tracker.registry import UnitRegistry
 
 if TYPE_CHECKING:
     from api.feed import LiveFeedHub
+    from drones.endurance import SquadronModel
     from tracker.coverage import CoverageService
     from tracker.coverage_history import CoverageSampler
     from tracker.dispatch import Dispatcher
@@ -50,3 +51,5 @@ class ApiContext:
     feed: LiveFeedHub | None = None
     coverage: CoverageService | None = None
     coverage_history: CoverageSampler | None = None
+    # The drones' endurance model (GET /api/v1/drones); None: built from the settings and coverage docks.
+    squadron: SquadronModel | None = None

@@ -41,6 +41,7 @@ from api.app import create_app
 from api.context import ApiContext
 from api.demo_dispatch import DemoDispatch
 from api.feed import LiveFeedHub
+from drones.endurance import SquadronModel
 from geo.area import Area, normalize_name
 from geo.docks import Dock
 from geo.viewsheds import Viewsheds
@@ -54,6 +55,7 @@ from tracker.coverage_files import DEMO_CAMERAS_FILE, DEMO_DOCKS_FILE, load_dock
 from tracker.coverage_history import CoverageSampler
 from tracker.demand import incident_demand
 from tracker.dispatch import Dispatcher
+from tracker.drone_events import DroneAlerts, squadron_model
 from tracker.errors import ConfigError, SerenazgoError
 from tracker.events import EventEngine
 from tracker.feed import FeedListener, no_feed
@@ -191,6 +193,7 @@ class Runtime:
     _api_task: asyncio.Task[None] | None = None
     _docks: tuple[Dock, ...] = ()  # drone docks and camera viewsheds of the coverage layers
     _viewsheds: Viewsheds | None = None
+    _squadron: SquadronModel | None = None  # the drones' endurance model (profiles, docks as homes)
     _sim_task: asyncio.Task[Any] | None = None
 
     # ----- signals -----------------------------------------------------------------------
@@ -286,10 +289,11 @@ class Runtime:
             publish=bridge.mqtt.publish if self.settings.events.publish_mqtt else None,
             feed=self._hub,
             geofences_file=self.settings.geofences,
+            drones=DroneAlerts(self.settings.drones, self._squadron or squadron_model(self.settings)),
         )
         with self.console.status("starting the event engine…"):
             await events.start()
-        self.console.print("[green]✓[/green] event engine (geofences, freshness, battery)")
+        self.console.print("[green]✓[/green] event engine (geofences, freshness, battery, drone alerts)")
         self._push("event engine (draining)", events.stop)
         self._events = events
         await self._step("starting the ingest bridge", bridge.start)
@@ -337,6 +341,7 @@ class Runtime:
             incidents=self._incidents,
             events=self._events,
             feed=self._hub,
+            squadron=self._squadron,
             coverage=CoverageService(
                 self._area or load_area(self.settings.area_file()),
                 self.fleet,
@@ -453,6 +458,7 @@ class Runtime:
         """Read the docks and viewsheds before anything starts, so a bad file stops nothing."""
         docks, cameras = self.coverage_files()
         self._docks = tuple(load_docks(docks, self.settings.coverage)) if docks is not None else ()
+        self._squadron = squadron_model(self.settings, self._docks)
         self._viewsheds = load_viewsheds(cameras) if cameras is not None else None
         if docks is not None or cameras is not None:
             n_cameras = 0 if self._viewsheds is None else self._viewsheds.size

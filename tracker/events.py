@@ -1,4 +1,4 @@
-"""Unit events: geofence enter/exit, live → stale → lost and recovery, low battery, arrivals.
+"""Unit events: geofence enter/exit, live → stale → lost and recovery, low battery, arrivals, drone alerts.
 
 Two layers:
 
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -74,6 +74,9 @@ from tracker.store import geofences as geofence_store
 from tracker.store.geofences import StoredGeofence
 from tracker.store.pool import AsyncDb, open_pool
 
+if TYPE_CHECKING:
+    from tracker.drone_events import DroneAlerts
+
 log = logging.getLogger(__name__)
 
 EVENT_TOPIC = "serenazgo/events/{type}"
@@ -94,6 +97,11 @@ class EventType(StrEnum):
     UNIT_LIVE = "unit_live"  # stale or lost -> live again (recovered)
     BATTERY_LOW = "battery_low"
     UNIT_ARRIVED = "unit_arrived"  # a dispatched unit reached its incident (written by the incident service)
+    # Drones (tracker.drone_events, from the endurance model of drones.endurance):
+    DRONE_RETURN_REQUIRED = "drone_return_required"  # return-home margin at or below drones.return_margin_s
+    DRONE_BELOW_RESERVE = "drone_below_reserve"  # flying with the battery under the profile's reserve
+    DRONE_TELEMETRY_LOST = "drone_telemetry_lost"  # airborne, no telemetry or fix for a while
+    DRONE_ALTITUDE_EXCEEDED = "drone_altitude_exceeded"  # above drones.altitude_limit_m (above take-off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,7 +433,10 @@ class EventEngine:
     when it is given and ``settings.publish_mqtt`` is on. ``feed``: the live feed
     listener. ``geofences_file``: a GeoJSON FeatureCollection upserted into the
     ``geofences`` table at start (``Settings.geofences``). ``clock``: the time
-    of the freshness decisions (tests pass a controlled one).
+    of the freshness decisions (tests pass a controlled one). ``drones``: the
+    drone alerts (:class:`tracker.drone_events.DroneAlerts`: return required,
+    below reserve, telemetry lost, altitude), stepped with the same changes and
+    sweeps under the same lock; None: no drone alerts.
 
     :meth:`start` and :meth:`stop` run on the event loop that serves the engine;
     geofence and event queries are coroutines on that same loop.
@@ -444,6 +455,7 @@ class EventEngine:
         clock: Callable[[], datetime] = _utcnow,
         dwell_fixes: int = DEFAULT_DWELL_FIXES,
         max_queued: int = MAX_QUEUED_EVENTS,
+        drones: DroneAlerts | None = None,
     ) -> None:
         self._conninfo = db if isinstance(db, str) else None
         self._db: AsyncDb | None = None if isinstance(db, str) else db
@@ -455,6 +467,7 @@ class EventEngine:
         self.clock = clock
         self.max_queued = max_queued
         self.detector = EventDetector(settings, thresholds, dwell_fixes)
+        self.drones = drones
         self.stats = EventStats()
         self._lock = threading.Lock()  # the detector's state: writer thread, sweep, geofence swaps
         self._count_lock = threading.Lock()
@@ -501,7 +514,10 @@ class EventEngine:
                 self._geometries = geometries
                 # Subscribing and seeding under the lock: a batch applied meanwhile waits for the seed.
                 self._unsubscribe = self.fleet.subscribe(self._on_changes)
-                self.detector.seed(self.fleet.snapshot(), self.clock())
+                snapshot, now = self.fleet.snapshot(), self.clock()
+                self.detector.seed(snapshot, now)
+                if self.drones is not None:
+                    self.drones.seed(snapshot, now)
             self.stats.geofences = len(index)
         except BaseException:
             await self._close_pool()
@@ -540,6 +556,8 @@ class EventEngine:
         now = self.clock()
         with self._lock:
             events = self.detector.on_changes(changes, now)
+            if self.drones is not None:
+                events.extend(self.drones.on_changes(changes))
         if events:
             self.emit(events)
 
@@ -667,6 +685,8 @@ class EventEngine:
         when = now or self.clock()
         with self._lock:
             events = self.detector.sweep(states, when)
+            if self.drones is not None:
+                events.extend(self.drones.sweep(states, when))
         self.emit(events)
         return events
 
@@ -676,6 +696,13 @@ class EventEngine:
         """Ids of the geofences ``unit_id`` is in now (after hysteresis)."""
         with self._lock:
             return self.detector.inside(unit_id)
+
+    def drone_alerts(self, unit_id: str) -> list[str]:
+        """The drone alerts active for ``unit_id`` (fired, not re-armed), as event types."""
+        if self.drones is None:
+            return []
+        with self._lock:
+            return self.drones.active(unit_id)
 
     @property
     def index(self) -> GeofenceIndex:

@@ -46,7 +46,7 @@ def _utc(ts: datetime) -> datetime:
 def _span(d: timedelta) -> str:
     """A window length for people: ``7 days``, ``24 hours``, ``90 minutes``."""
     secs = int(d.total_seconds())
-    if secs % 86400 == 0:
+    if secs % 86400 == 0 and secs > 86400:
         return f"{secs // 86400} days"
     if secs % 3600 == 0:
         return f"{secs // 3600} hours"

@@ -1,4 +1,4 @@
-"""/api/v1/drones: live state with endurance figures, one drone, telemetry history (JSON, CSV), 404 and 422."""
+"""/api/v1/drones: live state with endurance figures, one drone, telemetry (JSON, CSV), 404 and 422."""
 
 from __future__ import annotations
 
@@ -113,9 +113,9 @@ async def test_telemetry_history_as_json_and_csv_with_windows_checked(api, pg_ur
             create_unit_sync(conn, u)
     api.ctx.fleet.load(units(), [])
     reports = [
-        DroneTelemetry("dr-1", now - timedelta(minutes=m), battery_pct=90.0 - m, alt_takeoff_m=60.0, source=Source.DJI)
+        DroneTelemetry("dr-1", now - timedelta(minutes=m), battery_pct=90.0 - m, source=Source.DJI)
         for m in (90, 50, 30, 10)
-    ]  # fmt: skip
+    ]
     with PositionWriter(pg_url) as writer:
         writer.write(IngestBatch(telemetry=reports))
 

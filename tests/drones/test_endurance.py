@@ -21,7 +21,7 @@ M3TD = PROFILES["m3td"]  # 50 min × 0.7 = 2100 s usable, reserve 0.25, 15 m/s
 
 
 def point(dist_m: float, azimuth: float = 0.0) -> tuple[float, float]:
-    """(lat, lon) ``dist_m`` from HOME along ``azimuth`` (degrees from north), by pyproj's forward geodesic."""
+    """(lat, lon) ``dist_m`` from HOME along ``azimuth`` (° from north), by pyproj's forward geodesic."""
     lon, lat, _ = GEOD.fwd(HOME[1], HOME[0], azimuth, dist_m)
     return lat, lon
 
@@ -124,7 +124,7 @@ def test_squadron_model_resolves_profile_and_home() -> None:
     assert (e.profile_key, e.home_source, e.dock and e.dock.dock_id) == ("m30t_rc", "dock", "dock-a")
     assert e.airborne
     assert e.time_home_s == pytest.approx(1500.0 / 15.0 + 20.0)
-    # The telemetry's home point beats the dock; a dock found through the telemetry's dock_id gives the profile.
+    # The telemetry's home point beats the dock; the dock its telemetry's dock_id names gives the profile.
     e = model.assess("dr-b", tel("dr-b", home_lat=HOME[0], home_lon=HOME[1], dock_id="dock-b"), fix)
     assert (e.profile_key, e.home_source, e.home_lat) == ("m30t", "telemetry", HOME[0])
     # Neither: the default profile and no home.

@@ -78,7 +78,8 @@ async def test_drone_alerts_are_stored_published_and_fed(pg_url: str) -> None:
 
     with psycopg.connect(pg_url) as conn:
         rows = conn.execute(
-            "SELECT type, unit_id, ts, detail FROM events WHERE unit_id = 'dr-1' AND type LIKE 'drone%' ORDER BY event_id"
+            "SELECT type, unit_id, ts, detail FROM events"
+            " WHERE unit_id = 'dr-1' AND type LIKE 'drone%' ORDER BY event_id"
         ).fetchall()
     assert [(r[0], r[2]) for r in rows] == [
         ("drone_altitude_exceeded", T0 + timedelta(seconds=242)),  # the first report above 120 m (121 m)

@@ -5,7 +5,9 @@ its lock, stores, publishes and feeds what it returns). Each alert is a
 condition with hysteresis, so one episode gives one event, not one per report:
 
 - ``drone_return_required``: the return-home margin of :mod:`drones.endurance`
-  is at or below ``drones.return_margin_s`` while airborne. Re-armed once the
+  is at or below ``drones.return_margin_s`` while airborne and not already
+  returning home or landing (then there is nothing to tell: it is on its way;
+  running short on the way is ``drone_below_reserve``'s). Re-armed once the
   margin climbs above ``return_margin_s + return_rearm_s`` or the aircraft is on
   the ground. (Flying home at cruise keeps the margin about constant, so an
   aircraft that obeyed is not alerted again on the way.)
@@ -14,7 +16,10 @@ condition with hysteresis, so one episode gives one event, not one per report:
 - ``drone_telemetry_lost``: the last telemetry says airborne (not docked, not
   ``on_ground``) and the telemetry or the position is older than
   ``drones.telemetry_lost_s``; found by the engine's periodic sweep, like
-  freshness. Re-armed when both are fresh again.
+  freshness. Re-armed when both are fresh again. The position's age counts from
+  the take-off at the earliest: a docked DJI aircraft reports no fix, so its last
+  one may be from its previous flight, and a fresh launch gets the same
+  ``telemetry_lost_s`` to produce one.
 - ``drone_altitude_exceeded``: ``alt_takeoff_m`` above ``drones.altitude_limit_m``.
   Re-armed ``altitude_rearm_m`` below the limit. Height above the take-off point
   stands in for height above ground: Miraflores is a flat terrace (about 70-90 m
@@ -43,6 +48,9 @@ from tracker.events import Event, EventType
 from tracker.fleet import FleetChange, UnitState
 from tracker.model import UnitKind
 
+# No "return now" for an aircraft already on its way home.
+HOMEWARD_MODES = frozenset({"returning_home", "landing"})
+
 
 def _r(x: float | None, digits: int = 1) -> float | None:
     return None if x is None else round(x, digits)
@@ -64,6 +72,7 @@ class DroneAlerts:
         self._reserve: set[str] = set()
         self._lost: set[str] = set()
         self._altitude: set[str] = set()
+        self._airborne_since: dict[str, datetime] = {}  # the first airborne report of the current flight
 
     # -- state -----------------------------------------------------------------------------------------
 
@@ -113,7 +122,15 @@ class DroneAlerts:
             uid = state.unit.unit_id
             tel_age = (now - tel.ts).total_seconds()
             fix_age = None if state.fix is None else (now - state.fix.ts).total_seconds()
-            age = max(tel_age, fix_age) if fix_age is not None else tel_age
+            # The position is judged from the take-off at the earliest (its last fix may be from the
+            # previous flight); with no fix at all, from the take-off or the telemetry.
+            since = self._airborne_since.get(uid, tel.ts)
+            pos_age = (
+                (now - since).total_seconds()
+                if fix_age is None
+                else min(fix_age, (now - since).total_seconds())
+            )
+            age = max(tel_age, pos_age)
             if not is_airborne(tel) or age <= limit:
                 self._lost.discard(uid)
                 continue
@@ -167,12 +184,17 @@ class DroneAlerts:
         }
         out: list[Event] = []
         airborne = e.airborne
+        if not airborne:
+            self._airborne_since.pop(uid, None)
+        elif uid not in self._airborne_since:
+            self._airborne_since[uid] = tel.ts
 
         # Return required: margin <= threshold (unknown margin: no decision either way).
         if not airborne:
             self._return.discard(uid)
         elif e.margin_s is not None:
-            if uid not in self._return and e.margin_s <= cfg.return_margin_s:
+            heading_home = tel.flight_mode in HOMEWARD_MODES
+            if uid not in self._return and e.margin_s <= cfg.return_margin_s and not heading_home:
                 self._return.add(uid)
                 detail = {
                     "margin_s": round(e.margin_s, 1),

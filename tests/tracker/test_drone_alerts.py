@@ -226,3 +226,24 @@ def test_settings_with_an_unknown_profile_are_refused_with_the_setting_to_fix() 
         squadron_model(Settings(drones=DroneSettings(profiles={"dr-1": "m99"})))
     model = squadron_model(Settings(drones=DroneSettings(profiles={"dr-1": "m3e"})), [DOCK])
     assert model.profile_for("dr-1")[0] == "m3e" and model.landing_s == 30.0
+
+
+def test_a_launch_after_a_long_docked_rest_gets_time_to_report_a_fix() -> None:
+    rig = Rig(DroneSettings(telemetry_lost_s=30))
+    # Last fix from the previous flight, an hour ago; then docked (DJI: no fix while docked).
+    rig.report(0, 0.0, battery_pct=100.0, flight_mode="on_ground", docked=True)
+    rig.report(3600, None, battery_pct=100.0, flight_mode="taking_off", docked=False)
+    assert rig.sweep(3605) == []  # the hour-old fix does not make a fresh launch lost
+    rig.report(3620, None, battery_pct=99.0, flight_mode="mission")
+    assert rig.sweep(3625) == []
+    # Still no fix 31 s after take-off while the telemetry keeps coming: the position is lost.
+    rig.report(3630, None, battery_pct=99.0, flight_mode="mission")
+    assert types(rig.sweep(3631)) == ["drone_telemetry_lost"]
+
+
+def test_no_return_alert_for_an_aircraft_already_heading_home() -> None:
+    rig = Rig()
+    # 9 km out at 40 %: margin = 2100 × 0.15 - (600 + 30) < 0.
+    assert types(rig.report(0, 9000.0, battery_pct=40.0, flight_mode="returning_home")) == []
+    assert types(rig.report(2, 8970.0, battery_pct=40.0, flight_mode="landing")) == []
+    assert types(rig.report(4, 8940.0, battery_pct=40.0, flight_mode="mission")) == ["drone_return_required"]

@@ -16,6 +16,7 @@ from api.routes import (
     coverage,
     coverage_history,
     dispatch,
+    drones,
     events,
     geofences,
     health,
@@ -65,8 +66,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     app.state.ctx = ctx
     routes = (
-        units, tracks, live, dispatch, coverage, coverage_history, incidents, geofences, airspace, events, ws,
-        health, console, sorties,
+        units, tracks, live, sorties, drones, dispatch, coverage, coverage_history, incidents, geofences,
+        airspace, events, ws, health, console,
     )  # fmt: skip
     for module in routes:
         app.include_router(module.router)

@@ -14,6 +14,7 @@ from tracker.registry import UnitRegistry
 if TYPE_CHECKING:
     from api.feed import LiveFeedHub
     from drones.airspace import LiveAirspace
+    from drones.endurance import SquadronModel
     from tracker.coverage import CoverageService
     from tracker.coverage_history import CoverageSampler
     from tracker.dispatch import Dispatcher
@@ -53,3 +54,5 @@ class ApiContext:
     coverage_history: CoverageSampler | None = None
     # Restricted airspace in memory (the sortie planner reads it); the app's lifespan loads it.
     airspace: LiveAirspace | None = None
+    # The drones' endurance model (GET /api/v1/drones); None: built from the settings and coverage docks.
+    squadron: SquadronModel | None = None

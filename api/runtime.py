@@ -43,6 +43,7 @@ from api.demo_dispatch import DemoDispatch
 from api.feed import LiveFeedHub
 from drones.airspace import AirspaceZone
 from drones.airspace_file import DEMO_AIRSPACE_FILE, load_airspace_file, store_airspace_file
+from drones.endurance import SquadronModel
 from drones.mavlink_sim import SimAircraft, SimConfig, fly_through_gateway
 from geo.area import Area, normalize_name
 from geo.docks import Dock
@@ -57,6 +58,7 @@ from tracker.coverage_files import DEMO_CAMERAS_FILE, DEMO_DOCKS_FILE, load_dock
 from tracker.coverage_history import CoverageSampler
 from tracker.demand import incident_demand
 from tracker.dispatch import Dispatcher
+from tracker.drone_events import DroneAlerts, squadron_model
 from tracker.errors import ConfigError, SerenazgoError
 from tracker.events import EventEngine
 from tracker.feed import FeedListener, no_feed
@@ -199,6 +201,7 @@ class Runtime:
     _docks: tuple[Dock, ...] = ()  # drone docks and camera viewsheds of the coverage layers
     _viewsheds: Viewsheds | None = None
     _airspace: list[AirspaceZone] = field(default_factory=list)  # zones of the airspace file, stored at start
+    _squadron: SquadronModel | None = None  # the drones' endurance model (profiles, docks as homes)
     _sim_task: asyncio.Task[Any] | None = None
 
     # ----- signals -----------------------------------------------------------------------
@@ -305,10 +308,11 @@ class Runtime:
             publish=bridge.mqtt.publish if self.settings.events.publish_mqtt else None,
             feed=self._hub,
             geofences_file=self.settings.geofences,
+            drones=DroneAlerts(self.settings.drones, self._squadron or squadron_model(self.settings)),
         )
         with self.console.status("starting the event engine…"):
             await events.start()
-        self.console.print("[green]✓[/green] event engine (geofences, airspace, freshness, battery)")
+        self.console.print("[green]✓[/green] event engine (geofences, airspace, freshness, battery, drones)")
         self._push("event engine (draining)", events.stop)
         self._events = events
         await self._step("starting the ingest bridge", bridge.start)
@@ -356,6 +360,7 @@ class Runtime:
             incidents=self._incidents,
             events=self._events,
             feed=self._hub,
+            squadron=self._squadron,
             coverage=CoverageService(
                 self._area or load_area(self.settings.area_file()),
                 self.fleet,
@@ -491,6 +496,7 @@ class Runtime:
             replace(dock, aircraft_id=drones[i]) if i < len(drones) and dock.aircraft_id is None else dock
             for i, dock in enumerate(self._docks)
         )
+        self._squadron = squadron_model(self.settings, self._docks)  # the docks are their drones' homes
         created, _existing = register_units(self.conninfo, [*self._simulation.units, *extra])
         return len(created)
 
@@ -524,6 +530,7 @@ class Runtime:
         self._airspace = load_airspace_file(airspace) if airspace is not None else []
         docks, cameras = self.coverage_files()
         self._docks = tuple(load_docks(docks, self.settings.coverage)) if docks is not None else ()
+        self._squadron = squadron_model(self.settings, self._docks)
         self._viewsheds = load_viewsheds(cameras) if cameras is not None else None
         if docks is not None or cameras is not None:
             n_cameras = 0 if self._viewsheds is None else self._viewsheds.size

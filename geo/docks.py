@@ -25,8 +25,14 @@ flown to an empty battery):
 - DJI Matrice 3TD (DJI Dock 2): max flight time 50 min, operating radius 10 km;
 - DJI Matrice 4TD (DJI Dock 3): max flight time 54 min, operating radius 10 km;
 - DJI Matrice 30T (DJI Dock): max flight time 40 min, operating radius 7 km;
-- cruise 15 m/s for all three: DJI's operation speed for dock missions (the maximum
-  is 21-23 m/s, which drains the battery far faster), as in :mod:`geo.eta`.
+- aircraft flown by a pilot from a remote controller (no dock, so no operating
+  radius here; the endurance model of :mod:`drones.endurance` uses them):
+  DJI Mavic 3 Enterprise (3E/3T): max flight time 45 min; DJI Matrice 30T
+  (standard, non-dock version): max flight time 41 min (DJI's M30 series
+  specifications; the dock version is rated 40 min);
+- cruise 15 m/s for all of them: DJI's operation speed for dock missions (the maximum
+  is 21-23 m/s, which drains the battery far faster; the Mavic 3E's normal-mode
+  maximum is 15 m/s), as in :mod:`geo.eta`.
 
 Derating (``DEFAULT_DERATING`` = 0.7): the published time is a best case. Real
 missions carry a thermal/zoom payload running, hover and manoeuvre, fly in wind
@@ -101,6 +107,9 @@ PROFILES: dict[str, AircraftProfile] = {
     "m3td": AircraftProfile("DJI Matrice 3TD (DJI Dock 2)", 15.0, 50 * 60.0, max_radius_m=10_000.0),
     "m4td": AircraftProfile("DJI Matrice 4TD (DJI Dock 3)", 15.0, 54 * 60.0, max_radius_m=10_000.0),
     "m30t": AircraftProfile("DJI Matrice 30T (DJI Dock)", 15.0, 40 * 60.0, max_radius_m=7_000.0),
+    # Flown from a remote controller, not from a dock (no operating radius: the pilot's link decides).
+    "m3e": AircraftProfile("DJI Mavic 3 Enterprise", 15.0, 45 * 60.0),
+    "m30t_rc": AircraftProfile("DJI Matrice 30T (remote controller)", 15.0, 41 * 60.0),
 }
 
 

@@ -231,6 +231,20 @@ class DroneSettings(BaseModel):
     # unit id -> aircraft profile key (a key of coverage.aircraft); others use coverage.default_profile
     profiles: dict[str, str] = Field(default_factory=dict)
     altitude_limit_m: float = Field(default=120.0, gt=0)  # above take-off; Peru's DGAC and most rules: 120 m
+    # drone_altitude_exceeded fires once above altitude_limit_m, again only after the aircraft came
+    # this far below it (GPS/baro altitude jitters by metres around a ceiling it is flying at).
+    altitude_rearm_m: float = Field(default=10.0, gt=0)
+    # drone_return_required fires once when the return-home margin (drones.endurance) is at or below
+    # this: the aircraft must turn back now to land with its reserve intact...
+    return_margin_s: float = Field(default=60.0, ge=0)
+    # ...and again only after the margin climbed this far above it (recharged, or a better estimate),
+    # or after the aircraft landed.
+    return_rearm_s: float = Field(default=60.0, gt=0)
+    # drone_below_reserve (battery under the profile's reserve, in flight) re-arms this far above it.
+    reserve_rearm_pct: float = Field(default=5.0, gt=0)
+    # drone_telemetry_lost: an airborne aircraft whose telemetry or position is older than this
+    # (DJI sends OSD every 2 s, MAVLink several times a second: 30 s is many missed reports).
+    telemetry_lost_s: float = Field(default=30.0, gt=0)
     airspace: Path | None = None  # GeoJSON of restricted zones (floor/ceiling) loaded at start (optional)
 
 

@@ -1,4 +1,5 @@
-"""Unit events: geofences, restricted airspace, live → stale → lost and recovery, low battery, arrivals.
+"""Unit events: geofences, restricted airspace, live → stale → lost and recovery, low battery, arrivals,
+drone alerts.
 
 Two layers:
 
@@ -53,7 +54,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -84,6 +85,9 @@ from tracker.store import geofences as geofence_store
 from tracker.store.geofences import StoredGeofence
 from tracker.store.pool import AsyncDb, open_pool
 
+if TYPE_CHECKING:
+    from tracker.drone_events import DroneAlerts
+
 log = logging.getLogger(__name__)
 
 EVENT_TOPIC = "serenazgo/events/{type}"
@@ -106,6 +110,11 @@ class EventType(StrEnum):
     UNIT_ARRIVED = "unit_arrived"  # a dispatched unit reached its incident (written by the incident service)
     AIRSPACE_ENTERED = "airspace_entered"  # a drone entered a restricted zone (footprint and altitude band)
     AIRSPACE_EXITED = "airspace_exited"
+    # Drones (tracker.drone_events, from the endurance model of drones.endurance):
+    DRONE_RETURN_REQUIRED = "drone_return_required"  # return-home margin at or below drones.return_margin_s
+    DRONE_BELOW_RESERVE = "drone_below_reserve"  # flying with the battery under the profile's reserve
+    DRONE_TELEMETRY_LOST = "drone_telemetry_lost"  # airborne, no telemetry or fix for a while
+    DRONE_ALTITUDE_EXCEEDED = "drone_altitude_exceeded"  # above drones.altitude_limit_m (above take-off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -574,7 +583,10 @@ class EventEngine:
     when it is given and ``settings.publish_mqtt`` is on. ``feed``: the live feed
     listener. ``geofences_file``: a GeoJSON FeatureCollection upserted into the
     ``geofences`` table at start (``Settings.geofences``). ``clock``: the time
-    of the freshness decisions (tests pass a controlled one).
+    of the freshness decisions (tests pass a controlled one). ``drones``: the
+    drone alerts (:class:`tracker.drone_events.DroneAlerts`: return required,
+    below reserve, telemetry lost, altitude), stepped with the same changes and
+    sweeps under the same lock; None: no drone alerts.
 
     :meth:`start` and :meth:`stop` run on the event loop that serves the engine;
     geofence and event queries are coroutines on that same loop.
@@ -593,6 +605,7 @@ class EventEngine:
         clock: Callable[[], datetime] = _utcnow,
         dwell_fixes: int = DEFAULT_DWELL_FIXES,
         max_queued: int = MAX_QUEUED_EVENTS,
+        drones: DroneAlerts | None = None,
     ) -> None:
         self._conninfo = db if isinstance(db, str) else None
         self._db: AsyncDb | None = None if isinstance(db, str) else db
@@ -604,6 +617,7 @@ class EventEngine:
         self.clock = clock
         self.max_queued = max_queued
         self.detector = EventDetector(settings, thresholds, dwell_fixes)
+        self.drones = drones
         self.stats = EventStats()
         self._lock = threading.Lock()  # the detector's state: writer thread, sweep, geofence swaps
         self._count_lock = threading.Lock()
@@ -654,7 +668,10 @@ class EventEngine:
                 self._zone_rows = zone_rows
                 # Subscribing and seeding under the lock: a batch applied meanwhile waits for the seed.
                 self._unsubscribe = self.fleet.subscribe(self._on_changes)
-                self.detector.seed(self.fleet.snapshot(), self.clock())
+                snapshot, now = self.fleet.snapshot(), self.clock()
+                self.detector.seed(snapshot, now)
+                if self.drones is not None:
+                    self.drones.seed(snapshot, now)
             self.stats.geofences = len(index)
             self.stats.airspace_zones = len(airspace)
         except BaseException:
@@ -694,6 +711,8 @@ class EventEngine:
         now = self.clock()
         with self._lock:
             events = self.detector.on_changes(changes, now)
+            if self.drones is not None:
+                events.extend(self.drones.on_changes(changes))
         if events:
             self.emit(events)
 
@@ -821,6 +840,8 @@ class EventEngine:
         when = now or self.clock()
         with self._lock:
             events = self.detector.sweep(states, when)
+            if self.drones is not None:
+                events.extend(self.drones.sweep(states, when))
         self.emit(events)
         return events
 
@@ -835,6 +856,13 @@ class EventEngine:
         """Ids of the restricted zones drone ``unit_id`` is in now (after hysteresis)."""
         with self._lock:
             return self.detector.in_airspace(unit_id)
+
+    def drone_alerts(self, unit_id: str) -> list[str]:
+        """The drone alerts active for ``unit_id`` (fired, not re-armed), as event types."""
+        if self.drones is None:
+            return []
+        with self._lock:
+            return self.drones.active(unit_id)
 
     @property
     def index(self) -> GeofenceIndex:

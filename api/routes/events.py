@@ -1,4 +1,4 @@
-"""``/api/v1/events``: unit events (geofence enter/exit, freshness, battery, arrivals), paged by event id."""
+"""``/api/v1/events``: unit events (geofences, freshness, battery, arrivals, drones), paged by event id."""
 
 from __future__ import annotations
 

@@ -43,8 +43,26 @@ def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def resolve_window(start: datetime | None, end: datetime | None, now: datetime) -> tuple[datetime, datetime]:
-    """The ``[start, end)`` window asked for: defaults to the 24 h up to now; 422 when impossible.
+def _span(d: timedelta) -> str:
+    """A window length for people: ``7 days``, ``24 hours``, ``90 minutes``."""
+    secs = int(d.total_seconds())
+    if secs % 86400 == 0 and secs > 86400:
+        return f"{secs // 86400} days"
+    if secs % 3600 == 0:
+        return f"{secs // 3600} hours"
+    return f"{secs // 60} minutes"
+
+
+def resolve_window(
+    start: datetime | None,
+    end: datetime | None,
+    now: datetime,
+    default: timedelta = DEFAULT_WINDOW,
+    longest: timedelta = MAX_WINDOW,
+) -> tuple[datetime, datetime]:
+    """The ``[start, end)`` window asked for: the ``default`` (24 h) up to now when unsaid; 422 if impossible.
+
+    A window longer than ``longest`` (7 days) is refused with a 422 too.
 
     >>> now = datetime(2024, 5, 6, 12, tzinfo=UTC)
     >>> [iso_z(t) for t in resolve_window(None, None, now)]
@@ -54,18 +72,18 @@ def resolve_window(start: datetime | None, end: datetime | None, now: datetime) 
         end = now
     if end is None:
         assert start is not None
-        end = _utc(start) + DEFAULT_WINDOW
+        end = _utc(start) + default
     end = _utc(end)
-    start = end - DEFAULT_WINDOW if start is None else _utc(start)
+    start = end - default if start is None else _utc(start)
     if end <= start:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"end ({iso_z(end)}) must be after start ({iso_z(start)})",
         )
-    if end - start > MAX_WINDOW:
+    if end - start > longest:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"the window {iso_z(start)} .. {iso_z(end)} is longer than {MAX_WINDOW.days} days: "
+            f"the window {iso_z(start)} .. {iso_z(end)} is longer than {_span(longest)}: "
             "ask for several shorter windows",
         )
     return start, end

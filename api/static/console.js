@@ -49,10 +49,17 @@
       unit_lost: "Señal perdida", unit_live: "Señal recuperada", battery_low: "Batería baja",
       unit_arrived: "Llegó al incidente", airspace_entered: "Entró a espacio restringido",
       airspace_exited: "Salió de espacio restringido",
+      drone_return_required: "Debe regresar ya", drone_below_reserve: "Batería bajo la reserva",
+      drone_telemetry_lost: "Telemetría perdida en vuelo", drone_altitude_exceeded: "Sobre la altura límite",
     },
     airspaceKind: {
       airport: "aeropuerto", heliport: "helipuerto", hospital: "hospital", embassy: "embajada",
       military: "zona militar", prison: "penal", event: "evento", other: "zona restringida",
+    },
+    flightMode: {
+      on_ground: "En tierra", taking_off: "Despegando", manual: "Manual", hovering: "Suspendido",
+      mission: "En misión", returning_home: "Regresando", landing: "Aterrizando",
+      disconnected: "Sin enlace", other: "Otro",
     },
   };
   const label = (table, key) => (LABELS[table] && LABELS[table][key]) || String(key);
@@ -70,6 +77,7 @@
   const NEAREST_K = 5;
   const FRESHNESS_EVERY_MS = 2000;
   const LIST_EVERY_MS = 1000;
+  const DRONES_EVERY_MS = 5000;
 
   // ----- state ------------------------------------------------------------------------------
   const state = {
@@ -83,6 +91,7 @@
     listDirty: true,
     fitted: false,
     snapshots: 0,
+    drones: new Map(), // unit_id -> GET /api/v1/drones entry (battery, altitude, return margin)
   };
 
   const $ = (id) => document.getElementById(id);
@@ -196,9 +205,57 @@
       ["Batería", props.battery == null ? "—" : `${Math.round(props.battery)} %`],
     ];
     if (props.connected === false) rows.push(["Conexión", "desconectada"]);
+    if (props.kind === "drone") rows.push(...droneRows(state.drones.get(props.unit_id)));
     const body = rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join("");
     return `<strong>${escapeHtml(props.callsign || props.unit_id)}</strong>`
       + ` <span class="muted">${escapeHtml(props.unit_id)}</span><table>${body}</table>`;
+  }
+
+  // ----- drones: battery, altitude and return-home margin from GET /api/v1/drones -------------
+  function formatMargin(s) {
+    const a = Math.abs(Math.round(s));
+    const text = `${Math.floor(a / 60)}:${String(a % 60).padStart(2, "0")} min`;
+    return s < 0 ? `−${text} (sin margen)` : text;
+  }
+
+  function droneRows(d) {
+    if (!d) return [["Dron", "cargando…"]];
+    const t = d.telemetry || {};
+    const e = d.endurance || {};
+    const rows = [];
+    if (t.flight_mode) rows.push(["Modo", label("flightMode", t.flight_mode) + (t.docked ? " (en base)" : "")]);
+    rows.push(["Batería (dron)", t.battery_pct == null ? "—" : `${Math.round(t.battery_pct)} %`]);
+    let alt = t.alt_takeoff_m == null ? "—" : `${Math.round(t.alt_takeoff_m)} m s/despegue`;
+    if (d.altitude_exceeded) alt += ` · sobre el límite de ${Math.round(d.limits.altitude_m)} m`;
+    rows.push(["Altura", alt]);
+    let margin = e.return_margin_s == null ? "—" : formatMargin(e.return_margin_s);
+    if (d.return_required) margin += " · ¡regresar ya!";
+    rows.push(["Margen de regreso", margin]);
+    if (e.distance_home_m != null) rows.push(["A su base", `${(e.distance_home_m / 1000).toFixed(1)} km`]);
+    return rows;
+  }
+
+  let dronesBusy = false;
+  async function refreshDrones() {
+    if (dronesBusy) return;
+    let any = false;
+    for (const entry of state.units.values()) if (entry.feature.properties.kind === "drone") { any = true; break; }
+    if (!any) return;
+    dronesBusy = true;
+    try {
+      const r = await fetch("/api/v1/drones");
+      if (!r.ok) return;
+      const body = await r.json();
+      state.drones = new Map(body.drones.map((d) => [d.unit_id, d]));
+      for (const [id, entry] of state.units) {
+        const popup = entry.marker && entry.marker.isPopupOpen() && entry.marker.getPopup();
+        if (popup && state.drones.has(id)) popup.update();  // the content function runs again
+      }
+    } catch (err) {
+      console.warn("drones:", err);
+    } finally {
+      dronesBusy = false;
+    }
   }
 
   function fixAgeS(props) {
@@ -271,6 +328,7 @@
       });
       entry.marker.bindTooltip(props.callsign || props.unit_id, { direction: "top", offset: [0, -8], className: "unit-tip" });
       entry.marker.bindPopup(() => unitPopup(entry.feature.properties, entry.freshness));
+      if (props.kind === "drone") entry.marker.on("popupopen", refreshDrones);
       entry.marker.addTo(unitLayer);
       entry.iconKey = key;
     } else {
@@ -414,6 +472,8 @@
     else if (detail.zone_id) what += ` ${detail.name || detail.zone_id}`;
     if (ev.incident_id) what += ` #${ev.incident_id}`;
     if (ev.type === "battery_low" && detail.battery != null) what += ` (${Math.round(detail.battery)} %)`;
+    if (ev.type === "drone_return_required" && detail.margin_s != null) what += ` (margen ${formatMargin(detail.margin_s)})`;
+    if (ev.type === "drone_altitude_exceeded" && detail.alt_takeoff_m != null) what += ` (${Math.round(detail.alt_takeoff_m)} m)`;
     const item = el("li", { "data-event-type": ev.type || "" }, el("strong", {}, who), ` ${what} `,
       el("span", { class: "muted" }, when));
     const list = $("event-list");
@@ -898,6 +958,7 @@
   $("unit-filter").addEventListener("input", () => { state.listDirty = true; renderUnitPanel(); });
 
   setInterval(refreshFreshness, FRESHNESS_EVERY_MS);
+  setInterval(refreshDrones, DRONES_EVERY_MS);
   // The list shows fix ages: redraw it now and then, but never under the keyboard focus of an operator.
   let ticks = 0;
   setInterval(() => {
@@ -914,6 +975,7 @@
 
   // A read-only handle for tests and for the browser console.
   window.serenazgo = {
-    state, map, pickPoint, fitUnits, refreshFreshness, refreshCoverage, refreshAirspace, airspace, airspaceLayer, LABELS,
+    state, map, pickPoint, fitUnits, refreshFreshness, refreshCoverage, refreshAirspace, refreshDrones, airspace,
+    airspaceLayer, LABELS,
   };
 })();

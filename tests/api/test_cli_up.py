@@ -223,6 +223,12 @@ def test_up_demo_shows_the_simulated_fleet_moving_in(data_dir: Path) -> None:
                 # Inside Miraflores' bounding box, in lon/lat order.
                 assert -77.06 < lon < -77.0
                 assert -12.15 < lat < -12.1
+        # The drones' view, with the endurance model the runtime built from the settings and demo docks.
+        drones = httpx.get(f"{up.base}/api/v1/drones", timeout=10).json()["drones"]
+        assert sorted(d["unit_id"] for d in drones) == sorted(
+            u["unit_id"] for u in units if u["kind"] == "drone"
+        )
+        assert all(d["endurance"]["profile"]["key"] in ("m3td", "m4td") for d in drones)
         assert up.stop(signal.SIGINT) == 0
         out = up.output()
         assert "stopped simulator" in out

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from playwright.sync_api import Browser, Page, Route
 from pyproj import Geod
@@ -312,4 +313,42 @@ def test_console_screenshot_of_a_simulated_fleet(
     page.screenshot(path=str(out))
     size = out.stat().st_size
     assert 0 < size < SCREENSHOT_MAX_BYTES, f"{out} is {size} bytes"
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_a_drone_popup_shows_battery_altitude_and_return_margin(
+    ingest: IngestRig, make_stack: Callable[[], LiveStack], browser: Browser
+) -> None:
+    drone = ingest.names.unit("dron07")
+    ingest.add_units([Unit(drone, UnitKind.DRONE, callsign="DRON-07")])
+    stack = make_stack()
+    now = datetime.now(UTC).replace(microsecond=0)
+    home_lat, home_lon = -12.1197, -77.0297
+    lon, lat, _ = GEOD.fwd(home_lon, home_lat, 200.0, 2000.0)  # 2 km out from its home point
+    telemetry = {
+        "ts": int((now - timedelta(seconds=1)).timestamp() * 1000), "battery_pct": 60, "alt_takeoff_m": 130.0,
+        "flight_mode": "mission", "home": {"lat": home_lat, "lon": home_lon}, "docked": False,
+    }  # fmt: skip
+    ingest.publish([native_ping(drone, now - timedelta(seconds=1), lat, lon)])
+    publish_qos1(
+        ingest.broker.port,
+        [(f"serenazgo/units/{drone}/drone", orjson.dumps(telemetry))],
+        client_id=ingest.names.client("drone"),
+    )
+    stack.wait_fleet("the drone's fix and telemetry", lambda: (s := stack.ctx.fleet.get(drone)) is not None
+                     and s.fix is not None and s.drone is not None)  # fmt: skip
+
+    page = open_console(browser, stack.served.url)
+    page.wait_for_selector(f'.unit-icon[data-unit-id="{drone}"]')
+    page.evaluate("(id) => window.serenazgo.state.units.get(id).marker.openPopup()", drone)
+    page.wait_for_selector(".leaflet-popup-content >> text=Margen de regreso")
+    text = page.locator(".leaflet-popup-content").inner_text()
+    # m3td: 2100 s a charge; at 60 % it has 2100 × (0.60 - 0.25) = 735 s above the reserve; home is
+    # 2000 m / 15 m/s + 30 s = 163.3 s away: a margin of 571.7 s, shown as 9:32 min.
+    api = httpx.get(f"{stack.served.url}/api/v1/drones/{drone}", timeout=HTTP_TIMEOUT_S).json()
+    assert api["endurance"]["return_margin_s"] == pytest.approx(571.7, abs=0.1)
+    assert "Margen de regreso\t9:32 min" in text
+    assert "Batería (dron)\t60 %" in text
+    assert "Altura\t130 m s/despegue · sobre el límite de 120 m" in text
+    assert "Modo\tEn misión" in text
     assert page.errors == []  # type: ignore[attr-defined]

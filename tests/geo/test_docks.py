@@ -337,7 +337,7 @@ def test_docks_from_geojson_reads_properties_and_defaults() -> None:
         ),
         (
             {"type": "FeatureCollection", "features": [feature(profile="m99")]},
-            "unknown aircraft profile 'm99'; known: m30t, m3td, m4td",
+            "unknown aircraft profile 'm99'; known: m30t, m30t_rc, m3e, m3td, m4td",
         ),
         ({"type": "FeatureCollection", "features": [feature(battery_pct=120)]}, "battery_pct must be 0..100"),
         (

@@ -43,6 +43,7 @@ from api.demo_dispatch import DemoDispatch
 from api.feed import LiveFeedHub
 from drones.airspace import AirspaceZone
 from drones.airspace_file import DEMO_AIRSPACE_FILE, load_airspace_file, store_airspace_file
+from drones.alerts import DroneAlerts, squadron_model
 from drones.endurance import SquadronModel
 from drones.mavlink_sim import SimAircraft, SimConfig, fly_through_gateway
 from geo.area import Area, normalize_name
@@ -58,7 +59,6 @@ from tracker.coverage_files import DEMO_CAMERAS_FILE, DEMO_DOCKS_FILE, load_dock
 from tracker.coverage_history import CoverageSampler
 from tracker.demand import incident_demand
 from tracker.dispatch import Dispatcher
-from tracker.drone_events import DroneAlerts, squadron_model
 from tracker.errors import ConfigError, SerenazgoError
 from tracker.events import EventEngine
 from tracker.feed import FeedListener, no_feed

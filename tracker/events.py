@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -85,8 +85,25 @@ from tracker.store import geofences as geofence_store
 from tracker.store.geofences import StoredGeofence
 from tracker.store.pool import AsyncDb, open_pool
 
-if TYPE_CHECKING:
-    from tracker.drone_events import DroneAlerts
+
+class FleetWatcher(Protocol):
+    """Extra alerts the engine steps with the fleet (the drones' endurance alerts, :mod:`drones.alerts`).
+
+    A protocol rather than an import: ``tracker`` never imports ``drones``.
+    """
+
+    def seed(self, states: Iterable[UnitState], now: datetime) -> None:
+        """Take over the conditions already true at start, silently."""
+
+    def on_changes(self, changes: Sequence[FleetChange]) -> list[Event]:
+        """Events raised by one batch of fleet changes."""
+
+    def sweep(self, states: Iterable[UnitState], now: datetime, emit: bool = True) -> list[Event]:
+        """Events raised by the passing of time (the periodic sweep)."""
+
+    def active(self, unit_id: str) -> list[str]:
+        """Event types active (fired, not re-armed) for ``unit_id``."""
+
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +127,7 @@ class EventType(StrEnum):
     UNIT_ARRIVED = "unit_arrived"  # a dispatched unit reached its incident (written by the incident service)
     AIRSPACE_ENTERED = "airspace_entered"  # a drone entered a restricted zone (footprint and altitude band)
     AIRSPACE_EXITED = "airspace_exited"
-    # Drones (tracker.drone_events, from the endurance model of drones.endurance):
+    # Drones (drones.alerts, from the endurance model of drones.endurance):
     DRONE_RETURN_REQUIRED = "drone_return_required"  # return-home margin at or below drones.return_margin_s
     DRONE_BELOW_RESERVE = "drone_below_reserve"  # flying with the battery under the profile's reserve
     DRONE_TELEMETRY_LOST = "drone_telemetry_lost"  # airborne, no telemetry or fix for a while
@@ -584,7 +601,7 @@ class EventEngine:
     listener. ``geofences_file``: a GeoJSON FeatureCollection upserted into the
     ``geofences`` table at start (``Settings.geofences``). ``clock``: the time
     of the freshness decisions (tests pass a controlled one). ``drones``: the
-    drone alerts (:class:`tracker.drone_events.DroneAlerts`: return required,
+    drone alerts (:class:`drones.alerts.DroneAlerts`: return required,
     below reserve, telemetry lost, altitude), stepped with the same changes and
     sweeps under the same lock; None: no drone alerts.
 
@@ -605,7 +622,7 @@ class EventEngine:
         clock: Callable[[], datetime] = _utcnow,
         dwell_fixes: int = DEFAULT_DWELL_FIXES,
         max_queued: int = MAX_QUEUED_EVENTS,
-        drones: DroneAlerts | None = None,
+        drones: FleetWatcher | None = None,
     ) -> None:
         self._conninfo = db if isinstance(db, str) else None
         self._db: AsyncDb | None = None if isinstance(db, str) else db

@@ -22,8 +22,8 @@ from api.deps import Context, Pool
 from api.formats import _num, iso_z
 from api.routes.tracks import resolve_window
 from api.schemas import Problem
+from drones.alerts import squadron_model, watched
 from drones.endurance import Endurance, SquadronModel
-from tracker.drone_events import squadron_model, watched
 from tracker.fleet import UnitState
 from tracker.model import DroneTelemetry
 from tracker.store import queries

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pyproj import Geod
 
+from drones.alerts import DroneAlerts, squadron_model
 from drones.endurance import SquadronModel
 from geo.docks import PROFILES, Dock
 from tracker.config import DroneSettings, Settings
-from tracker.drone_events import DroneAlerts, squadron_model
 from tracker.errors import ConfigError
 from tracker.events import Event, EventType
 from tracker.fleet import LiveFleet

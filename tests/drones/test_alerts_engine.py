@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from pyproj import Geod
 
+from drones.alerts import DroneAlerts
 from drones.endurance import SquadronModel
 from geo.docks import PROFILES, Dock
 from tracker.config import DroneSettings, EventSettings
-from tracker.drone_events import DroneAlerts
 from tracker.events import EventEngine
 from tracker.fleet import LiveFleet
 from tracker.model import DroneTelemetry, Ping, Unit, UnitKind

@@ -45,6 +45,7 @@ from drones.airspace import AirspaceZone
 from drones.airspace_file import DEMO_AIRSPACE_FILE, load_airspace_file, store_airspace_file
 from drones.alerts import DroneAlerts, squadron_model
 from drones.endurance import SquadronModel
+from drones.first_response import DroneTiming
 from drones.mavlink_sim import SimAircraft, SimConfig, fly_through_gateway
 from geo.area import Area, normalize_name
 from geo.docks import Dock
@@ -287,7 +288,12 @@ class Runtime:
         # The first start on a machine compiles the index's numba kernels (cached on disk after).
         self._dispatcher = await self._step(
             "building the dispatch index",
-            lambda: Dispatcher(self.fleet, self.settings.dispatch.eta, self.settings.freshness),
+            lambda: Dispatcher(
+                self.fleet,
+                self.settings.dispatch.eta,
+                self.settings.freshness,
+                drone_timing=self._drone_timing(),
+            ),
         )
         airspace_file = self.airspace_file()
         if airspace_file is not None:
@@ -523,6 +529,13 @@ class Runtime:
         if path is None and self._demo_over_miraflores():
             path = DEMO_AIRSPACE_FILE
         return path
+
+    def _drone_timing(self) -> DroneTiming:
+        """How dispatch times drones: launch delay when docked, battery for out, hold and back."""
+        model = self._squadron or squadron_model(self.settings, self._docks)
+        return DroneTiming(
+            model, self.fleet, self.settings.drones.dispatch_hold_s, self.settings.coverage.at_dock_m
+        )
 
     def _load_coverage_files(self) -> None:
         """Read the docks, viewsheds and airspace zones before anything starts: a bad file stops nothing."""

@@ -245,6 +245,9 @@ class DroneSettings(BaseModel):
     # drone_telemetry_lost: an airborne aircraft whose telemetry or position is older than this
     # (DJI sends OSD every 2 s, MAVLink several times a second: 30 s is many missed reports).
     telemetry_lost_s: float = Field(default=30.0, gt=0)
+    # Dispatch offers a drone only when it can fly to the incident, hold over it this long and come
+    # back with its reserve (drones.first_response); two minutes of overwatch for the first unit.
+    dispatch_hold_s: float = Field(default=120.0, ge=0)
     airspace: Path | None = None  # GeoJSON of restricted zones (floor/ceiling) loaded at start (optional)
 
 

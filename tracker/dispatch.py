@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from geo.codes import KIND_CODE, KIND_NAMES, STATUS_CODE, STATUS_NAMES
 from geo.live_index import DEFAULT_CELL_DEG, LiveIndex, suggest_cell_deg
@@ -47,6 +47,7 @@ _STATUSES = [UnitStatus(name) for name in STATUS_NAMES]
 _KIND_BITS = {name: 1 << code for code, name in enumerate(KIND_NAMES)}
 _STATUS_BITS = {name: 1 << code for code, name in enumerate(STATUS_NAMES)}
 _ALL_KINDS = (1 << len(KIND_NAMES)) - 1
+_DRONE_BIT = _KIND_BITS[UnitKind.DRONE.value]
 _AVAILABLE_ONLY = (UnitStatus.AVAILABLE,)
 _NUMBER = (int, float)
 # Enum members read once: class attribute access on an enum costs more than a global.
@@ -72,6 +73,7 @@ class Candidate(NamedTuple):
     eta_s: float  # from the ETA model (geo.eta)
     fix_age_s: float
     freshness: Freshness  # LIVE or STALE (lost units are never candidates)
+    drone: dict[str, Any] | None = None  # a drone's timing and battery check (see DroneTiming)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form, as the API and the live feed send it."""
@@ -86,9 +88,21 @@ class Candidate(NamedTuple):
             "eta_s": round(self.eta_s, 1),
             "fix_age_s": round(self.fix_age_s, 1),
             "freshness": str(self.freshness),
+            **({} if self.drone is None else {"drone": self.drone}),
         }
 
 
+class DroneTiming(Protocol):
+    """Re-times candidate drones as a drone-as-first-responder system does (:mod:`drones.first_response`).
+
+    Given the point and the available drones ranked by the plain ETA model, it
+    returns them with their real time to arrive (launch delay for a docked
+    aircraft) and drops those whose battery cannot fly there, hold and come back
+    with the reserve. A protocol: ``tracker`` never imports ``drones``.
+    """
+
+    def __call__(self, lat: float, lon: float, drones: list[Candidate]) -> list[Candidate]:
+        """The drones that can answer, re-timed (any order)."""
 
 
 class Dispatcher:
@@ -105,8 +119,10 @@ class Dispatcher:
         thresholds: dict[UnitKind, FreshnessThresholds] | None = None,
         *,
         cell_deg: float | None = None,
+        drone_timing: DroneTiming | None = None,
     ) -> None:
         self._model = (eta or EtaSettings()).model()
+        self.drone_timing = drone_timing
         self._thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
         stale = [self._thresholds[kind].stale_after_s for kind in _KINDS]
         lost = [self._thresholds[kind].lost_after_s for kind in _KINDS]
@@ -256,6 +272,31 @@ class Dispatcher:
             sec = code
         t_now = time.time() if now is None else now.timestamp()
         age = math.inf if max_age_s is None else float(max_age_s)
+        timing = self.drone_timing
+        if timing is not None and kmask & _DRONE_BIT:
+            # Drones are few: take every available one, re-time it (launch delay, battery), and merge
+            # with the k best of the other kinds. Exact while the squadron has at most MAX_K drones.
+            others = kmask & ~_DRONE_BIT
+            ground = self._query(lat, lon, k, t_now, others, smask, cap_mask, sec, age) if others else []
+            squadron = self._query(lat, lon, MAX_K, t_now, _DRONE_BIT, smask, cap_mask, sec, age)
+            drones = timing(lat, lon, squadron)
+            merged = sorted([*ground, *drones], key=_rank)
+            return merged[:k]
+        return self._query(lat, lon, k, t_now, kmask, smask, cap_mask, sec, age)
+
+    def _query(
+        self,
+        lat: float,
+        lon: float,
+        k: int,
+        t_now: float,
+        kmask: int,
+        smask: int,
+        cap_mask: int,
+        sec: int,
+        age: float,
+    ) -> list[Candidate]:
+        """One index search, its rows turned into candidates."""
         search = self._search
         with self._lock:
             n = search.query_rows(float(lat), float(lon), k, t_now, kmask, smask, cap_mask, sec, age)
@@ -297,6 +338,11 @@ class Dispatcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _rank(c: Candidate) -> tuple[bool, float, float]:
+    """The ranking of :mod:`geo.nearest`: live before stale, then ETA, then distance."""
+    return (c.freshness is _STALE, c.eta_s, c.distance_m)
 
 
 def _mask(values: Collection[Any], bits: dict[str, int], what: str) -> int:

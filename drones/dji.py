@@ -82,10 +82,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-import orjson
-
 from drones.telemetry import ALTITUDE_RANGE_M, WIND_LIMIT_MPS, check_telemetry
-from tracker.json_fields import show_value, type_name, wrong_type
+from tracker.json_fields import load_json, show_value, type_name, wrong_type
 from tracker.model import (
     Decoded,
     DecodeResult,
@@ -414,14 +412,9 @@ class _Envelope:
 
 def _envelope(payload: bytes, need_method: bool = False) -> _Envelope | Rejection:
     """Parse and check the Cloud API envelope (``tid``, ``bid``, ``timestamp`` ms, ``gateway``, ``data``)."""
-    try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        try:
-            bytes(payload).decode("utf-8")
-        except UnicodeDecodeError as uexc:
-            return Rejection("invalid_utf8", f"payload is not UTF-8 text (byte {uexc.start}): send JSON")
-        return Rejection("invalid_json", f"payload is not valid JSON: {str(exc)[:120]}")
+    obj = load_json(payload)
+    if isinstance(obj, Rejection):
+        return obj
     if type(obj) is not dict:
         return Rejection(
             "not_an_object", f"payload is a JSON {type_name(obj)}, expected a DJI envelope object {{...}}"

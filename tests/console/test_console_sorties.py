@@ -21,6 +21,7 @@ import httpx
 import pytest
 import shapely
 from playwright.sync_api import Browser, Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from pyproj import Geod, Transformer
 from shapely.geometry import Point, shape
 
@@ -106,9 +107,12 @@ def hover_tooltip(page: Page, locator: str) -> str:
 
 
 def download(page: Page, button: str, tmp_path: Path) -> tuple[str, str]:
-    """Click a download button; (suggested file name, content)."""
-    with page.expect_download() as info:
-        page.locator(button).click()
+    """Click a download button; (suggested file name, content). No file: fail with the card's message."""
+    try:
+        with page.expect_download() as info:
+            page.locator(button).click()
+    except PlaywrightTimeout:
+        pytest.fail(f"no download: {page.locator('#sortie-message').inner_text()!r}")
     dl = info.value
     target = tmp_path / dl.suggested_filename
     dl.save_as(target)
@@ -198,6 +202,27 @@ def test_sorties_are_drawn_listed_and_exported_as_the_api_plans_them(
     assert name == "sorties-dock-a-2.plan" and json.loads(text) == qgc.json()
     name, text = download(page, "#sortie-kml", tmp_path)
     assert name == "sorties-dock-a.kml" and text == api_plan(stack, {**body, "format": "kml"}).text
+
+    # The gaps move (the Palacio's aircraft charges to 20 %: its reach grows). Planning the gaps now
+    # gives another plan, but the download is still the plan on the map: the drawn route, point by point.
+    service = stack.ctx.coverage
+    assert service is not None
+    stack.ctx.coverage = CoverageService(
+        service.area, stack.bridge.fleet, docks=[replace(PALACIO, battery_pct=20.0), EAST, CLOSED]
+    )
+    try:
+        moved = api_plan(stack, {**body, "format": "json"}).json()
+        assert 0 < moved["totals"]["targets_covered"] < t["targets_covered"]
+        assert moved["sorties"][0]["waypoints"] != api["sorties"][0]["waypoints"]
+        name, text = download(page, "#sortie-summary button.download-qgc[data-sortie='1']", tmp_path)
+    finally:
+        stack.ctx.coverage = service
+    items = json.loads(text)["mission"]["items"]
+    drawn = api["sorties"][0]["waypoints"]  # take-off, a waypoint per point after the dock, land
+    assert name == "sorties-dock-a-1.plan" and len(items) == len(drawn) + 1
+    flown = [(i["params"][4], i["params"][5]) for i in items[1:-1]]
+    assert flown == [(w["lat"], w["lon"]) for w in drawn[1:]]
+    assert [i["params"][0] for i in items[1:-1]] == [w["loiter_s"] for w in drawn[1:]]
 
     # ----- "Borrar plan": routes, waypoints, crosses, dock and summary go -----
     page.locator("#sortie-clear").click()

@@ -974,8 +974,9 @@
   }
 
   function fillSortieDocks(docks) {
-    if (!Array.isArray(docks)) return;
     const select = $("sortie-dock");
+    // Coverage refreshes every 30 s: never swap the options under a planner choosing one.
+    if (!Array.isArray(docks) || (document.activeElement === select && select.options.length)) return;
     const chosen = select.value;
     sorties.docks = docks;
     const options = docks.map((d) => el("option", { value: d.id, disabled: !d.in_service },

@@ -160,13 +160,19 @@ def _drone_state(ctx: ApiContext, unit_id: str) -> UnitState:
 
 @router.get("", summary="Every drone's live state: position, battery, altitude, return-home margin")
 async def list_drones(ctx: Context) -> dict[str, Any]:
-    """``{"generated_at", "drones": [...]}``, one entry per drone in unit id order (see ``/{unit_id}``)."""
+    """``{"generated_at", "limits", "drones": [...]}``, a drone per entry in unit id order (``/{unit_id}``).
+
+    ``limits`` (altitude limit, return margin) is also given at the top, so a
+    client (the console's sortie planner) knows them before any drone is tracked.
+    """
     now = datetime.now(UTC)
     states = [s for s in ctx.fleet.snapshot() if watched(s)]
     model = _model(ctx)
     assessed = model.assess_many([(s.unit.unit_id, s.drone, s.fix) for s in states])
+    cfg = ctx.settings.drones
     return {
         "generated_at": iso_z(now),
+        "limits": {"altitude_m": cfg.altitude_limit_m, "return_margin_s": cfg.return_margin_s},
         "drones": [drone_json(ctx, s, e, now) for s, e in zip(states, assessed, strict=True)],
     }
 

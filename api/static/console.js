@@ -56,6 +56,12 @@
       airport: "aeropuerto", heliport: "helipuerto", hospital: "hospital", embassy: "embajada",
       military: "zona militar", prison: "penal", event: "evento", other: "zona restringida",
     },
+    unreachable: {
+      inside_restricted_airspace: "Dentro de espacio aéreo restringido",
+      no_route_around_restricted_airspace: "Encerrado por zonas restringidas: sin ruta",
+      beyond_operating_radius: "Fuera del radio de operación de la base",
+      too_far_for_one_battery: "Demasiado lejos para una batería",
+    },
     flightMode: {
       on_ground: "En tierra", taking_off: "Despegando", manual: "Manual", hovering: "Suspendido",
       mission: "En misión", returning_home: "Regresando", landing: "Aterrizando",
@@ -853,6 +859,7 @@
       gapLayer.addData(body.gaps);
       const docks = (body.model && Array.isArray(body.model.docks)) ? body.model.docks : [];
       drawDocks(docks);
+      if (layer !== "ground") fillSortieDocks(docks); // the same docks the planner flies from
       $("coverage-ratio").textContent = `${title}: ${coveragePercent(ratio)} %`;
       const units = `${body.units} ${body.units === 1 ? "unidad disponible" : "unidades disponibles"}`;
       const at = body.at ? new Date(body.at).toLocaleTimeString("es-PE", { hour12: false }) : "";
@@ -938,6 +945,348 @@
   refreshAirspace();
   setInterval(refreshAirspace, AIRSPACE_EVERY_MS);
 
+  // ----- drone sorties: tours from a dock over today's blind spots (POST /api/v1/drones/sorties/plan) ------
+  // The planner picks a dock (the coverage docks), the gaps of the drone or combined layer at the coverage
+  // card's target time, and a cruise altitude. Each sortie is drawn as a route in its own colour with its
+  // targets numbered in flight order, the dock, and the targets no sortie reaches as grey crosses (the
+  // tooltip says why); a summary lists each sortie's figures. The downloads (QGroundControl .plan, KML)
+  // send the drawn plan's own targets back, so the file is the plan on the map even when the gaps moved
+  // since. Every failure is shown in the card with the API's own words; nothing else depends on it.
+  const SORTIE_COLOURS = ["#1864ab", "#e8590c", "#2b8a3e", "#862e9c", "#c2255c", "#0b7285", "#5c940d", "#a61e4d"];
+  const SORTIE_TIMEOUT_MS = 60000; // a plan takes a second or two; a loaded server gets more
+  const sortieLayer = L.featureGroup().addTo(map);
+  const sorties = {
+    plan: null, // the API's answer (format json) now drawn
+    request: null, // the body that planned it (without format)
+    routes: [], // a polyline per sortie, in sortie order
+    seq: 0,
+    docks: [], // coverage model.docks
+    altitudeLimitM: null, // GET /api/v1/drones limits.altitude_m
+  };
+  const sortieColour = (i) => SORTIE_COLOURS[i % SORTIE_COLOURS.length];
+
+  function sortiesOn() { return $("sorties-on").checked; }
+  function setSortieState(kind) { $("sorties").dataset.state = kind; }
+  function setSortieMessage(text, kind) {
+    const node = $("sortie-message");
+    node.textContent = text;
+    node.className = `form-message wide ${kind}`;
+  }
+
+  function fillSortieDocks(docks) {
+    const select = $("sortie-dock");
+    // Coverage refreshes every 30 s: never swap the options under a planner choosing one.
+    if (!Array.isArray(docks) || (document.activeElement === select && select.options.length)) return;
+    const chosen = select.value;
+    sorties.docks = docks;
+    const options = docks.map((d) => el("option", { value: d.id, disabled: !d.in_service },
+      d.in_service ? d.name : `${d.name} (fuera de servicio)`));
+    if (!options.length) options.push(el("option", { value: "", disabled: true }, "Sin bases de drones"));
+    select.replaceChildren(...options);
+    const usable = docks.filter((d) => d.in_service);
+    select.value = usable.some((d) => d.id === chosen) ? chosen : (usable.length ? usable[0].id : "");
+    $("sorties").dataset.docks = String(docks.length);
+  }
+
+  async function loadSortieDocks() {
+    try {
+      const query = new URLSearchParams({ minutes: $("coverage-minutes").value, layer: "drones" });
+      const r = await fetch(`/api/v1/coverage?${query}`);
+      if (!r.ok) throw new Error(await errorText(r));
+      const body = await r.json();
+      fillSortieDocks((body.model && Array.isArray(body.model.docks)) ? body.model.docks : []);
+      if (!sorties.docks.length) setSortieMessage("No hay bases de drones configuradas.", "error");
+    } catch (err) {
+      setSortieMessage(`No se pudieron cargar las bases de drones: ${err.message}`, "error");
+    }
+  }
+
+  // The altitude limit bounds the input; unknown, the API still refuses a plan above it (and says so).
+  async function loadAltitudeLimit() {
+    try {
+      const r = await fetch("/api/v1/drones");
+      if (!r.ok) return;
+      const body = await r.json();
+      const limit = Number(body.limits && body.limits.altitude_m);
+      if (!Number.isFinite(limit) || limit <= 0) return;
+      sorties.altitudeLimitM = limit;
+      const input = $("sortie-altitude");
+      input.max = String(limit);
+      if (Number(input.value) > limit) input.value = String(limit);
+    } catch (err) {
+      console.warn("drone limits:", err);
+    }
+  }
+
+  function showSortieTarget() {
+    const layer = $("sortie-layer").value;
+    $("sortie-target-note").textContent =
+      `Brechas de la capa ${COVERAGE_LAYER[layer] || layer} a ${$("coverage-minutes").value} min `
+      + "(tiempo objetivo de Cobertura)";
+  }
+
+  // What to plan, from the card; an Error in Spanish when the planner must fix something first.
+  function sortieRequest() {
+    const dock = $("sortie-dock").value;
+    if (!dock) throw new Error("Elija una base de drones en servicio.");
+    const raw = $("sortie-altitude").value.trim();
+    const altitude = Number(raw);
+    if (!raw || !Number.isFinite(altitude) || altitude <= 0) throw new Error("Indique la altura en metros (mayor que 0).");
+    const limit = sorties.altitudeLimitM;
+    if (limit !== null && altitude > limit) throw new Error(`La altura máxima es ${limit} m (límite de vuelo).`);
+    return {
+      dock_id: dock, targets: "gaps", minutes: Number($("coverage-minutes").value),
+      layer: $("sortie-layer").value, altitude_m: altitude,
+    };
+  }
+
+  async function postPlan(body, signal) {
+    const r = await fetch("/api/v1/drones/sorties/plan", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal,
+    });
+    if (!r.ok) throw new Error(await errorText(r));
+    return r;
+  }
+
+  const km = (m) => `${(m / 1000).toFixed(1)} km`;
+  const flightMin = (s) => `${(s / 60).toFixed(1)} min`;
+
+  function numberIcon(n, colour) {
+    return L.divIcon({
+      className: "sortie-waypoint",
+      html: `<span style="background:${colour}">${n}</span>`,
+      iconSize: [18, 18],
+      iconAnchor: [9, 9],
+    });
+  }
+  const unreachableIcon = L.divIcon({
+    className: "sortie-unreachable",
+    html: '<svg width="14" height="14" viewBox="0 0 14 14" aria-hidden="true"><path d="M2 2L12 12M12 2L2 12" '
+      + 'stroke="#fff" stroke-width="4.5"/><path d="M2 2L12 12M12 2L2 12" stroke="#6c757d" stroke-width="2.5"/></svg>',
+    iconSize: [14, 14],
+    iconAnchor: [7, 7],
+  });
+
+  function drawSorties(plan) {
+    sortieLayer.clearLayers();
+    sorties.routes = [];
+    plan.sorties.forEach((s, i) => {
+      const colour = sortieColour(i);
+      const route = L.polyline(s.waypoints.map((w) => [w.lat, w.lon]), {
+        color: colour, weight: 3, opacity: 0.9, className: "sortie-route",
+      }).bindTooltip(`Salida ${s.sortie} · ${km(s.distance_m)} · ${flightMin(s.flight_s)} · batería `
+        + `${Math.round(s.battery_pct)} % · ${s.targets.length} objetivos`, { sticky: true });
+      route.addTo(sortieLayer);
+      const path = route.getElement();
+      if (path) path.dataset.sortie = String(s.sortie);
+      sorties.routes.push(route);
+      let n = 0;
+      for (const w of s.waypoints) {
+        if (w.role !== "target") continue;
+        n += 1;
+        const marker = L.marker([w.lat, w.lon], {
+          icon: numberIcon(n, colour), keyboard: false, title: `Salida ${s.sortie}, objetivo ${n}`,
+        }).bindTooltip(`Salida ${s.sortie} · objetivo ${n} · ${escapeHtml(w.target)}`, { direction: "top" });
+        marker.addTo(sortieLayer);
+        const node = marker.getElement();
+        if (node) { node.dataset.sortie = String(s.sortie); node.dataset.seq = String(n); }
+      }
+    });
+    for (const u of plan.unreachable) {
+      const marker = L.marker([u.lat, u.lon], { icon: unreachableIcon, keyboard: false, title: label("unreachable", u.reason) })
+        .bindTooltip(`<strong>${escapeHtml(label("unreachable", u.reason))}</strong><br>`
+          + `<span class="muted">${escapeHtml(u.detail)}</span>`, { className: "sortie-unreachable-tip" });
+      marker.addTo(sortieLayer);
+      const node = marker.getElement();
+      if (node) node.dataset.reason = u.reason;
+    }
+    const d = plan.dock;
+    L.circleMarker([d.lat, d.lon], {
+      radius: 8, className: "sortie-dock", color: "#212529", weight: 3, fillColor: "#ffd43b", fillOpacity: 1,
+    }).bindTooltip(`Base ${escapeHtml(d.name)}: despegue y regreso`).addTo(sortieLayer);
+    const bounds = sortieLayer.getBounds();
+    if (bounds.isValid()) map.fitBounds(bounds.pad(0.05), { maxZoom: 16, animate: false });
+  }
+
+  function renderSortieSummary(plan) {
+    const t = plan.totals;
+    const battery = plan.sorties.reduce((sum, s) => sum + s.battery_pct, 0);
+    const rows = plan.sorties.map((s, i) => el("tr", {
+      "data-sortie": String(s.sortie), "data-distance-m": String(s.distance_m), "data-flight-s": String(s.flight_s),
+      "data-battery-pct": String(s.battery_pct), "data-targets": String(s.targets.length),
+    },
+    el("td", {}, el("span", { class: "swatch", style: `background:${sortieColour(i)}` }), ` ${s.sortie}`),
+    el("td", { class: "num" }, km(s.distance_m)),
+    el("td", { class: "num" }, flightMin(s.flight_s)),
+    el("td", { class: "num" }, `${Math.round(s.battery_pct)} %`),
+    el("td", { class: "num" }, String(s.targets.length)),
+    el("td", {}, el("button", {
+      type: "button", class: "download-qgc", "data-sortie": String(s.sortie),
+      "aria-label": `Descargar la salida ${s.sortie} para QGroundControl`,
+      onclick: (ev) => downloadSortie("qgc", s.sortie, ev.currentTarget),
+    }, ".plan"))));
+    const total = el("tr", {
+      class: "total", "data-distance-m": String(t.distance_m), "data-flight-s": String(t.flight_s),
+      "data-targets": String(t.targets_covered),
+    },
+    el("td", {}, "Total"), el("td", { class: "num" }, km(t.distance_m)), el("td", { class: "num" }, flightMin(t.flight_s)),
+    // Batteries add up to charges: what the day's plan costs the dock.
+    el("td", { class: "num" }, `${(battery / 100).toFixed(1)} cargas`), el("td", { class: "num" }, String(t.targets_covered)),
+    el("td", {}));
+    const parts = [];
+    parts.push(el("p", { class: "muted" }, `Desde ${plan.dock.name} · ${plan.altitude_m} m sobre el despegue · `
+      + `${t.sorties} ${t.sorties === 1 ? "salida" : "salidas"}`));
+    if (plan.sorties.length) {
+      parts.push(el("table", {},
+        el("thead", {}, el("tr", {}, el("th", {}, "Salida"), el("th", { class: "num" }, "Distancia"),
+          el("th", { class: "num" }, "Vuelo"), el("th", { class: "num" }, "Batería"),
+          el("th", { class: "num" }, "Objetivos"), el("th", {}, ""))),
+        el("tbody", {}, ...rows, total)));
+    }
+    if (t.targets_unreachable) {
+      parts.push(el("p", { class: "sortie-unreachable-note", "data-unreachable": String(t.targets_unreachable) },
+        `${t.targets_unreachable} ${t.targets_unreachable === 1 ? "objetivo inalcanzable" : "objetivos inalcanzables"}`
+        + " (cruces grises en el mapa)"));
+    }
+    if (!plan.sorties.length && !t.targets_unreachable) {
+      parts.push(el("p", { class: "muted" }, "No hay brechas que cubrir con esta capa y tiempo objetivo."));
+    }
+    if (plan.sorties.length) {
+      parts.push(el("div", { class: "form-actions" }, el("button", {
+        type: "button", id: "sortie-kml", onclick: (ev) => downloadSortie("kml", null, ev.currentTarget),
+      }, "Descargar KML (todas)")));
+    }
+    $("sortie-summary").replaceChildren(...parts);
+    $("sorties").dataset.sorties = String(plan.sorties.length);
+  }
+
+  async function planSorties() {
+    let request;
+    try {
+      request = sortieRequest();
+    } catch (err) {
+      setSortieMessage(err.message, "error");
+      return;
+    }
+    clearSorties();
+    const seq = sorties.seq;
+    setSortieState("loading");
+    setSortieMessage("Planificando…", "");
+    $("sortie-plan").disabled = true;
+    const abort = new AbortController();
+    const timeout = setTimeout(() => abort.abort(), SORTIE_TIMEOUT_MS);
+    try {
+      const r = await postPlan({ ...request, format: "json" }, abort.signal);
+      const plan = await r.json();
+      if (seq !== sorties.seq) return; // cleared meanwhile
+      if (!plan || !Array.isArray(plan.sorties) || !Array.isArray(plan.unreachable) || !plan.totals) {
+        throw new Error("respuesta inesperada");
+      }
+      sorties.plan = plan;
+      sorties.request = request;
+      drawSorties(plan);
+      renderSortieSummary(plan);
+      setSortieMessage("", "");
+      setSortieState("ok");
+    } catch (err) {
+      if (seq !== sorties.seq) return;
+      const why = err.name === "AbortError" ? "sin respuesta del servidor" : err.message;
+      setSortieMessage(`No se pudo planificar: ${why}`, "error");
+      setSortieState("error");
+    } finally {
+      clearTimeout(timeout);
+      $("sortie-plan").disabled = false;
+    }
+  }
+
+  // Gap cells reach the planner in ascending H3 order; the same points in the same order plan the same
+  // sorties (the planner is deterministic), so the exported file is the drawn plan.
+  function cellOrder(a, b) {
+    try {
+      const x = BigInt(`0x${a.id}`), y = BigInt(`0x${b.id}`);
+      return x < y ? -1 : x > y ? 1 : 0;
+    } catch (_) {
+      return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+    }
+  }
+
+  function pinnedRequest() {
+    const plan = sorties.plan;
+    const points = [];
+    for (const s of plan.sorties) {
+      for (const w of s.waypoints) if (w.role === "target") points.push({ id: w.target, lat: w.lat, lon: w.lon });
+    }
+    for (const u of plan.unreachable) points.push({ id: u.id, lat: u.lat, lon: u.lon });
+    points.sort(cellOrder);
+    return { ...sorties.request, targets: points };
+  }
+
+  function attachmentName(response, fallback) {
+    const m = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+    return m ? m[1] : fallback;
+  }
+
+  async function downloadSortie(format, sortie, button) {
+    if (!sorties.plan) return;
+    const plan = sorties.plan;
+    button.disabled = true;
+    try {
+      const body = { ...pinnedRequest(), format };
+      if (sortie !== null) body.sortie = sortie;
+      const r = await postPlan(body);
+      const blob = await r.blob();
+      if (plan !== sorties.plan) return; // cleared or planned again meanwhile
+      const name = attachmentName(r, format === "kml" ? "salidas.kml" : `salida-${sortie}.plan`);
+      const url = URL.createObjectURL(blob);
+      const link = el("a", { href: url, download: name, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+      setSortieMessage(`Descargado ${name}`, "ok");
+    } catch (err) {
+      setSortieMessage(`No se pudo descargar: ${err.message}`, "error");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function clearSorties() {
+    sorties.seq += 1; // a plan still on its way is dropped
+    sorties.plan = null;
+    sorties.request = null;
+    sorties.routes = [];
+    sortieLayer.clearLayers();
+    $("sortie-summary").replaceChildren();
+    setSortieMessage("", "");
+    delete $("sorties").dataset.sorties;
+    setSortieState(sortiesOn() ? "idle" : "off");
+  }
+
+  function toggleSorties() {
+    $("sortie-form").hidden = !sortiesOn();
+    if (sortiesOn()) {
+      // Target the gaps the coverage card shows, when it shows a drone layer.
+      const layer = $("coverage-layer").value;
+      if (layer !== "ground") $("sortie-layer").value = layer;
+      showSortieTarget();
+      setSortieState("idle");
+      loadSortieDocks();
+      loadAltitudeLimit();
+    } else {
+      clearSorties();
+    }
+  }
+  $("sorties-on").addEventListener("change", toggleSorties);
+  $("sortie-form").addEventListener("submit", (ev) => { ev.preventDefault(); planSorties(); });
+  $("sortie-clear").addEventListener("click", clearSorties);
+  $("sortie-layer").addEventListener("change", showSortieTarget);
+  $("coverage-minutes").addEventListener("change", showSortieTarget);
+  $("coverage-layer").addEventListener("change", () => {
+    if ($("coverage-layer").value !== "ground") $("sortie-layer").value = $("coverage-layer").value;
+    showSortieTarget();
+  });
+
   // ----- legend, timers, start -------------------------------------------------------------------
   const legend = L.control({ position: "bottomright" });
   legend.onAdd = () => {
@@ -976,6 +1325,6 @@
   // A read-only handle for tests and for the browser console.
   window.serenazgo = {
     state, map, pickPoint, fitUnits, refreshFreshness, refreshCoverage, refreshAirspace, refreshDrones, airspace,
-    airspaceLayer, LABELS,
+    airspaceLayer, LABELS, sorties, sortieLayer, planSorties, clearSorties, loadSortieDocks,
   };
 })();

@@ -52,6 +52,7 @@ async def test_list_and_one_drone_with_the_endurance_figures(api) -> None:
     assert resp.status_code == 200
     body = resp.json()
     assert [d["unit_id"] for d in body["drones"]] == ["dr-1", "dr-2"]  # the patrol car is not a drone
+    assert body["limits"] == {"altitude_m": 120.0, "return_margin_s": 60.0}  # known without any drone too
     d = body["drones"][0]
     assert d["airborne"] is True and d["freshness"] == "live"
     assert d["position"]["lat"] == pytest.approx(fix.lat) and d["position"]["age_s"] >= 0

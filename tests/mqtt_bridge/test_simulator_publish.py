@@ -134,7 +134,10 @@ def test_dji_docked_drones_announce_their_topology_then_report_osd(
     sub = Subscriber(mqtt_broker.port, test_names.client("sub"), topics)
     try:
         clock = SimClock(speedup=30.0, catch_up_s=3.0)
-        sim = FleetSimulation(miraflores, FleetMix(0, 0, 0, 1), seed=4, start=clock.sim_start, dji_docks=1)
+        # No deliberately bad fixes here (a DJI one without a timestamp is a rejection by design).
+        sim = FleetSimulation(
+            miraflores, FleetMix(0, 0, 0, 1), seed=4, start=clock.sim_start, dji_docks=1, bad_fix_rate=0.0
+        )
         stats = PublishStats()
         asyncio.run(
             publish_fleet(

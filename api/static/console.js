@@ -16,8 +16,8 @@
 (function () {
   "use strict";
 
-  // ----- labels (Spanish) for the English identifiers of the data --------------------------
-  const LABELS = {
+  // ----- labels (Spanish, and their English twin) for the English identifiers of the data ------
+  const LABELS_ES = {
     kind: {
       patrol_car: "Patrullero", motorcycle: "Motorizado", bicycle: "Bicicleta",
       foot: "A pie", drone: "Dron",
@@ -68,7 +68,111 @@
       disconnected: "Sin enlace", other: "Otro",
     },
   };
+  const LABELS_EN = {
+    kind: { patrol_car: "Patrol car", motorcycle: "Motorcycle", bicycle: "Bicycle", foot: "On foot", drone: "Drone" },
+    status: {
+      available: "Available", dispatched: "Dispatched", en_route: "En route",
+      on_scene: "On scene", out_of_service: "Out of service",
+    },
+    freshness: { live: "Live", stale: "Stale", lost: "Lost" },
+    category: {
+      seguridad_ciudadana: "Public safety", fiscalizacion: "Inspection",
+      obras_servicios: "Works and services", defensa_civil: "Civil defence",
+      seguridad_vial: "Road safety", apoyo_turista: "Tourist assistance", otro: "Other",
+    },
+    channel: {
+      phone: "Phone", patrol: "Patrol", camera: "Camera", whatsapp: "WhatsApp",
+      social: "Social media", other: "Other",
+    },
+    priority: { 1: "1 · Very high", 2: "2 · High", 3: "3 · Medium", 4: "4 · Low", 5: "5 · Very low" },
+    incidentStatus: {
+      open: "Open", assigned: "Assigned", en_route: "En route", on_scene: "On scene",
+      closed: "Closed", cancelled: "Cancelled",
+    },
+    connection: { connecting: "Connecting…", live: "Live", down: "Offline" },
+    event: {
+      geofence_enter: "Entered", geofence_exit: "Left", unit_stale: "Signal stale",
+      unit_lost: "Signal lost", unit_live: "Signal back", battery_low: "Battery low",
+      unit_arrived: "Arrived at the incident", airspace_entered: "Entered restricted airspace",
+      airspace_exited: "Left restricted airspace",
+      drone_return_required: "Must return now", drone_below_reserve: "Battery below the reserve",
+      drone_telemetry_lost: "Telemetry lost in flight", drone_altitude_exceeded: "Above the altitude limit",
+    },
+    airspaceKind: {
+      airport: "airport", heliport: "heliport", hospital: "hospital", embassy: "embassy",
+      military: "military zone", prison: "prison", event: "event", other: "restricted zone",
+    },
+    unreachable: {
+      inside_restricted_airspace: "Inside restricted airspace",
+      no_route_around_restricted_airspace: "Enclosed by restricted zones: no route",
+      beyond_operating_radius: "Beyond the dock's operating radius",
+      too_far_for_one_battery: "Too far for one battery",
+    },
+    flightMode: {
+      on_ground: "On the ground", taking_off: "Taking off", manual: "Manual", hovering: "Hovering",
+      mission: "On mission", returning_home: "Returning", landing: "Landing",
+      disconnected: "No link", other: "Other",
+    },
+  };
+
+  // The operator's language (ES by default, EN on request), remembered in this browser.
+  const LANG_KEY = "serenazgo.lang";
+  const LANGS = { es: LABELS_ES, en: LABELS_EN };
+  let lang = "es";
+  try {
+    const saved = localStorage.getItem(LANG_KEY);
+    if (saved && LANGS[saved]) lang = saved;
+  } catch (_) { /* storage blocked: Spanish */ }
+  const LABELS = {}; // the tables of the current language (the same object throughout, for the tests' handle)
+  const useLabels = () => { for (const [k, v] of Object.entries(LANGS[lang])) LABELS[k] = v; };
+  useLabels();
   const label = (table, key) => (LABELS[table] && LABELS[table][key]) || String(key);
+  const LOCALE = () => (lang === "en" ? "en-GB" : "es-PE");
+
+  // Texts of the page itself (index.html marks them with data-i18n / data-i18n-aria / data-i18n-placeholder)
+  // and of the newer cards; a function takes the figures it shows.
+  const TEXT = {
+    es: {
+      "subtitle": "Central de operaciones", "operator": "Operador", "lang": "Idioma",
+      "dispatch.title": "Punto seleccionado", "dispatch.nearest": "Unidades más cercanas",
+      "form.title": "Nuevo incidente aquí", "form.category": "Categoría", "form.channel": "Canal",
+      "form.priority": "Prioridad", "form.description": "Descripción", "form.create": "Crear incidente",
+      "form.note": "«Asignar» también lo crea", "coverage.title": "Cobertura", "coverage.none": "sin cobertura",
+      "coverage.target": "Tiempo objetivo", "coverage.layer": "Capa", "sorties.title": "Salidas de drones",
+      "units.title": "Unidades", "units.showLost": "Mostrar perdidas", "units.search": "Buscar indicativo…",
+      "units.searchAria": "Buscar unidad", "incidents.title": "Incidentes abiertos", "events.title": "Eventos recientes",
+      "lostCount": (n) => `Perdidas ${n}`, "track.open": "Recorrido",
+      "track.title": "Recorrido", "track.close": "Cerrar recorrido", "track.window": "Ventana de tiempo",
+      "track.custom": "Otro", "track.from": "Desde", "track.to": "Hasta", "track.show": "Ver",
+      "track.play": "Reproducir", "track.pause": "Pausa", "track.speed": "Velocidad",
+      "track.slider": "Momento del recorrido", "track.loading": "Cargando recorrido…",
+      "track.empty": "Sin posiciones en esa ventana.", "track.count": (n) => `${n} ${n === 1 ? "posición" : "posiciones"}`,
+      "track.failed": "No se pudo cargar el recorrido", "track.bad": "respuesta inesperada",
+      "track.badWindow": "Indique un inicio anterior al fin.",
+    },
+    en: {
+      "subtitle": "Operations centre", "operator": "Operator", "lang": "Language",
+      "dispatch.title": "Selected point", "dispatch.nearest": "Nearest units",
+      "form.title": "New incident here", "form.category": "Category", "form.channel": "Channel",
+      "form.priority": "Priority", "form.description": "Description", "form.create": "Create incident",
+      "form.note": "«Assign» creates it too", "coverage.title": "Coverage", "coverage.none": "not covered",
+      "coverage.target": "Target time", "coverage.layer": "Layer", "sorties.title": "Drone sorties",
+      "units.title": "Units", "units.showLost": "Show lost", "units.search": "Search call sign…",
+      "units.searchAria": "Search unit", "incidents.title": "Open incidents", "events.title": "Recent events",
+      "lostCount": (n) => `Lost ${n}`, "track.open": "Track",
+      "track.title": "Track", "track.close": "Close track", "track.window": "Time window",
+      "track.custom": "Other", "track.from": "From", "track.to": "To", "track.show": "Show",
+      "track.play": "Play", "track.pause": "Pause", "track.speed": "Speed",
+      "track.slider": "Moment of the track", "track.loading": "Loading track…",
+      "track.empty": "No fixes in that window.", "track.count": (n) => `${n} ${n === 1 ? "fix" : "fixes"}`,
+      "track.failed": "Could not load the track", "track.bad": "unexpected answer",
+      "track.badWindow": "Give a start before the end.",
+    },
+  };
+  const tr = (key, ...args) => {
+    const v = TEXT[lang][key] ?? TEXT.es[key] ?? key;
+    return typeof v === "function" ? v(...args) : v;
+  };
 
   const STATUS_ORDER = ["available", "dispatched", "en_route", "on_scene", "out_of_service"];
   const STATUS_COLOUR = {
@@ -214,7 +318,9 @@
     if (props.kind === "drone") rows.push(...droneRows(state.drones.get(props.unit_id)));
     const body = rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join("");
     return `<strong>${escapeHtml(props.callsign || props.unit_id)}</strong>`
-      + ` <span class="muted">${escapeHtml(props.unit_id)}</span><table>${body}</table>`;
+      + ` <span class="muted">${escapeHtml(props.unit_id)}</span><table>${body}</table>`
+      + `<button type="button" class="track-open" data-unit-id="${escapeHtml(props.unit_id)}">`
+      + `${escapeHtml(tr("track.open"))}</button>`;
   }
 
   // ----- drones: battery, altitude and return-home margin from GET /api/v1/drones -------------
@@ -381,7 +487,7 @@
     const chips = STATUS_ORDER.map((s) => el("li", {
       style: `background:${STATUS_COLOUR[s]}`, "data-status": s,
     }, `${label("status", s)} ${counts[s]}`));
-    chips.push(el("li", { class: "lost", "data-freshness": "lost" }, `${label("freshness", "lost")}s ${lost}`));
+    chips.push(el("li", { class: "lost", "data-freshness": "lost" }, tr("lostCount", lost)));
     $("status-counts").replaceChildren(...chips);
 
     const filter = $("unit-filter").value.trim().toLowerCase();
@@ -398,12 +504,17 @@
         class: entry.freshness, tabindex: "0", "data-unit-id": p.unit_id,
         "aria-label": `${name}, ${label("kind", p.kind)}, ${label("status", p.status)}, ${label("freshness", entry.freshness)}`,
         onclick: () => focusUnit(p.unit_id),
-        onkeydown: (ev) => { if (ev.key === "Enter") focusUnit(p.unit_id); },
+        onkeydown: (ev) => { if (ev.key === "Enter" && ev.target === ev.currentTarget) focusUnit(p.unit_id); },
       },
       el("span", { class: "dot", style: `background:${STATUS_COLOUR[p.status] || "#555"}` }),
       el("span", { class: "callsign" }, name),
       el("span", {}, `${label("kind", p.kind)} · ${label("status", p.status)}`),
-      el("span", { class: "age" }, p.fix_time ? formatAge(fixAgeS(p)) : "—")));
+      el("span", { class: "age" }, p.fix_time ? formatAge(fixAgeS(p)) : "—"),
+      el("button", {
+        type: "button", class: "track-open", "data-unit-id": p.unit_id, title: tr("track.open"),
+        "aria-label": `${tr("track.open")} ${name}`,
+        onclick: (ev) => { ev.stopPropagation(); openTrack(p.unit_id); },
+      }, "↝")));
     }
     $("unit-list").replaceChildren(...rows);
   }
@@ -471,7 +582,7 @@
   function applyEvent(ev) {
     const unit = ev.unit_id ? state.units.get(ev.unit_id) : null;
     const who = unit ? (unit.feature.properties.callsign || ev.unit_id) : (ev.unit_id || "");
-    const when = ev.ts ? new Date(ev.ts).toLocaleTimeString("es-PE", { hour12: false }) : "";
+    const when = ev.ts ? new Date(ev.ts).toLocaleTimeString(LOCALE(), { hour12: false }) : "";
     const detail = ev.detail || {};
     let what = label("event", ev.type || "evento");
     if (ev.geofence_id) what += ` ${detail.geofence_name || detail.name || ev.geofence_id}`;
@@ -862,7 +973,7 @@
       if (layer !== "ground") fillSortieDocks(docks); // the same docks the planner flies from
       $("coverage-ratio").textContent = `${title}: ${coveragePercent(ratio)} %`;
       const units = `${body.units} ${body.units === 1 ? "unidad disponible" : "unidades disponibles"}`;
-      const at = body.at ? new Date(body.at).toLocaleTimeString("es-PE", { hour12: false }) : "";
+      const at = body.at ? new Date(body.at).toLocaleTimeString(LOCALE(), { hour12: false }) : "";
       const extra = [];
       if (docks.length) extra.push(`${docks.length} ${docks.length === 1 ? "base de drones" : "bases de drones"}`);
       const cams = body.model && body.model.viewsheds;
@@ -1287,6 +1398,192 @@
     showSortieTarget();
   });
 
+  // ----- a unit's track replay (GET /api/v1/units/{id}/track?format=geojson) -------------------------
+  // "Recorrido" (unit popup or list) opens the card: a window (15 min, 1 h, 4 h or chosen), the track drawn
+  // as a line and a marker that replays it at ×1/×10/×60. The marker always stands on the last fix at or
+  // before the replay time (no interpolation: the operator sees where the unit reported, not a guess).
+  const TRACK_TICK_MS = 100;
+  const trackLayer = L.featureGroup().addTo(map);
+  const track = {
+    unitId: null, seq: 0, url: null, start: null, end: null,
+    coords: [], // [lat, lon] per fix, oldest first
+    times: [], // ms since the epoch per fix
+    line: null, marker: null, index: -1, t: null, timer: null,
+  };
+
+  function setTrackState(kind) { $("track").dataset.state = kind; }
+  function setTrackMessage(text, kind) {
+    const node = $("track-message");
+    node.textContent = text;
+    node.className = `form-message ${kind || ""}`;
+  }
+
+  // The last fix at or before t (ms): binary search over the ascending times; -1 before the first.
+  function fixIndexAt(t) {
+    let lo = 0, hi = track.times.length - 1, found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (track.times[mid] <= t) { found = mid; lo = mid + 1; } else { hi = mid - 1; }
+    }
+    return found;
+  }
+
+  function setTrackTime(t) {
+    if (!track.times.length) return;
+    const t0 = track.times[0], tN = track.times[track.times.length - 1];
+    track.t = Math.min(Math.max(t, t0), tN);
+    const i = Math.max(0, fixIndexAt(track.t));
+    track.index = i;
+    track.marker.setLatLng(track.coords[i]);
+    $("track-slider").value = String(Math.round(track.t - t0));
+    $("track-time").textContent = new Date(track.t).toLocaleTimeString(LOCALE(), { hour12: false });
+    const node = track.marker.getElement();
+    if (node) node.dataset.index = String(i);
+  }
+
+  function pauseTrack() {
+    clearInterval(track.timer);
+    track.timer = null;
+    $("track-play").textContent = tr("track.play");
+    $("track").dataset.playing = "false";
+  }
+
+  function playTrack() {
+    if (!track.times.length) return;
+    if (track.timer) { pauseTrack(); return; }
+    const tN = track.times[track.times.length - 1];
+    if (track.t >= tN) setTrackTime(track.times[0]); // at the end: play again from the start
+    $("track-play").textContent = tr("track.pause");
+    $("track").dataset.playing = "true";
+    track.timer = setInterval(() => {
+      setTrackTime(track.t + TRACK_TICK_MS * Number($("track-speed").value));
+      if (track.t >= tN) pauseTrack();
+    }, TRACK_TICK_MS);
+  }
+
+  function clearTrackDrawing() {
+    pauseTrack();
+    trackLayer.clearLayers();
+    track.line = null;
+    track.marker = null;
+    track.coords = [];
+    track.times = [];
+    track.index = -1;
+    track.t = null;
+    $("track-player").hidden = true;
+  }
+
+  async function loadTrack(start, end) {
+    clearTrackDrawing();
+    const seq = ++track.seq;
+    const unitId = track.unitId;
+    track.start = start;
+    track.end = end;
+    const query = new URLSearchParams({ start: start.toISOString(), end: end.toISOString(), format: "geojson" });
+    track.url = `/api/v1/units/${encodeURIComponent(unitId)}/track?${query}`;
+    setTrackState("loading");
+    setTrackMessage(tr("track.loading"), "");
+    try {
+      const r = await fetch(track.url);
+      if (!r.ok) throw new Error(await errorText(r));
+      const feature = await r.json();
+      if (seq !== track.seq) return; // another window or unit meanwhile
+      const g = feature.geometry;
+      const lonlats = !g ? [] : g.type === "Point" ? [g.coordinates] : g.coordinates;
+      const times = ((feature.properties || {}).coordinateProperties || {}).times || [];
+      if (lonlats.length !== times.length) throw new Error(tr("track.bad"));
+      if (!lonlats.length) {
+        setTrackMessage(tr("track.empty"), "");
+        setTrackState("empty");
+        return;
+      }
+      track.coords = lonlats.map(([lon, lat]) => [lat, lon]);
+      track.times = times.map((x) => Date.parse(x));
+      track.line = L.polyline(track.coords, { color: "#7048e8", weight: 3, opacity: 0.85, className: "track-line" })
+        .addTo(trackLayer);
+      L.circleMarker(track.coords[0], { radius: 4, color: "#7048e8", fillColor: "#fff", fillOpacity: 1, weight: 2,
+        className: "track-start", interactive: false }).addTo(trackLayer);
+      track.marker = L.circleMarker(track.coords[0], { radius: 7, color: "#fff", weight: 2, fillColor: "#7048e8",
+        fillOpacity: 1, className: "track-marker", interactive: false }).addTo(trackLayer);
+      const slider = $("track-slider");
+      slider.max = String(track.times[track.times.length - 1] - track.times[0]);
+      $("track-player").hidden = false;
+      setTrackTime(track.times[0]);
+      const fixes = track.coords.length;
+      setTrackMessage(tr("track.count", fixes), "ok");
+      map.fitBounds(trackLayer.getBounds().pad(0.1), { maxZoom: 17, animate: false });
+      setTrackState("ok");
+    } catch (err) {
+      if (seq !== track.seq) return;
+      setTrackMessage(`${tr("track.failed")}: ${err.message}`, "error");
+      setTrackState("error");
+    }
+  }
+
+  function trackPreset(minutes) {
+    for (const b of document.querySelectorAll(".track-preset")) {
+      b.setAttribute("aria-pressed", String(b.dataset.minutes === String(minutes)));
+    }
+    if (minutes === "custom") {
+      $("track-custom").hidden = false;
+      const end = new Date(Date.now() + state.clockOffsetMs);
+      if (!$("track-end").value) $("track-end").value = localInput(end);
+      if (!$("track-start").value) $("track-start").value = localInput(new Date(end.getTime() - 3600000));
+      return;
+    }
+    $("track-custom").hidden = true;
+    const end = new Date(Date.now() + state.clockOffsetMs);
+    loadTrack(new Date(end.getTime() - Number(minutes) * 60000), end);
+  }
+
+  // A Date as the value of an <input type="datetime-local"> (the browser's local time, to the second).
+  function localInput(d) {
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:`
+      + `${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+
+  function openTrack(unitId, minutes = 15) {
+    const entry = state.units.get(unitId);
+    track.unitId = unitId;
+    $("track-unit").textContent = entry ? (entry.feature.properties.callsign || unitId) : unitId;
+    $("track").hidden = false;
+    $("track").dataset.unitId = unitId;
+    map.closePopup();
+    trackPreset(minutes);
+  }
+
+  function closeTrack() {
+    track.seq += 1;
+    track.unitId = null;
+    clearTrackDrawing();
+    $("track").hidden = true;
+    setTrackState("off");
+  }
+
+  for (const b of document.querySelectorAll(".track-preset")) {
+    b.addEventListener("click", () => trackPreset(b.dataset.minutes));
+  }
+  $("track-custom").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const start = new Date($("track-start").value), end = new Date($("track-end").value);
+    if (Number.isNaN(start.getTime()) || Number.isNaN(end.getTime()) || end <= start) {
+      setTrackMessage(tr("track.badWindow"), "error");
+      return;
+    }
+    loadTrack(start, end);
+  });
+  $("track-close").addEventListener("click", closeTrack);
+  $("track-play").addEventListener("click", playTrack);
+  $("track-slider").addEventListener("input", () => {
+    if (track.times.length) setTrackTime(track.times[0] + Number($("track-slider").value));
+  });
+  // The popup's "Recorrido" button is HTML in a popup: one listener for all of them.
+  document.addEventListener("click", (ev) => {
+    const button = ev.target.closest && ev.target.closest("button.track-open");
+    if (button) { ev.stopPropagation(); openTrack(button.dataset.unitId); }
+  });
+
   // ----- legend, timers, start -------------------------------------------------------------------
   const legend = L.control({ position: "bottomright" });
   legend.onAdd = () => {
@@ -1317,7 +1614,7 @@
     renderUnitPanel();
   }, LIST_EVERY_MS);
   setInterval(() => {
-    $("clock").textContent = new Date(Date.now() + state.clockOffsetMs).toLocaleTimeString("es-PE", { hour12: false });
+    $("clock").textContent = new Date(Date.now() + state.clockOffsetMs).toLocaleTimeString(LOCALE(), { hour12: false });
   }, 1000);
 
   connect();
@@ -1326,5 +1623,6 @@
   window.serenazgo = {
     state, map, pickPoint, fitUnits, refreshFreshness, refreshCoverage, refreshAirspace, refreshDrones, airspace,
     airspaceLayer, LABELS, sorties, sortieLayer, planSorties, clearSorties, loadSortieDocks,
+    track, trackLayer, openTrack, closeTrack, setTrackTime,
   };
 })();

@@ -149,6 +149,17 @@
       "track.empty": "Sin posiciones en esa ventana.", "track.count": (n) => `${n} ${n === 1 ? "posición" : "posiciones"}`,
       "track.failed": "No se pudo cargar el recorrido", "track.bad": "respuesta inesperada",
       "track.badWindow": "Indique un inicio anterior al fin.",
+      "supervision.title": "Supervisión", "supervision.close": "Cerrar supervisión", "supervision.period": "Periodo",
+      "supervision.24h": "Últimas 24 h", "supervision.7d": "Últimos 7 días", "supervision.30d": "Últimos 30 días",
+      "supervision.byCategory": "Tiempo de respuesta por categoría",
+      "supervision.byChannel": "Tiempo de respuesta por canal", "supervision.coverage": "Historial de cobertura",
+      "stats.category": "Categoría", "stats.channel": "Canal", "stats.count": "N", "stats.p50": "p50",
+      "stats.p90": "p90", "stats.mean": "Media", "stats.total": "Total", "stats.none": "Sin incidentes en el periodo.",
+      "stats.failed": "Estadísticas no disponibles", "history.failed": "Historial no disponible",
+      "history.none": "Sin muestras en el periodo.",
+      "history.note": (layer, minutes, n, worst) => `Capa ${layer} a ${minutes} min · ${n} muestras`
+        + (worst ? ` · peores horas en rojo (${worst})` : ""),
+      "history.worst": (when, pct) => `Peor hora ${when}: ${pct} % cubierto en promedio`,
     },
     en: {
       "subtitle": "Operations centre", "operator": "Operator", "lang": "Language",
@@ -167,6 +178,17 @@
       "track.empty": "No fixes in that window.", "track.count": (n) => `${n} ${n === 1 ? "fix" : "fixes"}`,
       "track.failed": "Could not load the track", "track.bad": "unexpected answer",
       "track.badWindow": "Give a start before the end.",
+      "supervision.title": "Supervision", "supervision.close": "Close supervision", "supervision.period": "Period",
+      "supervision.24h": "Last 24 h", "supervision.7d": "Last 7 days", "supervision.30d": "Last 30 days",
+      "supervision.byCategory": "Response time by category",
+      "supervision.byChannel": "Response time by channel", "supervision.coverage": "Coverage history",
+      "stats.category": "Category", "stats.channel": "Channel", "stats.count": "N", "stats.p50": "p50",
+      "stats.p90": "p90", "stats.mean": "Mean", "stats.total": "Total", "stats.none": "No incidents in the period.",
+      "stats.failed": "Statistics unavailable", "history.failed": "History unavailable",
+      "history.none": "No samples in the period.",
+      "history.note": (layer, minutes, n, worst) => `Layer ${layer} at ${minutes} min · ${n} samples`
+        + (worst ? ` · worst hours in red (${worst})` : ""),
+      "history.worst": (when, pct) => `Worst hour ${when}: ${pct} % covered on average`,
     },
   };
   const tr = (key, ...args) => {
@@ -1584,6 +1606,145 @@
     if (button) { ev.stopPropagation(); openTrack(button.dataset.unitId); }
   });
 
+  // ----- supervision: response times (GET /api/v1/incidents/stats) and coverage history ---------------
+  // A supervisor's card: p50/p90/mean of the time from report to the first unit on scene, per category and
+  // per channel, and the stored coverage of the coverage card's layer and target time as a small SVG line
+  // chart (our own drawing: no chart library), its worst hours shaded red. Refreshed while open.
+  const SUPERVISION_EVERY_MS = 60000;
+  const CHART = { w: 340, h: 130, left: 34, right: 6, top: 6, bottom: 18 };
+  const supervision = { seq: 0, timer: null, stats: null, history: null, since: null, until: null };
+
+  function statsTable(dimension, groups) {
+    const entries = Object.entries(groups || {}).sort((a, b) => b[1].count - a[1].count || a[0].localeCompare(b[0]));
+    if (!entries.length) return el("p", { class: "muted" }, tr("stats.none"));
+    const seconds = (v) => (v == null ? "" : String(v));
+    const rows = entries.map(([key, g]) => el("tr", {
+      "data-key": key, "data-count": String(g.count), "data-p50": seconds(g.response_s.p50),
+      "data-p90": seconds(g.response_s.p90), "data-mean": seconds(g.response_s.mean),
+    },
+    el("td", {}, label(dimension, key)),
+    el("td", { class: "num" }, String(g.count)),
+    el("td", { class: "num" }, formatDuration(g.response_s.p50)),
+    el("td", { class: "num" }, formatDuration(g.response_s.p90)),
+    el("td", { class: "num" }, formatDuration(g.response_s.mean))));
+    return el("table", { "data-dimension": dimension },
+      el("thead", {}, el("tr", {}, el("th", {}, tr(`stats.${dimension}`)), el("th", { class: "num" }, tr("stats.count")),
+        el("th", { class: "num" }, tr("stats.p50")), el("th", { class: "num" }, tr("stats.p90")),
+        el("th", { class: "num" }, tr("stats.mean")))),
+      el("tbody", {}, ...rows));
+  }
+
+  function renderStats() {
+    const body = supervision.stats;
+    if (!body) return;
+    $("stats-category").replaceChildren(statsTable("category", body.by.category));
+    $("stats-channel").replaceChildren(statsTable("channel", body.by.channel));
+  }
+
+  // The chart: x is time over the asked period, y the covered share of the area (0..100 %); one dot per
+  // point of the answer (a sample, or an hour's average for the longer periods), worst hours as red bands.
+  function coverageChart(body, since, until) {
+    const c = CHART;
+    const span = until - since;
+    const x = (t) => (c.left + ((t - since) / span) * (c.w - c.left - c.right)).toFixed(1);
+    const y = (r) => (c.top + (1 - r) * (c.h - c.top - c.bottom)).toFixed(1);
+    const hourMs = body.bucket === "hour" ? 3600000 : 60000;
+    const worst = (body.worst_hours || []).map((w) => [Date.parse(w.start), w]);
+    const inWorst = (t) => worst.some(([s]) => t >= s && t < s + 3600000);
+    const parts = [];
+    for (const [s, w] of worst) {
+      const pct = Math.round(w.covered_area_ratio.avg * 100);
+      const when = new Date(s).toLocaleString(LOCALE(), { hour12: false, day: "2-digit", month: "2-digit", hour: "2-digit", minute: "2-digit" });
+      parts.push(`<rect class="worst" data-start="${escapeHtml(w.start)}" x="${x(s)}" y="${c.top}" `
+        + `width="${Math.max(1, x(s + 3600000) - x(s)).toFixed(1)}" height="${c.h - c.top - c.bottom}">`
+        + `<title>${escapeHtml(tr("history.worst", when, pct))}</title></rect>`);
+    }
+    for (const r of [0, 0.5, 1]) {
+      parts.push(`<line class="grid" x1="${c.left}" x2="${c.w - c.right}" y1="${y(r)}" y2="${y(r)}"/>`
+        + `<text class="axis" x="${c.left - 3}" y="${Number(y(r)) + 3}" text-anchor="end">${r * 100} %</text>`);
+    }
+    const fmt = (t) => new Date(t).toLocaleString(LOCALE(), { hour12: false, day: "2-digit", month: "2-digit", hour: "2-digit", minute: "2-digit" });
+    parts.push(`<text class="axis" x="${c.left}" y="${c.h - 4}">${escapeHtml(fmt(since))}</text>`
+      + `<text class="axis" x="${c.w - c.right}" y="${c.h - 4}" text-anchor="end">${escapeHtml(fmt(until))}</text>`);
+    const pts = body.points.map((p) => [Date.parse(p.start), p.covered_area_ratio.avg, p]);
+    if (pts.length > 1) {
+      parts.push(`<polyline class="coverage-line" points="${pts.map(([t, r]) => `${x(t + hourMs / 2)},${y(r)}`).join(" ")}"/>`);
+    }
+    for (const [t, r, p] of pts) {
+      parts.push(`<circle class="sample${inWorst(t) ? " worst" : ""}" data-start="${escapeHtml(p.start)}" `
+        + `data-ratio="${r}" cx="${x(t + hourMs / 2)}" cy="${y(r)}" r="1.6"/>`);
+    }
+    return `<svg viewBox="0 0 ${c.w} ${c.h}" width="100%" role="img" aria-label="${escapeHtml(tr("supervision.coverage"))}">`
+      + `${parts.join("")}</svg>`;
+  }
+
+  async function refreshSupervision() {
+    clearTimeout(supervision.timer);
+    supervision.timer = null;
+    if ($("supervision").hidden) return;
+    const seq = ++supervision.seq;
+    const hours = Number($("supervision-period").value);
+    const until = Date.now() + state.clockOffsetMs;
+    const since = until - hours * 3600000;
+    supervision.since = since;
+    supervision.until = until;
+    const period = { since: new Date(since).toISOString(), until: new Date(until).toISOString() };
+    $("supervision").dataset.state = "loading";
+    const layer = $("coverage-layer").value, minutes = $("coverage-minutes").value;
+    const history = new URLSearchParams({ ...period, layer, minutes, bucket: hours > 24 ? "hour" : "minute" });
+    const [stats, hist] = await Promise.allSettled([
+      fetch(`/api/v1/incidents/stats?${new URLSearchParams(period)}`).then(async (r) => {
+        if (!r.ok) throw new Error(await errorText(r));
+        return r.json();
+      }),
+      fetch(`/api/v1/coverage/history?${history}`).then(async (r) => {
+        if (!r.ok) throw new Error(await errorText(r));
+        return r.json();
+      }),
+    ]);
+    if (seq !== supervision.seq) return; // closed or another period meanwhile
+    if (stats.status === "fulfilled") {
+      supervision.stats = stats.value;
+      renderStats();
+      $("supervision-message").textContent = "";
+    } else {
+      supervision.stats = null;
+      $("stats-category").replaceChildren();
+      $("stats-channel").replaceChildren();
+      $("supervision-message").textContent = `${tr("stats.failed")}: ${stats.reason.message}`;
+      $("supervision-message").className = "form-message error";
+    }
+    if (hist.status === "fulfilled") {
+      const body = hist.value;
+      supervision.history = body;
+      $("coverage-chart").innerHTML = body.points.length ? coverageChart(body, since, until) : "";
+      $("coverage-history-note").textContent = body.points.length
+        ? tr("history.note", COVERAGE_LAYER[layer] || layer, minutes, body.points.length, body.worst_hours.length)
+        : tr("history.none");
+    } else {
+      supervision.history = null;
+      $("coverage-chart").replaceChildren();
+      $("coverage-history-note").textContent = `${tr("history.failed")}: ${hist.reason.message}`;
+    }
+    $("supervision").dataset.state = stats.status === "fulfilled" && hist.status === "fulfilled" ? "ok" : "error";
+    supervision.timer = setTimeout(refreshSupervision, SUPERVISION_EVERY_MS);
+  }
+
+  function toggleSupervision(open = $("supervision").hidden) {
+    $("supervision").hidden = !open;
+    $("supervision-toggle").setAttribute("aria-expanded", String(open));
+    if (open) {
+      refreshSupervision();
+    } else {
+      supervision.seq += 1;
+      clearTimeout(supervision.timer);
+      $("supervision").dataset.state = "off";
+    }
+  }
+  $("supervision-toggle").addEventListener("click", () => toggleSupervision());
+  $("supervision-close").addEventListener("click", () => toggleSupervision(false));
+  $("supervision-period").addEventListener("change", refreshSupervision);
+
   // ----- legend, timers, start -------------------------------------------------------------------
   const legend = L.control({ position: "bottomright" });
   legend.onAdd = () => {
@@ -1623,6 +1784,6 @@
   window.serenazgo = {
     state, map, pickPoint, fitUnits, refreshFreshness, refreshCoverage, refreshAirspace, refreshDrones, airspace,
     airspaceLayer, LABELS, sorties, sortieLayer, planSorties, clearSorties, loadSortieDocks,
-    track, trackLayer, openTrack, closeTrack, setTrackTime,
+    track, trackLayer, openTrack, closeTrack, setTrackTime, supervision, refreshSupervision, toggleSupervision,
   };
 })();

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,11 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def make_stack(ingest: IngestRig) -> Iterator[Callable[[], LiveStack]]:
-    """The full stack: bridge, hub, Dispatcher and IncidentService, app in uvicorn."""
+def make_stack(ingest: IngestRig) -> Iterator[Callable[..., LiveStack]]:
+    """The full stack: bridge, hub, Dispatcher and IncidentService, app in uvicorn.
+
+    ``make(extra)`` runs ``extra(stack)`` on the server's loop after those services (more of them).
+    """
     stacks: list[LiveStack] = []
 
     if not hasattr(Dispatcher, "nearest"):
@@ -60,8 +63,13 @@ def make_stack(ingest: IngestRig) -> Iterator[Callable[[], LiveStack]]:
         ctx.incidents = incidents
         stack.stoppers.append(incidents.stop)
 
-    def make() -> LiveStack:
-        stack = start_stack(ingest, services=services)
+    def make(extra: Callable[[LiveStack], Awaitable[None]] | None = None) -> LiveStack:
+        async def all_services(stack: LiveStack) -> None:
+            await services(stack)
+            if extra is not None:
+                await extra(stack)
+
+        stack = start_stack(ingest, services=all_services)
         stacks.append(stack)
         return stack
 

@@ -142,6 +142,18 @@
       "units.title": "Unidades", "units.showLost": "Mostrar perdidas", "units.search": "Buscar indicativo…",
       "units.searchAria": "Buscar unidad", "incidents.title": "Incidentes abiertos", "events.title": "Eventos recientes",
       "lostCount": (n) => `Perdidas ${n}`, "track.open": "Recorrido",
+      "dispatch.close": "Cerrar punto seleccionado", "form.aria": "Nuevo incidente",
+      "layer.ground": "Terrestre", "layer.drones": "Drones", "layer.combined": "Combinada",
+      "map.aria": "Mapa de unidades: haga clic en un punto para ver las unidades más cercanas",
+      "panel.aria": "Panel de operaciones", "units.counts": "Unidades por estado", "units.list": "Lista de unidades",
+      "legend": "Leyenda", "assign": "Asignar", "assigned": "Asignada", "nearest.unit": "Unidad",
+      "nearest.distance": "Distancia", "nearest.eta": "Llegada",
+      "shortcuts.title": "Atajos de teclado", "shortcuts.close": "Cerrar atajos",
+      "key.n": "Nuevo incidente en el último clic (o el centro del mapa)",
+      "key.a": "Asignar la unidad elegida (la primera del ranking si no eligió otra)",
+      "key.digits": "Elegir la unidad n.º 1–5 del ranking", "key.esc": "Cerrar paneles",
+      "key.slash": "Buscar una unidad", "key.help": "Mostrar u ocultar esta lista",
+      "key.note": "Los atajos no actúan mientras escribe en un campo.",
       "track.title": "Recorrido", "track.close": "Cerrar recorrido", "track.window": "Ventana de tiempo",
       "track.custom": "Otro", "track.from": "Desde", "track.to": "Hasta", "track.show": "Ver",
       "track.play": "Reproducir", "track.pause": "Pausa", "track.speed": "Velocidad",
@@ -171,6 +183,18 @@
       "units.title": "Units", "units.showLost": "Show lost", "units.search": "Search call sign…",
       "units.searchAria": "Search unit", "incidents.title": "Open incidents", "events.title": "Recent events",
       "lostCount": (n) => `Lost ${n}`, "track.open": "Track",
+      "dispatch.close": "Close selected point", "form.aria": "New incident",
+      "layer.ground": "Ground", "layer.drones": "Drones", "layer.combined": "Combined",
+      "map.aria": "Units map: click a point to see the nearest units",
+      "panel.aria": "Operations panel", "units.counts": "Units by status", "units.list": "Units list",
+      "legend": "Legend", "assign": "Assign", "assigned": "Assigned", "nearest.unit": "Unit",
+      "nearest.distance": "Distance", "nearest.eta": "Arrival",
+      "shortcuts.title": "Keyboard shortcuts", "shortcuts.close": "Close shortcuts",
+      "key.n": "New incident at the last click (or the map centre)",
+      "key.a": "Assign the chosen unit (the top-ranked one unless you chose another)",
+      "key.digits": "Choose unit no. 1–5 of the ranking", "key.esc": "Close panels",
+      "key.slash": "Search a unit", "key.help": "Show or hide this list",
+      "key.note": "Shortcuts do nothing while you type in a field.",
       "track.title": "Track", "track.close": "Close track", "track.window": "Time window",
       "track.custom": "Other", "track.from": "From", "track.to": "To", "track.show": "Show",
       "track.play": "Play", "track.pause": "Pause", "track.speed": "Speed",
@@ -649,14 +673,17 @@
     $("dispatch").hidden = true;
   }
 
-  async function pickPoint(lat, lon) {
+  // A point to send units to; with ``incident`` (an open one, chosen in the list) «Asignar» sends them there.
+  async function pickPoint(lat, lon, incident = null) {
     pickLayer.clearLayers();
     const marker = L.marker([lat, lon], { icon: pickIcon, interactive: false, keyboard: false }).addTo(pickLayer);
-    state.pick = { lat, lon, marker, incident: null, seq: (state.pick ? state.pick.seq : 0) + 1 };
+    state.pick = { lat, lon, marker, incident, seq: (state.pick ? state.pick.seq : 0) + 1, chosen: 0 };
     const seq = state.pick.seq;
     $("dispatch").hidden = false;
     $("dispatch-where").textContent = `${lat.toFixed(5)}, ${lon.toFixed(5)}`;
     $("dispatch-incident").hidden = true;
+    $("create-incident").disabled = false;
+    if (incident) showPickIncident();
     setFormMessage("", "");
     $("nearest").replaceChildren(el("p", { class: "muted" }, "Buscando unidades…"));
     try {
@@ -689,12 +716,12 @@
       el("td", { class: "num" }, formatDuration(c.eta_s)),
       el("td", {}, el("button", {
         type: "button", class: "assign", "data-unit-id": c.unit_id,
-        "aria-label": `Asignar ${c.callsign || c.unit_id} (${formatDuration(c.eta_s)})`,
+        "aria-label": `${tr("assign")} ${c.callsign || c.unit_id} (${formatDuration(c.eta_s)})`,
         onclick: (ev) => assign(c, ev.currentTarget),
-      }, "Asignar"))));
+      }, tr("assign")))));
     $("nearest").replaceChildren(el("table", {},
-      el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "Unidad"), el("th", {}, "Distancia"),
-        el("th", {}, "Llegada"), el("th", {}, el("span", { class: "muted" }, "")))),
+      el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, tr("nearest.unit")), el("th", {}, tr("nearest.distance")),
+        el("th", {}, tr("nearest.eta")), el("th", {}, el("span", { class: "muted" }, "")))),
       el("tbody", {}, ...rows)));
   }
 
@@ -760,13 +787,13 @@
       }
       if (pick === state.pick) {
         setFormMessage(`${candidate.callsign || candidate.unit_id} asignada al incidente #${incidentId(inc)}`, "ok");
-        button.textContent = "Asignada";
+        button.textContent = tr("assigned");
       }
     } catch (err) {
       setFormMessage(`No se pudo asignar: ${err.message}`, "error");
     } finally {
       for (const b of document.querySelectorAll("#nearest button.assign")) {
-        if (b !== button || b.textContent !== "Asignada") b.disabled = false;
+        if (b !== button || b.textContent !== tr("assigned")) b.disabled = false;
       }
     }
   }
@@ -1745,10 +1772,47 @@
   $("supervision-close").addEventListener("click", () => toggleSupervision(false));
   $("supervision-period").addEventListener("change", refreshSupervision);
 
+  // ----- language: ES (default) or EN, remembered in this browser ------------------------------------
+  // Switching re-labels the page in place (static texts, selects, lists, legend, open cards); the live
+  // feed and whatever the operator was doing stay as they are.
+  function applyTexts() {
+    document.documentElement.lang = lang;
+    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = tr(node.dataset.i18n);
+    for (const node of document.querySelectorAll("[data-i18n-aria]")) node.setAttribute("aria-label", tr(node.dataset.i18nAria));
+    for (const node of document.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = tr(node.dataset.i18nPlaceholder);
+    for (const b of document.querySelectorAll(".lang-switch button")) b.setAttribute("aria-pressed", String(b.dataset.lang === lang));
+  }
+
+  function setLanguage(next) {
+    if (!LANGS[next]) return;
+    lang = next;
+    try { localStorage.setItem(LANG_KEY, lang); } catch (_) { /* storage blocked: this page only */ }
+    useLabels();
+    applyTexts();
+    for (const [id, table] of [["f-category", "category"], ["f-channel", "channel"], ["f-priority", "priority"]]) {
+      fillSelect(id, table, $(id).value);
+    }
+    setConnection(state.connection);
+    state.listDirty = true;
+    renderUnitPanel();
+    renderIncidentPanel();
+    for (const entry of state.units.values()) { entry.iconKey = ""; renderUnit(entry); } // marker labels
+    legend.remove();
+    legend.addTo(map);
+    if (!$("dispatch").hidden && state.pick) pickPoint(state.pick.lat, state.pick.lon, state.pick.incident);
+    if (!$("supervision").hidden) refreshSupervision();
+    if (track.timer) $("track-play").textContent = tr("track.pause");
+    else $("track-play").textContent = tr("track.play");
+    document.dispatchEvent(new CustomEvent("serenazgo:language", { detail: lang }));
+  }
+  for (const b of document.querySelectorAll(".lang-switch button")) {
+    b.addEventListener("click", () => setLanguage(b.dataset.lang));
+  }
+
   // ----- legend, timers, start -------------------------------------------------------------------
   const legend = L.control({ position: "bottomright" });
   legend.onAdd = () => {
-    const node = el("div", { class: "legend", role: "note", "aria-label": "Leyenda" });
+    const node = el("div", { class: "legend", role: "note", "aria-label": tr("legend") });
     const kinds = Object.keys(LABELS.kind).map((k) =>
       `<div>${shapeSvg(k, KIND_COLOUR[k], KIND_COLOUR[k], 16, 1)}${escapeHtml(label("kind", k))}</div>`).join("");
     const rings = STATUS_ORDER.map((s) =>
@@ -1778,6 +1842,7 @@
     $("clock").textContent = new Date(Date.now() + state.clockOffsetMs).toLocaleTimeString(LOCALE(), { hour12: false });
   }, 1000);
 
+  applyTexts();
   connect();
 
   // A read-only handle for tests and for the browser console.
@@ -1785,5 +1850,6 @@
     state, map, pickPoint, fitUnits, refreshFreshness, refreshCoverage, refreshAirspace, refreshDrones, airspace,
     airspaceLayer, LABELS, sorties, sortieLayer, planSorties, clearSorties, loadSortieDocks,
     track, trackLayer, openTrack, closeTrack, setTrackTime, supervision, refreshSupervision, toggleSupervision,
+    setLanguage, language: () => lang,
   };
 })();

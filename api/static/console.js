@@ -243,7 +243,8 @@
     clockOffsetMs: 0, // server time - local time
     keepaliveS: 15,
     connection: "connecting",
-    pick: null, // {lat, lon, marker, incident}
+    pick: null, // {lat, lon, marker, incident, seq, chosen: index of the ranked unit «A» assigns}
+    lastClick: null, // [lat, lon] of the operator's last click on the map
     listDirty: true,
     fitted: false,
     snapshots: 0,
@@ -610,14 +611,22 @@
     renderIncidentPanel();
   }
 
+  // An incident chosen in the list: the map goes there and its ranked units are offered for it.
+  function selectIncident(inc) {
+    map.setView([inc.lat, inc.lon], Math.max(map.getZoom(), 16));
+    pickPoint(inc.lat, inc.lon, inc);
+    renderIncidentPanel();
+  }
+
   function renderIncidentPanel() {
     const items = [...state.incidents.values()].map((x) => x.incident)
       .sort((a, b) => (a.priority || 3) - (b.priority || 3) || String(b.created_at).localeCompare(String(a.created_at)));
     $("incident-total").textContent = String(items.length);
     $("incident-list").replaceChildren(...items.map((inc) => el("li", {
       tabindex: "0", "data-incident-id": String(incidentId(inc)),
-      onclick: () => map.setView([inc.lat, inc.lon], Math.max(map.getZoom(), 16)),
-      onkeydown: (ev) => { if (ev.key === "Enter") map.setView([inc.lat, inc.lon], Math.max(map.getZoom(), 16)); },
+      class: state.pick && state.pick.incident && incidentId(state.pick.incident) === incidentId(inc) ? "selected" : "",
+      onclick: () => selectIncident(inc),
+      onkeydown: (ev) => { if (ev.key === "Enter") selectIncident(inc); },
     },
     el("span", { class: `prio prio-${inc.priority}` }, `P${inc.priority ?? "?"}`),
     `#${incidentId(inc)} ${label("category", inc.category)} · ${label("incidentStatus", inc.status)}`,
@@ -662,7 +671,10 @@
     iconAnchor: [12, 12],
   });
 
-  map.on("click", (ev) => pickPoint(ev.latlng.lat, ev.latlng.lng));
+  map.on("click", (ev) => {
+    state.lastClick = [ev.latlng.lat, ev.latlng.lng]; // where «N» opens a new incident
+    pickPoint(ev.latlng.lat, ev.latlng.lng);
+  });
   $("dispatch-close").addEventListener("click", clearPick);
 
   const pickLayer = L.layerGroup().addTo(map); // the clicked point and lines to its ranked units
@@ -709,7 +721,10 @@
       $("nearest").replaceChildren(el("p", { class: "muted" }, "No hay unidades disponibles cerca."));
       return;
     }
-    const rows = candidates.map((c, i) => el("tr", { "data-unit-id": c.unit_id },
+    const rows = candidates.map((c, i) => el("tr", {
+      "data-unit-id": c.unit_id, class: i === state.pick.chosen ? "chosen" : "",
+      "aria-selected": String(i === state.pick.chosen),
+    },
       el("td", {}, String(i + 1)),
       el("td", {}, el("strong", {}, c.callsign || c.unit_id), el("div", { class: "muted" }, label("kind", c.kind))),
       el("td", { class: "num" }, formatDistance(c.distance_m)),
@@ -1772,6 +1787,79 @@
   $("supervision-close").addEventListener("click", () => toggleSupervision(false));
   $("supervision-period").addEventListener("change", refreshSupervision);
 
+  // ----- keyboard shortcuts for the radio operator ----------------------------------------------------
+  // N new incident (at the last click, else the map centre), 1–5 choose a ranked unit, A assign the chosen
+  // one (the top-ranked by default), / search units, Esc close panels, ? this list. Never while the operator
+  // types in a field (there Esc only leaves the field), and never with Ctrl/Alt/Meta (the browser's own).
+  function typing(node) {
+    if (!node || node === document.body) return false;
+    const tag = node.tagName;
+    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || node.isContentEditable;
+  }
+
+  function toggleShortcuts(open = $("shortcuts").hidden) {
+    $("shortcuts").hidden = !open;
+    $("shortcuts-toggle").setAttribute("aria-expanded", String(open));
+  }
+
+  function chooseRanked(i) {
+    const rows = document.querySelectorAll("#nearest tbody tr");
+    if (!state.pick || i >= rows.length) return false;
+    state.pick.chosen = i;
+    rows.forEach((row, k) => {
+      row.classList.toggle("chosen", k === i);
+      row.setAttribute("aria-selected", String(k === i));
+    });
+    return true;
+  }
+
+  function assignChosen() {
+    if (!state.pick) return false;
+    const button = document.querySelectorAll("#nearest tbody tr button.assign")[state.pick.chosen || 0];
+    if (!button || button.disabled) return false;
+    button.click();
+    return true;
+  }
+
+  function newIncidentHere() {
+    const [lat, lon] = state.lastClick || [map.getCenter().lat, map.getCenter().lng];
+    pickPoint(lat, lon);
+    $("f-category").focus();
+    return true;
+  }
+
+  function closePanels() {
+    map.closePopup();
+    if (!$("dispatch").hidden) clearPick();
+    if (!$("track").hidden) closeTrack();
+    if (!$("supervision").hidden) toggleSupervision(false);
+    toggleShortcuts(false);
+    return true;
+  }
+
+  const SHORTCUTS = {
+    n: newIncidentHere,
+    a: assignChosen,
+    "/": () => { $("unit-filter").focus(); return true; },
+    "?": () => { toggleShortcuts(); return true; },
+    Escape: closePanels,
+  };
+
+  document.addEventListener("keydown", (ev) => {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.isComposing) return;
+    if (typing(ev.target)) {
+      if (ev.key === "Escape") ev.target.blur();
+      return;
+    }
+    const key = ev.key.length === 1 ? ev.key.toLowerCase() : ev.key;
+    let done = false;
+    if (/^[1-5]$/.test(key)) done = chooseRanked(Number(key) - 1);
+    else if (SHORTCUTS[key]) done = SHORTCUTS[key]();
+    if (done) ev.preventDefault(); // "/" must not land in the search box it focuses
+  });
+  $("shortcuts-toggle").addEventListener("click", () => toggleShortcuts());
+  $("shortcuts-close").addEventListener("click", () => toggleShortcuts(false));
+
   // ----- language: ES (default) or EN, remembered in this browser ------------------------------------
   // Switching re-labels the page in place (static texts, selects, lists, legend, open cards); the live
   // feed and whatever the operator was doing stay as they are.
@@ -1850,6 +1938,6 @@
     state, map, pickPoint, fitUnits, refreshFreshness, refreshCoverage, refreshAirspace, refreshDrones, airspace,
     airspaceLayer, LABELS, sorties, sortieLayer, planSorties, clearSorties, loadSortieDocks,
     track, trackLayer, openTrack, closeTrack, setTrackTime, supervision, refreshSupervision, toggleSupervision,
-    setLanguage, language: () => lang,
+    setLanguage, language: () => lang, selectIncident,
   };
 })();

@@ -154,6 +154,7 @@
       "key.digits": "Elegir la unidad n.º 1–5 del ranking", "key.esc": "Cerrar paneles",
       "key.slash": "Buscar una unidad", "key.help": "Mostrar u ocultar esta lista",
       "key.note": "Los atajos no actúan mientras escribe en un campo.",
+      "conn.retry": (s) => `Sin conexión · reintento en ${s} s`,
       "track.title": "Recorrido", "track.close": "Cerrar recorrido", "track.window": "Ventana de tiempo",
       "track.custom": "Otro", "track.from": "Desde", "track.to": "Hasta", "track.show": "Ver",
       "track.play": "Reproducir", "track.pause": "Pausa", "track.speed": "Velocidad",
@@ -195,6 +196,7 @@
       "key.digits": "Choose unit no. 1–5 of the ranking", "key.esc": "Close panels",
       "key.slash": "Search a unit", "key.help": "Show or hide this list",
       "key.note": "Shortcuts do nothing while you type in a field.",
+      "conn.retry": (s) => `Offline · retrying in ${s} s`,
       "track.title": "Track", "track.close": "Close track", "track.window": "Time window",
       "track.custom": "Other", "track.from": "From", "track.to": "To", "track.show": "Show",
       "track.play": "Play", "track.pause": "Pause", "track.speed": "Speed",
@@ -875,7 +877,7 @@
     // Jittered exponential backoff (0.5 s … 30 s), so a restarted server is not hit by every console at once.
     const delay = Math.min(30000, 500 * 2 ** Math.min(attempts - 1, 6)) * (0.5 + Math.random() / 2);
     const seconds = Math.ceil(delay / 1000);
-    setConnection("down", `Sin conexión · reintento en ${seconds} s`);
+    setConnection("down", tr("conn.retry", seconds));
     if (reason) console.warn("live feed closed:", reason);
     reconnectTimer = setTimeout(connect, delay);
   }

@@ -46,9 +46,14 @@ GEOD = Geod(ellps="WGS84")
 # ----- fixtures ---------------------------------------------------------------------------------
 
 
-def open_console(browser: Browser, url: str) -> Page:
-    """A 1366×768 page on the console; requests that are not to the app are aborted (offline)."""
+def open_console(browser: Browser, url: str, prepare: Callable[[Page], None] | None = None) -> Page:
+    """A 1366×768 page on the console; requests that are not to the app are aborted (offline).
+
+    ``prepare(page)`` runs before the page loads (routes of its own, e.g. over the live feed).
+    """
     page = browser.new_page(viewport={"width": 1366, "height": 768}, locale="es-PE")
+    if prepare is not None:
+        prepare(page)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.context.set_default_timeout(WAIT_MS)

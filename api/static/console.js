@@ -154,7 +154,7 @@
       "key.digits": "Elegir la unidad n.º 1–5 del ranking", "key.esc": "Cerrar paneles",
       "key.slash": "Buscar una unidad", "key.help": "Mostrar u ocultar esta lista",
       "key.note": "Los atajos no actúan mientras escribe en un campo.",
-      "conn.retry": (s) => `Sin conexión · reintento en ${s} s`,
+      "conn.retry": (s) => `Sin conexión · reintento en ${s} s`, "ago": (n, unit) => `hace ${n} ${unit}`,
       "track.title": "Recorrido", "track.close": "Cerrar recorrido", "track.window": "Ventana de tiempo",
       "track.custom": "Otro", "track.from": "Desde", "track.to": "Hasta", "track.show": "Ver",
       "track.play": "Reproducir", "track.pause": "Pausa", "track.speed": "Velocidad",
@@ -196,7 +196,7 @@
       "key.digits": "Choose unit no. 1–5 of the ranking", "key.esc": "Close panels",
       "key.slash": "Search a unit", "key.help": "Show or hide this list",
       "key.note": "Shortcuts do nothing while you type in a field.",
-      "conn.retry": (s) => `Offline · retrying in ${s} s`,
+      "conn.retry": (s) => `Offline · retrying in ${s} s`, "ago": (n, unit) => `${n} ${unit} ago`,
       "track.title": "Track", "track.close": "Close track", "track.window": "Time window",
       "track.custom": "Other", "track.from": "From", "track.to": "To", "track.show": "Show",
       "track.play": "Play", "track.pause": "Pause", "track.speed": "Speed",
@@ -955,9 +955,9 @@
   }
   function formatAge(s) {
     if (!Number.isFinite(s)) return "—";
-    if (s < 60) return `hace ${Math.round(s)} s`;
-    if (s < 3600) return `hace ${Math.round(s / 60)} min`;
-    return `hace ${Math.round(s / 3600)} h`;
+    if (s < 60) return tr("ago", Math.round(s), "s");
+    if (s < 3600) return tr("ago", Math.round(s / 60), "min");
+    return tr("ago", Math.round(s / 3600), "h");
   }
   function escapeHtml(value) {
     return String(value ?? "").replace(/[&<>"']/g, (ch) => ({
@@ -1763,7 +1763,7 @@
       supervision.history = body;
       $("coverage-chart").innerHTML = body.points.length ? coverageChart(body, since, until) : "";
       $("coverage-history-note").textContent = body.points.length
-        ? tr("history.note", COVERAGE_LAYER[layer] || layer, minutes, body.points.length, body.worst_hours.length)
+        ? tr("history.note", tr(`layer.${layer}`).toLowerCase(), minutes, body.points.length, body.worst_hours.length)
         : tr("history.none");
     } else {
       supervision.history = null;

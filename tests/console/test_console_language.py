@@ -36,6 +36,7 @@ def visible(page: Page) -> dict[str, Any]:
             lost: document.querySelector('#status-counts li[data-freshness="lost"]').textContent,
             category: document.querySelector('#f-category option[value="seguridad_vial"]').textContent,
             conn: document.getElementById('conn').textContent,
+            age: document.querySelector('#unit-list li .age').textContent.replace(/[0-9]+/, 'N'),
             legend: document.querySelector('.legend').textContent,
             lang: document.documentElement.lang,
             pressed: document.querySelector('.lang-switch [aria-pressed="true"]').dataset.lang,
@@ -63,6 +64,7 @@ def test_english_beside_spanish_switches_the_labels_and_is_remembered(
     assert spanish["lost"] == "Perdidas 0"
     assert spanish["category"] == "Seguridad vial"
     assert spanish["conn"] == "En vivo"
+    assert spanish["age"] in ("hace N s", "hace N min")
     assert "Patrullero" in spanish["legend"]
     assert (spanish["lang"], spanish["pressed"]) == ("es", "es")
     labels_es = page.evaluate("JSON.stringify(window.serenazgo.LABELS)")
@@ -72,8 +74,9 @@ def test_english_beside_spanish_switches_the_labels_and_is_remembered(
     english = visible(page)
     assert english == {
         "units": "Units", "chip": "Available 1", "lost": "Lost 0", "category": "Road safety", "conn": "Live",
-        "legend": english["legend"], "lang": "en", "pressed": "en",
+        "legend": english["legend"], "lang": "en", "pressed": "en", "age": english["age"],
     }  # fmt: skip
+    assert english["age"] in ("N s ago", "N min ago")
     assert "Patrol car" in english["legend"] and "Patrullero" not in english["legend"]
     assert page.evaluate("localStorage.getItem('serenazgo.lang')") == "en"
     # Every LABELS table has its English twin with the same keys, and every marked text has an English text.

@@ -30,7 +30,6 @@ import asyncio
 import math
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -43,16 +42,16 @@ import websockets
 
 from benchmarks import loadgen
 from benchmarks.bench_dispatch_http import free_port, process, wait_http
+from benchmarks.bench_latency import PERCENTILES, latency_figures
 from benchmarks.fleet_stream import register_units
 from benchmarks.ingest_rig import temp_broker
 from benchmarks.pg_server import fresh_database, temp_postgres
-from benchmarks.report import add_run_options, percentile, say, table, write_results
+from benchmarks.report import add_run_options, say, table, write_results
 from tracker.model import Unit, UnitKind
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-PERCENTILES = (50, 90, 99)
 CENTRE = (-12.1211, -77.0297)  # Miraflores
 STEP_DEG = 0.00002  # ~2 m: each fix of a unit gets its own latitude
 
@@ -149,17 +148,6 @@ class FeedClock:
         self.thread.join(10)
 
 
-def figures(latencies_ms: list[float], expect: int) -> dict[str, Any]:
-    """Percentiles (ms) of the measured latencies; how many fixes never arrived."""
-    ms = sorted(latencies_ms)
-    out: dict[str, Any] = {f"p{q}_ms": percentile(ms, q) for q in PERCENTILES}
-    out["max_ms"] = ms[-1] if ms else math.nan
-    out["mean_ms"] = statistics.fmean(ms) if ms else math.nan
-    out["measured"] = len(ms)
-    out["missing"] = expect - len(ms)
-    return out
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start everything, publish, match arrivals to publishes; return the results (also printed)."""
     from playwright.sync_api import sync_playwright  # a test dependency: imported only when run
@@ -222,10 +210,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for unit_id, lat, ms in moves:
         shown.setdefault((unit_id, round(lat, 7)), ms / 1000.0)
     n = len(keys)
-    feed_ms = [(feed.arrivals[k] - t) * 1000 for k, t in zip(keys, report.send_times, strict=True)
-               if k in feed.arrivals]  # fmt: skip
-    browser_ms = [(shown[k] - t) * 1000 for k, t in zip(keys, report.send_times, strict=True) if k in shown]
-    return summarise(args, n, rate, figures(feed_ms, n), figures(browser_ms, n), report.rate)
+    sent = dict(zip(keys, report.send_times, strict=True))
+    feed_s = [feed.arrivals.get(k, math.nan) - t for k, t in sent.items()]
+    browser_s = [shown.get(k, math.nan) - t for k, t in sent.items()]
+    return summarise(args, n, rate, latency_figures(feed_s, n), latency_figures(browser_s, n), report.rate)
 
 
 def summarise(

@@ -135,4 +135,24 @@ def test_a_units_track_is_drawn_as_the_api_gives_it_and_replayed_fix_by_fix(
     page.wait_for_selector('#track[data-state="ok"]')
     drawn = page.evaluate("window.serenazgo.track.line.getLatLngs().map((p) => [p.lng, p.lat])")
     assert drawn == api_track(base, page.evaluate("window.serenazgo.track.url"))["geometry"]["coordinates"]
+
+    # A chosen window: from 30 s before the first fix to 30 s after the fifth (the browser's local time).
+    page.locator('.track-preset[data-minutes="custom"]').click()
+    assert page.locator("#track-custom").is_visible()
+    local = """(ms) => { const d = new Date(ms), p = (n) => String(n).padStart(2, '0');
+        return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:`
+            + `${p(d.getMinutes())}:${p(d.getSeconds())}`; }"""
+    page.locator("#track-start").fill(page.evaluate(local, times[0] - 30_000))
+    page.locator("#track-end").fill(page.evaluate(local, times[4] + 30_000))
+    page.locator("#track-custom button[type=submit]").click()
+    page.wait_for_function(f"window.serenazgo.track.start.getTime() === {times[0] - 30_000}")
+    page.wait_for_selector('#track[data-state="ok"]')
+    assert page.evaluate("window.serenazgo.track.end.getTime()") == times[4] + 30_000
+    drawn = page.evaluate("window.serenazgo.track.line.getLatLngs().map((p) => [p.lng, p.lat])")
+    assert drawn == coords[:5]
+    assert drawn == api_track(base, page.evaluate("window.serenazgo.track.url"))["geometry"]["coordinates"]
+    # An end before the start is refused in the card, without asking the API.
+    page.locator("#track-end").fill(page.evaluate(local, times[0] - 60_000))
+    page.locator("#track-custom button[type=submit]").click()
+    assert "inicio anterior al fin" in page.locator("#track-message").inner_text()
     assert page.errors == []  # type: ignore[attr-defined]

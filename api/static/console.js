@@ -155,6 +155,13 @@
       "key.slash": "Buscar una unidad", "key.help": "Mostrar u ocultar esta lista",
       "key.note": "Los atajos no actúan mientras escribe en un campo.",
       "conn.retry": (s) => `Sin conexión · reintento en ${s} s`, "ago": (n, unit) => `hace ${n} ${unit}`,
+      "popup.kind": "Tipo", "popup.status": "Estado", "popup.signal": "Señal", "popup.sector": "Sector",
+      "popup.fix": "Última posición", "popup.never": "nunca", "popup.speed": "Velocidad", "popup.battery": "Batería",
+      "popup.connection": "Conexión", "popup.disconnected": "desconectada",
+      "nearest.searching": "Buscando unidades…", "nearest.failed": "No se pudo consultar",
+      "nearest.none": "No hay unidades disponibles cerca.", "incident": "Incidente", "priority": "prioridad",
+      "form.created": (id) => `Incidente #${id} creado`, "form.createFailed": "No se pudo crear el incidente",
+      "form.assigned": (who, id) => `${who} asignada al incidente #${id}`, "form.assignFailed": "No se pudo asignar",
       "track.title": "Recorrido", "track.close": "Cerrar recorrido", "track.window": "Ventana de tiempo",
       "track.custom": "Otro", "track.from": "Desde", "track.to": "Hasta", "track.show": "Ver",
       "track.play": "Reproducir", "track.pause": "Pausa", "track.speed": "Velocidad",
@@ -197,6 +204,13 @@
       "key.slash": "Search a unit", "key.help": "Show or hide this list",
       "key.note": "Shortcuts do nothing while you type in a field.",
       "conn.retry": (s) => `Offline · retrying in ${s} s`, "ago": (n, unit) => `${n} ${unit} ago`,
+      "popup.kind": "Kind", "popup.status": "Status", "popup.signal": "Signal", "popup.sector": "Sector",
+      "popup.fix": "Last fix", "popup.never": "never", "popup.speed": "Speed", "popup.battery": "Battery",
+      "popup.connection": "Connection", "popup.disconnected": "disconnected",
+      "nearest.searching": "Looking for units…", "nearest.failed": "Could not ask",
+      "nearest.none": "No available unit nearby.", "incident": "Incident", "priority": "priority",
+      "form.created": (id) => `Incident #${id} created`, "form.createFailed": "Could not create the incident",
+      "form.assigned": (who, id) => `${who} assigned to incident #${id}`, "form.assignFailed": "Could not assign",
       "track.title": "Track", "track.close": "Close track", "track.window": "Time window",
       "track.custom": "Other", "track.from": "From", "track.to": "To", "track.show": "Show",
       "track.play": "Play", "track.pause": "Pause", "track.speed": "Speed",
@@ -355,15 +369,15 @@
 
   function unitPopup(props, freshness) {
     const rows = [
-      ["Tipo", label("kind", props.kind)],
-      ["Estado", label("status", props.status)],
-      ["Señal", label("freshness", freshness)],
-      ["Sector", props.sector || "—"],
-      ["Última posición", props.fix_time ? formatAge(fixAgeS(props)) : "nunca"],
-      ["Velocidad", props.speed == null ? "—" : `${Math.round(props.speed * 3.6)} km/h`],
-      ["Batería", props.battery == null ? "—" : `${Math.round(props.battery)} %`],
+      [tr("popup.kind"), label("kind", props.kind)],
+      [tr("popup.status"), label("status", props.status)],
+      [tr("popup.signal"), label("freshness", freshness)],
+      [tr("popup.sector"), props.sector || "—"],
+      [tr("popup.fix"), props.fix_time ? formatAge(fixAgeS(props)) : tr("popup.never")],
+      [tr("popup.speed"), props.speed == null ? "—" : `${Math.round(props.speed * 3.6)} km/h`],
+      [tr("popup.battery"), props.battery == null ? "—" : `${Math.round(props.battery)} %`],
     ];
-    if (props.connected === false) rows.push(["Conexión", "desconectada"]);
+    if (props.connected === false) rows.push([tr("popup.connection"), tr("popup.disconnected")]);
     if (props.kind === "drone") rows.push(...droneRows(state.drones.get(props.unit_id)));
     const body = rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join("");
     return `<strong>${escapeHtml(props.callsign || props.unit_id)}</strong>`
@@ -600,8 +614,8 @@
       state.incidents.delete(id);
     } else {
       const marker = L.marker([inc.lat, inc.lon], { icon: incidentIcon(inc), title: `Incidente ${id}`, zIndexOffset: 500 });
-      marker.bindPopup(() => `<strong>Incidente ${escapeHtml(id)}</strong><br>`
-        + `${escapeHtml(label("category", inc.category))} · prioridad ${escapeHtml(inc.priority)}<br>`
+      marker.bindPopup(() => `<strong>${escapeHtml(tr("incident"))} ${escapeHtml(id)}</strong><br>`
+        + `${escapeHtml(label("category", inc.category))} · ${escapeHtml(tr("priority"))} ${escapeHtml(inc.priority)}<br>`
         + `${escapeHtml(label("incidentStatus", inc.status))}<br>${escapeHtml(inc.description || "")}`);
       marker.addTo(incidentLayer);
       state.incidents.set(id, { incident: inc, marker });
@@ -699,7 +713,7 @@
     $("create-incident").disabled = false;
     if (incident) showPickIncident();
     setFormMessage("", "");
-    $("nearest").replaceChildren(el("p", { class: "muted" }, "Buscando unidades…"));
+    $("nearest").replaceChildren(el("p", { class: "muted" }, tr("nearest.searching")));
     try {
       const r = await fetch(`/api/v1/dispatch/nearest?lat=${lat}&lon=${lon}&k=${NEAREST_K}`);
       if (!r.ok) throw new Error(await errorText(r));
@@ -708,7 +722,7 @@
       renderNearest(body.units || []);
     } catch (err) {
       if (state.pick && state.pick.seq === seq) {
-        $("nearest").replaceChildren(el("p", { class: "form-message error" }, `No se pudo consultar: ${err.message}`));
+        $("nearest").replaceChildren(el("p", { class: "form-message error" }, `${tr("nearest.failed")}: ${err.message}`));
       }
     }
   }
@@ -720,7 +734,7 @@
       }).addTo(pickLayer);
     }
     if (!candidates.length) {
-      $("nearest").replaceChildren(el("p", { class: "muted" }, "No hay unidades disponibles cerca."));
+      $("nearest").replaceChildren(el("p", { class: "muted" }, tr("nearest.none")));
       return;
     }
     const rows = candidates.map((c, i) => el("tr", {
@@ -772,7 +786,7 @@
     if (!inc) return;
     const ref = $("dispatch-incident");
     ref.hidden = false;
-    ref.textContent = `Incidente #${incidentId(inc)} · ${label("incidentStatus", inc.status)}`;
+    ref.textContent = `${tr("incident")} #${incidentId(inc)} · ${label("incidentStatus", inc.status)}`;
     $("create-incident").disabled = true;
   }
 
@@ -781,9 +795,9 @@
     if (!state.pick) return;
     try {
       const inc = await ensureIncident();
-      setFormMessage(`Incidente #${incidentId(inc)} creado`, "ok");
+      setFormMessage(tr("form.created", incidentId(inc)), "ok");
     } catch (err) {
-      setFormMessage(`No se pudo crear el incidente: ${err.message}`, "error");
+      setFormMessage(`${tr("form.createFailed")}: ${err.message}`, "error");
     }
   });
 
@@ -803,11 +817,11 @@
         applyIncident(body);
       }
       if (pick === state.pick) {
-        setFormMessage(`${candidate.callsign || candidate.unit_id} asignada al incidente #${incidentId(inc)}`, "ok");
+        setFormMessage(tr("form.assigned", candidate.callsign || candidate.unit_id, incidentId(inc)), "ok");
         button.textContent = tr("assigned");
       }
     } catch (err) {
-      setFormMessage(`No se pudo asignar: ${err.message}`, "error");
+      setFormMessage(`${tr("form.assignFailed")}: ${err.message}`, "error");
     } finally {
       for (const b of document.querySelectorAll("#nearest button.assign")) {
         if (b !== button || b.textContent !== tr("assigned")) b.disabled = false;

@@ -91,6 +91,12 @@ def test_english_beside_spanish_switches_the_labels_and_is_remembered(
         assert text and text != key, f"{key} has no English text"
     assert sum(marked_en[k] != marked_es[k] for k in marked_en) >= len(marked_en) - 3  # "Drones", "p50"…
 
+    # The unit's popup too.
+    page.evaluate("(id) => window.serenazgo.state.units.get(id).marker.openPopup()", car)
+    popup = page.locator(".leaflet-popup-content").inner_text()
+    assert "Kind\tPatrol car" in popup and "Status\tAvailable" in popup and "Track" in popup
+    page.keyboard.press("Escape")
+
     # Remembered: a reload comes back in English.
     page.reload()
     page.wait_for_function("window.serenazgo && window.serenazgo.state.snapshots > 0")

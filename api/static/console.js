@@ -62,6 +62,9 @@
       beyond_operating_radius: "Fuera del radio de operación de la base",
       too_far_for_one_battery: "Demasiado lejos para una batería",
     },
+    dockLimit: {
+      time: "por tiempo", energy: "por batería", range: "por alcance de radio", out_of_service: "fuera de servicio",
+    },
     flightMode: {
       on_ground: "En tierra", taking_off: "Despegando", manual: "Manual", hovering: "Suspendido",
       mission: "En misión", returning_home: "Regresando", landing: "Aterrizando",
@@ -107,6 +110,9 @@
       no_route_around_restricted_airspace: "Enclosed by restricted zones: no route",
       beyond_operating_radius: "Beyond the dock's operating radius",
       too_far_for_one_battery: "Too far for one battery",
+    },
+    dockLimit: {
+      time: "by time", energy: "by battery", range: "by radio range", out_of_service: "out of service",
     },
     flightMode: {
       on_ground: "On the ground", taking_off: "Taking off", manual: "Manual", hovering: "Hovering",
@@ -162,6 +168,18 @@
       "nearest.none": "No hay unidades disponibles cerca.", "incident": "Incidente", "priority": "prioridad",
       "form.created": (id) => `Incidente #${id} creado`, "form.createFailed": "No se pudo crear el incidente",
       "form.assigned": (who, id) => `${who} asignada al incidente #${id}`, "form.assignFailed": "No se pudo asignar",
+      "drone.drone": "Dron", "drone.loading": "cargando…", "drone.noMargin": "sin margen", "drone.mode": "Modo",
+      "drone.docked": "en base", "drone.battery": "Batería (dron)", "drone.altitude": "Altura",
+      "drone.altValue": (m) => `${m} m s/despegue`, "drone.overLimit": (m) => `sobre el límite de ${m} m`,
+      "drone.returnNow": "¡regresar ya!", "drone.margin": "Margen de regreso", "drone.home": "A su base",
+      "event.margin": "margen", "tiles.offline": "Mapa base no disponible (sin Internet)",
+      "coverage.heading": (m) => `Cobertura ${m} min`,
+      "coverage.units": (n) => `${n} ${n === 1 ? "unidad disponible" : "unidades disponibles"}`,
+      "coverage.docks": (n) => `${n} ${n === 1 ? "base de drones" : "bases de drones"}`,
+      "coverage.cameras": (n) => `${n} cámaras`, "coverage.layerOf": (layer) => `Capa ${layer}`,
+      "coverage.failed": (why) => `Cobertura no disponible: ${why}. Se reintenta en 30 s.`,
+      "coverage.dock": (name, km, why) => `Base de drones ${name} · alcance ${km} km (${why})`,
+      "airspace.band": (band) => `${band} sobre el suelo`, "airspace.from": (m) => `desde ${m} m`,
       "track.title": "Recorrido", "track.close": "Cerrar recorrido", "track.window": "Ventana de tiempo",
       "track.custom": "Otro", "track.from": "Desde", "track.to": "Hasta", "track.show": "Ver",
       "track.play": "Reproducir", "track.pause": "Pausa", "track.speed": "Velocidad",
@@ -211,6 +229,18 @@
       "nearest.none": "No available unit nearby.", "incident": "Incident", "priority": "priority",
       "form.created": (id) => `Incident #${id} created`, "form.createFailed": "Could not create the incident",
       "form.assigned": (who, id) => `${who} assigned to incident #${id}`, "form.assignFailed": "Could not assign",
+      "drone.drone": "Drone", "drone.loading": "loading…", "drone.noMargin": "no margin", "drone.mode": "Mode",
+      "drone.docked": "docked", "drone.battery": "Battery (drone)", "drone.altitude": "Altitude",
+      "drone.altValue": (m) => `${m} m above take-off`, "drone.overLimit": (m) => `above the ${m} m limit`,
+      "drone.returnNow": "return now!", "drone.margin": "Return margin", "drone.home": "To its dock",
+      "event.margin": "margin", "tiles.offline": "Base map unavailable (no Internet)",
+      "coverage.heading": (m) => `Coverage ${m} min`,
+      "coverage.units": (n) => `${n} ${n === 1 ? "available unit" : "available units"}`,
+      "coverage.docks": (n) => `${n} ${n === 1 ? "drone dock" : "drone docks"}`,
+      "coverage.cameras": (n) => `${n} cameras`, "coverage.layerOf": (layer) => `${layer} layer`,
+      "coverage.failed": (why) => `Coverage unavailable: ${why}. Retrying in 30 s.`,
+      "coverage.dock": (name, km, why) => `Drone dock ${name} · reach ${km} km (${why})`,
+      "airspace.band": (band) => `${band} above ground`, "airspace.from": (m) => `from ${m} m`,
       "track.title": "Track", "track.close": "Close track", "track.window": "Time window",
       "track.custom": "Other", "track.from": "From", "track.to": "To", "track.show": "Show",
       "track.play": "Play", "track.pause": "Pause", "track.speed": "Speed",
@@ -289,7 +319,7 @@
   }).addTo(map);
   // Offline, tiles fail: the page keeps working on the district boundaries and says so.
   const offlineNote = L.control({ position: "bottomleft" });
-  offlineNote.onAdd = () => el("div", { class: "tiles-offline" }, "Mapa base no disponible (sin Internet)");
+  offlineNote.onAdd = () => el("div", { class: "tiles-offline" }, tr("tiles.offline"));
   let tileErrors = 0;
   tiles.on("tileerror", () => {
     tileErrors += 1;
@@ -390,23 +420,25 @@
   function formatMargin(s) {
     const a = Math.abs(Math.round(s));
     const text = `${Math.floor(a / 60)}:${String(a % 60).padStart(2, "0")} min`;
-    return s < 0 ? `−${text} (sin margen)` : text;
+    return s < 0 ? `−${text} (${tr("drone.noMargin")})` : text;
   }
 
   function droneRows(d) {
-    if (!d) return [["Dron", "cargando…"]];
+    if (!d) return [[tr("drone.drone"), tr("drone.loading")]];
     const t = d.telemetry || {};
     const e = d.endurance || {};
     const rows = [];
-    if (t.flight_mode) rows.push(["Modo", label("flightMode", t.flight_mode) + (t.docked ? " (en base)" : "")]);
-    rows.push(["Batería (dron)", t.battery_pct == null ? "—" : `${Math.round(t.battery_pct)} %`]);
-    let alt = t.alt_takeoff_m == null ? "—" : `${Math.round(t.alt_takeoff_m)} m s/despegue`;
-    if (d.altitude_exceeded) alt += ` · sobre el límite de ${Math.round(d.limits.altitude_m)} m`;
-    rows.push(["Altura", alt]);
+    if (t.flight_mode) {
+      rows.push([tr("drone.mode"), label("flightMode", t.flight_mode) + (t.docked ? ` (${tr("drone.docked")})` : "")]);
+    }
+    rows.push([tr("drone.battery"), t.battery_pct == null ? "—" : `${Math.round(t.battery_pct)} %`]);
+    let alt = t.alt_takeoff_m == null ? "—" : tr("drone.altValue", Math.round(t.alt_takeoff_m));
+    if (d.altitude_exceeded) alt += ` · ${tr("drone.overLimit", Math.round(d.limits.altitude_m))}`;
+    rows.push([tr("drone.altitude"), alt]);
     let margin = e.return_margin_s == null ? "—" : formatMargin(e.return_margin_s);
-    if (d.return_required) margin += " · ¡regresar ya!";
-    rows.push(["Margen de regreso", margin]);
-    if (e.distance_home_m != null) rows.push(["A su base", `${(e.distance_home_m / 1000).toFixed(1)} km`]);
+    if (d.return_required) margin += ` · ${tr("drone.returnNow")}`;
+    rows.push([tr("drone.margin"), margin]);
+    if (e.distance_home_m != null) rows.push([tr("drone.home"), `${(e.distance_home_m / 1000).toFixed(1)} km`]);
     return rows;
   }
 
@@ -660,7 +692,7 @@
     else if (detail.zone_id) what += ` ${detail.name || detail.zone_id}`;
     if (ev.incident_id) what += ` #${ev.incident_id}`;
     if (ev.type === "battery_low" && detail.battery != null) what += ` (${Math.round(detail.battery)} %)`;
-    if (ev.type === "drone_return_required" && detail.margin_s != null) what += ` (margen ${formatMargin(detail.margin_s)})`;
+    if (ev.type === "drone_return_required" && detail.margin_s != null) what += ` (${tr("event.margin")} ${formatMargin(detail.margin_s)})`;
     if (ev.type === "drone_altitude_exceeded" && detail.alt_takeoff_m != null) what += ` (${Math.round(detail.alt_takeoff_m)} m)`;
     const item = el("li", { "data-event-type": ev.type || "" }, el("strong", {}, who), ` ${what} `,
       el("span", { class: "muted" }, when));
@@ -992,7 +1024,6 @@
   }).addTo(map);
   // Drone docks of the drone and combined layers: a marker and the disc they reach within the target.
   const dockLayer = L.layerGroup().addTo(map);
-  const DOCK_LIMIT = { time: "por tiempo", energy: "por batería", range: "por alcance de radio", out_of_service: "fuera de servicio" };
   const coverage = { timer: null, seq: 0 };
 
   function coverageOn() { return $("coverage-on").checked; }
@@ -1018,11 +1049,11 @@
           color: "#1864ab", weight: 1, dashArray: "4 4", fill: false,
         }).addTo(dockLayer);
       }
-      const why = DOCK_LIMIT[d.limit] || d.limit;
+      const why = label("dockLimit", d.limit);
       L.circleMarker([d.lat, d.lon], {
         radius: 6, className: `coverage-dock${d.in_service ? "" : " out"}`,
         color: "#1864ab", weight: 2, fillColor: d.in_service ? "#ffd43b" : "#adb5bd", fillOpacity: 1,
-      }).bindTooltip(`Base de drones ${escapeHtml(d.name)} · alcance ${(reach / 1000).toFixed(1)} km (${escapeHtml(why)})`)
+      }).bindTooltip(escapeHtml(tr("coverage.dock", d.name, (reach / 1000).toFixed(1), why)))
         .addTo(dockLayer);
     }
   }
@@ -1034,7 +1065,7 @@
     if (!coverageOn()) return;
     const minutes = $("coverage-minutes").value;
     const layer = $("coverage-layer").value;
-    const title = `Cobertura ${minutes} min`;
+    const title = tr("coverage.heading", minutes);
     setCoverageState("loading");
     const abort = new AbortController();
     const timeout = setTimeout(() => abort.abort(), COVERAGE_TIMEOUT_MS);
@@ -1052,13 +1083,13 @@
       drawDocks(docks);
       if (layer !== "ground") fillSortieDocks(docks); // the same docks the planner flies from
       $("coverage-ratio").textContent = `${title}: ${coveragePercent(ratio)} %`;
-      const units = `${body.units} ${body.units === 1 ? "unidad disponible" : "unidades disponibles"}`;
+      const units = tr("coverage.units", body.units);
       const at = body.at ? new Date(body.at).toLocaleTimeString(LOCALE(), { hour12: false }) : "";
       const extra = [];
-      if (docks.length) extra.push(`${docks.length} ${docks.length === 1 ? "base de drones" : "bases de drones"}`);
+      if (docks.length) extra.push(tr("coverage.docks", docks.length));
       const cams = body.model && body.model.viewsheds;
-      if (cams && cams.included) extra.push(`${cams.cameras} cámaras`);
-      const parts = [`Capa ${COVERAGE_LAYER[layer] || layer}`, units, ...extra, at];
+      if (cams && cams.included) extra.push(tr("coverage.cameras", cams.cameras));
+      const parts = [tr("coverage.layerOf", tr(`layer.${layer}`).toLowerCase()), units, ...extra, at];
       $("coverage-detail").textContent = parts.join(" · ");
       $("coverage").dataset.docks = String(docks.length);
       $("coverage-note").hidden = true;
@@ -1072,7 +1103,7 @@
       $("coverage-ratio").textContent = `${title}: —`;
       $("coverage-detail").textContent = "";
       const why = err.name === "AbortError" ? "sin respuesta" : err.message;
-      $("coverage-note").textContent = `Cobertura no disponible: ${why}. Se reintenta en 30 s.`;
+      $("coverage-note").textContent = tr("coverage.failed", why);
       $("coverage-note").hidden = false;
       delete $("coverage").dataset.ratio;
       setCoverageState("error");
@@ -1110,10 +1141,10 @@
     onEachFeature: (feature, polygon) => {
       const p = feature.properties || {};
       const floor = Number(p.floor_m) || 0;
-      const band = p.ceiling_m == null ? `desde ${floor} m` : `${floor}–${p.ceiling_m} m`;
+      const band = p.ceiling_m == null ? tr("airspace.from", floor) : `${floor}–${p.ceiling_m} m`;
       polygon.bindTooltip(
         `<strong>${escapeHtml(p.name || feature.id)}</strong><br>${escapeHtml(label("airspaceKind", p.kind))} · ` +
-        `${escapeHtml(band)} sobre el suelo`, { sticky: true, className: "airspace-tooltip" });
+        `${escapeHtml(tr("airspace.band", band))}`, { sticky: true, className: "airspace-tooltip" });
     },
   }).addTo(map);
   const airspace = { zones: 0, loaded: false };
@@ -1905,6 +1936,10 @@
     legend.addTo(map);
     if (!$("dispatch").hidden && state.pick) pickPoint(state.pick.lat, state.pick.lon, state.pick.incident);
     if (!$("supervision").hidden) refreshSupervision();
+    if (coverageOn()) refreshCoverage();
+    refreshAirspace();
+    const offline = document.querySelector(".tiles-offline");
+    if (offline) offline.textContent = tr("tiles.offline");
     if (track.timer) $("track-play").textContent = tr("track.pause");
     else $("track-play").textContent = tr("track.play");
     document.dispatchEvent(new CustomEvent("serenazgo:language", { detail: lang }));

@@ -10,7 +10,10 @@
  * every snapshot and keepalive; the console computes each unit's freshness from its fix age
  * (corrected by the server clock offset) every few seconds, so units fade without any ping.
  *
- * Identifiers stay in English (as in the data); what the operator reads is Spanish (LABELS).
+ * Identifiers stay in English (as in the data); what the operator reads is Spanish by default, English
+ * on request (LABELS and TEXT, each with its English twin; the choice is kept in localStorage).
+ * Also: a unit's track replay, the supervision card (response times, coverage history chart) and
+ * keyboard shortcuts for the radio operator (see "keyboard shortcuts").
  * Plain script, no build step.
  */
 (function () {
@@ -179,6 +182,29 @@
       "coverage.cameras": (n) => `${n} cámaras`, "coverage.layerOf": (layer) => `Capa ${layer}`,
       "coverage.failed": (why) => `Cobertura no disponible: ${why}. Se reintenta en 30 s.`,
       "coverage.dock": (name, km, why) => `Base de drones ${name} · alcance ${km} km (${why})`,
+      "sorties.aria": "Planificar salidas de drones", "sorties.dock": "Base", "sorties.altitude": "Altura (m)",
+      "sorties.plan": "Planificar", "sorties.clear": "Borrar plan", "sorties.noDocks": "Sin bases de drones",
+      "sorties.noDocksConfigured": "No hay bases de drones configuradas.",
+      "sorties.docksFailed": "No se pudieron cargar las bases de drones",
+      "sorties.target": (layer, m) => `Brechas de la capa ${layer} a ${m} min (tiempo objetivo de Cobertura)`,
+      "sorties.chooseDock": "Elija una base de drones en servicio.",
+      "sorties.giveAltitude": "Indique la altura en metros (mayor que 0).",
+      "sorties.maxAltitude": (m) => `La altura máxima es ${m} m (límite de vuelo).`,
+      "sorties.routeTip": (n, dist, flight, pct, targets) =>
+        `Salida ${n} · ${dist} · ${flight} · batería ${pct} % · ${targets} objetivos`,
+      "sorties.targetTitle": (s, n) => `Salida ${s}, objetivo ${n}`,
+      "sorties.targetTip": (s, n) => `Salida ${s} · objetivo ${n}`,
+      "sorties.dockTip": (name) => `Base ${name}: despegue y regreso`,
+      "sorties.download": (n) => `Descargar la salida ${n} para QGroundControl`,
+      "sorties.charges": (n) => `${n} cargas`,
+      "sorties.from": (dock, alt, n) => `Desde ${dock} · ${alt} m sobre el despegue · ${n} ${n === 1 ? "salida" : "salidas"}`,
+      "sorties.sortie": "Salida", "sorties.flight": "Vuelo", "sorties.targets": "Objetivos",
+      "sorties.unreachable": (n) =>
+        `${n} ${n === 1 ? "objetivo inalcanzable" : "objetivos inalcanzables"} (cruces grises en el mapa)`,
+      "sorties.noGaps": "No hay brechas que cubrir con esta capa y tiempo objetivo.",
+      "sorties.planning": "Planificando…", "sorties.kml": "Descargar KML (todas)", "sorties.noAnswer": "sin respuesta del servidor",
+      "sorties.planFailed": "No se pudo planificar", "sorties.downloaded": (name) => `Descargado ${name}`,
+      "sorties.downloadFailed": "No se pudo descargar", "airspace.layer": "Espacio aéreo restringido",
       "airspace.band": (band) => `${band} sobre el suelo`, "airspace.from": (m) => `desde ${m} m`,
       "track.title": "Recorrido", "track.close": "Cerrar recorrido", "track.window": "Ventana de tiempo",
       "track.custom": "Otro", "track.from": "Desde", "track.to": "Hasta", "track.show": "Ver",
@@ -240,6 +266,28 @@
       "coverage.cameras": (n) => `${n} cameras`, "coverage.layerOf": (layer) => `${layer} layer`,
       "coverage.failed": (why) => `Coverage unavailable: ${why}. Retrying in 30 s.`,
       "coverage.dock": (name, km, why) => `Drone dock ${name} · reach ${km} km (${why})`,
+      "sorties.aria": "Plan drone sorties", "sorties.dock": "Dock", "sorties.altitude": "Altitude (m)",
+      "sorties.plan": "Plan", "sorties.clear": "Clear plan", "sorties.noDocks": "No drone docks",
+      "sorties.noDocksConfigured": "No drone docks are configured.",
+      "sorties.docksFailed": "Could not load the drone docks",
+      "sorties.target": (layer, m) => `Gaps of the ${layer} layer at ${m} min (the Coverage target time)`,
+      "sorties.chooseDock": "Choose a drone dock in service.",
+      "sorties.giveAltitude": "Give the altitude in metres (above 0).",
+      "sorties.maxAltitude": (m) => `The highest altitude is ${m} m (flight limit).`,
+      "sorties.routeTip": (n, dist, flight, pct, targets) =>
+        `Sortie ${n} · ${dist} · ${flight} · battery ${pct} % · ${targets} targets`,
+      "sorties.targetTitle": (s, n) => `Sortie ${s}, target ${n}`,
+      "sorties.targetTip": (s, n) => `Sortie ${s} · target ${n}`,
+      "sorties.dockTip": (name) => `Dock ${name}: take-off and return`,
+      "sorties.download": (n) => `Download sortie ${n} for QGroundControl`,
+      "sorties.charges": (n) => `${n} charges`,
+      "sorties.from": (dock, alt, n) => `From ${dock} · ${alt} m above take-off · ${n} ${n === 1 ? "sortie" : "sorties"}`,
+      "sorties.sortie": "Sortie", "sorties.flight": "Flight", "sorties.targets": "Targets",
+      "sorties.unreachable": (n) => `${n} ${n === 1 ? "unreachable target" : "unreachable targets"} (grey crosses on the map)`,
+      "sorties.noGaps": "No gaps to cover with this layer and target time.",
+      "sorties.planning": "Planning…", "sorties.kml": "Download KML (all)", "sorties.noAnswer": "no answer from the server",
+      "sorties.planFailed": "Could not plan", "sorties.downloaded": (name) => `Downloaded ${name}`,
+      "sorties.downloadFailed": "Could not download", "airspace.layer": "Restricted airspace",
       "airspace.band": (band) => `${band} above ground`, "airspace.from": (m) => `from ${m} m`,
       "track.title": "Track", "track.close": "Close track", "track.window": "Time window",
       "track.custom": "Other", "track.from": "From", "track.to": "To", "track.show": "Show",
@@ -645,7 +693,7 @@
     if (CLOSED_INCIDENT.has(inc.status)) {
       state.incidents.delete(id);
     } else {
-      const marker = L.marker([inc.lat, inc.lon], { icon: incidentIcon(inc), title: `Incidente ${id}`, zIndexOffset: 500 });
+      const marker = L.marker([inc.lat, inc.lon], { icon: incidentIcon(inc), title: `${tr("incident")} ${id}`, zIndexOffset: 500 });
       marker.bindPopup(() => `<strong>${escapeHtml(tr("incident"))} ${escapeHtml(id)}</strong><br>`
         + `${escapeHtml(label("category", inc.category))} · ${escapeHtml(tr("priority"))} ${escapeHtml(inc.priority)}<br>`
         + `${escapeHtml(label("incidentStatus", inc.status))}<br>${escapeHtml(inc.description || "")}`);
@@ -1017,7 +1065,6 @@
   // card; the rest of the console never depends on it.
   const COVERAGE_EVERY_MS = 30000;
   const COVERAGE_TIMEOUT_MS = 20000;
-  const COVERAGE_LAYER = { ground: "terrestre", drones: "drones", combined: "combinada" };
   const gapLayer = L.geoJSON(null, {
     interactive: false, // a click on a gap still picks the point under it
     style: { className: "coverage-gap", color: "#c92a2a", weight: 1, fillColor: "#e03131", fillOpacity: 0.3 },
@@ -1163,7 +1210,7 @@
       console.warn("restricted airspace unavailable:", err);
     }
   }
-  L.control.layers(null, { "Espacio aéreo restringido": airspaceLayer }, { position: "topright" }).addTo(map);
+  let airspaceControl = L.control.layers(null, { [tr("airspace.layer")]: airspaceLayer }, { position: "topright" }).addTo(map);
   refreshAirspace();
   setInterval(refreshAirspace, AIRSPACE_EVERY_MS);
 
@@ -1202,8 +1249,8 @@
     const chosen = select.value;
     sorties.docks = docks;
     const options = docks.map((d) => el("option", { value: d.id, disabled: !d.in_service },
-      d.in_service ? d.name : `${d.name} (fuera de servicio)`));
-    if (!options.length) options.push(el("option", { value: "", disabled: true }, "Sin bases de drones"));
+      d.in_service ? d.name : `${d.name} (${label("dockLimit", "out_of_service")})`));
+    if (!options.length) options.push(el("option", { value: "", disabled: true }, tr("sorties.noDocks")));
     select.replaceChildren(...options);
     const usable = docks.filter((d) => d.in_service);
     select.value = usable.some((d) => d.id === chosen) ? chosen : (usable.length ? usable[0].id : "");
@@ -1217,9 +1264,9 @@
       if (!r.ok) throw new Error(await errorText(r));
       const body = await r.json();
       fillSortieDocks((body.model && Array.isArray(body.model.docks)) ? body.model.docks : []);
-      if (!sorties.docks.length) setSortieMessage("No hay bases de drones configuradas.", "error");
+      if (!sorties.docks.length) setSortieMessage(tr("sorties.noDocksConfigured"), "error");
     } catch (err) {
-      setSortieMessage(`No se pudieron cargar las bases de drones: ${err.message}`, "error");
+      setSortieMessage(`${tr("sorties.docksFailed")}: ${err.message}`, "error");
     }
   }
 
@@ -1243,19 +1290,18 @@
   function showSortieTarget() {
     const layer = $("sortie-layer").value;
     $("sortie-target-note").textContent =
-      `Brechas de la capa ${COVERAGE_LAYER[layer] || layer} a ${$("coverage-minutes").value} min `
-      + "(tiempo objetivo de Cobertura)";
+      tr("sorties.target", tr(`layer.${layer}`).toLowerCase(), $("coverage-minutes").value);
   }
 
   // What to plan, from the card; an Error in Spanish when the planner must fix something first.
   function sortieRequest() {
     const dock = $("sortie-dock").value;
-    if (!dock) throw new Error("Elija una base de drones en servicio.");
+    if (!dock) throw new Error(tr("sorties.chooseDock"));
     const raw = $("sortie-altitude").value.trim();
     const altitude = Number(raw);
-    if (!raw || !Number.isFinite(altitude) || altitude <= 0) throw new Error("Indique la altura en metros (mayor que 0).");
+    if (!raw || !Number.isFinite(altitude) || altitude <= 0) throw new Error(tr("sorties.giveAltitude"));
     const limit = sorties.altitudeLimitM;
-    if (limit !== null && altitude > limit) throw new Error(`La altura máxima es ${limit} m (límite de vuelo).`);
+    if (limit !== null && altitude > limit) throw new Error(tr("sorties.maxAltitude", limit));
     return {
       dock_id: dock, targets: "gaps", minutes: Number($("coverage-minutes").value),
       layer: $("sortie-layer").value, altitude_m: altitude,
@@ -1296,8 +1342,8 @@
       const colour = sortieColour(i);
       const route = L.polyline(s.waypoints.map((w) => [w.lat, w.lon]), {
         color: colour, weight: 3, opacity: 0.9, className: "sortie-route",
-      }).bindTooltip(`Salida ${s.sortie} · ${km(s.distance_m)} · ${flightMin(s.flight_s)} · batería `
-        + `${Math.round(s.battery_pct)} % · ${s.targets.length} objetivos`, { sticky: true });
+      }).bindTooltip(tr("sorties.routeTip", s.sortie, km(s.distance_m), flightMin(s.flight_s),
+        Math.round(s.battery_pct), s.targets.length), { sticky: true });
       route.addTo(sortieLayer);
       const path = route.getElement();
       if (path) path.dataset.sortie = String(s.sortie);
@@ -1307,8 +1353,8 @@
         if (w.role !== "target") continue;
         n += 1;
         const marker = L.marker([w.lat, w.lon], {
-          icon: numberIcon(n, colour), keyboard: false, title: `Salida ${s.sortie}, objetivo ${n}`,
-        }).bindTooltip(`Salida ${s.sortie} · objetivo ${n} · ${escapeHtml(w.target)}`, { direction: "top" });
+          icon: numberIcon(n, colour), keyboard: false, title: tr("sorties.targetTitle", s.sortie, n),
+        }).bindTooltip(`${escapeHtml(tr("sorties.targetTip", s.sortie, n))} · ${escapeHtml(w.target)}`, { direction: "top" });
         marker.addTo(sortieLayer);
         const node = marker.getElement();
         if (node) { node.dataset.sortie = String(s.sortie); node.dataset.seq = String(n); }
@@ -1325,7 +1371,7 @@
     const d = plan.dock;
     L.circleMarker([d.lat, d.lon], {
       radius: 8, className: "sortie-dock", color: "#212529", weight: 3, fillColor: "#ffd43b", fillOpacity: 1,
-    }).bindTooltip(`Base ${escapeHtml(d.name)}: despegue y regreso`).addTo(sortieLayer);
+    }).bindTooltip(escapeHtml(tr("sorties.dockTip", d.name))).addTo(sortieLayer);
     const bounds = sortieLayer.getBounds();
     if (bounds.isValid()) map.fitBounds(bounds.pad(0.05), { maxZoom: 16, animate: false });
   }
@@ -1344,39 +1390,37 @@
     el("td", { class: "num" }, String(s.targets.length)),
     el("td", {}, el("button", {
       type: "button", class: "download-qgc", "data-sortie": String(s.sortie),
-      "aria-label": `Descargar la salida ${s.sortie} para QGroundControl`,
+      "aria-label": tr("sorties.download", s.sortie),
       onclick: (ev) => downloadSortie("qgc", s.sortie, ev.currentTarget),
     }, ".plan"))));
     const total = el("tr", {
       class: "total", "data-distance-m": String(t.distance_m), "data-flight-s": String(t.flight_s),
       "data-targets": String(t.targets_covered),
     },
-    el("td", {}, "Total"), el("td", { class: "num" }, km(t.distance_m)), el("td", { class: "num" }, flightMin(t.flight_s)),
+    el("td", {}, tr("stats.total")), el("td", { class: "num" }, km(t.distance_m)), el("td", { class: "num" }, flightMin(t.flight_s)),
     // Batteries add up to charges: what the day's plan costs the dock.
-    el("td", { class: "num" }, `${(battery / 100).toFixed(1)} cargas`), el("td", { class: "num" }, String(t.targets_covered)),
+    el("td", { class: "num" }, tr("sorties.charges", (battery / 100).toFixed(1))), el("td", { class: "num" }, String(t.targets_covered)),
     el("td", {}));
     const parts = [];
-    parts.push(el("p", { class: "muted" }, `Desde ${plan.dock.name} · ${plan.altitude_m} m sobre el despegue · `
-      + `${t.sorties} ${t.sorties === 1 ? "salida" : "salidas"}`));
+    parts.push(el("p", { class: "muted" }, tr("sorties.from", plan.dock.name, plan.altitude_m, t.sorties)));
     if (plan.sorties.length) {
       parts.push(el("table", {},
-        el("thead", {}, el("tr", {}, el("th", {}, "Salida"), el("th", { class: "num" }, "Distancia"),
-          el("th", { class: "num" }, "Vuelo"), el("th", { class: "num" }, "Batería"),
-          el("th", { class: "num" }, "Objetivos"), el("th", {}, ""))),
+        el("thead", {}, el("tr", {}, el("th", {}, tr("sorties.sortie")), el("th", { class: "num" }, tr("nearest.distance")),
+          el("th", { class: "num" }, tr("sorties.flight")), el("th", { class: "num" }, tr("popup.battery")),
+          el("th", { class: "num" }, tr("sorties.targets")), el("th", {}, ""))),
         el("tbody", {}, ...rows, total)));
     }
     if (t.targets_unreachable) {
       parts.push(el("p", { class: "sortie-unreachable-note", "data-unreachable": String(t.targets_unreachable) },
-        `${t.targets_unreachable} ${t.targets_unreachable === 1 ? "objetivo inalcanzable" : "objetivos inalcanzables"}`
-        + " (cruces grises en el mapa)"));
+        tr("sorties.unreachable", t.targets_unreachable)));
     }
     if (!plan.sorties.length && !t.targets_unreachable) {
-      parts.push(el("p", { class: "muted" }, "No hay brechas que cubrir con esta capa y tiempo objetivo."));
+      parts.push(el("p", { class: "muted" }, tr("sorties.noGaps")));
     }
     if (plan.sorties.length) {
       parts.push(el("div", { class: "form-actions" }, el("button", {
         type: "button", id: "sortie-kml", onclick: (ev) => downloadSortie("kml", null, ev.currentTarget),
-      }, "Descargar KML (todas)")));
+      }, tr("sorties.kml"))));
     }
     $("sortie-summary").replaceChildren(...parts);
     $("sorties").dataset.sorties = String(plan.sorties.length);
@@ -1393,7 +1437,7 @@
     clearSorties();
     const seq = sorties.seq;
     setSortieState("loading");
-    setSortieMessage("Planificando…", "");
+    setSortieMessage(tr("sorties.planning"), "");
     $("sortie-plan").disabled = true;
     const abort = new AbortController();
     const timeout = setTimeout(() => abort.abort(), SORTIE_TIMEOUT_MS);
@@ -1402,7 +1446,7 @@
       const plan = await r.json();
       if (seq !== sorties.seq) return; // cleared meanwhile
       if (!plan || !Array.isArray(plan.sorties) || !Array.isArray(plan.unreachable) || !plan.totals) {
-        throw new Error("respuesta inesperada");
+        throw new Error(tr("track.bad"));
       }
       sorties.plan = plan;
       sorties.request = request;
@@ -1412,8 +1456,8 @@
       setSortieState("ok");
     } catch (err) {
       if (seq !== sorties.seq) return;
-      const why = err.name === "AbortError" ? "sin respuesta del servidor" : err.message;
-      setSortieMessage(`No se pudo planificar: ${why}`, "error");
+      const why = err.name === "AbortError" ? tr("sorties.noAnswer") : err.message;
+      setSortieMessage(`${tr("sorties.planFailed")}: ${why}`, "error");
       setSortieState("error");
     } finally {
       clearTimeout(timeout);
@@ -1465,9 +1509,9 @@
       link.click();
       link.remove();
       setTimeout(() => URL.revokeObjectURL(url), 60000);
-      setSortieMessage(`Descargado ${name}`, "ok");
+      setSortieMessage(tr("sorties.downloaded", name), "ok");
     } catch (err) {
-      setSortieMessage(`No se pudo descargar: ${err.message}`, "error");
+      setSortieMessage(`${tr("sorties.downloadFailed")}: ${err.message}`, "error");
     } finally {
       button.disabled = false;
     }
@@ -1938,6 +1982,10 @@
     if (!$("supervision").hidden) refreshSupervision();
     if (coverageOn()) refreshCoverage();
     refreshAirspace();
+    airspaceControl.remove();
+    airspaceControl = L.control.layers(null, { [tr("airspace.layer")]: airspaceLayer }, { position: "topright" }).addTo(map);
+    if (sortiesOn()) showSortieTarget();
+    if (sorties.plan) renderSortieSummary(sorties.plan); // the drawn routes keep their tooltips until the next plan
     const offline = document.querySelector(".tiles-offline");
     if (offline) offline.textContent = tr("tiles.offline");
     if (track.timer) $("track-play").textContent = tr("track.pause");

@@ -1,8 +1,8 @@
 """``python -m benchmarks``: every benchmark in sequence, each in its own process.
 
 Order: codecs, nearest, writer, storage size, ingest, latency, dispatch_http, placement, coverage,
-sorties. Each module also runs alone (``python -m benchmarks.bench_ingest``); its results land
-in ``benchmarks/results/<name>.json`` (``<name>.quick.json`` with ``--quick``).
+mavlink, sorties, console. Each module also runs alone (``python -m benchmarks.bench_ingest``); its
+results land in ``benchmarks/results/<name>.json`` (``<name>.quick.json`` with ``--quick``).
 A failing benchmark does not stop the others; the exit status says whether all
 of them ran.
 
@@ -29,6 +29,7 @@ BENCHMARKS = {
     "coverage": "benchmarks.bench_coverage",
     "mavlink": "benchmarks.bench_mavlink",
     "sorties": "benchmarks.bench_sorties",
+    "console": "benchmarks.bench_console",
 }
 REPO = Path(__file__).resolve().parent.parent
 

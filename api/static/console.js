@@ -10,14 +10,17 @@
  * every snapshot and keepalive; the console computes each unit's freshness from its fix age
  * (corrected by the server clock offset) every few seconds, so units fade without any ping.
  *
- * Identifiers stay in English (as in the data); what the operator reads is Spanish (LABELS).
+ * Identifiers stay in English (as in the data); what the operator reads is Spanish by default, English
+ * on request (LABELS and TEXT, each with its English twin; the choice is kept in localStorage).
+ * Also: a unit's track replay, the supervision card (response times, coverage history chart) and
+ * keyboard shortcuts for the radio operator (see "keyboard shortcuts").
  * Plain script, no build step.
  */
 (function () {
   "use strict";
 
-  // ----- labels (Spanish) for the English identifiers of the data --------------------------
-  const LABELS = {
+  // ----- labels (Spanish, and their English twin) for the English identifiers of the data ------
+  const LABELS_ES = {
     kind: {
       patrol_car: "Patrullero", motorcycle: "Motorizado", bicycle: "Bicicleta",
       foot: "A pie", drone: "Dron",
@@ -62,13 +65,254 @@
       beyond_operating_radius: "Fuera del radio de operación de la base",
       too_far_for_one_battery: "Demasiado lejos para una batería",
     },
+    dockLimit: {
+      time: "por tiempo", energy: "por batería", range: "por alcance de radio", out_of_service: "fuera de servicio",
+    },
     flightMode: {
       on_ground: "En tierra", taking_off: "Despegando", manual: "Manual", hovering: "Suspendido",
       mission: "En misión", returning_home: "Regresando", landing: "Aterrizando",
       disconnected: "Sin enlace", other: "Otro",
     },
   };
+  const LABELS_EN = {
+    kind: { patrol_car: "Patrol car", motorcycle: "Motorcycle", bicycle: "Bicycle", foot: "On foot", drone: "Drone" },
+    status: {
+      available: "Available", dispatched: "Dispatched", en_route: "En route",
+      on_scene: "On scene", out_of_service: "Out of service",
+    },
+    freshness: { live: "Live", stale: "Stale", lost: "Lost" },
+    category: {
+      seguridad_ciudadana: "Public safety", fiscalizacion: "Inspection",
+      obras_servicios: "Works and services", defensa_civil: "Civil defence",
+      seguridad_vial: "Road safety", apoyo_turista: "Tourist assistance", otro: "Other",
+    },
+    channel: {
+      phone: "Phone", patrol: "Patrol", camera: "Camera", whatsapp: "WhatsApp",
+      social: "Social media", other: "Other",
+    },
+    priority: { 1: "1 · Very high", 2: "2 · High", 3: "3 · Medium", 4: "4 · Low", 5: "5 · Very low" },
+    incidentStatus: {
+      open: "Open", assigned: "Assigned", en_route: "En route", on_scene: "On scene",
+      closed: "Closed", cancelled: "Cancelled",
+    },
+    connection: { connecting: "Connecting…", live: "Live", down: "Offline" },
+    event: {
+      geofence_enter: "Entered", geofence_exit: "Left", unit_stale: "Signal stale",
+      unit_lost: "Signal lost", unit_live: "Signal back", battery_low: "Battery low",
+      unit_arrived: "Arrived at the incident", airspace_entered: "Entered restricted airspace",
+      airspace_exited: "Left restricted airspace",
+      drone_return_required: "Must return now", drone_below_reserve: "Battery below the reserve",
+      drone_telemetry_lost: "Telemetry lost in flight", drone_altitude_exceeded: "Above the altitude limit",
+    },
+    airspaceKind: {
+      airport: "airport", heliport: "heliport", hospital: "hospital", embassy: "embassy",
+      military: "military zone", prison: "prison", event: "event", other: "restricted zone",
+    },
+    unreachable: {
+      inside_restricted_airspace: "Inside restricted airspace",
+      no_route_around_restricted_airspace: "Enclosed by restricted zones: no route",
+      beyond_operating_radius: "Beyond the dock's operating radius",
+      too_far_for_one_battery: "Too far for one battery",
+    },
+    dockLimit: {
+      time: "by time", energy: "by battery", range: "by radio range", out_of_service: "out of service",
+    },
+    flightMode: {
+      on_ground: "On the ground", taking_off: "Taking off", manual: "Manual", hovering: "Hovering",
+      mission: "On mission", returning_home: "Returning", landing: "Landing",
+      disconnected: "No link", other: "Other",
+    },
+  };
+
+  // The operator's language (ES by default, EN on request), remembered in this browser.
+  const LANG_KEY = "serenazgo.lang";
+  const LANGS = { es: LABELS_ES, en: LABELS_EN };
+  let lang = "es";
+  try {
+    const saved = localStorage.getItem(LANG_KEY);
+    if (saved && LANGS[saved]) lang = saved;
+  } catch (_) { /* storage blocked: Spanish */ }
+  const LABELS = {}; // the tables of the current language (the same object throughout, for the tests' handle)
+  const useLabels = () => { for (const [k, v] of Object.entries(LANGS[lang])) LABELS[k] = v; };
+  useLabels();
   const label = (table, key) => (LABELS[table] && LABELS[table][key]) || String(key);
+  const LOCALE = () => (lang === "en" ? "en-GB" : "es-PE");
+
+  // Texts of the page itself (index.html marks them with data-i18n / data-i18n-aria / data-i18n-placeholder)
+  // and of the newer cards; a function takes the figures it shows.
+  const TEXT = {
+    es: {
+      "subtitle": "Central de operaciones", "operator": "Operador", "lang": "Idioma",
+      "dispatch.title": "Punto seleccionado", "dispatch.nearest": "Unidades más cercanas",
+      "form.title": "Nuevo incidente aquí", "form.category": "Categoría", "form.channel": "Canal",
+      "form.priority": "Prioridad", "form.description": "Descripción", "form.create": "Crear incidente",
+      "form.note": "«Asignar» también lo crea", "coverage.title": "Cobertura", "coverage.none": "sin cobertura",
+      "coverage.target": "Tiempo objetivo", "coverage.layer": "Capa", "sorties.title": "Salidas de drones",
+      "units.title": "Unidades", "units.showLost": "Mostrar perdidas", "units.search": "Buscar indicativo…",
+      "units.searchAria": "Buscar unidad", "incidents.title": "Incidentes abiertos", "events.title": "Eventos recientes",
+      "lostCount": (n) => `Perdidas ${n}`, "track.open": "Recorrido",
+      "dispatch.close": "Cerrar punto seleccionado", "form.aria": "Nuevo incidente",
+      "layer.ground": "Terrestre", "layer.drones": "Drones", "layer.combined": "Combinada",
+      "map.aria": "Mapa de unidades: haga clic en un punto para ver las unidades más cercanas",
+      "panel.aria": "Panel de operaciones", "units.counts": "Unidades por estado", "units.list": "Lista de unidades",
+      "legend": "Leyenda", "assign": "Asignar", "assigned": "Asignada", "nearest.unit": "Unidad",
+      "nearest.distance": "Distancia", "nearest.eta": "Llegada",
+      "shortcuts.title": "Atajos de teclado", "shortcuts.close": "Cerrar atajos",
+      "key.n": "Nuevo incidente en el último clic (o el centro del mapa)",
+      "key.a": "Asignar la unidad elegida (la primera del ranking si no eligió otra)",
+      "key.digits": "Elegir la unidad n.º 1–5 del ranking", "key.esc": "Cerrar paneles",
+      "key.slash": "Buscar una unidad", "key.help": "Mostrar u ocultar esta lista",
+      "key.note": "Los atajos no actúan mientras escribe en un campo.",
+      "conn.retry": (s) => `Sin conexión · reintento en ${s} s`, "ago": (n, unit) => `hace ${n} ${unit}`,
+      "popup.kind": "Tipo", "popup.status": "Estado", "popup.signal": "Señal", "popup.sector": "Sector",
+      "popup.fix": "Última posición", "popup.never": "nunca", "popup.speed": "Velocidad", "popup.battery": "Batería",
+      "popup.connection": "Conexión", "popup.disconnected": "desconectada",
+      "nearest.searching": "Buscando unidades…", "nearest.failed": "No se pudo consultar",
+      "nearest.none": "No hay unidades disponibles cerca.", "incident": "Incidente", "priority": "prioridad",
+      "form.created": (id) => `Incidente #${id} creado`, "form.createFailed": "No se pudo crear el incidente",
+      "form.assigned": (who, id) => `${who} asignada al incidente #${id}`, "form.assignFailed": "No se pudo asignar",
+      "drone.drone": "Dron", "drone.loading": "cargando…", "drone.noMargin": "sin margen", "drone.mode": "Modo",
+      "drone.docked": "en base", "drone.battery": "Batería (dron)", "drone.altitude": "Altura",
+      "drone.altValue": (m) => `${m} m s/despegue`, "drone.overLimit": (m) => `sobre el límite de ${m} m`,
+      "drone.returnNow": "¡regresar ya!", "drone.margin": "Margen de regreso", "drone.home": "A su base",
+      "event.margin": "margen", "tiles.offline": "Mapa base no disponible (sin Internet)",
+      "coverage.heading": (m) => `Cobertura ${m} min`,
+      "coverage.units": (n) => `${n} ${n === 1 ? "unidad disponible" : "unidades disponibles"}`,
+      "coverage.docks": (n) => `${n} ${n === 1 ? "base de drones" : "bases de drones"}`,
+      "coverage.cameras": (n) => `${n} cámaras`, "coverage.layerOf": (layer) => `Capa ${layer}`,
+      "coverage.failed": (why) => `Cobertura no disponible: ${why}. Se reintenta en 30 s.`,
+      "coverage.dock": (name, km, why) => `Base de drones ${name} · alcance ${km} km (${why})`,
+      "sorties.aria": "Planificar salidas de drones", "sorties.dock": "Base", "sorties.altitude": "Altura (m)",
+      "sorties.plan": "Planificar", "sorties.clear": "Borrar plan", "sorties.noDocks": "Sin bases de drones",
+      "sorties.noDocksConfigured": "No hay bases de drones configuradas.",
+      "sorties.docksFailed": "No se pudieron cargar las bases de drones",
+      "sorties.target": (layer, m) => `Brechas de la capa ${layer} a ${m} min (tiempo objetivo de Cobertura)`,
+      "sorties.chooseDock": "Elija una base de drones en servicio.",
+      "sorties.giveAltitude": "Indique la altura en metros (mayor que 0).",
+      "sorties.maxAltitude": (m) => `La altura máxima es ${m} m (límite de vuelo).`,
+      "sorties.routeTip": (n, dist, flight, pct, targets) =>
+        `Salida ${n} · ${dist} · ${flight} · batería ${pct} % · ${targets} objetivos`,
+      "sorties.targetTitle": (s, n) => `Salida ${s}, objetivo ${n}`,
+      "sorties.targetTip": (s, n) => `Salida ${s} · objetivo ${n}`,
+      "sorties.dockTip": (name) => `Base ${name}: despegue y regreso`,
+      "sorties.download": (n) => `Descargar la salida ${n} para QGroundControl`,
+      "sorties.charges": (n) => `${n} cargas`,
+      "sorties.from": (dock, alt, n) => `Desde ${dock} · ${alt} m sobre el despegue · ${n} ${n === 1 ? "salida" : "salidas"}`,
+      "sorties.sortie": "Salida", "sorties.flight": "Vuelo", "sorties.targets": "Objetivos",
+      "sorties.unreachable": (n) =>
+        `${n} ${n === 1 ? "objetivo inalcanzable" : "objetivos inalcanzables"} (cruces grises en el mapa)`,
+      "sorties.noGaps": "No hay brechas que cubrir con esta capa y tiempo objetivo.",
+      "sorties.planning": "Planificando…", "sorties.kml": "Descargar KML (todas)", "sorties.noAnswer": "sin respuesta del servidor",
+      "sorties.planFailed": "No se pudo planificar", "sorties.downloaded": (name) => `Descargado ${name}`,
+      "sorties.downloadFailed": "No se pudo descargar", "airspace.layer": "Espacio aéreo restringido",
+      "airspace.band": (band) => `${band} sobre el suelo`, "airspace.from": (m) => `desde ${m} m`,
+      "track.title": "Recorrido", "track.close": "Cerrar recorrido", "track.window": "Ventana de tiempo",
+      "track.custom": "Otro", "track.from": "Desde", "track.to": "Hasta", "track.show": "Ver",
+      "track.play": "Reproducir", "track.pause": "Pausa", "track.speed": "Velocidad",
+      "track.slider": "Momento del recorrido", "track.loading": "Cargando recorrido…",
+      "track.empty": "Sin posiciones en esa ventana.", "track.count": (n) => `${n} ${n === 1 ? "posición" : "posiciones"}`,
+      "track.failed": "No se pudo cargar el recorrido", "track.bad": "respuesta inesperada",
+      "track.badWindow": "Indique un inicio anterior al fin.",
+      "supervision.title": "Supervisión", "supervision.close": "Cerrar supervisión", "supervision.period": "Periodo",
+      "supervision.24h": "Últimas 24 h", "supervision.7d": "Últimos 7 días", "supervision.30d": "Últimos 30 días",
+      "supervision.byCategory": "Tiempo de respuesta por categoría",
+      "supervision.byChannel": "Tiempo de respuesta por canal", "supervision.coverage": "Historial de cobertura",
+      "stats.category": "Categoría", "stats.channel": "Canal", "stats.count": "N", "stats.p50": "p50",
+      "stats.p90": "p90", "stats.mean": "Media", "stats.total": "Total", "stats.none": "Sin incidentes en el periodo.",
+      "stats.failed": "Estadísticas no disponibles", "history.failed": "Historial no disponible",
+      "history.none": "Sin muestras en el periodo.",
+      "history.note": (layer, minutes, n, worst) => `Capa ${layer} a ${minutes} min · ${n} muestras`
+        + (worst ? ` · peores horas en rojo (${worst})` : ""),
+      "history.worst": (when, pct) => `Peor hora ${when}: ${pct} % cubierto en promedio`,
+    },
+    en: {
+      "subtitle": "Operations centre", "operator": "Operator", "lang": "Language",
+      "dispatch.title": "Selected point", "dispatch.nearest": "Nearest units",
+      "form.title": "New incident here", "form.category": "Category", "form.channel": "Channel",
+      "form.priority": "Priority", "form.description": "Description", "form.create": "Create incident",
+      "form.note": "«Assign» creates it too", "coverage.title": "Coverage", "coverage.none": "not covered",
+      "coverage.target": "Target time", "coverage.layer": "Layer", "sorties.title": "Drone sorties",
+      "units.title": "Units", "units.showLost": "Show lost", "units.search": "Search call sign…",
+      "units.searchAria": "Search unit", "incidents.title": "Open incidents", "events.title": "Recent events",
+      "lostCount": (n) => `Lost ${n}`, "track.open": "Track",
+      "dispatch.close": "Close selected point", "form.aria": "New incident",
+      "layer.ground": "Ground", "layer.drones": "Drones", "layer.combined": "Combined",
+      "map.aria": "Units map: click a point to see the nearest units",
+      "panel.aria": "Operations panel", "units.counts": "Units by status", "units.list": "Units list",
+      "legend": "Legend", "assign": "Assign", "assigned": "Assigned", "nearest.unit": "Unit",
+      "nearest.distance": "Distance", "nearest.eta": "Arrival",
+      "shortcuts.title": "Keyboard shortcuts", "shortcuts.close": "Close shortcuts",
+      "key.n": "New incident at the last click (or the map centre)",
+      "key.a": "Assign the chosen unit (the top-ranked one unless you chose another)",
+      "key.digits": "Choose unit no. 1–5 of the ranking", "key.esc": "Close panels",
+      "key.slash": "Search a unit", "key.help": "Show or hide this list",
+      "key.note": "Shortcuts do nothing while you type in a field.",
+      "conn.retry": (s) => `Offline · retrying in ${s} s`, "ago": (n, unit) => `${n} ${unit} ago`,
+      "popup.kind": "Kind", "popup.status": "Status", "popup.signal": "Signal", "popup.sector": "Sector",
+      "popup.fix": "Last fix", "popup.never": "never", "popup.speed": "Speed", "popup.battery": "Battery",
+      "popup.connection": "Connection", "popup.disconnected": "disconnected",
+      "nearest.searching": "Looking for units…", "nearest.failed": "Could not ask",
+      "nearest.none": "No available unit nearby.", "incident": "Incident", "priority": "priority",
+      "form.created": (id) => `Incident #${id} created`, "form.createFailed": "Could not create the incident",
+      "form.assigned": (who, id) => `${who} assigned to incident #${id}`, "form.assignFailed": "Could not assign",
+      "drone.drone": "Drone", "drone.loading": "loading…", "drone.noMargin": "no margin", "drone.mode": "Mode",
+      "drone.docked": "docked", "drone.battery": "Battery (drone)", "drone.altitude": "Altitude",
+      "drone.altValue": (m) => `${m} m above take-off`, "drone.overLimit": (m) => `above the ${m} m limit`,
+      "drone.returnNow": "return now!", "drone.margin": "Return margin", "drone.home": "To its dock",
+      "event.margin": "margin", "tiles.offline": "Base map unavailable (no Internet)",
+      "coverage.heading": (m) => `Coverage ${m} min`,
+      "coverage.units": (n) => `${n} ${n === 1 ? "available unit" : "available units"}`,
+      "coverage.docks": (n) => `${n} ${n === 1 ? "drone dock" : "drone docks"}`,
+      "coverage.cameras": (n) => `${n} cameras`, "coverage.layerOf": (layer) => `${layer} layer`,
+      "coverage.failed": (why) => `Coverage unavailable: ${why}. Retrying in 30 s.`,
+      "coverage.dock": (name, km, why) => `Drone dock ${name} · reach ${km} km (${why})`,
+      "sorties.aria": "Plan drone sorties", "sorties.dock": "Dock", "sorties.altitude": "Altitude (m)",
+      "sorties.plan": "Plan", "sorties.clear": "Clear plan", "sorties.noDocks": "No drone docks",
+      "sorties.noDocksConfigured": "No drone docks are configured.",
+      "sorties.docksFailed": "Could not load the drone docks",
+      "sorties.target": (layer, m) => `Gaps of the ${layer} layer at ${m} min (the Coverage target time)`,
+      "sorties.chooseDock": "Choose a drone dock in service.",
+      "sorties.giveAltitude": "Give the altitude in metres (above 0).",
+      "sorties.maxAltitude": (m) => `The highest altitude is ${m} m (flight limit).`,
+      "sorties.routeTip": (n, dist, flight, pct, targets) =>
+        `Sortie ${n} · ${dist} · ${flight} · battery ${pct} % · ${targets} targets`,
+      "sorties.targetTitle": (s, n) => `Sortie ${s}, target ${n}`,
+      "sorties.targetTip": (s, n) => `Sortie ${s} · target ${n}`,
+      "sorties.dockTip": (name) => `Dock ${name}: take-off and return`,
+      "sorties.download": (n) => `Download sortie ${n} for QGroundControl`,
+      "sorties.charges": (n) => `${n} charges`,
+      "sorties.from": (dock, alt, n) => `From ${dock} · ${alt} m above take-off · ${n} ${n === 1 ? "sortie" : "sorties"}`,
+      "sorties.sortie": "Sortie", "sorties.flight": "Flight", "sorties.targets": "Targets",
+      "sorties.unreachable": (n) => `${n} ${n === 1 ? "unreachable target" : "unreachable targets"} (grey crosses on the map)`,
+      "sorties.noGaps": "No gaps to cover with this layer and target time.",
+      "sorties.planning": "Planning…", "sorties.kml": "Download KML (all)", "sorties.noAnswer": "no answer from the server",
+      "sorties.planFailed": "Could not plan", "sorties.downloaded": (name) => `Downloaded ${name}`,
+      "sorties.downloadFailed": "Could not download", "airspace.layer": "Restricted airspace",
+      "airspace.band": (band) => `${band} above ground`, "airspace.from": (m) => `from ${m} m`,
+      "track.title": "Track", "track.close": "Close track", "track.window": "Time window",
+      "track.custom": "Other", "track.from": "From", "track.to": "To", "track.show": "Show",
+      "track.play": "Play", "track.pause": "Pause", "track.speed": "Speed",
+      "track.slider": "Moment of the track", "track.loading": "Loading track…",
+      "track.empty": "No fixes in that window.", "track.count": (n) => `${n} ${n === 1 ? "fix" : "fixes"}`,
+      "track.failed": "Could not load the track", "track.bad": "unexpected answer",
+      "track.badWindow": "Give a start before the end.",
+      "supervision.title": "Supervision", "supervision.close": "Close supervision", "supervision.period": "Period",
+      "supervision.24h": "Last 24 h", "supervision.7d": "Last 7 days", "supervision.30d": "Last 30 days",
+      "supervision.byCategory": "Response time by category",
+      "supervision.byChannel": "Response time by channel", "supervision.coverage": "Coverage history",
+      "stats.category": "Category", "stats.channel": "Channel", "stats.count": "N", "stats.p50": "p50",
+      "stats.p90": "p90", "stats.mean": "Mean", "stats.total": "Total", "stats.none": "No incidents in the period.",
+      "stats.failed": "Statistics unavailable", "history.failed": "History unavailable",
+      "history.none": "No samples in the period.",
+      "history.note": (layer, minutes, n, worst) => `Layer ${layer} at ${minutes} min · ${n} samples`
+        + (worst ? ` · worst hours in red (${worst})` : ""),
+      "history.worst": (when, pct) => `Worst hour ${when}: ${pct} % covered on average`,
+    },
+  };
+  const tr = (key, ...args) => {
+    const v = TEXT[lang][key] ?? TEXT.es[key] ?? key;
+    return typeof v === "function" ? v(...args) : v;
+  };
 
   const STATUS_ORDER = ["available", "dispatched", "en_route", "on_scene", "out_of_service"];
   const STATUS_COLOUR = {
@@ -93,7 +337,8 @@
     clockOffsetMs: 0, // server time - local time
     keepaliveS: 15,
     connection: "connecting",
-    pick: null, // {lat, lon, marker, incident}
+    pick: null, // {lat, lon, marker, incident, seq, chosen: index of the ranked unit «A» assigns}
+    lastClick: null, // [lat, lon] of the operator's last click on the map
     listDirty: true,
     fitted: false,
     snapshots: 0,
@@ -122,7 +367,7 @@
   }).addTo(map);
   // Offline, tiles fail: the page keeps working on the district boundaries and says so.
   const offlineNote = L.control({ position: "bottomleft" });
-  offlineNote.onAdd = () => el("div", { class: "tiles-offline" }, "Mapa base no disponible (sin Internet)");
+  offlineNote.onAdd = () => el("div", { class: "tiles-offline" }, tr("tiles.offline"));
   let tileErrors = 0;
   tiles.on("tileerror", () => {
     tileErrors += 1;
@@ -202,42 +447,46 @@
 
   function unitPopup(props, freshness) {
     const rows = [
-      ["Tipo", label("kind", props.kind)],
-      ["Estado", label("status", props.status)],
-      ["Señal", label("freshness", freshness)],
-      ["Sector", props.sector || "—"],
-      ["Última posición", props.fix_time ? formatAge(fixAgeS(props)) : "nunca"],
-      ["Velocidad", props.speed == null ? "—" : `${Math.round(props.speed * 3.6)} km/h`],
-      ["Batería", props.battery == null ? "—" : `${Math.round(props.battery)} %`],
+      [tr("popup.kind"), label("kind", props.kind)],
+      [tr("popup.status"), label("status", props.status)],
+      [tr("popup.signal"), label("freshness", freshness)],
+      [tr("popup.sector"), props.sector || "—"],
+      [tr("popup.fix"), props.fix_time ? formatAge(fixAgeS(props)) : tr("popup.never")],
+      [tr("popup.speed"), props.speed == null ? "—" : `${Math.round(props.speed * 3.6)} km/h`],
+      [tr("popup.battery"), props.battery == null ? "—" : `${Math.round(props.battery)} %`],
     ];
-    if (props.connected === false) rows.push(["Conexión", "desconectada"]);
+    if (props.connected === false) rows.push([tr("popup.connection"), tr("popup.disconnected")]);
     if (props.kind === "drone") rows.push(...droneRows(state.drones.get(props.unit_id)));
     const body = rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join("");
     return `<strong>${escapeHtml(props.callsign || props.unit_id)}</strong>`
-      + ` <span class="muted">${escapeHtml(props.unit_id)}</span><table>${body}</table>`;
+      + ` <span class="muted">${escapeHtml(props.unit_id)}</span><table>${body}</table>`
+      + `<button type="button" class="track-open" data-unit-id="${escapeHtml(props.unit_id)}">`
+      + `${escapeHtml(tr("track.open"))}</button>`;
   }
 
   // ----- drones: battery, altitude and return-home margin from GET /api/v1/drones -------------
   function formatMargin(s) {
     const a = Math.abs(Math.round(s));
     const text = `${Math.floor(a / 60)}:${String(a % 60).padStart(2, "0")} min`;
-    return s < 0 ? `−${text} (sin margen)` : text;
+    return s < 0 ? `−${text} (${tr("drone.noMargin")})` : text;
   }
 
   function droneRows(d) {
-    if (!d) return [["Dron", "cargando…"]];
+    if (!d) return [[tr("drone.drone"), tr("drone.loading")]];
     const t = d.telemetry || {};
     const e = d.endurance || {};
     const rows = [];
-    if (t.flight_mode) rows.push(["Modo", label("flightMode", t.flight_mode) + (t.docked ? " (en base)" : "")]);
-    rows.push(["Batería (dron)", t.battery_pct == null ? "—" : `${Math.round(t.battery_pct)} %`]);
-    let alt = t.alt_takeoff_m == null ? "—" : `${Math.round(t.alt_takeoff_m)} m s/despegue`;
-    if (d.altitude_exceeded) alt += ` · sobre el límite de ${Math.round(d.limits.altitude_m)} m`;
-    rows.push(["Altura", alt]);
+    if (t.flight_mode) {
+      rows.push([tr("drone.mode"), label("flightMode", t.flight_mode) + (t.docked ? ` (${tr("drone.docked")})` : "")]);
+    }
+    rows.push([tr("drone.battery"), t.battery_pct == null ? "—" : `${Math.round(t.battery_pct)} %`]);
+    let alt = t.alt_takeoff_m == null ? "—" : tr("drone.altValue", Math.round(t.alt_takeoff_m));
+    if (d.altitude_exceeded) alt += ` · ${tr("drone.overLimit", Math.round(d.limits.altitude_m))}`;
+    rows.push([tr("drone.altitude"), alt]);
     let margin = e.return_margin_s == null ? "—" : formatMargin(e.return_margin_s);
-    if (d.return_required) margin += " · ¡regresar ya!";
-    rows.push(["Margen de regreso", margin]);
-    if (e.distance_home_m != null) rows.push(["A su base", `${(e.distance_home_m / 1000).toFixed(1)} km`]);
+    if (d.return_required) margin += ` · ${tr("drone.returnNow")}`;
+    rows.push([tr("drone.margin"), margin]);
+    if (e.distance_home_m != null) rows.push([tr("drone.home"), `${(e.distance_home_m / 1000).toFixed(1)} km`]);
     return rows;
   }
 
@@ -381,7 +630,7 @@
     const chips = STATUS_ORDER.map((s) => el("li", {
       style: `background:${STATUS_COLOUR[s]}`, "data-status": s,
     }, `${label("status", s)} ${counts[s]}`));
-    chips.push(el("li", { class: "lost", "data-freshness": "lost" }, `${label("freshness", "lost")}s ${lost}`));
+    chips.push(el("li", { class: "lost", "data-freshness": "lost" }, tr("lostCount", lost)));
     $("status-counts").replaceChildren(...chips);
 
     const filter = $("unit-filter").value.trim().toLowerCase();
@@ -398,12 +647,17 @@
         class: entry.freshness, tabindex: "0", "data-unit-id": p.unit_id,
         "aria-label": `${name}, ${label("kind", p.kind)}, ${label("status", p.status)}, ${label("freshness", entry.freshness)}`,
         onclick: () => focusUnit(p.unit_id),
-        onkeydown: (ev) => { if (ev.key === "Enter") focusUnit(p.unit_id); },
+        onkeydown: (ev) => { if (ev.key === "Enter" && ev.target === ev.currentTarget) focusUnit(p.unit_id); },
       },
       el("span", { class: "dot", style: `background:${STATUS_COLOUR[p.status] || "#555"}` }),
       el("span", { class: "callsign" }, name),
       el("span", {}, `${label("kind", p.kind)} · ${label("status", p.status)}`),
-      el("span", { class: "age" }, p.fix_time ? formatAge(fixAgeS(p)) : "—")));
+      el("span", { class: "age" }, p.fix_time ? formatAge(fixAgeS(p)) : "—"),
+      el("button", {
+        type: "button", class: "track-open", "data-unit-id": p.unit_id, title: tr("track.open"),
+        "aria-label": `${tr("track.open")} ${name}`,
+        onclick: (ev) => { ev.stopPropagation(); openTrack(p.unit_id); },
+      }, "↝")));
     }
     $("unit-list").replaceChildren(...rows);
   }
@@ -439,9 +693,9 @@
     if (CLOSED_INCIDENT.has(inc.status)) {
       state.incidents.delete(id);
     } else {
-      const marker = L.marker([inc.lat, inc.lon], { icon: incidentIcon(inc), title: `Incidente ${id}`, zIndexOffset: 500 });
-      marker.bindPopup(() => `<strong>Incidente ${escapeHtml(id)}</strong><br>`
-        + `${escapeHtml(label("category", inc.category))} · prioridad ${escapeHtml(inc.priority)}<br>`
+      const marker = L.marker([inc.lat, inc.lon], { icon: incidentIcon(inc), title: `${tr("incident")} ${id}`, zIndexOffset: 500 });
+      marker.bindPopup(() => `<strong>${escapeHtml(tr("incident"))} ${escapeHtml(id)}</strong><br>`
+        + `${escapeHtml(label("category", inc.category))} · ${escapeHtml(tr("priority"))} ${escapeHtml(inc.priority)}<br>`
         + `${escapeHtml(label("incidentStatus", inc.status))}<br>${escapeHtml(inc.description || "")}`);
       marker.addTo(incidentLayer);
       state.incidents.set(id, { incident: inc, marker });
@@ -453,14 +707,22 @@
     renderIncidentPanel();
   }
 
+  // An incident chosen in the list: the map goes there and its ranked units are offered for it.
+  function selectIncident(inc) {
+    map.setView([inc.lat, inc.lon], Math.max(map.getZoom(), 16));
+    pickPoint(inc.lat, inc.lon, inc);
+    renderIncidentPanel();
+  }
+
   function renderIncidentPanel() {
     const items = [...state.incidents.values()].map((x) => x.incident)
       .sort((a, b) => (a.priority || 3) - (b.priority || 3) || String(b.created_at).localeCompare(String(a.created_at)));
     $("incident-total").textContent = String(items.length);
     $("incident-list").replaceChildren(...items.map((inc) => el("li", {
       tabindex: "0", "data-incident-id": String(incidentId(inc)),
-      onclick: () => map.setView([inc.lat, inc.lon], Math.max(map.getZoom(), 16)),
-      onkeydown: (ev) => { if (ev.key === "Enter") map.setView([inc.lat, inc.lon], Math.max(map.getZoom(), 16)); },
+      class: state.pick && state.pick.incident && incidentId(state.pick.incident) === incidentId(inc) ? "selected" : "",
+      onclick: () => selectIncident(inc),
+      onkeydown: (ev) => { if (ev.key === "Enter") selectIncident(inc); },
     },
     el("span", { class: `prio prio-${inc.priority}` }, `P${inc.priority ?? "?"}`),
     `#${incidentId(inc)} ${label("category", inc.category)} · ${label("incidentStatus", inc.status)}`,
@@ -471,14 +733,14 @@
   function applyEvent(ev) {
     const unit = ev.unit_id ? state.units.get(ev.unit_id) : null;
     const who = unit ? (unit.feature.properties.callsign || ev.unit_id) : (ev.unit_id || "");
-    const when = ev.ts ? new Date(ev.ts).toLocaleTimeString("es-PE", { hour12: false }) : "";
+    const when = ev.ts ? new Date(ev.ts).toLocaleTimeString(LOCALE(), { hour12: false }) : "";
     const detail = ev.detail || {};
     let what = label("event", ev.type || "evento");
     if (ev.geofence_id) what += ` ${detail.geofence_name || detail.name || ev.geofence_id}`;
     else if (detail.zone_id) what += ` ${detail.name || detail.zone_id}`;
     if (ev.incident_id) what += ` #${ev.incident_id}`;
     if (ev.type === "battery_low" && detail.battery != null) what += ` (${Math.round(detail.battery)} %)`;
-    if (ev.type === "drone_return_required" && detail.margin_s != null) what += ` (margen ${formatMargin(detail.margin_s)})`;
+    if (ev.type === "drone_return_required" && detail.margin_s != null) what += ` (${tr("event.margin")} ${formatMargin(detail.margin_s)})`;
     if (ev.type === "drone_altitude_exceeded" && detail.alt_takeoff_m != null) what += ` (${Math.round(detail.alt_takeoff_m)} m)`;
     const item = el("li", { "data-event-type": ev.type || "" }, el("strong", {}, who), ` ${what} `,
       el("span", { class: "muted" }, when));
@@ -505,7 +767,10 @@
     iconAnchor: [12, 12],
   });
 
-  map.on("click", (ev) => pickPoint(ev.latlng.lat, ev.latlng.lng));
+  map.on("click", (ev) => {
+    state.lastClick = [ev.latlng.lat, ev.latlng.lng]; // where «N» opens a new incident
+    pickPoint(ev.latlng.lat, ev.latlng.lng);
+  });
   $("dispatch-close").addEventListener("click", clearPick);
 
   const pickLayer = L.layerGroup().addTo(map); // the clicked point and lines to its ranked units
@@ -516,16 +781,19 @@
     $("dispatch").hidden = true;
   }
 
-  async function pickPoint(lat, lon) {
+  // A point to send units to; with ``incident`` (an open one, chosen in the list) «Asignar» sends them there.
+  async function pickPoint(lat, lon, incident = null) {
     pickLayer.clearLayers();
     const marker = L.marker([lat, lon], { icon: pickIcon, interactive: false, keyboard: false }).addTo(pickLayer);
-    state.pick = { lat, lon, marker, incident: null, seq: (state.pick ? state.pick.seq : 0) + 1 };
+    state.pick = { lat, lon, marker, incident, seq: (state.pick ? state.pick.seq : 0) + 1, chosen: 0 };
     const seq = state.pick.seq;
     $("dispatch").hidden = false;
     $("dispatch-where").textContent = `${lat.toFixed(5)}, ${lon.toFixed(5)}`;
     $("dispatch-incident").hidden = true;
+    $("create-incident").disabled = false;
+    if (incident) showPickIncident();
     setFormMessage("", "");
-    $("nearest").replaceChildren(el("p", { class: "muted" }, "Buscando unidades…"));
+    $("nearest").replaceChildren(el("p", { class: "muted" }, tr("nearest.searching")));
     try {
       const r = await fetch(`/api/v1/dispatch/nearest?lat=${lat}&lon=${lon}&k=${NEAREST_K}`);
       if (!r.ok) throw new Error(await errorText(r));
@@ -534,7 +802,7 @@
       renderNearest(body.units || []);
     } catch (err) {
       if (state.pick && state.pick.seq === seq) {
-        $("nearest").replaceChildren(el("p", { class: "form-message error" }, `No se pudo consultar: ${err.message}`));
+        $("nearest").replaceChildren(el("p", { class: "form-message error" }, `${tr("nearest.failed")}: ${err.message}`));
       }
     }
   }
@@ -546,22 +814,25 @@
       }).addTo(pickLayer);
     }
     if (!candidates.length) {
-      $("nearest").replaceChildren(el("p", { class: "muted" }, "No hay unidades disponibles cerca."));
+      $("nearest").replaceChildren(el("p", { class: "muted" }, tr("nearest.none")));
       return;
     }
-    const rows = candidates.map((c, i) => el("tr", { "data-unit-id": c.unit_id },
+    const rows = candidates.map((c, i) => el("tr", {
+      "data-unit-id": c.unit_id, class: i === state.pick.chosen ? "chosen" : "",
+      "aria-selected": String(i === state.pick.chosen),
+    },
       el("td", {}, String(i + 1)),
       el("td", {}, el("strong", {}, c.callsign || c.unit_id), el("div", { class: "muted" }, label("kind", c.kind))),
       el("td", { class: "num" }, formatDistance(c.distance_m)),
       el("td", { class: "num" }, formatDuration(c.eta_s)),
       el("td", {}, el("button", {
         type: "button", class: "assign", "data-unit-id": c.unit_id,
-        "aria-label": `Asignar ${c.callsign || c.unit_id} (${formatDuration(c.eta_s)})`,
+        "aria-label": `${tr("assign")} ${c.callsign || c.unit_id} (${formatDuration(c.eta_s)})`,
         onclick: (ev) => assign(c, ev.currentTarget),
-      }, "Asignar"))));
+      }, tr("assign")))));
     $("nearest").replaceChildren(el("table", {},
-      el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "Unidad"), el("th", {}, "Distancia"),
-        el("th", {}, "Llegada"), el("th", {}, el("span", { class: "muted" }, "")))),
+      el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, tr("nearest.unit")), el("th", {}, tr("nearest.distance")),
+        el("th", {}, tr("nearest.eta")), el("th", {}, el("span", { class: "muted" }, "")))),
       el("tbody", {}, ...rows)));
   }
 
@@ -595,7 +866,7 @@
     if (!inc) return;
     const ref = $("dispatch-incident");
     ref.hidden = false;
-    ref.textContent = `Incidente #${incidentId(inc)} · ${label("incidentStatus", inc.status)}`;
+    ref.textContent = `${tr("incident")} #${incidentId(inc)} · ${label("incidentStatus", inc.status)}`;
     $("create-incident").disabled = true;
   }
 
@@ -604,9 +875,9 @@
     if (!state.pick) return;
     try {
       const inc = await ensureIncident();
-      setFormMessage(`Incidente #${incidentId(inc)} creado`, "ok");
+      setFormMessage(tr("form.created", incidentId(inc)), "ok");
     } catch (err) {
-      setFormMessage(`No se pudo crear el incidente: ${err.message}`, "error");
+      setFormMessage(`${tr("form.createFailed")}: ${err.message}`, "error");
     }
   });
 
@@ -626,14 +897,14 @@
         applyIncident(body);
       }
       if (pick === state.pick) {
-        setFormMessage(`${candidate.callsign || candidate.unit_id} asignada al incidente #${incidentId(inc)}`, "ok");
-        button.textContent = "Asignada";
+        setFormMessage(tr("form.assigned", candidate.callsign || candidate.unit_id, incidentId(inc)), "ok");
+        button.textContent = tr("assigned");
       }
     } catch (err) {
-      setFormMessage(`No se pudo asignar: ${err.message}`, "error");
+      setFormMessage(`${tr("form.assignFailed")}: ${err.message}`, "error");
     } finally {
       for (const b of document.querySelectorAll("#nearest button.assign")) {
-        if (b !== button || b.textContent !== "Asignada") b.disabled = false;
+        if (b !== button || b.textContent !== tr("assigned")) b.disabled = false;
       }
     }
   }
@@ -700,7 +971,7 @@
     // Jittered exponential backoff (0.5 s … 30 s), so a restarted server is not hit by every console at once.
     const delay = Math.min(30000, 500 * 2 ** Math.min(attempts - 1, 6)) * (0.5 + Math.random() / 2);
     const seconds = Math.ceil(delay / 1000);
-    setConnection("down", `Sin conexión · reintento en ${seconds} s`);
+    setConnection("down", tr("conn.retry", seconds));
     if (reason) console.warn("live feed closed:", reason);
     reconnectTimer = setTimeout(connect, delay);
   }
@@ -778,9 +1049,9 @@
   }
   function formatAge(s) {
     if (!Number.isFinite(s)) return "—";
-    if (s < 60) return `hace ${Math.round(s)} s`;
-    if (s < 3600) return `hace ${Math.round(s / 60)} min`;
-    return `hace ${Math.round(s / 3600)} h`;
+    if (s < 60) return tr("ago", Math.round(s), "s");
+    if (s < 3600) return tr("ago", Math.round(s / 60), "min");
+    return tr("ago", Math.round(s / 3600), "h");
   }
   function escapeHtml(value) {
     return String(value ?? "").replace(/[&<>"']/g, (ch) => ({
@@ -794,14 +1065,12 @@
   // card; the rest of the console never depends on it.
   const COVERAGE_EVERY_MS = 30000;
   const COVERAGE_TIMEOUT_MS = 20000;
-  const COVERAGE_LAYER = { ground: "terrestre", drones: "drones", combined: "combinada" };
   const gapLayer = L.geoJSON(null, {
     interactive: false, // a click on a gap still picks the point under it
     style: { className: "coverage-gap", color: "#c92a2a", weight: 1, fillColor: "#e03131", fillOpacity: 0.3 },
   }).addTo(map);
   // Drone docks of the drone and combined layers: a marker and the disc they reach within the target.
   const dockLayer = L.layerGroup().addTo(map);
-  const DOCK_LIMIT = { time: "por tiempo", energy: "por batería", range: "por alcance de radio", out_of_service: "fuera de servicio" };
   const coverage = { timer: null, seq: 0 };
 
   function coverageOn() { return $("coverage-on").checked; }
@@ -827,11 +1096,11 @@
           color: "#1864ab", weight: 1, dashArray: "4 4", fill: false,
         }).addTo(dockLayer);
       }
-      const why = DOCK_LIMIT[d.limit] || d.limit;
+      const why = label("dockLimit", d.limit);
       L.circleMarker([d.lat, d.lon], {
         radius: 6, className: `coverage-dock${d.in_service ? "" : " out"}`,
         color: "#1864ab", weight: 2, fillColor: d.in_service ? "#ffd43b" : "#adb5bd", fillOpacity: 1,
-      }).bindTooltip(`Base de drones ${escapeHtml(d.name)} · alcance ${(reach / 1000).toFixed(1)} km (${escapeHtml(why)})`)
+      }).bindTooltip(escapeHtml(tr("coverage.dock", d.name, (reach / 1000).toFixed(1), why)))
         .addTo(dockLayer);
     }
   }
@@ -843,7 +1112,7 @@
     if (!coverageOn()) return;
     const minutes = $("coverage-minutes").value;
     const layer = $("coverage-layer").value;
-    const title = `Cobertura ${minutes} min`;
+    const title = tr("coverage.heading", minutes);
     setCoverageState("loading");
     const abort = new AbortController();
     const timeout = setTimeout(() => abort.abort(), COVERAGE_TIMEOUT_MS);
@@ -861,13 +1130,13 @@
       drawDocks(docks);
       if (layer !== "ground") fillSortieDocks(docks); // the same docks the planner flies from
       $("coverage-ratio").textContent = `${title}: ${coveragePercent(ratio)} %`;
-      const units = `${body.units} ${body.units === 1 ? "unidad disponible" : "unidades disponibles"}`;
-      const at = body.at ? new Date(body.at).toLocaleTimeString("es-PE", { hour12: false }) : "";
+      const units = tr("coverage.units", body.units);
+      const at = body.at ? new Date(body.at).toLocaleTimeString(LOCALE(), { hour12: false }) : "";
       const extra = [];
-      if (docks.length) extra.push(`${docks.length} ${docks.length === 1 ? "base de drones" : "bases de drones"}`);
+      if (docks.length) extra.push(tr("coverage.docks", docks.length));
       const cams = body.model && body.model.viewsheds;
-      if (cams && cams.included) extra.push(`${cams.cameras} cámaras`);
-      const parts = [`Capa ${COVERAGE_LAYER[layer] || layer}`, units, ...extra, at];
+      if (cams && cams.included) extra.push(tr("coverage.cameras", cams.cameras));
+      const parts = [tr("coverage.layerOf", tr(`layer.${layer}`).toLowerCase()), units, ...extra, at];
       $("coverage-detail").textContent = parts.join(" · ");
       $("coverage").dataset.docks = String(docks.length);
       $("coverage-note").hidden = true;
@@ -881,7 +1150,7 @@
       $("coverage-ratio").textContent = `${title}: —`;
       $("coverage-detail").textContent = "";
       const why = err.name === "AbortError" ? "sin respuesta" : err.message;
-      $("coverage-note").textContent = `Cobertura no disponible: ${why}. Se reintenta en 30 s.`;
+      $("coverage-note").textContent = tr("coverage.failed", why);
       $("coverage-note").hidden = false;
       delete $("coverage").dataset.ratio;
       setCoverageState("error");
@@ -919,10 +1188,10 @@
     onEachFeature: (feature, polygon) => {
       const p = feature.properties || {};
       const floor = Number(p.floor_m) || 0;
-      const band = p.ceiling_m == null ? `desde ${floor} m` : `${floor}–${p.ceiling_m} m`;
+      const band = p.ceiling_m == null ? tr("airspace.from", floor) : `${floor}–${p.ceiling_m} m`;
       polygon.bindTooltip(
         `<strong>${escapeHtml(p.name || feature.id)}</strong><br>${escapeHtml(label("airspaceKind", p.kind))} · ` +
-        `${escapeHtml(band)} sobre el suelo`, { sticky: true, className: "airspace-tooltip" });
+        `${escapeHtml(tr("airspace.band", band))}`, { sticky: true, className: "airspace-tooltip" });
     },
   }).addTo(map);
   const airspace = { zones: 0, loaded: false };
@@ -941,7 +1210,7 @@
       console.warn("restricted airspace unavailable:", err);
     }
   }
-  L.control.layers(null, { "Espacio aéreo restringido": airspaceLayer }, { position: "topright" }).addTo(map);
+  let airspaceControl = L.control.layers(null, { [tr("airspace.layer")]: airspaceLayer }, { position: "topright" }).addTo(map);
   refreshAirspace();
   setInterval(refreshAirspace, AIRSPACE_EVERY_MS);
 
@@ -980,8 +1249,8 @@
     const chosen = select.value;
     sorties.docks = docks;
     const options = docks.map((d) => el("option", { value: d.id, disabled: !d.in_service },
-      d.in_service ? d.name : `${d.name} (fuera de servicio)`));
-    if (!options.length) options.push(el("option", { value: "", disabled: true }, "Sin bases de drones"));
+      d.in_service ? d.name : `${d.name} (${label("dockLimit", "out_of_service")})`));
+    if (!options.length) options.push(el("option", { value: "", disabled: true }, tr("sorties.noDocks")));
     select.replaceChildren(...options);
     const usable = docks.filter((d) => d.in_service);
     select.value = usable.some((d) => d.id === chosen) ? chosen : (usable.length ? usable[0].id : "");
@@ -995,9 +1264,9 @@
       if (!r.ok) throw new Error(await errorText(r));
       const body = await r.json();
       fillSortieDocks((body.model && Array.isArray(body.model.docks)) ? body.model.docks : []);
-      if (!sorties.docks.length) setSortieMessage("No hay bases de drones configuradas.", "error");
+      if (!sorties.docks.length) setSortieMessage(tr("sorties.noDocksConfigured"), "error");
     } catch (err) {
-      setSortieMessage(`No se pudieron cargar las bases de drones: ${err.message}`, "error");
+      setSortieMessage(`${tr("sorties.docksFailed")}: ${err.message}`, "error");
     }
   }
 
@@ -1021,19 +1290,18 @@
   function showSortieTarget() {
     const layer = $("sortie-layer").value;
     $("sortie-target-note").textContent =
-      `Brechas de la capa ${COVERAGE_LAYER[layer] || layer} a ${$("coverage-minutes").value} min `
-      + "(tiempo objetivo de Cobertura)";
+      tr("sorties.target", tr(`layer.${layer}`).toLowerCase(), $("coverage-minutes").value);
   }
 
   // What to plan, from the card; an Error in Spanish when the planner must fix something first.
   function sortieRequest() {
     const dock = $("sortie-dock").value;
-    if (!dock) throw new Error("Elija una base de drones en servicio.");
+    if (!dock) throw new Error(tr("sorties.chooseDock"));
     const raw = $("sortie-altitude").value.trim();
     const altitude = Number(raw);
-    if (!raw || !Number.isFinite(altitude) || altitude <= 0) throw new Error("Indique la altura en metros (mayor que 0).");
+    if (!raw || !Number.isFinite(altitude) || altitude <= 0) throw new Error(tr("sorties.giveAltitude"));
     const limit = sorties.altitudeLimitM;
-    if (limit !== null && altitude > limit) throw new Error(`La altura máxima es ${limit} m (límite de vuelo).`);
+    if (limit !== null && altitude > limit) throw new Error(tr("sorties.maxAltitude", limit));
     return {
       dock_id: dock, targets: "gaps", minutes: Number($("coverage-minutes").value),
       layer: $("sortie-layer").value, altitude_m: altitude,
@@ -1074,8 +1342,8 @@
       const colour = sortieColour(i);
       const route = L.polyline(s.waypoints.map((w) => [w.lat, w.lon]), {
         color: colour, weight: 3, opacity: 0.9, className: "sortie-route",
-      }).bindTooltip(`Salida ${s.sortie} · ${km(s.distance_m)} · ${flightMin(s.flight_s)} · batería `
-        + `${Math.round(s.battery_pct)} % · ${s.targets.length} objetivos`, { sticky: true });
+      }).bindTooltip(tr("sorties.routeTip", s.sortie, km(s.distance_m), flightMin(s.flight_s),
+        Math.round(s.battery_pct), s.targets.length), { sticky: true });
       route.addTo(sortieLayer);
       const path = route.getElement();
       if (path) path.dataset.sortie = String(s.sortie);
@@ -1085,8 +1353,8 @@
         if (w.role !== "target") continue;
         n += 1;
         const marker = L.marker([w.lat, w.lon], {
-          icon: numberIcon(n, colour), keyboard: false, title: `Salida ${s.sortie}, objetivo ${n}`,
-        }).bindTooltip(`Salida ${s.sortie} · objetivo ${n} · ${escapeHtml(w.target)}`, { direction: "top" });
+          icon: numberIcon(n, colour), keyboard: false, title: tr("sorties.targetTitle", s.sortie, n),
+        }).bindTooltip(`${escapeHtml(tr("sorties.targetTip", s.sortie, n))} · ${escapeHtml(w.target)}`, { direction: "top" });
         marker.addTo(sortieLayer);
         const node = marker.getElement();
         if (node) { node.dataset.sortie = String(s.sortie); node.dataset.seq = String(n); }
@@ -1103,7 +1371,7 @@
     const d = plan.dock;
     L.circleMarker([d.lat, d.lon], {
       radius: 8, className: "sortie-dock", color: "#212529", weight: 3, fillColor: "#ffd43b", fillOpacity: 1,
-    }).bindTooltip(`Base ${escapeHtml(d.name)}: despegue y regreso`).addTo(sortieLayer);
+    }).bindTooltip(escapeHtml(tr("sorties.dockTip", d.name))).addTo(sortieLayer);
     const bounds = sortieLayer.getBounds();
     if (bounds.isValid()) map.fitBounds(bounds.pad(0.05), { maxZoom: 16, animate: false });
   }
@@ -1122,39 +1390,37 @@
     el("td", { class: "num" }, String(s.targets.length)),
     el("td", {}, el("button", {
       type: "button", class: "download-qgc", "data-sortie": String(s.sortie),
-      "aria-label": `Descargar la salida ${s.sortie} para QGroundControl`,
+      "aria-label": tr("sorties.download", s.sortie),
       onclick: (ev) => downloadSortie("qgc", s.sortie, ev.currentTarget),
     }, ".plan"))));
     const total = el("tr", {
       class: "total", "data-distance-m": String(t.distance_m), "data-flight-s": String(t.flight_s),
       "data-targets": String(t.targets_covered),
     },
-    el("td", {}, "Total"), el("td", { class: "num" }, km(t.distance_m)), el("td", { class: "num" }, flightMin(t.flight_s)),
+    el("td", {}, tr("stats.total")), el("td", { class: "num" }, km(t.distance_m)), el("td", { class: "num" }, flightMin(t.flight_s)),
     // Batteries add up to charges: what the day's plan costs the dock.
-    el("td", { class: "num" }, `${(battery / 100).toFixed(1)} cargas`), el("td", { class: "num" }, String(t.targets_covered)),
+    el("td", { class: "num" }, tr("sorties.charges", (battery / 100).toFixed(1))), el("td", { class: "num" }, String(t.targets_covered)),
     el("td", {}));
     const parts = [];
-    parts.push(el("p", { class: "muted" }, `Desde ${plan.dock.name} · ${plan.altitude_m} m sobre el despegue · `
-      + `${t.sorties} ${t.sorties === 1 ? "salida" : "salidas"}`));
+    parts.push(el("p", { class: "muted" }, tr("sorties.from", plan.dock.name, plan.altitude_m, t.sorties)));
     if (plan.sorties.length) {
       parts.push(el("table", {},
-        el("thead", {}, el("tr", {}, el("th", {}, "Salida"), el("th", { class: "num" }, "Distancia"),
-          el("th", { class: "num" }, "Vuelo"), el("th", { class: "num" }, "Batería"),
-          el("th", { class: "num" }, "Objetivos"), el("th", {}, ""))),
+        el("thead", {}, el("tr", {}, el("th", {}, tr("sorties.sortie")), el("th", { class: "num" }, tr("nearest.distance")),
+          el("th", { class: "num" }, tr("sorties.flight")), el("th", { class: "num" }, tr("popup.battery")),
+          el("th", { class: "num" }, tr("sorties.targets")), el("th", {}, ""))),
         el("tbody", {}, ...rows, total)));
     }
     if (t.targets_unreachable) {
       parts.push(el("p", { class: "sortie-unreachable-note", "data-unreachable": String(t.targets_unreachable) },
-        `${t.targets_unreachable} ${t.targets_unreachable === 1 ? "objetivo inalcanzable" : "objetivos inalcanzables"}`
-        + " (cruces grises en el mapa)"));
+        tr("sorties.unreachable", t.targets_unreachable)));
     }
     if (!plan.sorties.length && !t.targets_unreachable) {
-      parts.push(el("p", { class: "muted" }, "No hay brechas que cubrir con esta capa y tiempo objetivo."));
+      parts.push(el("p", { class: "muted" }, tr("sorties.noGaps")));
     }
     if (plan.sorties.length) {
       parts.push(el("div", { class: "form-actions" }, el("button", {
         type: "button", id: "sortie-kml", onclick: (ev) => downloadSortie("kml", null, ev.currentTarget),
-      }, "Descargar KML (todas)")));
+      }, tr("sorties.kml"))));
     }
     $("sortie-summary").replaceChildren(...parts);
     $("sorties").dataset.sorties = String(plan.sorties.length);
@@ -1171,7 +1437,7 @@
     clearSorties();
     const seq = sorties.seq;
     setSortieState("loading");
-    setSortieMessage("Planificando…", "");
+    setSortieMessage(tr("sorties.planning"), "");
     $("sortie-plan").disabled = true;
     const abort = new AbortController();
     const timeout = setTimeout(() => abort.abort(), SORTIE_TIMEOUT_MS);
@@ -1180,7 +1446,7 @@
       const plan = await r.json();
       if (seq !== sorties.seq) return; // cleared meanwhile
       if (!plan || !Array.isArray(plan.sorties) || !Array.isArray(plan.unreachable) || !plan.totals) {
-        throw new Error("respuesta inesperada");
+        throw new Error(tr("track.bad"));
       }
       sorties.plan = plan;
       sorties.request = request;
@@ -1190,8 +1456,8 @@
       setSortieState("ok");
     } catch (err) {
       if (seq !== sorties.seq) return;
-      const why = err.name === "AbortError" ? "sin respuesta del servidor" : err.message;
-      setSortieMessage(`No se pudo planificar: ${why}`, "error");
+      const why = err.name === "AbortError" ? tr("sorties.noAnswer") : err.message;
+      setSortieMessage(`${tr("sorties.planFailed")}: ${why}`, "error");
       setSortieState("error");
     } finally {
       clearTimeout(timeout);
@@ -1243,9 +1509,9 @@
       link.click();
       link.remove();
       setTimeout(() => URL.revokeObjectURL(url), 60000);
-      setSortieMessage(`Descargado ${name}`, "ok");
+      setSortieMessage(tr("sorties.downloaded", name), "ok");
     } catch (err) {
-      setSortieMessage(`No se pudo descargar: ${err.message}`, "error");
+      setSortieMessage(`${tr("sorties.downloadFailed")}: ${err.message}`, "error");
     } finally {
       button.disabled = false;
     }
@@ -1287,10 +1553,453 @@
     showSortieTarget();
   });
 
+  // ----- a unit's track replay (GET /api/v1/units/{id}/track?format=geojson) -------------------------
+  // "Recorrido" (unit popup or list) opens the card: a window (15 min, 1 h, 4 h or chosen), the track drawn
+  // as a line and a marker that replays it at ×1/×10/×60. The marker always stands on the last fix at or
+  // before the replay time (no interpolation: the operator sees where the unit reported, not a guess).
+  const TRACK_TICK_MS = 100;
+  const trackLayer = L.featureGroup().addTo(map);
+  const track = {
+    unitId: null, seq: 0, url: null, start: null, end: null,
+    coords: [], // [lat, lon] per fix, oldest first
+    times: [], // ms since the epoch per fix
+    line: null, marker: null, index: -1, t: null, timer: null,
+  };
+
+  function setTrackState(kind) { $("track").dataset.state = kind; }
+  function setTrackMessage(text, kind) {
+    const node = $("track-message");
+    node.textContent = text;
+    node.className = `form-message ${kind || ""}`;
+  }
+
+  // The last fix at or before t (ms): binary search over the ascending times; -1 before the first.
+  function fixIndexAt(t) {
+    let lo = 0, hi = track.times.length - 1, found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (track.times[mid] <= t) { found = mid; lo = mid + 1; } else { hi = mid - 1; }
+    }
+    return found;
+  }
+
+  function setTrackTime(t) {
+    if (!track.times.length) return;
+    const t0 = track.times[0], tN = track.times[track.times.length - 1];
+    track.t = Math.min(Math.max(t, t0), tN);
+    const i = Math.max(0, fixIndexAt(track.t));
+    track.index = i;
+    track.marker.setLatLng(track.coords[i]);
+    $("track-slider").value = String(Math.round(track.t - t0));
+    $("track-time").textContent = new Date(track.t).toLocaleTimeString(LOCALE(), { hour12: false });
+    const node = track.marker.getElement();
+    if (node) node.dataset.index = String(i);
+  }
+
+  function pauseTrack() {
+    clearInterval(track.timer);
+    track.timer = null;
+    $("track-play").textContent = tr("track.play");
+    $("track").dataset.playing = "false";
+  }
+
+  function playTrack() {
+    if (!track.times.length) return;
+    if (track.timer) { pauseTrack(); return; }
+    const tN = track.times[track.times.length - 1];
+    if (track.t >= tN) setTrackTime(track.times[0]); // at the end: play again from the start
+    $("track-play").textContent = tr("track.pause");
+    $("track").dataset.playing = "true";
+    track.timer = setInterval(() => {
+      setTrackTime(track.t + TRACK_TICK_MS * Number($("track-speed").value));
+      if (track.t >= tN) pauseTrack();
+    }, TRACK_TICK_MS);
+  }
+
+  function clearTrackDrawing() {
+    pauseTrack();
+    trackLayer.clearLayers();
+    track.line = null;
+    track.marker = null;
+    track.coords = [];
+    track.times = [];
+    track.index = -1;
+    track.t = null;
+    $("track-player").hidden = true;
+  }
+
+  async function loadTrack(start, end) {
+    clearTrackDrawing();
+    const seq = ++track.seq;
+    const unitId = track.unitId;
+    track.start = start;
+    track.end = end;
+    const query = new URLSearchParams({ start: start.toISOString(), end: end.toISOString(), format: "geojson" });
+    track.url = `/api/v1/units/${encodeURIComponent(unitId)}/track?${query}`;
+    setTrackState("loading");
+    setTrackMessage(tr("track.loading"), "");
+    try {
+      const r = await fetch(track.url);
+      if (!r.ok) throw new Error(await errorText(r));
+      const feature = await r.json();
+      if (seq !== track.seq) return; // another window or unit meanwhile
+      const g = feature.geometry;
+      const lonlats = !g ? [] : g.type === "Point" ? [g.coordinates] : g.coordinates;
+      const times = ((feature.properties || {}).coordinateProperties || {}).times || [];
+      if (lonlats.length !== times.length) throw new Error(tr("track.bad"));
+      if (!lonlats.length) {
+        setTrackMessage(tr("track.empty"), "");
+        setTrackState("empty");
+        return;
+      }
+      track.coords = lonlats.map(([lon, lat]) => [lat, lon]);
+      track.times = times.map((x) => Date.parse(x));
+      track.line = L.polyline(track.coords, { color: "#7048e8", weight: 3, opacity: 0.85, className: "track-line" })
+        .addTo(trackLayer);
+      L.circleMarker(track.coords[0], { radius: 4, color: "#7048e8", fillColor: "#fff", fillOpacity: 1, weight: 2,
+        className: "track-start", interactive: false }).addTo(trackLayer);
+      track.marker = L.circleMarker(track.coords[0], { radius: 7, color: "#fff", weight: 2, fillColor: "#7048e8",
+        fillOpacity: 1, className: "track-marker", interactive: false }).addTo(trackLayer);
+      const slider = $("track-slider");
+      slider.max = String(track.times[track.times.length - 1] - track.times[0]);
+      $("track-player").hidden = false;
+      setTrackTime(track.times[0]);
+      const fixes = track.coords.length;
+      setTrackMessage(tr("track.count", fixes), "ok");
+      map.fitBounds(trackLayer.getBounds().pad(0.1), { maxZoom: 17, animate: false });
+      setTrackState("ok");
+    } catch (err) {
+      if (seq !== track.seq) return;
+      setTrackMessage(`${tr("track.failed")}: ${err.message}`, "error");
+      setTrackState("error");
+    }
+  }
+
+  function trackPreset(minutes) {
+    for (const b of document.querySelectorAll(".track-preset")) {
+      b.setAttribute("aria-pressed", String(b.dataset.minutes === String(minutes)));
+    }
+    if (minutes === "custom") {
+      $("track-custom").hidden = false;
+      const end = new Date(Date.now() + state.clockOffsetMs);
+      if (!$("track-end").value) $("track-end").value = localInput(end);
+      if (!$("track-start").value) $("track-start").value = localInput(new Date(end.getTime() - 3600000));
+      return;
+    }
+    $("track-custom").hidden = true;
+    const end = new Date(Date.now() + state.clockOffsetMs);
+    loadTrack(new Date(end.getTime() - Number(minutes) * 60000), end);
+  }
+
+  // A Date as the value of an <input type="datetime-local"> (the browser's local time, to the second).
+  function localInput(d) {
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:`
+      + `${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+
+  function openTrack(unitId, minutes = 15) {
+    const entry = state.units.get(unitId);
+    track.unitId = unitId;
+    $("track-unit").textContent = entry ? (entry.feature.properties.callsign || unitId) : unitId;
+    $("track").hidden = false;
+    $("track").dataset.unitId = unitId;
+    map.closePopup();
+    trackPreset(minutes);
+  }
+
+  function closeTrack() {
+    track.seq += 1;
+    track.unitId = null;
+    clearTrackDrawing();
+    $("track").hidden = true;
+    setTrackState("off");
+  }
+
+  for (const b of document.querySelectorAll(".track-preset")) {
+    b.addEventListener("click", () => trackPreset(b.dataset.minutes));
+  }
+  $("track-custom").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const start = new Date($("track-start").value), end = new Date($("track-end").value);
+    if (Number.isNaN(start.getTime()) || Number.isNaN(end.getTime()) || end <= start) {
+      setTrackMessage(tr("track.badWindow"), "error");
+      return;
+    }
+    loadTrack(start, end);
+  });
+  $("track-close").addEventListener("click", closeTrack);
+  $("track-play").addEventListener("click", playTrack);
+  $("track-slider").addEventListener("input", () => {
+    if (track.times.length) setTrackTime(track.times[0] + Number($("track-slider").value));
+  });
+  // The popup's "Recorrido" button is HTML in a popup: one listener for all of them.
+  document.addEventListener("click", (ev) => {
+    const button = ev.target.closest && ev.target.closest("button.track-open");
+    if (button) { ev.stopPropagation(); openTrack(button.dataset.unitId); }
+  });
+
+  // ----- supervision: response times (GET /api/v1/incidents/stats) and coverage history ---------------
+  // A supervisor's card: p50/p90/mean of the time from report to the first unit on scene, per category and
+  // per channel, and the stored coverage of the coverage card's layer and target time as a small SVG line
+  // chart (our own drawing: no chart library), its worst hours shaded red. Refreshed while open.
+  const SUPERVISION_EVERY_MS = 60000;
+  const CHART = { w: 340, h: 130, left: 34, right: 6, top: 6, bottom: 18 };
+  const supervision = { seq: 0, timer: null, stats: null, history: null, since: null, until: null };
+
+  function statsTable(dimension, groups) {
+    const entries = Object.entries(groups || {}).sort((a, b) => b[1].count - a[1].count || a[0].localeCompare(b[0]));
+    if (!entries.length) return el("p", { class: "muted" }, tr("stats.none"));
+    const seconds = (v) => (v == null ? "" : String(v));
+    const rows = entries.map(([key, g]) => el("tr", {
+      "data-key": key, "data-count": String(g.count), "data-p50": seconds(g.response_s.p50),
+      "data-p90": seconds(g.response_s.p90), "data-mean": seconds(g.response_s.mean),
+    },
+    el("td", {}, label(dimension, key)),
+    el("td", { class: "num" }, String(g.count)),
+    el("td", { class: "num" }, formatDuration(g.response_s.p50)),
+    el("td", { class: "num" }, formatDuration(g.response_s.p90)),
+    el("td", { class: "num" }, formatDuration(g.response_s.mean))));
+    return el("table", { "data-dimension": dimension },
+      el("thead", {}, el("tr", {}, el("th", {}, tr(`stats.${dimension}`)), el("th", { class: "num" }, tr("stats.count")),
+        el("th", { class: "num" }, tr("stats.p50")), el("th", { class: "num" }, tr("stats.p90")),
+        el("th", { class: "num" }, tr("stats.mean")))),
+      el("tbody", {}, ...rows));
+  }
+
+  function renderStats() {
+    const body = supervision.stats;
+    if (!body) return;
+    $("stats-category").replaceChildren(statsTable("category", body.by.category));
+    $("stats-channel").replaceChildren(statsTable("channel", body.by.channel));
+  }
+
+  // The chart: x is time over the asked period, y the covered share of the area (0..100 %); one dot per
+  // point of the answer (a sample, or an hour's average for the longer periods), worst hours as red bands.
+  function coverageChart(body, since, until) {
+    const c = CHART;
+    const span = until - since;
+    const x = (t) => (c.left + ((t - since) / span) * (c.w - c.left - c.right)).toFixed(1);
+    const y = (r) => (c.top + (1 - r) * (c.h - c.top - c.bottom)).toFixed(1);
+    const hourMs = body.bucket === "hour" ? 3600000 : 60000;
+    const worst = (body.worst_hours || []).map((w) => [Date.parse(w.start), w]);
+    const inWorst = (t) => worst.some(([s]) => t >= s && t < s + 3600000);
+    const parts = [];
+    for (const [s, w] of worst) {
+      const pct = Math.round(w.covered_area_ratio.avg * 100);
+      const when = new Date(s).toLocaleString(LOCALE(), { hour12: false, day: "2-digit", month: "2-digit", hour: "2-digit", minute: "2-digit" });
+      parts.push(`<rect class="worst" data-start="${escapeHtml(w.start)}" x="${x(s)}" y="${c.top}" `
+        + `width="${Math.max(1, x(s + 3600000) - x(s)).toFixed(1)}" height="${c.h - c.top - c.bottom}">`
+        + `<title>${escapeHtml(tr("history.worst", when, pct))}</title></rect>`);
+    }
+    for (const r of [0, 0.5, 1]) {
+      parts.push(`<line class="grid" x1="${c.left}" x2="${c.w - c.right}" y1="${y(r)}" y2="${y(r)}"/>`
+        + `<text class="axis" x="${c.left - 3}" y="${Number(y(r)) + 3}" text-anchor="end">${r * 100} %</text>`);
+    }
+    const fmt = (t) => new Date(t).toLocaleString(LOCALE(), { hour12: false, day: "2-digit", month: "2-digit", hour: "2-digit", minute: "2-digit" });
+    parts.push(`<text class="axis" x="${c.left}" y="${c.h - 4}">${escapeHtml(fmt(since))}</text>`
+      + `<text class="axis" x="${c.w - c.right}" y="${c.h - 4}" text-anchor="end">${escapeHtml(fmt(until))}</text>`);
+    const pts = body.points.map((p) => [Date.parse(p.start), p.covered_area_ratio.avg, p]);
+    if (pts.length > 1) {
+      parts.push(`<polyline class="coverage-line" points="${pts.map(([t, r]) => `${x(t + hourMs / 2)},${y(r)}`).join(" ")}"/>`);
+    }
+    for (const [t, r, p] of pts) {
+      parts.push(`<circle class="sample${inWorst(t) ? " worst" : ""}" data-start="${escapeHtml(p.start)}" `
+        + `data-ratio="${r}" cx="${x(t + hourMs / 2)}" cy="${y(r)}" r="1.6"/>`);
+    }
+    return `<svg viewBox="0 0 ${c.w} ${c.h}" width="100%" role="img" aria-label="${escapeHtml(tr("supervision.coverage"))}">`
+      + `${parts.join("")}</svg>`;
+  }
+
+  async function refreshSupervision() {
+    clearTimeout(supervision.timer);
+    supervision.timer = null;
+    if ($("supervision").hidden) return;
+    const seq = ++supervision.seq;
+    const hours = Number($("supervision-period").value);
+    const until = Date.now() + state.clockOffsetMs;
+    const since = until - hours * 3600000;
+    supervision.since = since;
+    supervision.until = until;
+    const period = { since: new Date(since).toISOString(), until: new Date(until).toISOString() };
+    $("supervision").dataset.state = "loading";
+    const layer = $("coverage-layer").value, minutes = $("coverage-minutes").value;
+    const history = new URLSearchParams({ ...period, layer, minutes, bucket: hours > 24 ? "hour" : "minute" });
+    const [stats, hist] = await Promise.allSettled([
+      fetch(`/api/v1/incidents/stats?${new URLSearchParams(period)}`).then(async (r) => {
+        if (!r.ok) throw new Error(await errorText(r));
+        return r.json();
+      }),
+      fetch(`/api/v1/coverage/history?${history}`).then(async (r) => {
+        if (!r.ok) throw new Error(await errorText(r));
+        return r.json();
+      }),
+    ]);
+    if (seq !== supervision.seq) return; // closed or another period meanwhile
+    if (stats.status === "fulfilled") {
+      supervision.stats = stats.value;
+      renderStats();
+      $("supervision-message").textContent = "";
+    } else {
+      supervision.stats = null;
+      $("stats-category").replaceChildren();
+      $("stats-channel").replaceChildren();
+      $("supervision-message").textContent = `${tr("stats.failed")}: ${stats.reason.message}`;
+      $("supervision-message").className = "form-message error";
+    }
+    if (hist.status === "fulfilled") {
+      const body = hist.value;
+      supervision.history = body;
+      $("coverage-chart").innerHTML = body.points.length ? coverageChart(body, since, until) : "";
+      $("coverage-history-note").textContent = body.points.length
+        ? tr("history.note", tr(`layer.${layer}`).toLowerCase(), minutes, body.points.length, body.worst_hours.length)
+        : tr("history.none");
+    } else {
+      supervision.history = null;
+      $("coverage-chart").replaceChildren();
+      $("coverage-history-note").textContent = `${tr("history.failed")}: ${hist.reason.message}`;
+    }
+    $("supervision").dataset.state = stats.status === "fulfilled" && hist.status === "fulfilled" ? "ok" : "error";
+    supervision.timer = setTimeout(refreshSupervision, SUPERVISION_EVERY_MS);
+  }
+
+  function toggleSupervision(open = $("supervision").hidden) {
+    $("supervision").hidden = !open;
+    $("supervision-toggle").setAttribute("aria-expanded", String(open));
+    if (open) {
+      refreshSupervision();
+    } else {
+      supervision.seq += 1;
+      clearTimeout(supervision.timer);
+      $("supervision").dataset.state = "off";
+    }
+  }
+  $("supervision-toggle").addEventListener("click", () => toggleSupervision());
+  $("supervision-close").addEventListener("click", () => toggleSupervision(false));
+  $("supervision-period").addEventListener("change", refreshSupervision);
+
+  // ----- keyboard shortcuts for the radio operator ----------------------------------------------------
+  // N new incident (at the last click, else the map centre), 1–5 choose a ranked unit, A assign the chosen
+  // one (the top-ranked by default), / search units, Esc close panels, ? this list. Never while the operator
+  // types in a field (there Esc only leaves the field), and never with Ctrl/Alt/Meta (the browser's own).
+  function typing(node) {
+    if (!node || node === document.body) return false;
+    const tag = node.tagName;
+    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || node.isContentEditable;
+  }
+
+  function toggleShortcuts(open = $("shortcuts").hidden) {
+    $("shortcuts").hidden = !open;
+    $("shortcuts-toggle").setAttribute("aria-expanded", String(open));
+  }
+
+  function chooseRanked(i) {
+    const rows = document.querySelectorAll("#nearest tbody tr");
+    if (!state.pick || i >= rows.length) return false;
+    state.pick.chosen = i;
+    rows.forEach((row, k) => {
+      row.classList.toggle("chosen", k === i);
+      row.setAttribute("aria-selected", String(k === i));
+    });
+    return true;
+  }
+
+  function assignChosen() {
+    if (!state.pick) return false;
+    const button = document.querySelectorAll("#nearest tbody tr button.assign")[state.pick.chosen || 0];
+    if (!button || button.disabled) return false;
+    button.click();
+    return true;
+  }
+
+  function newIncidentHere() {
+    const [lat, lon] = state.lastClick || [map.getCenter().lat, map.getCenter().lng];
+    pickPoint(lat, lon);
+    $("f-category").focus();
+    return true;
+  }
+
+  function closePanels() {
+    map.closePopup();
+    if (!$("dispatch").hidden) clearPick();
+    if (!$("track").hidden) closeTrack();
+    if (!$("supervision").hidden) toggleSupervision(false);
+    toggleShortcuts(false);
+    return true;
+  }
+
+  const SHORTCUTS = {
+    n: newIncidentHere,
+    a: assignChosen,
+    "/": () => { $("unit-filter").focus(); return true; },
+    "?": () => { toggleShortcuts(); return true; },
+    Escape: closePanels,
+  };
+
+  document.addEventListener("keydown", (ev) => {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.isComposing) return;
+    if (typing(ev.target)) {
+      if (ev.key === "Escape") ev.target.blur();
+      return;
+    }
+    const key = ev.key.length === 1 ? ev.key.toLowerCase() : ev.key;
+    let done = false;
+    if (/^[1-5]$/.test(key)) done = chooseRanked(Number(key) - 1);
+    else if (SHORTCUTS[key]) done = SHORTCUTS[key]();
+    if (done) ev.preventDefault(); // "/" must not land in the search box it focuses
+  });
+  $("shortcuts-toggle").addEventListener("click", () => toggleShortcuts());
+  $("shortcuts-close").addEventListener("click", () => toggleShortcuts(false));
+
+  // ----- language: ES (default) or EN, remembered in this browser ------------------------------------
+  // Switching re-labels the page in place (static texts, selects, lists, legend, open cards); the live
+  // feed and whatever the operator was doing stay as they are.
+  function applyTexts() {
+    document.documentElement.lang = lang;
+    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = tr(node.dataset.i18n);
+    for (const node of document.querySelectorAll("[data-i18n-aria]")) node.setAttribute("aria-label", tr(node.dataset.i18nAria));
+    for (const node of document.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = tr(node.dataset.i18nPlaceholder);
+    for (const b of document.querySelectorAll(".lang-switch button")) b.setAttribute("aria-pressed", String(b.dataset.lang === lang));
+  }
+
+  function setLanguage(next) {
+    if (!LANGS[next]) return;
+    lang = next;
+    try { localStorage.setItem(LANG_KEY, lang); } catch (_) { /* storage blocked: this page only */ }
+    useLabels();
+    applyTexts();
+    for (const [id, table] of [["f-category", "category"], ["f-channel", "channel"], ["f-priority", "priority"]]) {
+      fillSelect(id, table, $(id).value);
+    }
+    setConnection(state.connection);
+    state.listDirty = true;
+    renderUnitPanel();
+    renderIncidentPanel();
+    for (const entry of state.units.values()) { entry.iconKey = ""; renderUnit(entry); } // marker labels
+    legend.remove();
+    legend.addTo(map);
+    if (!$("dispatch").hidden && state.pick) pickPoint(state.pick.lat, state.pick.lon, state.pick.incident);
+    if (!$("supervision").hidden) refreshSupervision();
+    if (coverageOn()) refreshCoverage();
+    refreshAirspace();
+    airspaceControl.remove();
+    airspaceControl = L.control.layers(null, { [tr("airspace.layer")]: airspaceLayer }, { position: "topright" }).addTo(map);
+    if (sortiesOn()) showSortieTarget();
+    if (sorties.plan) renderSortieSummary(sorties.plan); // the drawn routes keep their tooltips until the next plan
+    const offline = document.querySelector(".tiles-offline");
+    if (offline) offline.textContent = tr("tiles.offline");
+    if (track.timer) $("track-play").textContent = tr("track.pause");
+    else $("track-play").textContent = tr("track.play");
+    document.dispatchEvent(new CustomEvent("serenazgo:language", { detail: lang }));
+  }
+  for (const b of document.querySelectorAll(".lang-switch button")) {
+    b.addEventListener("click", () => setLanguage(b.dataset.lang));
+  }
+
   // ----- legend, timers, start -------------------------------------------------------------------
   const legend = L.control({ position: "bottomright" });
   legend.onAdd = () => {
-    const node = el("div", { class: "legend", role: "note", "aria-label": "Leyenda" });
+    const node = el("div", { class: "legend", role: "note", "aria-label": tr("legend") });
     const kinds = Object.keys(LABELS.kind).map((k) =>
       `<div>${shapeSvg(k, KIND_COLOUR[k], KIND_COLOUR[k], 16, 1)}${escapeHtml(label("kind", k))}</div>`).join("");
     const rings = STATUS_ORDER.map((s) =>
@@ -1317,14 +2026,17 @@
     renderUnitPanel();
   }, LIST_EVERY_MS);
   setInterval(() => {
-    $("clock").textContent = new Date(Date.now() + state.clockOffsetMs).toLocaleTimeString("es-PE", { hour12: false });
+    $("clock").textContent = new Date(Date.now() + state.clockOffsetMs).toLocaleTimeString(LOCALE(), { hour12: false });
   }, 1000);
 
+  applyTexts();
   connect();
 
   // A read-only handle for tests and for the browser console.
   window.serenazgo = {
     state, map, pickPoint, fitUnits, refreshFreshness, refreshCoverage, refreshAirspace, refreshDrones, airspace,
     airspaceLayer, LABELS, sorties, sortieLayer, planSorties, clearSorties, loadSortieDocks,
+    track, trackLayer, openTrack, closeTrack, setTrackTime, supervision, refreshSupervision, toggleSupervision,
+    setLanguage, language: () => lang, selectIncident,
   };
 })();

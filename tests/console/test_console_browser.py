@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,11 @@ from playwright.sync_api import Browser, Page, Route
 from pyproj import Geod
 
 from mqtt_bridge.simulator import encode, register_units
-from tests.api.live_stack import LiveStack, native_ping, start_stack
+from tests.api.live_stack import LiveStack, native_ping
 from tests.fixtures.mosquitto import publish_qos1
 from tests.mqtt_bridge.ingest_rig import IngestRig
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE
-from tracker.dispatch import Dispatcher
-from tracker.incidents import IncidentService
 from tracker.model import Unit, UnitKind
 from tracker.simulation import FleetSimulation
 
@@ -48,47 +46,14 @@ GEOD = Geod(ellps="WGS84")
 # ----- fixtures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def make_stack(ingest: IngestRig) -> Iterator[Callable[[], LiveStack]]:
-    """The full stack: bridge, hub, Dispatcher and IncidentService, app in uvicorn."""
-    stacks: list[LiveStack] = []
+def open_console(browser: Browser, url: str, prepare: Callable[[Page], None] | None = None) -> Page:
+    """A 1366×768 page on the console; requests that are not to the app are aborted (offline).
 
-    if not hasattr(Dispatcher, "nearest"):
-        pytest.fail("the Dispatcher (tracker/dispatch.py) is still a placeholder")
-
-    async def services(stack: LiveStack) -> None:
-        ctx = stack.ctx
-        settings = ctx.settings
-        dispatcher = Dispatcher(ctx.fleet, eta=settings.dispatch.eta, thresholds=settings.freshness)
-        ctx.dispatcher = dispatcher
-        stack.stoppers.append(_async(dispatcher.close))
-        incidents = IncidentService(
-            ctx.conninfo, ctx.fleet, settings.dispatch, recommend=dispatcher.nearest, feed=stack.hub
-        )
-        await incidents.start()
-        ctx.incidents = incidents
-        stack.stoppers.append(incidents.stop)
-
-    def make() -> LiveStack:
-        stack = start_stack(ingest, services=services)
-        stacks.append(stack)
-        return stack
-
-    yield make
-    for stack in stacks:
-        stack.stop()
-
-
-def _async(fn: Callable[[], Any]) -> Callable[[], Any]:
-    async def call() -> None:
-        fn()
-
-    return call
-
-
-def open_console(browser: Browser, url: str) -> Page:
-    """A 1366×768 page on the console; requests that are not to the app are aborted (offline)."""
+    ``prepare(page)`` runs before the page loads (routes of its own, e.g. over the live feed).
+    """
     page = browser.new_page(viewport={"width": 1366, "height": 768}, locale="es-PE")
+    if prepare is not None:
+        prepare(page)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.context.set_default_timeout(WAIT_MS)

@@ -36,6 +36,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -82,6 +83,8 @@ INCIDENT_CSV_COLUMNS = (
     "released_at",
     "release_reason",
 )
+# What reading a damaged member raises: a CRC mismatch, a broken deflate stream, a truncated file.
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError)
 # A manifest larger than this is not one of ours (it lists eight files); refuse before parsing it.
 MAX_MANIFEST_BYTES = 1 << 20
 
@@ -381,7 +384,7 @@ def verify_package(data: bytes, public_key: Ed25519PublicKey | None = None) -> V
     result = Verification(key_source="embedded" if public_key is None else "given")
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
         result.problems.append(f"not a ZIP package ({exc})")
         return result
     with zf:
@@ -397,7 +400,7 @@ def verify_package(data: bytes, public_key: Ed25519PublicKey | None = None) -> V
         try:
             manifest_bytes = _read_member(zf, MANIFEST, MAX_MANIFEST_BYTES)
             signature = _read_member(zf, SIGNATURE, 64)
-        except (zipfile.BadZipFile, EvidenceError) as exc:
+        except (*_DAMAGED, EvidenceError) as exc:
             result.problems.append(f"cannot read the manifest or signature: {exc}")
             return result
         _check_signature(result, manifest_bytes, signature, public_key)
@@ -471,7 +474,7 @@ def _check_files(
             # Read at most one byte past the listed size: a longer member is already a mismatch.
             with zf.open(name) as fh:
                 body = fh.read(size + 1)
-        except zipfile.BadZipFile as exc:
+        except _DAMAGED as exc:
             result.problems.append(f"{name}: damaged inside the ZIP ({exc})")
             continue
         actual_size = zf.getinfo(name).file_size

@@ -583,8 +583,8 @@ def evidence_export(
     from fastapi import HTTPException
 
     from api.routes.tracks import MAX_POINTS, resolve_window
-    from tracker.evidence_key import installation_id, load_signing_key, software_version
-    from tracker.store.evidence import ExportRequest, export_evidence
+    from tracker.evidence_key import load_signing_key
+    from tracker.store.evidence import ExportRequest, export_signed
 
     settings = _settings()
     if not by.strip():
@@ -613,15 +613,7 @@ def evidence_export(
                 import psycopg
 
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                    return await export_evidence(
-                        conn,
-                        request,
-                        key.key,
-                        installation_id=installation_id(settings, key),
-                        installation_name=settings.evidence.installation_name,
-                        software_version=software_version(),
-                        now=now,
-                    )
+                    return await export_signed(conn, request, settings, key, now)
 
             return asyncio.run(main())
 

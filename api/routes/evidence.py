@@ -20,11 +20,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 
 from api.deps import Context, Pool
-from api.routes.tracks import MAX_POINTS, resolve_window
+from api.routes.tracks import MAX_POINTS, EndQuery, StartQuery, resolve_window
 from api.schemas import Problem
 from tracker.errors import UnitNotFoundError
-from tracker.evidence_key import installation_id, load_signing_key, software_version
-from tracker.store.evidence import ExportRequest, TooManyPointsError, export_evidence
+from tracker.evidence_key import load_signing_key
+from tracker.store.evidence import ExportRequest, TooManyPointsError, export_signed
 
 router = APIRouter(prefix="/api/v1/units", tags=["evidence"])
 
@@ -47,12 +47,8 @@ async def get_evidence(
     request: Request,
     ctx: Context,
     pool: Pool,
-    start: Annotated[
-        datetime | None, Query(description="ISO-8601; default: end - 24 h (UTC if no offset)")
-    ] = None,
-    end: Annotated[
-        datetime | None, Query(description="ISO-8601, exclusive; default: now, or start + 24 h")
-    ] = None,
+    start: StartQuery = None,
+    end: EndQuery = None,
     include_outliers: Annotated[
         bool,
         Query(
@@ -86,15 +82,7 @@ async def get_evidence(
         max_points=MAX_POINTS,
     )
     try:
-        package = await export_evidence(
-            pool,
-            req,
-            key.key,
-            installation_id=installation_id(settings, key),
-            installation_name=settings.evidence.installation_name,
-            software_version=software_version(),
-            now=now,
-        )
+        package = await export_signed(pool, req, settings, key, now)
     except UnitNotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except TooManyPointsError as exc:

@@ -9,25 +9,19 @@ import stat
 import subprocess
 import sys
 import zipfile
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 from lxml import etree
 
-from api.app import create_app
-from api.context import ApiContext
 from tests.api.conftest import Api
 from tracker.batch import IngestBatch
 from tracker.config import Settings
 from tracker.evidence import verify_package
 from tracker.evidence_key import load_signing_key
-from tracker.fleet import LiveFleet
 from tracker.model import Ping, PingFlag, Source, Unit, UnitKind
-from tracker.registry import UnitRegistry
 from tracker.store.units import create_unit_sync
 from tracker.store.writer import PositionWriter
 
@@ -94,20 +88,10 @@ def stored(pg_url: str) -> None:
 
 
 @pytest.fixture
-async def api(pg_url: str, tmp_path: Path) -> AsyncIterator[Api]:
-    """The app on the test database, with its data folder (and so its signing key) under tmp_path."""
-    ctx = ApiContext(
-        settings=Settings(database_url=pg_url, data_dir=tmp_path / "data"),
-        conninfo=pg_url,
-        registry=UnitRegistry(),
-        fleet=LiveFleet(),
-        pool_max_size=4,
-    )
-    app = create_app(ctx)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://serenazgo.test") as client:
-            yield Api(client, ctx)
+def api(api: Api, tmp_path: Path) -> Api:
+    """The app of tests/api/conftest.py, with its data folder (and so its signing key) under tmp_path."""
+    api.ctx.settings = api.ctx.settings.model_copy(update={"data_dir": tmp_path / "data"})
+    return api
 
 
 def window(**extra: str) -> dict[str, str]:

@@ -422,7 +422,7 @@ def test_key_is_created_once_with_mode_0600_and_reused(tmp_path) -> None:
     assert stat.S_IMODE(first.path.parent.stat().st_mode) == 0o700
     assert first.public_path is not None
     assert first.public_path.read_text() == public_key_pem(first.key.public_key())
-    assert "PRIVATE" not in repr(first)
+    assert repr(first) == f"SigningKey(path={first.path}, fingerprint={first.fingerprint}, created=True)"
     second = load_signing_key(settings)
     assert not second.created
     assert second.fingerprint == first.fingerprint

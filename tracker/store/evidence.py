@@ -9,6 +9,7 @@ from datetime import datetime
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import IsolationLevel
 
+from tracker.config import Settings
 from tracker.errors import SerenazgoError
 from tracker.evidence import (
     AttendedIncident,
@@ -18,6 +19,7 @@ from tracker.evidence import (
     fingerprint,
     sha256_hex,
 )
+from tracker.evidence_key import SigningKey, installation_id, software_version
 from tracker.store import queries
 from tracker.store import units as unit_store
 from tracker.store.incidents import insert_audit
@@ -152,3 +154,18 @@ async def export_evidence(
         finally:
             await conn.set_isolation_level(conn_level)
     return package
+
+
+async def export_signed(
+    db: AsyncDb, request: ExportRequest, settings: Settings, key: SigningKey, now: datetime
+) -> EvidencePackage:
+    """:func:`export_evidence` signed with the installation's key and named as its settings say."""
+    return await export_evidence(
+        db,
+        request,
+        key.key,
+        installation_id=installation_id(settings, key),
+        installation_name=settings.evidence.installation_name,
+        software_version=software_version(),
+        now=now,
+    )

@@ -18,6 +18,7 @@ from api.routes import (
     dispatch,
     drones,
     events,
+    evidence,
     geofences,
     health,
     incidents,
@@ -67,7 +68,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     routes = (
         units, tracks, live, sorties, drones, dispatch, coverage, coverage_history, incidents, geofences,
-        airspace, events, ws, health, console,
+        airspace, events, evidence, ws, health, console,
     )  # fmt: skip
     for module in routes:
         app.include_router(module.router)

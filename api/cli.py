@@ -1,4 +1,4 @@
-"""The ``serenazgo`` command line: ``up``, ``simulate``, ``bridge``, ``mavlink-gateway|sim``, ``db …``."""
+"""The ``serenazgo`` command line: ``up``, ``simulate``, ``bridge``, ``mavlink-*``, ``db``, ``evidence``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from drones.mavlink_gateway import GatewayStats
     from geo.area import Area
     from mqtt_bridge.simulator import PublishStats
+    from tracker.evidence import EvidencePackage
     from tracker.simulation import FleetSimulation
 
 T = TypeVar("T")
@@ -38,6 +40,11 @@ db_app = typer.Typer(
     help="Database schema: apply migrations, show their status, print the DDL.", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
+evidence_app = typer.Typer(
+    help="Signed evidence exports: show the signing key, export a unit's track, verify a package.",
+    no_args_is_help=True,
+)
+app.add_typer(evidence_app, name="evidence")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -521,6 +528,158 @@ def db_schema(
     from tracker.store.schema import schema_sql
 
     sys.stdout.write(schema_sql(timescale))
+
+
+@evidence_app.command("key")
+def evidence_key() -> None:
+    """Print the signing key's fingerprint and public key (creating the key under the data folder if absent).
+
+    Publish the fingerprint (SHA-256 of the raw Ed25519 public key) so that whoever
+    receives a package can check it was signed by this installation.
+    """
+    from tracker.evidence import public_key_pem
+    from tracker.evidence_key import installation_id, load_signing_key
+
+    settings = _settings()
+    with _friendly_errors():
+        key = load_signing_key(settings)
+    if key.created:
+        err_console.print(f"generated a new signing key: {key.path} (mode 0600; keep a backup of it)")
+    console.print(f"installation: {installation_id(settings, key)} ({settings.evidence.installation_name})")
+    console.print(f"private key:  {key.path}")
+    if key.public_path is not None:
+        console.print(f"public key:   {key.public_path}")
+    console.print(f"fingerprint:  [bold]{key.fingerprint}[/bold]")
+    sys.stdout.write(public_key_pem(key.key.public_key()))
+
+
+def _parse_time(value: str, option: str) -> datetime:
+    """An ISO-8601 time from the command line (UTC when it has no offset); exit 2 saying what to give."""
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        err_console.print(
+            f"[bold red]error:[/bold red] {option} {value!r} is not an ISO-8601 time (2024-05-06T09:30Z)"
+        )
+        raise typer.Exit(2) from None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+@evidence_app.command("export")
+def evidence_export(
+    unit: Annotated[str, typer.Argument(help="the unit's id")],
+    start: Annotated[str, typer.Option(help="ISO-8601 start of the window (UTC if no offset)")],
+    end: Annotated[
+        str, typer.Option(help="ISO-8601 end of the window, exclusive (at most 7 days after start)")
+    ],
+    out: Annotated[Path, typer.Option(help="where to write the ZIP package")],
+    by: Annotated[str, typer.Option(help="who exports (name or badge): in the manifest and the audit log")],
+    outliers: Annotated[
+        bool, typer.Option("--outliers/--no-outliers", help="include fixes the filters judged OUTLIER")
+    ] = True,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Export a unit's track and attended incidents over a window as a signed package (audited)."""
+    from fastapi import HTTPException
+
+    from api.routes.tracks import MAX_POINTS, resolve_window
+    from tracker.evidence_key import load_signing_key
+    from tracker.store.evidence import ExportRequest, export_signed
+
+    settings = _settings()
+    if not by.strip():
+        err_console.print("[bold red]error:[/bold red] --by must name who exports")
+        raise typer.Exit(2)
+    now = datetime.now(UTC)
+    try:
+        window = resolve_window(_parse_time(start, "--start"), _parse_time(end, "--end"), now)
+    except HTTPException as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc.detail}")
+        raise typer.Exit(2) from exc
+    with _friendly_errors():
+        key = load_signing_key(settings)
+        request = ExportRequest(
+            unit_id=unit,
+            start=window[0],
+            end=window[1],
+            include_outliers=outliers,
+            exported_by=by.strip(),
+            origin="cli",
+            max_points=MAX_POINTS,
+        )
+
+        def run(url: str) -> EvidencePackage:
+            async def main() -> EvidencePackage:
+                import psycopg
+
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    return await export_signed(conn, request, settings, key, now)
+
+            return asyncio.run(main())
+
+        package = _with_database(_database_url(database_url, settings), "export", run)
+    out.write_bytes(package.data)
+    counts = package.manifest["counts"]
+    console.print(
+        f"wrote {out} ({len(package.data)} bytes): {counts['track_points']} fixes, "
+        f"{counts['incidents']} incident assignments, signed by {key.fingerprint}"
+    )
+
+
+@evidence_app.command("verify")
+def evidence_verify(
+    file: Annotated[Path, typer.Argument(help="the evidence package (ZIP)")],
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="the municipality's published public key (PEM); default: the one in the manifest"),
+    ] = None,
+) -> None:
+    """Check a package: its signature, every file's size and SHA-256, nothing missing or added.
+
+    Exit 0 and VALID when all holds; 1 and INVALID with each failure otherwise;
+    2 when the file or the key cannot be read.
+    """
+    from tracker.evidence import EvidenceError, load_public_key, verify_package
+
+    try:
+        data = file.read_bytes()
+        given = load_public_key(public_key.read_bytes()) if public_key is not None else None
+    except (OSError, EvidenceError) as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}")
+        raise typer.Exit(2) from exc
+    result = verify_package(data, given)
+    m = result.manifest or {}
+    table = Table(show_header=False, box=None)
+    table.add_row("package", str(file))
+    if result.fingerprint:
+        table.add_row(f"key ({result.key_source})", result.fingerprint)
+    if result.embedded_fingerprint and result.embedded_fingerprint != result.fingerprint:
+        table.add_row("key in the manifest", result.embedded_fingerprint)
+    if m:
+        inst, unit, window = m.get("installation", {}), m.get("unit", {}), m.get("window", {})
+        table.add_row("installation", f"{inst.get('id', '?')} ({inst.get('name', '?')})")
+        table.add_row("unit", f"{unit.get('unit_id', '?')} {unit.get('callsign', '')}".strip())
+        table.add_row("window", f"{window.get('start', '?')} .. {window.get('end', '?')} (end exclusive)")
+        table.add_row("exported", f"{m.get('exported_at', '?')} by {m.get('exported_by', '?')}")
+        table.add_row(
+            "software",
+            f"{m.get('software', {}).get('name', '?')} {m.get('software', {}).get('version', '?')}",
+        )
+    console.print(table)
+    for name, size, digest in result.files:
+        console.print(f"  [green]ok[/green] {name}  {size} bytes  sha256 {digest}")
+    if result.valid:
+        console.print(
+            f"[bold green]VALID[/bold green]: the signature verifies and all {len(result.files)} files match "
+            "the manifest. Compare the key fingerprint above with the one the municipality publishes."
+        )
+        return
+    for problem in result.problems:
+        console.print(f"  [bold red]FAIL[/bold red] {problem}")
+    console.print(
+        f"[bold red]INVALID[/bold red]: {len(result.problems)} problem(s); do not rely on this package."
+    )
+    raise typer.Exit(1)
 
 
 @app.command()

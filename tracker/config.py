@@ -251,6 +251,18 @@ class DroneSettings(BaseModel):
     airspace: Path | None = None  # GeoJSON of restricted zones (floor/ceiling) loaded at start (optional)
 
 
+class EvidenceSettings(BaseModel):
+    """Signed evidence exports (``SERENAZGO_EVIDENCE__*``), see :mod:`tracker.evidence`."""
+
+    # The installation's Ed25519 private key (PEM, unencrypted PKCS#8). None: ``evidence/ed25519.key``
+    # under data_dir, generated on first use (mode 0600) with its public key beside it.
+    key_file: Path | None = None
+    # Named in every manifest so a verifier knows which security centre signed it. An empty id is
+    # derived from the key's fingerprint (stable for as long as the key is).
+    installation_id: str = Field(default="", max_length=128)
+    installation_name: str = Field(default="serenazgo", max_length=200)
+
+
 class Settings(BaseSettings):
     """All settings; each field is ``SERENAZGO_<NAME>`` in the environment."""
 
@@ -283,6 +295,7 @@ class Settings(BaseSettings):
     coverage_history: CoverageHistorySettings = Field(default_factory=CoverageHistorySettings)
     coverage: CoverageSettings = Field(default_factory=CoverageSettings)
     drones: DroneSettings = Field(default_factory=DroneSettings)
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
 
     @field_validator("batch_max", "receive_maximum")
     @classmethod

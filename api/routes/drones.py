@@ -19,7 +19,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from api.context import ApiContext
 from api.deps import Context, Pool
-from api.formats import _num, iso_z
+from api.formats import iso_z, num
 from api.routes.tracks import resolve_window
 from api.schemas import Problem
 from drones.alerts import squadron_model, watched
@@ -58,7 +58,7 @@ def _value(v: object) -> object:
     if isinstance(v, StrEnum):
         return str(v)
     if isinstance(v, float):
-        return _num(v, 7)
+        return num(v, 7)
     return v
 
 
@@ -89,15 +89,15 @@ def _endurance_json(e: Endurance) -> dict[str, Any]:
             "reserve": p.reserve,
             "usable_s": round(p.usable_s, 1),
         },
-        "endurance_s": _num(e.endurance_s, 1),
+        "endurance_s": num(e.endurance_s, 1),
         "limited_by": e.limited_by,
-        "remaining_s": _num(e.remaining_s, 1),
-        "reserve_s": _num(e.reserve_s, 1),
-        "usable_remaining_s": _num(e.usable_remaining_s, 1),
-        "distance_home_m": _num(e.distance_home_m, 1),
-        "time_home_s": _num(e.time_home_s, 1),
-        "return_margin_s": _num(e.margin_s, 1),
-        "range_m": _num(e.range_m, 1),
+        "remaining_s": num(e.remaining_s, 1),
+        "reserve_s": num(e.reserve_s, 1),
+        "usable_remaining_s": num(e.usable_remaining_s, 1),
+        "distance_home_m": num(e.distance_home_m, 1),
+        "time_home_s": num(e.time_home_s, 1),
+        "return_margin_s": num(e.margin_s, 1),
+        "range_m": num(e.range_m, 1),
         "landing_s": e.landing_s,
     }
 
@@ -113,8 +113,8 @@ def drone_json(ctx: ApiContext, state: UnitState, e: Endurance, now: datetime) -
             "lon": round(fix.lon, 7),
             "ts": iso_z(fix.ts),
             "age_s": round(max((now - fix.ts).total_seconds(), 0.0), 1),
-            "speed_mps": _num(fix.speed, 2),
-            "heading": _num(fix.heading, 1),
+            "speed_mps": num(fix.speed, 2),
+            "heading": num(fix.heading, 1),
         }
     telemetry = None
     if tel is not None:

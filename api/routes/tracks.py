@@ -23,6 +23,11 @@ MAX_WINDOW = timedelta(days=7)
 MAX_POINTS = 200_000  # a drone reporting every 2 s for 4.6 days; beyond this, ask for a shorter window
 
 
+# The window parameters, shared with the evidence route (same defaults, same checks in resolve_window).
+StartQuery = Annotated[datetime | None, Query(description="ISO-8601; default: end - 24 h (UTC if no offset)")]
+EndQuery = Annotated[datetime | None, Query(description="ISO-8601, exclusive; default: now, or start + 24 h")]
+
+
 class TrackFormat(StrEnum):
     """Output format of a track."""
 
@@ -108,12 +113,8 @@ def resolve_window(
 async def get_track(
     unit_id: str,
     pool: Pool,
-    start: Annotated[
-        datetime | None, Query(description="ISO-8601; default: end - 24 h (UTC if no offset)")
-    ] = None,
-    end: Annotated[
-        datetime | None, Query(description="ISO-8601, exclusive; default: now, or start + 24 h")
-    ] = None,
+    start: StartQuery = None,
+    end: EndQuery = None,
     format: Annotated[TrackFormat, Query(description="geojson, csv or gpx")] = TrackFormat.GEOJSON,
     include_outliers: Annotated[
         bool, Query(description="include fixes the filters judged OUTLIER (spikes); excluded by default")

@@ -199,9 +199,15 @@ def _name(value: str | None, what: str) -> str | JSONResponse:
     return value
 
 
-@router.api_route("/osmand", methods=["GET", "POST"], summary="OsmAnd / Traccar Client position")
-async def ingest_osmand(request: Request) -> Response:
+@router.get("/osmand", summary="OsmAnd / Traccar Client position (query string)")
+async def ingest_osmand_get(request: Request) -> Response:
     """One position from Traccar Client or any OsmAnd-protocol device; 200 once stored."""
+    return await osmand(request)
+
+
+@router.post("/osmand", summary="OsmAnd / Traccar Client position (query, form or JSON body)")
+async def ingest_osmand_post(request: Request) -> Response:
+    """One position (form or Traccar Client's JSON body); 200 once stored."""
     return await osmand(request)
 
 

@@ -79,9 +79,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    # Ingest first: Starlette tries routes in order, and phones send far more requests than consoles.
     routes = (
-        units, tracks, live, sorties, drones, dispatch, coverage, coverage_history, incidents, geofences,
-        airspace, events, ws, health, ingest, console,
+        ingest, units, tracks, live, sorties, drones, dispatch, coverage, coverage_history, incidents,
+        geofences, airspace, events, ws, health, console,
     )  # fmt: skip
     for module in routes:
         app.include_router(module.router)

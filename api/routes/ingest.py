@@ -29,7 +29,7 @@ import base64
 import binascii
 import time
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -73,31 +73,41 @@ async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
     return b"".join(chunks)
 
 
-def _token_from(request: Request, form: list[tuple[str, str]] | None) -> str | None:
-    """The device token: Bearer, Basic auth's password, or a ``token`` query/form field."""
-    auth = request.headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    if scheme.lower() == "basic" and value.strip():
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return decoded.partition(":")[2] or None
-    token = request.query_params.get("token")
-    if token is None and form is not None:
-        token = next((v for k, v in form if k == "token"), None)
-    return token or None
+def _split_token(fields: bytes) -> tuple[bytes, str | None]:
+    """URL-encoded ``fields`` without their ``token`` field, and that token (it is never stored)."""
+    if b"token=" not in fields:
+        return fields, None
+    kept: list[bytes] = []
+    token: str | None = None
+    for part in fields.split(b"&"):
+        if part.startswith(b"token="):
+            token = unquote_plus(part[6:].decode("ascii", "replace"))
+        elif part:
+            kept.append(part)
+    return b"&".join(kept), token
 
 
-async def _authenticate(
-    request: Request, ctx: ApiContext, form: list[tuple[str, str]] | None
-) -> str | JSONResponse | None:
+def _token_from(request: Request, given: str | None) -> str | None:
+    """The device token: Bearer, Basic auth's password, else the ``token`` field ``given``."""
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        if scheme.lower() == "basic" and value.strip():
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            return decoded.partition(":")[2] or None
+    return given or None
+
+
+async def _authenticate(request: Request, ctx: ApiContext, given: str | None) -> str | JSONResponse | None:
     """The unit the request's token belongs to; None when auth is off; else a 401 response."""
     if not ctx.settings.ingest_auth:
         return None
-    token = _token_from(request, form)
+    token = _token_from(request, given)
     if token is None:
         return _error(
             401,
@@ -162,29 +172,24 @@ async def osmand(request: Request) -> Response:
     """OsmAnd / Traccar Client: query string, form or JSON body (see the module docstring)."""
     ctx: ApiContext = request.app.state.ctx
     received = time.time()
-    body = await _read_body(request, ctx.settings.max_payload_bytes)
-    if isinstance(body, JSONResponse):
-        return body
-    query = request.url.query
-    form: list[tuple[str, str]] | None = None
-    if body and not _is_json(request, body):
-        try:
-            form = parse_qsl(body.decode("ascii"), keep_blank_values=True, max_num_fields=100)
-        except (UnicodeDecodeError, ValueError):
-            return _error(422, "invalid_form", "the body is neither JSON nor URL-encoded OsmAnd fields")
-    unit_id = await _authenticate(request, ctx, form)
+    body = b""
+    if request.method != "GET":
+        read = await _read_body(request, ctx.settings.max_payload_bytes)
+        if isinstance(read, JSONResponse):
+            return read
+        body = read
+    # The raw query string, parsed once by the codec (Starlette's own parsing would be a second pass).
+    payload, token = _split_token(request.scope.get("query_string", b""))
+    if body:
+        if _is_json(request, body):
+            payload = body
+        else:
+            form, form_token = _split_token(body)
+            token = token or form_token
+            payload = payload + b"&" + form if payload else form
+    unit_id = await _authenticate(request, ctx, token)
     if isinstance(unit_id, JSONResponse):
         return unit_id
-    if body and form is None:
-        payload = body
-    else:
-        fields = parse_qsl(query, keep_blank_values=True) if "token=" in query else None
-        if fields is not None:
-            query = urlencode([(k, v) for k, v in fields if k != "token"])
-        if form:
-            extra = urlencode([(k, v) for k, v in form if k != "token"])
-            query = f"{query}&{extra}" if query else extra
-        payload = query.encode("ascii")
     return await _ingest(ctx, OSMAND_HTTP_TOPIC, payload, received, unit_id, b"")
 
 
@@ -225,7 +230,7 @@ async def ingest_owntracks(request: Request) -> Response:
     body = await _read_body(request, ctx.settings.max_payload_bytes)
     if isinstance(body, JSONResponse):
         return body
-    unit_id = await _authenticate(request, ctx, None)
+    unit_id = await _authenticate(request, ctx, _split_token(request.scope.get("query_string", b""))[1])
     if isinstance(unit_id, JSONResponse):
         return unit_id
     return await _ingest(ctx, f"owntracks/{user}/{device}", body, received, unit_id, _OWNTRACKS_OK)

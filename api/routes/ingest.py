@@ -219,6 +219,11 @@ async def ingest_osmand_post(request: Request) -> Response:
 @router.post("/owntracks", summary="OwnTracks HTTP mode")
 async def ingest_owntracks(request: Request) -> Response:
     """One OwnTracks message (or list) from the app in HTTP mode; ``[]`` once stored."""
+    return await owntracks(request)
+
+
+async def owntracks(request: Request) -> Response:
+    """OwnTracks HTTP mode (see the module docstring)."""
     ctx: ApiContext = request.app.state.ctx
     received = time.time()
     user = _name(request.headers.get("x-limit-u") or request.query_params.get("u"), "user")
@@ -236,6 +241,14 @@ async def ingest_owntracks(request: Request) -> Response:
     return await _ingest(ctx, f"owntracks/{user}/{device}", body, received, unit_id, _OWNTRACKS_OK)
 
 
+def fast_routes() -> list[Route]:
+    """The ingest endpoints as plain Starlette routes (the API puts them before its FastAPI routes)."""
+    return [
+        Route(f"{router.prefix}/osmand", osmand, methods=["GET", "POST"]),
+        Route(f"{router.prefix}/owntracks", owntracks, methods=["POST"]),
+    ]
+
+
 def osmand_app(ctx: ApiContext) -> Starlette:
     """The OsmAnd endpoint alone at ``/``, for the conventional port 5055 (shares ``ctx`` with the API)."""
     app = Starlette(routes=[Route("/", osmand, methods=["GET", "POST"])])
@@ -243,4 +256,4 @@ def osmand_app(ctx: ApiContext) -> Starlette:
     return app
 
 
-__all__ = ["osmand_app", "router"]
+__all__ = ["fast_routes", "osmand_app", "router"]

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from tracker.json_fields import (
     JsonObject,
@@ -89,12 +89,18 @@ def _optional(fields: dict[str, str], *keys: str) -> float | Rejection | None:
 
 def decode_query(text: str, received_at: datetime) -> DecodeResult:
     """Decode OsmAnd query/form fields (``id=…&lat=…``)."""
-    try:
-        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS)
-    except ValueError:
+    # parse_qsl's rules (keep blank values, "+" is a space), without its cost for the common
+    # case of plain fields: only a field with "%" or "+" is unquoted.
+    parts = text.split("&")
+    if len(parts) > MAX_FIELDS:
         return Rejection("too_many_fields", f"more than {MAX_FIELDS} fields: not an OsmAnd request")
     fields: dict[str, str] = {}
-    for key, value in pairs:
+    for part in parts:
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        if "%" in part or "+" in part:
+            key, value = unquote_plus(key), unquote_plus(value)
         fields.setdefault(key, value)  # the first of repeated keys (cell, wifi) is enough here
     raw_id = fields.get("id") or fields.get("deviceid")
     if raw_id is None:

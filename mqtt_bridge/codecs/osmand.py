@@ -28,13 +28,13 @@ Pings come out with ``unit_id=""`` and ``source=Source.OSMAND``; the sender is
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
 from tracker.json_fields import (
     JsonObject,
-    as_float,
     load_json,
     not_an_object,
     optional_float,
@@ -78,12 +78,25 @@ def _query_timestamp(value: str) -> datetime | Rejection:
     return parse_timestamp("timestamp", text)
 
 
+def _number(key: str, text: str) -> float | Rejection:
+    """A query field as a finite float (``float()`` itself: the fields are always text here)."""
+    try:
+        f = float(text)
+    except ValueError:
+        return wrong_type(key, text, "a number")
+    if "_" in text:  # Python's float() takes "1_000"; no client sends it, Java's parser refuses it
+        return wrong_type(key, text, "a number")
+    if not math.isfinite(f):
+        return Rejection("wrong_type", f"field {key!r} must be a finite number, got {show_value(text)}")
+    return f
+
+
 def _optional(fields: dict[str, str], *keys: str) -> float | Rejection | None:
     """The first of ``keys`` present, as a finite float (None when none is)."""
     for key in keys:
         value = fields.get(key)
-        if value is not None and value != "":
-            return as_float(key, value, allow_string=True)
+        if value:
+            return _number(key, value)
     return None
 
 
@@ -116,10 +129,10 @@ def decode_query(text: str, received_at: datetime) -> DecodeResult:
     for key in ("lat", "lon"):
         if not fields.get(key):
             return Rejection("missing_field", f"required field {key!r} is missing")
-    lat = as_float("lat", fields["lat"], allow_string=True)
+    lat = _number("lat", fields["lat"])
     if isinstance(lat, Rejection):
         return lat
-    lon = as_float("lon", fields["lon"], allow_string=True)
+    lon = _number("lon", fields["lon"])
     if isinstance(lon, Rejection):
         return lon
     if fields.get("valid", "").lower() in _FALSE:

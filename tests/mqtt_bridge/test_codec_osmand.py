@@ -9,8 +9,11 @@ protocol's units: knots are 1852 m per hour, battery levels 0..1 are fractions.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mqtt_bridge.codecs import OSMAND_HTTP_TOPIC, decode_message
 from tracker.model import Decoded, DeviceRef, PingFlag, Rejection, Source
@@ -131,3 +134,32 @@ def test_broken_requests_are_rejections_with_a_reason(payload: bytes, reason: st
     assert isinstance(res, Rejection), res
     assert res.reason == reason
     assert res.detail
+
+
+@pytest.mark.parametrize("text", ["NaN", "nan", "inf", "-Infinity", "1e400", "0x1A", "1,5", "1_000", ""])
+def test_odd_numbers_are_wrong_type_or_missing(text: str) -> None:
+    res = decode_message(OSMAND_HTTP_TOPIC, f"id=1&lat={text}&lon=2".encode(), NOW)
+    assert isinstance(res, Rejection)
+    assert res.reason == ("missing_field" if text == "" else "wrong_type")
+
+
+_FIELD = st.sampled_from(["id", "deviceid", "lat", "lon", "location", "timestamp", "speed", "bearing",
+                          "heading", "altitude", "accuracy", "batt", "valid", "token", "x"])  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_FIELD, st.text(max_size=30)))
+def test_any_fields_decode_to_a_value(fields: dict[str, str]) -> None:
+    payload = urlencode(fields).encode()
+    res = decode_message(OSMAND_HTTP_TOPIC, payload, NOW)
+    assert isinstance(res, Decoded | Rejection)
+    if isinstance(res, Rejection):
+        assert res.reason != "internal_error" and res.detail
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_decode_to_a_value(payload: bytes) -> None:
+    res = decode_message(OSMAND_HTTP_TOPIC, payload, NOW)
+    assert isinstance(res, Decoded | Rejection)
+    assert not (isinstance(res, Rejection) and res.reason == "internal_error")

@@ -9,6 +9,7 @@ stored rows are read back with SQL and compared with values worked out by hand.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from api.app import create_app
 from api.cli import app as cli_app
 from api.context import ApiContext
 from api.routes.ingest import osmand_app
+from api.runtime import bind_osmand_socket
 from tests.api.conftest import Api
 from tracker.config import Settings
 from tracker.fleet import LiveFleet
@@ -320,3 +322,14 @@ async def test_database_outage_never_answers_200_for_an_unstored_fix(
         got = rows(server.url, "mov-07")
         assert [r[0] for r in got] == [T0 + timedelta(seconds=i) for i in range(4)]
         assert all(r[8] & int(PingFlag.LATE) == 0 for r in got[:4])
+
+
+def test_a_taken_osmand_port_is_reported_with_the_setting_to_change() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sock, note = bind_osmand_socket("127.0.0.1", port)
+    assert sock is None
+    assert f"port {port}" in note and "SERENAZGO_OSMAND_PORT" in note and "/api/v1/ingest/osmand" in note
+    assert bind_osmand_socket("127.0.0.1", 0) == (None, "off (SERENAZGO_OSMAND_PORT=0)")

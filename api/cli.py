@@ -45,6 +45,8 @@ evidence_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(evidence_app, name="evidence")
+unit_app = typer.Typer(help="Field units: device credentials.", no_args_is_help=True)
+app.add_typer(unit_app, name="unit")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -680,6 +682,32 @@ def evidence_verify(
         f"[bold red]INVALID[/bold red]: {len(result.problems)} problem(s); do not rely on this package."
     )
     raise typer.Exit(1)
+
+
+@unit_app.command("credentials")
+def unit_credentials(
+    unit: Annotated[str, typer.Argument(help="the unit id")],
+    revoke: Annotated[
+        bool, typer.Option("--revoke", help="revoke the unit's token without a new one")
+    ] = False,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Issue a new device token for UNIT (printed once; its previous token stops working).
+
+    Devices send it on HTTP ingest as ``Authorization: Bearer <token>``, as the password
+    of HTTP Basic auth (OwnTracks), or as ``?token=<token>`` in the server URL (Traccar Client).
+    """
+    from tracker.store.credentials import issue_token_sync, revoke_tokens_sync
+
+    url = _database_url(database_url, _settings())
+    with _friendly_errors():
+        if revoke:
+            n = _with_database(url, "revoke the token", lambda c: revoke_tokens_sync(c, unit))
+            console.print(f"revoked {n} token(s) of unit {unit}")
+            return
+        token = _with_database(url, "issue a token", lambda c: issue_token_sync(c, unit))
+    err_console.print(f"new device token of unit {unit} (shown once; any previous one is revoked):")
+    sys.stdout.write(token + "\n")
 
 
 @app.command()

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from api.feed import LiveFeedHub
     from drones.airspace import LiveAirspace
     from drones.endurance import SquadronModel
+    from mqtt_bridge.http_ingest import HttpIngest
     from tracker.coverage import CoverageService
     from tracker.coverage_history import CoverageSampler
     from tracker.dispatch import Dispatcher
@@ -56,3 +57,7 @@ class ApiContext:
     airspace: LiveAirspace | None = None
     # The drones' endurance model (GET /api/v1/drones); None: built from the settings and coverage docks.
     squadron: SquadronModel | None = None
+    # HTTP ingest (OsmAnd, OwnTracks HTTP): started by the app's lifespan when None.
+    http_ingest: HttpIngest | None = None
+    # Device tokens already checked: SHA-256 -> (unit id, monotonic time until which it is trusted).
+    ingest_tokens: dict[bytes, tuple[str, float]] = field(default_factory=dict)

@@ -41,6 +41,7 @@ from api.app import create_app
 from api.context import ApiContext
 from api.demo_dispatch import DemoDispatch
 from api.feed import LiveFeedHub
+from api.routes.ingest import osmand_app
 from drones.airspace import AirspaceZone
 from drones.airspace_file import DEMO_AIRSPACE_FILE, load_airspace_file, store_airspace_file
 from drones.alerts import DroneAlerts, squadron_model
@@ -120,6 +121,27 @@ def bind_api_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def bind_osmand_socket(host: str, port: int) -> tuple[socket.socket | None, str]:
+    """The OsmAnd listener's socket (``SERENAZGO_OSMAND_PORT``), or None and why: never fatal.
+
+    Phones are configured with ``host:5055`` once, so the conventional port is worth
+    serving; when it is taken (a Traccar server on the same machine) the API's own
+    ``/api/v1/ingest/osmand`` still takes the same requests.
+    """
+    if port == 0:
+        return None, "off (SERENAZGO_OSMAND_PORT=0)"
+    fix = (
+        "set SERENAZGO_OSMAND_PORT to a free port (0 = off); "
+        "OsmAnd devices can use /api/v1/ingest/osmand on the API port meanwhile"
+    )
+    try:
+        return bind_api_socket(host, port), ""
+    except ApiPortInUseError:
+        return None, f"not served: port {port} on {host} is in use (a Traccar server?); {fix}"
+    except ConfigError as exc:
+        return None, f"not served: {exc}; {fix}"
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -204,6 +226,9 @@ class Runtime:
     _airspace: list[AirspaceZone] = field(default_factory=list)  # zones of the airspace file, stored at start
     _squadron: SquadronModel | None = None  # the drones' endurance model (profiles, docks as homes)
     _sim_task: asyncio.Task[Any] | None = None
+    _osmand_sock: socket.socket | None = None  # the OsmAnd port's listener (None: off or taken)
+    osmand_url: str = ""
+    osmand_note: str = ""
 
     # ----- signals -----------------------------------------------------------------------
 
@@ -401,6 +426,8 @@ class Runtime:
                 await asyncio.sleep(0.05)
         self.console.print("[green]✓[/green] HTTP API")
         self._api_task = task
+        if self._osmand_sock is not None:
+            await self._start_osmand(ctx, self._osmand_sock)
 
         async def stop() -> None:
             server.should_exit = True
@@ -420,6 +447,29 @@ class Runtime:
         if hub is not None:
             # Stopped before the API, so open WebSockets are closed (1001) instead of holding it up.
             self._push("live feed", hub.stop)
+
+    async def _start_osmand(self, ctx: ApiContext, sock: socket.socket) -> None:
+        """The OsmAnd endpoint at ``/`` on its conventional port (the API's lifespan runs ingest)."""
+        config = uvicorn.Config(
+            osmand_app(ctx), log_level="warning", access_log=False, lifespan="off",
+            timeout_graceful_shutdown=5,
+        )  # fmt: skip
+        server = _Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]), name="OsmAnd listener")
+        while not server.started:
+            if task.done():
+                exc = task.exception() if not task.cancelled() else None
+                raise ConfigError(f"the OsmAnd listener did not start: {exc!r}")
+            await asyncio.sleep(0.05)
+        self.osmand_url = f"http://{_url_host(self.options.host)}:{sock.getsockname()[1]}/"
+        self.console.print("[green]✓[/green] OsmAnd / Traccar Client listener")
+
+        async def stop() -> None:
+            server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError, SystemExit):
+                await task
+
+        self._push("OsmAnd listener", stop)
 
     async def _start_simulator(self) -> None:
         sim = self._simulation
@@ -582,6 +632,9 @@ class Runtime:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._load_coverage_files()
         sock = bind_api_socket(opts.host, opts.port)
+        self._osmand_sock, self.osmand_note = bind_osmand_socket(opts.host, self.settings.osmand_port)
+        if self._osmand_sock is None and self.settings.osmand_port:
+            self.console.print(f"[yellow]OsmAnd port {self.settings.osmand_port}[/yellow] {self.osmand_note}")
         try:
             await self._start_database()
             if self._stop.is_set():
@@ -609,6 +662,8 @@ class Runtime:
             await self._start_api(sock)
         except BaseException:
             sock.close()
+            if self._osmand_sock is not None:
+                self._osmand_sock.close()
             raise
         self.api_url = f"http://{_url_host(opts.host)}:{sock.getsockname()[1]}"
         if opts.demo and not self._stop.is_set():
@@ -646,6 +701,10 @@ class Runtime:
         table.add_row("API", self.api_url)
         table.add_row("docs", f"{self.api_url}/docs")
         table.add_row("live map data", f"{self.api_url}/api/v1/live")
+        table.add_row("OsmAnd / Traccar", self.osmand_url or self.osmand_note)
+        table.add_row("HTTP ingest", f"{self.api_url}/api/v1/ingest/osmand · /api/v1/ingest/owntracks")
+        auth = "required" if self.settings.ingest_auth else "off (SERENAZGO_INGEST_AUTH)"
+        table.add_row("device tokens", auth)
         table.add_row("broker", self.broker_url + ("" if self.settings.mqtt else "  (embedded)"))
         table.add_row(
             "database", _redact(self.conninfo) + ("" if self.settings.database_url else "  (embedded)")
@@ -697,6 +756,7 @@ def run_up(settings: Settings, options: UpOptions, console: Console | None = Non
     )
     if options.demo:
         # Phones and trackers the demo did not register (someone's own OwnTracks) join on their own.
-        settings = settings.model_copy(update={"auto_register": True})
+        # Device tokens are off too: the demo is for trying a phone without issuing credentials.
+        settings = settings.model_copy(update={"auto_register": True, "ingest_auth": False})
     runtime = Runtime(settings, options, console=console)
     return asyncio.run(runtime.run())

@@ -1,8 +1,8 @@
 """``python -m benchmarks``: every benchmark in sequence, each in its own process.
 
-Order: codecs, nearest, writer, storage size, ingest, latency, dispatch_http, placement, coverage,
-mavlink, sorties, console. Each module also runs alone (``python -m benchmarks.bench_ingest``); its
-results land in ``benchmarks/results/<name>.json`` (``<name>.quick.json`` with ``--quick``).
+Order: codecs, nearest, writer, storage size, ingest, latency, dispatch_http, http_ingest, placement,
+coverage, mavlink, sorties, console. Each module also runs alone (``python -m benchmarks.bench_ingest``);
+its results land in ``benchmarks/results/<name>.json`` (``<name>.quick.json`` with ``--quick``).
 A failing benchmark does not stop the others; the exit status says whether all
 of them ran.
 
@@ -25,6 +25,7 @@ BENCHMARKS = {
     "ingest": "benchmarks.bench_ingest",
     "latency": "benchmarks.bench_latency",
     "dispatch_http": "benchmarks.bench_dispatch_http",
+    "http_ingest": "benchmarks.bench_http_ingest",
     "placement": "benchmarks.bench_placement",
     "coverage": "benchmarks.bench_coverage",
     "mavlink": "benchmarks.bench_mavlink",

@@ -14,12 +14,19 @@ request here) became the bottleneck it was meant to measure. Prints one JSON
 line: latencies (s) and error counts.
 
 Run by the benchmark: ``python -m benchmarks._http_load URL RATE SECONDS SEED``.
+
+Closed loop (bench_http_ingest: how many requests/s a server takes): ``python -m
+benchmarks._http_load --closed URL PATHS_FILE CONNECTIONS SECONDS`` sends the
+file's request paths (one a line, each used once, in order) over CONNECTIONS
+keep-alive connections, each sending its next request as soon as the previous
+one is answered, for SECONDS; prints the rate and the answers' status codes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import sys
 import time
@@ -113,8 +120,62 @@ async def run(url: str, rate: float, seconds: float, seed: int) -> dict[str, obj
     return {"latencies_s": latencies, "failures": failures, "answered_with_units": found, "sent": n}
 
 
+async def run_closed(url: str, paths: list[str], connections: int, seconds: float) -> dict[str, object]:
+    """Send ``paths`` (once each, in order) over ``connections`` keep-alive connections for ``seconds``."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    requests = [f"GET {p} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode("ascii") for p in paths]
+    statuses: dict[str, int] = {}
+    failures: dict[str, int] = {}
+    next_index = [0]
+    stop_at = [math.inf]
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        await started.wait()
+        try:
+            while time.perf_counter() < stop_at[0] and next_index[0] < len(requests):
+                i = next_index[0]
+                next_index[0] = i + 1
+                try:
+                    writer.write(requests[i])
+                    status, _ = await _read_response(reader)
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    continue
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+        finally:
+            writer.close()
+
+    started = asyncio.Event()
+    workers = [asyncio.create_task(worker()) for _ in range(connections)]
+    await asyncio.sleep(0.2)  # connections open before the clock starts
+    t0 = time.perf_counter()
+    stop_at[0] = t0 + seconds
+    started.set()
+    await asyncio.gather(*workers)
+    elapsed = time.perf_counter() - t0
+    answered = sum(statuses.values())
+    return {
+        "answered": answered,
+        "seconds": elapsed,
+        "rate": answered / elapsed,
+        "statuses": statuses,
+        "failures": failures,
+        "exhausted": next_index[0] >= len(requests),
+    }
+
+
 def main() -> None:
     """Run the load and print the result as one JSON line."""
+    if sys.argv[1] == "--closed":
+        url, paths_file, connections, seconds = sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+        with open(paths_file) as f:
+            paths = f.read().split()
+        print(json.dumps(asyncio.run(run_closed(url, paths, connections, seconds))), flush=True)
+        return
     url, rate, seconds, seed = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
     print(json.dumps(asyncio.run(run(url, rate, seconds, seed))), flush=True)
 

@@ -38,7 +38,7 @@ from mqtt_bridge.codecs import decode_message
 from tracker.batch import DeadLetter, FlagUpdate, IngestBatch
 from tracker.config import Settings
 from tracker.filters import FilterPipeline
-from tracker.model import Decoded, DroneTelemetry, Ignored, Ping, Rejection, StatusUpdate, Unit
+from tracker.model import Decoded, DecodeResult, DroneTelemetry, Ignored, Ping, Rejection, StatusUpdate, Unit
 from tracker.registry import UnitRegistry
 
 UNKNOWN_UNIT = "unknown_unit"
@@ -127,8 +127,17 @@ class IngestPipeline:
         self.refresh_units = refresh_units
         self.dji = DjiState()  # DJI topology, merged dock OSD and home points, kept between batches
 
-    def run(self, messages: Sequence[RawMessage], now: datetime | None = None) -> PipelineResult:
-        """Decode, resolve and filter ``messages`` into one :class:`PipelineResult`."""
+    def run(
+        self,
+        messages: Sequence[RawMessage],
+        now: datetime | None = None,
+        decoded: Sequence[DecodeResult] | None = None,
+    ) -> PipelineResult:
+        """Decode, resolve and filter ``messages`` into one :class:`PipelineResult`.
+
+        ``decoded``: the messages' codec results when the caller already has them
+        (HTTP ingest decodes each request to authenticate its sender), one per message.
+        """
         result = PipelineResult()
         batch = result.batch
         pings: list[Ping] = batch.pings
@@ -151,11 +160,11 @@ class IngestPipeline:
         fromtimestamp = datetime.fromtimestamp
         received_pings = 0
 
-        for m in messages:
+        for i, m in enumerate(messages):
             topic = m.topic
             payload = m.payload
             received = fromtimestamp(m.received_at, UTC)
-            res = decode_message(topic, payload, received, limit, dji)
+            res = decode_message(topic, payload, received, limit, dji) if decoded is None else decoded[i]
             if type(res) is Decoded:
                 event = res.event
                 if event is not None and event.kind == "lwt" and not res.pings:

@@ -287,6 +287,12 @@ class Settings(BaseSettings):
     # Maximum). It bounds memory when the database stalls.
     receive_maximum: int = 20000
     filters: FilterSettings = Field(default_factory=FilterSettings)
+    # HTTP ingest (api/routes/ingest.py): device tokens checked on every request (off in the demo),
+    # how long a checked token is trusted before it is looked up again (a revocation takes that long),
+    # and the conventional OsmAnd/Traccar Client port served beside the API (0: off).
+    ingest_auth: bool = True
+    ingest_auth_cache_s: float = Field(default=10.0, ge=0)
+    osmand_port: int = Field(default=5055, ge=0, le=65535)
     freshness: dict[UnitKind, FreshnessThresholds] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     events: EventSettings = Field(default_factory=EventSettings)

@@ -24,15 +24,18 @@ from datetime import datetime
 
 from drones import dji
 from drones.dji import DjiState
-from mqtt_bridge.codecs import native, owntracks
+from mqtt_bridge.codecs import native, osmand, owntracks
 from mqtt_bridge.topics import Route, RouteKind, parse_topic
 from tracker.model import DecodeResult, DeviceRef, Ignored, Rejection, Source
 
-__all__ = ["DEFAULT_DJI_STATE", "DEFAULT_MAX_PAYLOAD_BYTES", "decode_message"]
+__all__ = ["DEFAULT_DJI_STATE", "DEFAULT_MAX_PAYLOAD_BYTES", "OSMAND_HTTP_TOPIC", "decode_message"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PAYLOAD_BYTES = 65536
+# The pseudo-topic of an OsmAnd HTTP request (the device id is in the payload, not the topic).
+# Not an MQTT route: the bridge subscribes to nothing under "http/", so only HTTP ingest uses it.
+OSMAND_HTTP_TOPIC = "http/osmand"
 # Topics remembered: a metropolis has ~10,000 units (x2 for status topics). A flood of
 # distinct hostile topics only empties the table, it cannot grow it.
 ROUTE_CACHE_SIZE = 50_000
@@ -113,6 +116,10 @@ def decode_message(
                 f"payload is {size} bytes, over the {max_payload_bytes}-byte limit "
                 "(SERENAZGO_MAX_PAYLOAD_BYTES)",
             )
+        if topic == OSMAND_HTTP_TOPIC:
+            if size == 0:
+                return Rejection("missing_field", "empty OsmAnd request")
+            return osmand.decode(payload, received_at)
         target = _routes.get(topic) or _target(topic)
         if type(target) is not tuple:
             if type(target) is not _DjiTarget:

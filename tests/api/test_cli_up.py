@@ -32,14 +32,16 @@ STOP_TIMEOUT_S = 60.0
 class Up:
     """One ``serenazgo up`` process and what it printed."""
 
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, env_extra: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.broker_port = free_port()
+        self.osmand_port = free_port()  # never the conventional 5055: tests run side by side
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"up-{self.port}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")}
         env.update(SERENAZGO_DATA_DIR=str(data_dir), COLUMNS="200", NO_COLOR="1", TERM="dumb")
+        env.update(SERENAZGO_OSMAND_PORT=str(self.osmand_port), **(env_extra or {}))
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(SERENAZGO), "up", "--port", str(self.port), "--broker-port", str(self.broker_port), *args],
@@ -236,6 +238,27 @@ def test_up_demo_shows_the_simulated_fleet_moving_in(data_dir: Path) -> None:
         assert processes_using(data_dir) == []
     finally:
         up.close()
+
+
+def test_up_serves_traccar_client_on_the_osmand_port(data_dir: Path) -> None:
+    up = Up(data_dir, env_extra={"SERENAZGO_INGEST_AUTH": "false"})
+    try:
+        up.wait_healthy()
+        assert f"http://127.0.0.1:{up.osmand_port}/" in up.output()
+        unit = {"unit_id": "moto-3", "kind": "motorcycle", "external_ids": {"osmand": "48241179"}}
+        assert httpx.post(f"{up.base}/api/v1/units", json=unit, timeout=10).status_code == 201
+        ts = int(time.time()) - 5
+        # What Traccar Client sends to host:5055 (speed in knots).
+        query = f"id=48241179&lat=-12.1211&lon=-77.0297&timestamp={ts}&speed=10.0&bearing=90&batt=64"
+        resp = httpx.get(f"http://127.0.0.1:{up.osmand_port}/?{query}", timeout=10)
+        assert resp.status_code == 200, resp.text  # answered once committed: the live map has it now
+
+        live = httpx.get(f"{up.base}/api/v1/live", timeout=5).json()  # no waiting: the 200 came after
+        feature = next(f for f in live["features"] if f["id"] == "moto-3")
+        assert feature["geometry"]["coordinates"] == [-77.0297, -12.1211]
+        assert feature["properties"]["speed"] == round(10.0 * 1852 / 3600, 2)  # knots -> m/s, 2 decimals
+    finally:
+        assert up.stop(signal.SIGTERM) == 0, up.output()
 
 
 def test_up_says_which_flag_to_change_when_the_api_port_is_taken(data_dir: Path) -> None:

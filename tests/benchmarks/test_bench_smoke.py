@@ -92,3 +92,23 @@ def test_bench_latency_quick_measures_every_message(tmp_path: Path) -> None:
     assert bridge["visible"] == n
     assert bridge["stored_rows"]["positions"] == n
     assert bridge["rows_exact"] is True
+
+
+def test_bench_http_ingest_quick_stores_every_200(tmp_path: Path) -> None:
+    run_benchmark(
+        "benchmarks.bench_http_ingest",
+        "--quick",
+        "--seconds",
+        "1",
+        "--devices",
+        "20",
+        "--results-dir",
+        str(tmp_path),
+    )
+    data = results(tmp_path, "http_ingest")
+    bare, ingest = data["rounds"]["bare"], data["rounds"]["ingest"]
+    assert set(bare["statuses"]) == {"200"} and set(ingest["statuses"]) == {"200"}  # tokens accepted
+    assert ingest["answered"] > 0 and not ingest["failures"]
+    assert ingest["stored_positions"] == ingest["statuses"]["200"]  # each 200 is a stored row
+    assert ingest["rows_exact"] is True
+    assert data["ratio_vs_bare"] == ingest["rate"] / bare["rate"]

@@ -448,6 +448,18 @@ CREATE TABLE airspace_zones (
 );
 """
 
+_DEVICE_CREDENTIALS = """\
+-- Device credentials: a random token per unit, stored as its SHA-256 (see tracker/store/credentials.py).
+CREATE TABLE device_credentials (
+    credential_id bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    unit_id       text        COLLATE "C" NOT NULL REFERENCES units (unit_id) ON DELETE CASCADE,
+    token_sha256  bytea       NOT NULL UNIQUE CHECK (length(token_sha256) = 32),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    revoked_at    timestamptz
+);
+CREATE INDEX device_credentials_unit ON device_credentials (unit_id) WHERE revoked_at IS NULL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables: units, external ids, unit_latest, dead_letters", common=_CORE),
     Migration(2, "positions", timescale=_POSITIONS_TIMESCALE, plain=_POSITIONS_PLAIN),
@@ -456,6 +468,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "coverage_samples", common=_COVERAGE),
     Migration(6, "drone_telemetry", timescale=_DRONE_TELEMETRY_TIMESCALE, plain=_DRONE_TELEMETRY_PLAIN),
     Migration(7, "airspace_zones", common=_AIRSPACE),
+    Migration(8, "device_credentials", common=_DEVICE_CREDENTIALS),
 )
 
 

@@ -87,6 +87,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )  # fmt: skip
     for module in routes:
         app.include_router(module.router)
+    app.include_router(incidents.unit_router)
     # Phones' requests skip FastAPI's per-request dependency solving (measured: a third of the
     # ingest route's own time): plain Starlette routes for the same handlers, matched first. The
     # FastAPI routes stay behind them for the OpenAPI document.

@@ -374,7 +374,15 @@ class Runtime:
         with self.console.status("starting incidents…"):
             await incidents.start()
         self.console.print("[green]✓[/green] incidents and arrival detection")
-        self._push("incidents", incidents.stop)
+        # Field reports the bridge commits reach the consoles through the service (stopped first).
+        bridge = self._bridge
+        bridge.on_incidents = incidents.learn
+
+        async def stop_incidents() -> None:
+            bridge.on_incidents = None
+            await incidents.stop()
+
+        self._push("incidents", stop_incidents)
         self._incidents = incidents
         if self._demo is not None:
             self._demo.incidents = incidents

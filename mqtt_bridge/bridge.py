@@ -57,7 +57,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
@@ -159,6 +159,9 @@ class Bridge:
         self.registry_refresh_s = registry_refresh_s
         self.pipeline = IngestPipeline(registry, settings, filters, refresh_units=self._refresh_units)
         self.writer = PositionWriter(conninfo)
+        # Told the ids of the incidents that field reports created, once committed (on the commit
+        # thread): ``IncidentService.learn`` under ``serenazgo up``; None in a bridge of its own.
+        self.on_incidents: Callable[[Sequence[int]], None] | None = None
         self._queue: deque[InboundMessage] = deque()
         self._wake = threading.Event()
         self._closing = threading.Event()  # stop taking messages; flush what is queued
@@ -421,6 +424,12 @@ class Bridge:
             self.fleet.apply(b.pings, b.statuses, part.disconnected, b.telemetry)
             if b.dead_letters:
                 self._announce(b.dead_letters)
+        incidents = [i for _, r in parts for i in r.incidents]
+        if incidents and self.on_incidents is not None:
+            try:
+                self.on_incidents(incidents)
+            except Exception:  # the incidents are stored; a listener's failure must not stop ingest
+                log.exception("bridge %s: the incident listener failed", self.client_id)
 
     def _store_until_done(
         self, result: PipelineResult, messages: Sequence[InboundMessage]

@@ -266,7 +266,9 @@ class _Lane:
                 detail = f"the database refused this request: {str(exc)[:500]}"
                 received = datetime.fromtimestamp(m.received_at, UTC)
                 letter = DeadLetter(m.topic, m.payload, "storage_refused", detail, received)
-                part = PipelineResult(batch=IngestBatch(dead_letters=[letter]), ends=[(0, 0, 0, 0, 1, 0, 0)])
+                part = PipelineResult(
+                    batch=IngestBatch(dead_letters=[letter]), ends=[(0, 0, 0, 0, 1, 0, 0, 0)]
+                )
                 self.writer.write(part.batch)
             parts.append((i, i + 1, part))
         return parts
@@ -301,13 +303,13 @@ class _Lane:
 def _outcomes(result: PipelineResult, n: int) -> list[Outcome]:
     """Per message of a committed ``result``: 200, or 422 when it was only rejected."""
     out: list[Outcome] = []
-    prev = (0, 0, 0, 0, 0, 0, 0)
+    prev = (0, 0, 0, 0, 0, 0, 0, 0)
     b = result.batch
     for i in range(n):
         end = result.ends[i]
         pings = end[0] - prev[0]
         letters = b.dead_letters[prev[4] : end[4]]
-        other = end[1] - prev[1] + end[6] - prev[6] + end[5] - prev[5]
+        other = end[1] - prev[1] + end[6] - prev[6] + end[5] - prev[5] + end[7] - prev[7]
         if letters and not pings and not other:
             first = letters[0]
             out.append(Outcome(422, first.reason, first.detail))

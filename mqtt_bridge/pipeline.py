@@ -9,7 +9,8 @@ For each message, in order (an explicit pipeline, as in Traccar's ProcessingHand
    new: it joins ``batch.new_units``); an unknown sender is a Rejection.
 3. :class:`tracker.filters.FilterPipeline` per ping: a Rejection, or the ping
    with its quality flags plus retroactive :class:`FlagUpdate`\\ s.
-4. Drone telemetry goes to ``batch.telemetry`` with the unit id set. Statuses
+4. Drone telemetry goes to ``batch.telemetry`` and field incident reports to
+   ``batch.reports``, with the unit id set. Statuses
    go to ``batch.statuses``; an OwnTracks ``lwt`` marks the unit disconnected
    (for ``LiveFleet.apply(disconnected=…)`` after commit). An lwt from an
    unknown device is ignored: a last will is no reason to create a unit.
@@ -38,7 +39,17 @@ from mqtt_bridge.codecs import decode_message
 from tracker.batch import DeadLetter, FlagUpdate, IngestBatch
 from tracker.config import Settings
 from tracker.filters import FilterPipeline
-from tracker.model import Decoded, DecodeResult, DroneTelemetry, Ignored, Ping, Rejection, StatusUpdate, Unit
+from tracker.model import (
+    Decoded,
+    DecodeResult,
+    DroneTelemetry,
+    FieldReport,
+    Ignored,
+    Ping,
+    Rejection,
+    StatusUpdate,
+    Unit,
+)
 from tracker.registry import UnitRegistry
 
 UNKNOWN_UNIT = "unknown_unit"
@@ -60,10 +71,10 @@ class RawMessage(Protocol):
         """Arrival time, seconds since the epoch (``time.time()``)."""
 
 
-# Lengths of (pings, statuses, flag_updates, new_units, dead_letters, disconnected, telemetry)
-# after each message.
-_Ends = tuple[int, int, int, int, int, int, int]
-_NO_ENDS: _Ends = (0, 0, 0, 0, 0, 0, 0)
+# Lengths of (pings, statuses, flag_updates, new_units, dead_letters, disconnected, telemetry,
+# reports) after each message.
+_Ends = tuple[int, int, int, int, int, int, int, int]
+_NO_ENDS: _Ends = (0, 0, 0, 0, 0, 0, 0, 0)
 
 
 @dataclass(slots=True)
@@ -95,6 +106,7 @@ class PipelineResult:
             new_units=b.new_units[start[3] : stop[3]],
             dead_letters=b.dead_letters[start[4] : stop[4]],
             telemetry=b.telemetry[start[6] : stop[6]],
+            reports=b.reports[start[7] : stop[7]],
         )
         shifted = [tuple(e - s for e, s in zip(end, start, strict=True)) for end in self.ends[lo:hi]]
         return PipelineResult(
@@ -146,6 +158,7 @@ class IngestPipeline:
         new_units: list[Unit] = batch.new_units
         dead: list[DeadLetter] = batch.dead_letters
         telemetry: list[DroneTelemetry] = batch.telemetry
+        reports: list[FieldReport] = batch.reports
         disconnected = result.disconnected
         ends = result.ends
         rejected, ignored, fired = result.rejected, result.ignored, result.fired
@@ -208,6 +221,9 @@ class IngestPipeline:
                             telemetry.extend(res.telemetry)
                         if res.status is not None:
                             statuses.append((unit_id, res.status))
+                        if res.report is not None:
+                            res.report.unit_id = unit_id
+                            reports.append(res.report)
                         if event is not None:
                             ignored[f"event_{event.kind}"] += 1  # recorded nowhere yet: counted
             elif type(res) is Ignored:
@@ -219,7 +235,7 @@ class IngestPipeline:
             ends.append(
                 (
                     len(pings), len(statuses), len(flag_updates), len(new_units), len(dead),
-                    len(disconnected), len(telemetry),
+                    len(disconnected), len(telemetry), len(reports),
                 )
             )  # fmt: skip
         result.pings_received = received_pings

@@ -2,7 +2,8 @@
 
 Routes (see ``DESIGN.md``, wire contracts):
 
-* ``serenazgo/units/{unit_id}/position`` and ``.../status``: native clients; the
+* ``serenazgo/units/{unit_id}/position``, ``.../status``, ``.../drone`` and
+  ``.../incident`` (field incident reports): native clients; the
   unit id must satisfy :func:`tracker.model.is_valid_unit_id`.
 * ``owntracks/{user}/{device}``: OwnTracks ``location`` and ``lwt`` messages;
   ``owntracks/{user}/{device}/event``: ``transition`` messages. Other OwnTracks
@@ -35,6 +36,7 @@ DJI_SYS_PREFIX = "sys/product/"
 NATIVE_POSITION_FILTER = "serenazgo/units/+/position"
 NATIVE_STATUS_FILTER = "serenazgo/units/+/status"
 NATIVE_DRONE_FILTER = "serenazgo/units/+/drone"
+NATIVE_INCIDENT_FILTER = "serenazgo/units/+/incident"
 OWNTRACKS_FILTER = "owntracks/+/+"
 OWNTRACKS_EVENT_FILTER = "owntracks/+/+/event"
 DJI_OSD_FILTER = "thing/product/+/osd"
@@ -45,6 +47,7 @@ SUBSCRIPTION_FILTERS: tuple[str, ...] = (
     NATIVE_POSITION_FILTER,
     NATIVE_STATUS_FILTER,
     NATIVE_DRONE_FILTER,
+    NATIVE_INCIDENT_FILTER,
     OWNTRACKS_FILTER,
     OWNTRACKS_EVENT_FILTER,
     DJI_OSD_FILTER,
@@ -71,6 +74,7 @@ class RouteKind(StrEnum):
     NATIVE_POSITION = "native_position"
     NATIVE_STATUS = "native_status"
     NATIVE_DRONE = "native_drone"  # drone telemetry beside the position (altitudes, battery, mode)
+    NATIVE_INCIDENT = "native_incident"  # an incident the unit reports from the field
     OWNTRACKS = "owntracks"  # base topic: location, lwt (and any _type the app sends there)
     OWNTRACKS_EVENT = "owntracks_event"  # /event subtopic: transition
     DJI_OSD = "dji_osd"  # thing/product/{sn}/osd: aircraft or dock OSD
@@ -127,7 +131,7 @@ def _bad_level_reason(level: str) -> str | None:
 
 
 def _native(levels: list[str], topic: str) -> Route | Rejection:
-    """Parse ``serenazgo/units/{unit_id}/{position|status|drone}`` (``levels`` has at least 3 items)."""
+    """Parse ``serenazgo/units/{unit_id}/{position|status|drone|incident}`` (``levels``: 4 or more)."""
     last = levels[-1]
     if last == "position":
         kind = RouteKind.NATIVE_POSITION
@@ -135,11 +139,13 @@ def _native(levels: list[str], topic: str) -> Route | Rejection:
         kind = RouteKind.NATIVE_STATUS
     elif last == "drone":
         kind = RouteKind.NATIVE_DRONE
+    elif last == "incident":
+        kind = RouteKind.NATIVE_INCIDENT
     else:
         return Rejection(
             "unknown_topic",
             f"topic {topic[:200]!r}: native topics are serenazgo/units/{{unit_id}}/"
-            "position, /status or /drone",
+            "position, /status, /drone or /incident",
         )
     # Everything between the prefix and the last level is the claimed unit id, so a
     # '/' smuggled into it shows up here rather than as an unknown topic.
@@ -234,6 +240,7 @@ def parse_topic(topic: str) -> Route | Ignored | Rejection:
         return _dji(topic.split("/"), topic)
     return Rejection(
         "unknown_topic",
-        f"topic {topic[:200]!r} is not one the bridge decodes (serenazgo/units/{{id}}/position|status|drone, "
-        "owntracks/{user}/{device}[/event], thing/product/{sn}/osd|state, sys/product/{sn}/status)",
+        f"topic {topic[:200]!r} is not one the bridge decodes "
+        "(serenazgo/units/{id}/position|status|drone|incident, owntracks/{user}/{device}[/event], "
+        "thing/product/{sn}/osd|state, sys/product/{sn}/status)",
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from tracker.model import DroneTelemetry, Ping, PingFlag, StatusUpdate, Unit
+from tracker.model import DroneTelemetry, FieldReport, Ping, PingFlag, StatusUpdate, Unit
 
 
 @dataclass(slots=True)
@@ -51,18 +51,26 @@ class IngestBatch:
     flag_updates: list[FlagUpdate] = field(default_factory=list)
     new_units: list[Unit] = field(default_factory=list)
     telemetry: list[DroneTelemetry] = field(default_factory=list)  # stored once per (unit_id, ts)
+    reports: list[FieldReport] = field(default_factory=list)  # incidents, stored once per (unit_id, ts)
 
     def __len__(self) -> int:
-        return len(self.pings) + len(self.dead_letters) + len(self.statuses) + len(self.telemetry)
+        return (
+            len(self.pings) + len(self.dead_letters) + len(self.statuses) + len(self.telemetry)
+            + len(self.reports)
+        )  # fmt: skip
 
 
 @dataclass(slots=True, frozen=True)
 class BatchResult:
-    """What a committed batch did: new rows, rows already there, dead letters kept."""
+    """What a committed batch did: new rows, rows already there, dead letters kept.
+
+    ``incidents``: ids of the incidents the batch's field reports created (not the redelivered ones).
+    """
 
     stored: int
     duplicates: int
     dead_letters: int
+    incidents: tuple[int, ...] = ()
 
 
 # Pings with any of these flags never become a unit's latest position.

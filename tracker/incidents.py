@@ -531,6 +531,25 @@ class IncidentService:
                 *(asyncio.wrap_future(f) for f in list(self._pending)), return_exceptions=True
             )
 
+    def learn(self, incident_ids: Sequence[int]) -> None:
+        """Announce incidents stored by someone else (field reports committed by the ingest bridge).
+
+        Safe from any thread (the bridge calls it on its commit thread, after commit): the
+        incidents are read back and pushed to the live feed on the service's loop.
+        """
+        if incident_ids:
+            self._submit(self._learn(list(incident_ids)))
+
+    async def _learn(self, incident_ids: Sequence[int]) -> None:
+        try:
+            async with self._conn() as conn:
+                found = [await self._load(conn, i) for i in incident_ids]
+        except (StorageError, IncidentNotFoundError):
+            log.exception("incidents: cannot read back field reports %s", list(incident_ids)[:10])
+            return
+        for incident in found:
+            self._announce(incident)
+
     def watched(self) -> dict[str, int]:
         """unit_id -> incident_id of every open assignment the arrival detector follows."""
         return {u: w.incident_id for u, w in self._watch.items()}
@@ -617,8 +636,13 @@ class IncidentService:
         reported_by: str = "",
         operator: str = "",
         origin: str = "",
+        reported_at: datetime | None = None,
     ) -> tuple[Incident, _Candidates]:
-        """Record a new incident; return it with the ranked units recommended for it."""
+        """Record a new incident; return it with the ranked units recommended for it.
+
+        ``reported_at``: when the reporter saw it (a field report's own time); the incident
+        is dated then, but never later than now (a clock running ahead).
+        """
         validate_point(lat, lon)
         validate_priority(priority)
         try:
@@ -628,6 +652,8 @@ class IncidentService:
                 f"{exc}: categories are {', '.join(IncidentCategory)}; channels are {', '.join(Channel)}"
             ) from None
         now = self._clock()
+        if reported_at is not None:
+            now = min(now, reported_at)
         async with self._conn() as conn, conn.transaction():
             row = await store.insert_incident(
                 conn, lat=lat, lon=lon, category=str(category), channel=str(channel), priority=priority,
@@ -641,6 +667,42 @@ class IncidentService:
             )  # fmt: skip
         self._announce(incident)
         return incident, self._candidates(lat, lon, self._settings.recommendations)
+
+    async def report_from_unit(
+        self,
+        unit_id: str,
+        *,
+        category: IncidentCategory,
+        priority: int = PRIORITY_DEFAULT,
+        description: str = "",
+        lat: float | None = None,
+        lon: float | None = None,
+        reported_at: datetime | None = None,
+        origin: str = "",
+    ) -> tuple[Incident, _Candidates]:
+        """A unit reports an incident from the field (channel ``patrol``), by default where it is.
+
+        The place is (``lat``, ``lon``) when given, else the unit's position in the LiveFleet.
+        :class:`UnitNotFoundError` for an unknown unit; :class:`IncidentConflictError` when
+        neither a place nor a position is known.
+        """
+        state = self._fleet.get(unit_id)
+        if state is None:
+            raise UnitNotFoundError(unit_id)
+        if (lat is None) != (lon is None):
+            raise IncidentInputError(
+                "send both lat and lon, or neither (the unit's current position is used)"
+            )
+        if lat is None or lon is None:
+            if state.fix is None:
+                raise IncidentConflictError(
+                    f"unit {unit_id} has no position yet: send lat and lon with the report"
+                )
+            lat, lon = state.fix.lat, state.fix.lon
+        return await self.create(
+            lat=lat, lon=lon, category=category, channel=Channel.PATROL, priority=priority,
+            description=description, reported_by=unit_id, origin=origin, reported_at=reported_at,
+        )  # fmt: skip
 
     async def patch(
         self, incident_id: int, changes: IncidentPatch, operator: str, origin: str = ""

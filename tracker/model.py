@@ -199,6 +199,25 @@ class DeviceEvent:
 
 
 @dataclass(slots=True)
+class FieldReport:
+    """An incident a unit reports from the field (``serenazgo/units/{id}/incident``), channel ``patrol``.
+
+    ``lat``/``lon`` None: the incident is placed at the unit's latest stored position
+    (resolved in the writer's transaction). ``unit_id`` is set once the sender is resolved.
+    """
+
+    unit_id: str
+    ts: datetime
+    category: str
+    priority: int
+    description: str
+    lat: float | None
+    lon: float | None
+    received_at: datetime
+    payload: bytes = b""  # the message as received, kept for a dead letter (no_location)
+
+
+@dataclass(slots=True)
 class Decoded:
     """What a codec made of one message: who sent it and what it says."""
 
@@ -207,6 +226,7 @@ class Decoded:
     status: StatusUpdate | None = None
     event: DeviceEvent | None = None
     telemetry: list[DroneTelemetry] = field(default_factory=list)  # drones only
+    report: FieldReport | None = None  # a field incident report
 
 
 @dataclass(slots=True, frozen=True)

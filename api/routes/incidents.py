@@ -1,5 +1,7 @@
 """``/api/v1/incidents``: report incidents, send and release units, close or cancel, response-time stats.
 
+``POST /api/v1/units/{unit_id}/incidents``: a unit reports one from the field (channel ``patrol``).
+
 Responses are the incident's JSON form (:meth:`tracker.incidents.Incident.to_json`),
 the same shape the live feed sends as ``{"type": "incident", "data": ...}``.
 ``operator`` in the bodies says who acts until authentication arrives; the
@@ -11,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.deps import Context
@@ -30,6 +32,7 @@ from tracker.incidents import (
 from tracker.model import UNIT_ID_PATTERN
 
 router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])
+unit_router = APIRouter(prefix="/api/v1/units", tags=["incidents"])  # a unit's own reports
 
 DEFAULT_STATS_WINDOW = timedelta(days=30)
 MAX_STATS_WINDOW = timedelta(days=400)
@@ -83,6 +86,27 @@ class IncidentCreate(BaseModel):
     operator: Annotated[str, StringConstraints(strip_whitespace=True, max_length=128)] = Field(
         "", description="who records it (audit log); the reporter when empty"
     )
+
+
+class FieldReportBody(BaseModel):
+    """Body of ``POST /api/v1/units/{unit_id}/incidents``: an incident the unit reports (channel patrol)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"category": "seguridad_vial", "priority": 2, "description": "choque en Av. Arequipa"},
+                {"category": "otro", "lat": -12.1219, "lon": -77.0297, "ts": "2026-11-26T02:40:00Z"},
+            ]
+        },
+    )
+
+    category: IncidentCategory
+    priority: int = Field(3, ge=1, le=5, description="1 (highest) .. 5")
+    description: Text = ""
+    lat: float | None = Field(None, ge=-90, le=90, description="where; with lon, else the unit's position")
+    lon: float | None = Field(None, ge=-180, le=180)
+    ts: datetime | None = Field(None, description="when the unit saw it (ISO-8601); default now")
 
 
 class IncidentUpdate(BaseModel):
@@ -317,3 +341,29 @@ async def release_unit(
     except DomainErrors as exc:
         raise _http(exc) from exc
     return incident.to_json()
+
+
+@unit_router.post(
+    "/{unit_id}/incidents", status_code=status.HTTP_201_CREATED, summary="A unit reports an incident",
+    responses=ERRORS,
+)  # fmt: skip
+async def report_from_unit(
+    unit_id: Annotated[str, Path(pattern=UNIT_ID_PATTERN)], body: FieldReportBody, service: Service,
+    request: Request,
+) -> dict[str, Any]:  # fmt: skip
+    """Record an incident seen by a patrol (channel ``patrol``, reported by the unit), at the given
+    point or else at the unit's current position; the answer adds ``recommended`` as for any report."""
+    try:
+        incident, recommended = await service.report_from_unit(
+            unit_id,
+            category=body.category,
+            priority=body.priority,
+            description=body.description,
+            lat=body.lat,
+            lon=body.lon,
+            reported_at=None if body.ts is None else _utc(body.ts),
+            origin=_origin(request),
+        )
+    except DomainErrors as exc:
+        raise _http(exc) from exc
+    return {**incident.to_json(), "recommended": [c.to_json() for c in recommended]}

@@ -75,6 +75,8 @@ def _target(topic: str) -> _Target:
             target = (native.decode_status, DeviceRef(Source.NATIVE, route.ids[0]))
         elif kind is RouteKind.NATIVE_DRONE:
             target = (native.decode_drone, DeviceRef(Source.NATIVE, route.ids[0]))
+        elif kind is RouteKind.NATIVE_INCIDENT:
+            target = (native.decode_incident, DeviceRef(Source.NATIVE, route.ids[0]))
         elif kind in _DJI_CODECS:
             target = _DjiTarget(_DJI_CODECS[kind], DeviceRef(Source.DJI, route.ids[0]))
         else:

@@ -1,4 +1,4 @@
-"""Codec for serenazgo's own JSON (``serenazgo/units/{unit_id}/position|status``).
+"""Codec for serenazgo's own JSON (``serenazgo/units/{unit_id}/position|status|drone|incident``).
 
 Position: ``{"ts", "lat", "lon", "alt", "speed", "heading", "accuracy", "battery", "mock"}``,
 SI units (m, m/s, degrees, percent); only ``lat`` and ``lon`` are required. ``ts`` is
@@ -26,6 +26,7 @@ from orjson import JSONDecodeError
 from orjson import loads as _loads
 
 from drones.telemetry import check_telemetry
+from tracker.incidents import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, TEXT_MAX, IncidentCategory
 from tracker.json_fields import (
     as_float,
     load_object,
@@ -39,6 +40,7 @@ from tracker.model import (
     DecodeResult,
     DeviceRef,
     DroneTelemetry,
+    FieldReport,
     Ping,
     PingFlag,
     Rejection,
@@ -48,6 +50,7 @@ from tracker.model import (
 )
 
 _STATUSES: dict[str, UnitStatus] = {s.value: s for s in UnitStatus}
+_CATEGORIES = frozenset(c.value for c in IncidentCategory)
 
 # Precomputed: IntFlag's "|" runs Python-level enum code (about a microsecond).
 _FLAGS: dict[tuple[bool, bool], PingFlag] = {
@@ -228,3 +231,63 @@ def decode_drone(ref: DeviceRef, payload: bytes, received_at: datetime) -> Decod
     if problem is not None:
         return problem
     return Decoded(ref, telemetry=[telemetry])
+
+
+def decode_incident(ref: DeviceRef, payload: bytes, received_at: datetime) -> DecodeResult:
+    """Decode a field incident report (``serenazgo/units/{id}/incident``).
+
+    ``{"category", "priority"?, "description"?, "lat"?, "lon"?, "ts"?}``: ``category``
+    is one of :class:`tracker.incidents.IncidentCategory`, ``priority`` an integer
+    1..5 (default 3), ``lat``/``lon`` both or neither (neither: the unit's latest
+    position), ``ts`` defaults to the receive time. The report's time is its
+    identity: the same unit and ``ts`` is stored once, however often it is delivered.
+    """
+    obj = load_object(payload)
+    if isinstance(obj, Rejection):
+        return obj
+    raw = obj.get("category")
+    if raw is None:
+        return Rejection("missing_field", "required field 'category' is missing")
+    if type(raw) is not str:
+        return wrong_type("category", raw, "a string")
+    if raw not in _CATEGORIES:
+        return Rejection(
+            "unknown_category", f"category {raw[:40]!r} is not one of: {', '.join(sorted(_CATEGORIES))}"
+        )
+    priority = obj.get("priority", PRIORITY_DEFAULT)
+    if priority is None:
+        priority = PRIORITY_DEFAULT
+    if type(priority) is not int:
+        return wrong_type("priority", priority, f"an integer {PRIORITY_MIN}..{PRIORITY_MAX}")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        return Rejection(
+            "priority_out_of_range",
+            f"priority {priority} out of range: {PRIORITY_MIN} (highest)..{PRIORITY_MAX}",
+        )
+    description = obj.get("description", "")
+    if description is None:
+        description = ""
+    if type(description) is not str:
+        return wrong_type("description", description, "a string")
+    if len(description) > TEXT_MAX:
+        return Rejection("description_too_long", f"description longer than {TEXT_MAX} characters")
+    lat: float | None = None
+    lon: float | None = None
+    if obj.get("lat") is not None or obj.get("lon") is not None:  # both, or neither
+        got_lat = required_float(obj, "lat")
+        if isinstance(got_lat, Rejection):
+            return got_lat
+        got_lon = required_float(obj, "lon")
+        if isinstance(got_lon, Rejection):
+            return got_lon
+        lat, lon = got_lat, got_lon
+        if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+            return Rejection(
+                "lat_lon_out_of_range",
+                f"lat {lat} / lon {lon} out of range: lat in -90..90, lon in -180..180",
+            )
+    ts = optional_timestamp(obj, received_at)
+    if isinstance(ts, Rejection):
+        return ts
+    report = FieldReport(ref.external_id, ts, raw, priority, description, lat, lon, received_at, payload)
+    return Decoded(ref, report=report)

@@ -1,4 +1,4 @@
-"""``/api/v1/incidents`` through httpx against the app with a real PostgreSQL and an IncidentService."""
+"""``/api/v1/incidents`` and a unit's own reports, through httpx against the app with a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -317,3 +317,77 @@ async def test_openapi_documents_the_routes(api: IncidentApi) -> None:
     one = f"{BASE}/{{incident_id}}"
     assert {f"{BASE}/stats", f"{one}/assign", f"{one}/release"} <= set(paths)
     assert "409" in paths[f"{BASE}/{{incident_id}}/assign"]["post"]["responses"]
+
+
+# ----- a unit's own report: POST /api/v1/units/{unit_id}/incidents (channel patrol) -------------
+
+
+def unit_url(unit_id: str) -> str:
+    return f"/api/v1/units/{unit_id}/incidents"
+
+
+async def test_a_report_is_placed_at_the_units_position_and_goes_through_create(api: IncidentApi) -> None:
+    api.rig.add_unit("car-1")
+    where = offset(*SCENE, 120.0, 40.0)
+    api.rig.fix("car-1", *where)
+    api.rig.add_unit("car-2")
+    api.rig.fix("car-2", *offset(*SCENE, 900.0))
+    r = await api.client.post(unit_url("car-1"), json={"category": "seguridad_vial", "priority": 2,
+                                                  "description": "choque"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["lat"], body["lon"]) == where
+    assert (body["channel"], body["reported_by"], body["category"], body["priority"], body["status"]) == (
+        "patrol", "car-1", "seguridad_vial", 2, "open"
+    )  # fmt: skip
+    # The same path as any report: recommendations, the audit log, the live feed, readable back.
+    assert {c["unit_id"] for c in body["recommended"]} == {"car-1", "car-2"}
+    [(actor, action, subject)] = api.rig.query("SELECT actor, action, subject FROM audit_log")
+    assert (actor, action, subject) == ("car-1", "create", f"incident:{body['incident_id']}")
+    assert [(k, p["incident_id"]) for k, p in api.rig.feed if k == "incident"] == [
+        ("incident", body["incident_id"])
+    ]
+    got = await api.client.get(f"/api/v1/incidents/{body['incident_id']}")
+    assert got.json()["channel"] == "patrol"
+
+
+async def test_a_given_point_wins_and_ts_dates_the_incident(api: IncidentApi) -> None:
+    api.rig.add_unit("car-1")
+    api.rig.fix("car-1", *SCENE)
+    seen = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
+    there = offset(*SCENE, -300.0)
+    r = await api.client.post(
+        unit_url("car-1"), json={"category": "otro", "lat": there[0], "lon": there[1], "ts": seen.isoformat()}
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["lat"], body["lon"]) == there
+    assert datetime.fromisoformat(body["created_at"]) == seen
+    # A clock running ahead never dates an incident in the future.
+    ahead = datetime.now(UTC) + timedelta(hours=2)
+    r = await api.client.post(unit_url("car-1"), json={"category": "otro", "ts": ahead.isoformat()})
+    assert r.status_code == 201
+    assert datetime.fromisoformat(r.json()["created_at"]) < ahead - timedelta(hours=1)
+
+
+async def test_refusals(api: IncidentApi) -> None:
+    api.rig.add_unit("car-1")  # registered, no position yet
+    r = await api.client.post(unit_url("ghost"), json={"category": "otro"})
+    assert r.status_code == 404
+    assert "ghost" in r.json()["detail"]
+    r = await api.client.post(unit_url("car-1"), json={"category": "otro"})
+    assert r.status_code == 409
+    assert "lat and lon" in r.json()["detail"]
+    for body, word in (
+        ({"category": "robo"}, "category"),
+        ({"category": "otro", "priority": 9}, "priority"),
+        ({"category": "otro", "lat": 91, "lon": 0}, "lat"),
+        ({"category": "otro", "lat": -12.1}, "lon"),
+        ({"category": "otro", "channel": "phone"}, "channel"),
+    ):
+        r = await api.client.post(unit_url("car-1"), json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert word in r.text, (body, r.text)
+    r = await api.client.post(unit_url("bad id"), json={"category": "otro"})
+    assert r.status_code == 422
+    assert api.rig.query("SELECT count(*) FROM incidents") == [(0,)]

@@ -11,6 +11,7 @@ from mqtt_bridge.codecs import decode_message
 from tracker.model import (
     Decoded,
     DeviceRef,
+    FieldReport,
     Ping,
     PingFlag,
     Rejection,
@@ -225,3 +226,32 @@ def test_received_at_in_another_zone_is_kept_as_given() -> None:
     result = decode_message(POS, b'{"lat": 1.5, "lon": 2.5}', received)
     assert isinstance(result, Decoded)
     assert result.pings[0].ts == received  # the same instant as 15:00 UTC
+
+
+INCIDENT = "serenazgo/units/moto-3/incident"
+
+
+def test_incident_report_with_every_field() -> None:
+    raw = orjson.dumps({"category": "apoyo_turista", "priority": 1, "description": "turista perdido",
+                        "lat": -12.12, "lon": -77.03, "ts": "2024-05-20T14:59:00Z"})  # fmt: skip
+    result = decode_message(INCIDENT, raw, RECEIVED)
+    assert result == Decoded(
+        ref=DeviceRef(Source.NATIVE, "moto-3"),
+        report=FieldReport("moto-3", datetime(2024, 5, 20, 14, 59, tzinfo=UTC), "apoyo_turista", 1,
+                           "turista perdido", -12.12, -77.03, RECEIVED, raw),
+    )  # fmt: skip
+
+
+def test_incident_report_defaults_ts_priority_and_place() -> None:
+    result = decode_message(INCIDENT, b'{"category": "otro", "lat": null, "priority": null}', RECEIVED)
+    assert isinstance(result, Decoded) and result.report is not None
+    r = result.report
+    assert (r.ts, r.priority, r.description, r.lat, r.lon, r.category) == (
+        RECEIVED,
+        3,
+        "",
+        None,
+        None,
+        "otro",
+    )
+    assert result.pings == [] and result.status is None

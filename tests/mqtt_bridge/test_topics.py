@@ -37,6 +37,7 @@ def _matches(topic_filter: str, topic: str) -> bool:
     [
         ("serenazgo/units/car-7/position", RouteKind.NATIVE_POSITION, ("car-7",)),
         ("serenazgo/units/SER.104:a_b/status", RouteKind.NATIVE_STATUS, ("SER.104:a_b",)),
+        ("serenazgo/units/car-7/incident", RouteKind.NATIVE_INCIDENT, ("car-7",)),
         ("owntracks/jane/phone", RouteKind.OWNTRACKS, ("jane", "phone")),
         ("owntracks/jane/phone/event", RouteKind.OWNTRACKS_EVENT, ("jane", "phone")),
         # OwnTracks device names are free text chosen on the phone.

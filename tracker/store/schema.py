@@ -460,6 +460,13 @@ CREATE TABLE device_credentials (
 CREATE INDEX device_credentials_unit ON device_credentials (unit_id) WHERE revoked_at IS NULL;
 """
 
+_FIELD_REPORTS = """\
+-- Field reports: an incident a unit reports (channel 'patrol') keeps the report's own time, and a
+-- unit's report is stored once however often MQTT redelivers it: unique per (unit, report time).
+ALTER TABLE incidents ADD COLUMN report_ts timestamptz;
+CREATE UNIQUE INDEX incidents_field_report ON incidents (reported_by, report_ts) WHERE report_ts IS NOT NULL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables: units, external ids, unit_latest, dead_letters", common=_CORE),
     Migration(2, "positions", timescale=_POSITIONS_TIMESCALE, plain=_POSITIONS_PLAIN),
@@ -469,6 +476,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "drone_telemetry", timescale=_DRONE_TELEMETRY_TIMESCALE, plain=_DRONE_TELEMETRY_PLAIN),
     Migration(7, "airspace_zones", common=_AIRSPACE),
     Migration(8, "device_credentials", common=_DEVICE_CREDENTIALS),
+    Migration(9, "incidents.report_ts: field reports stored once", common=_FIELD_REPORTS),
 )
 
 

@@ -11,9 +11,15 @@ a per-connection TEMP staging table, then ``INSERT … SELECT … ON CONFLICT
 ``unit_latest`` gets one candidate row per unit, chosen in Python while the
 rows are built (the newest fix without a NOT_LATEST flag), copied into a small
 staging table and upserted with ``WHERE unit_latest.ts < EXCLUDED.ts``, so a
-late fix never moves it backwards. Flag updates, status changes, drone telemetry, new
-units and dead letters ride in the same transaction: the batch is acknowledged upstream
-only once all of it is durable.
+late fix never moves it backwards. Flag updates, status changes, drone telemetry, field
+incident reports, new units and dead letters ride in the same transaction: the batch is
+acknowledged upstream only once all of it is durable.
+
+A field report becomes an ``incidents`` row (channel ``patrol``) with its ``audit_log``
+row, located where the report says or else at the unit's ``unit_latest`` position (this
+batch's pings included: they are stored first); ``ON CONFLICT (reported_by, report_ts)
+DO NOTHING`` stores a redelivered report once. A report with no location at all
+becomes a dead letter ``no_location``.
 
 The writer owns one synchronous connection (it runs in the bridge's writer
 thread). On any database error it raises :class:`StorageError`; if the
@@ -30,10 +36,11 @@ from types import TracebackType
 from typing import Any, Self
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from tracker.batch import NOT_LATEST, BatchResult, DeadLetter, FlagUpdate, IngestBatch
 from tracker.errors import StorageDataError, StorageError
-from tracker.model import DroneTelemetry, Ping, PingFlag, StatusUpdate, Unit
+from tracker.model import DroneTelemetry, FieldReport, Ping, PingFlag, StatusUpdate, Unit
 from tracker.store.partitions import drop_old_partitions, ensure_partitions, partition_days, utc_today
 from tracker.store.schema import DEAD_LETTER_PAYLOAD_MAX, RETENTION_DAYS_DEFAULT, SOURCE_CODES
 from tracker.store.units import unit_params
@@ -166,6 +173,22 @@ COPY_DEAD_LETTERS_SQL = (
     "COPY dead_letters (received_at, topic, payload, payload_size, reason, detail) FROM STDIN (FORMAT BINARY)"
 )
 _DEAD_LETTER_TYPES = ["timestamptz", "text", "bytea", "int4", "text", "text"]
+
+
+# Field incident reports (few: one statement each). created_at is the report's time, but never
+# later than its arrival (a device clock running ahead must not date an incident in the future).
+REPORT_LOCATION_SQL = "SELECT lat, lon FROM unit_latest WHERE unit_id = %s"
+INSERT_REPORT_SQL = """\
+INSERT INTO incidents (lat, lon, category, channel, priority, description, reported_by, created_at,
+                       updated_at, report_ts)
+VALUES (%s, %s, %s, 'patrol', %s, %s, %s, %s, %s, %s)
+ON CONFLICT (reported_by, report_ts) WHERE report_ts IS NOT NULL DO NOTHING
+RETURNING incident_id"""
+INSERT_REPORT_AUDIT_SQL = (
+    "INSERT INTO audit_log (at, actor, origin, action, subject, detail)"
+    " VALUES (%s, %s, 'mqtt', 'create', %s, %s)"
+)
+NO_LOCATION = "no_location"
 
 
 def clean_text(text: str) -> str:
@@ -366,8 +389,13 @@ class PositionWriter:
                     self._apply_statuses(cur, batch.statuses)
                 if batch.telemetry:
                     self._store_telemetry(cur, batch.telemetry)
-                if batch.dead_letters:
-                    self._store_dead_letters(cur, batch.dead_letters)
+                letters = batch.dead_letters
+                incidents: list[int] = []
+                if batch.reports:
+                    unplaced = self._store_reports(cur, batch.reports, incidents)
+                    letters = letters + unplaced
+                if letters:
+                    self._store_dead_letters(cur, letters)
         except psycopg.Error as exc:
             if self._conn is None or self._conn.closed or self._conn.broken:
                 self._drop()
@@ -380,8 +408,9 @@ class PositionWriter:
                 raise StorageDataError(message) from exc
             raise StorageError(message) from exc
         return BatchResult(
-            stored=stored, duplicates=len(batch.pings) - stored, dead_letters=len(batch.dead_letters)
-        )
+            stored=stored, duplicates=len(batch.pings) - stored, dead_letters=len(letters),
+            incidents=tuple(incidents),
+        )  # fmt: skip
 
     def _refresh_days(self) -> None:
         if self._conn is None or not self._partitioned:
@@ -464,6 +493,42 @@ class PositionWriter:
                     )
                 )  # fmt: skip
         cur.execute(INSERT_TELEMETRY_SQL)
+
+    @staticmethod
+    def _store_reports(
+        cur: psycopg.Cursor[Any], reports: list[FieldReport], created: list[int]
+    ) -> list[DeadLetter]:
+        """Insert each report once (new incident ids into ``created``); return unplaceable ones."""
+        letters: list[DeadLetter] = []
+        for r in reports:
+            lat, lon = r.lat, r.lon
+            if lat is None or lon is None:
+                row = cur.execute(REPORT_LOCATION_SQL, [r.unit_id]).fetchone()
+                if row is None:
+                    letters.append(
+                        DeadLetter(
+                            f"serenazgo/units/{r.unit_id}/incident", r.payload, NO_LOCATION,
+                            f"unit {r.unit_id} has no stored position yet: send lat and lon with the report",
+                            r.received_at,
+                        )
+                    )  # fmt: skip
+                    continue
+                lat, lon = row
+            created_at = min(r.ts, r.received_at)
+            description = clean_text(r.description)
+            cur.execute(
+                INSERT_REPORT_SQL,
+                [lat, lon, r.category, r.priority, description, r.unit_id, created_at, created_at, r.ts],
+            )
+            new = cur.fetchone()
+            if new is None:
+                continue  # redelivered: stored already
+            created.append(new[0])
+            detail = {
+                "lat": lat, "lon": lon, "category": r.category, "channel": "patrol", "priority": r.priority
+            }  # fmt: skip
+            cur.execute(INSERT_REPORT_AUDIT_SQL, [created_at, r.unit_id, f"incident:{new[0]}", Jsonb(detail)])
+        return letters
 
     @staticmethod
     def _store_dead_letters(cur: psycopg.Cursor[Any], letters: list[DeadLetter]) -> None:

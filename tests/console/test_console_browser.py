@@ -128,6 +128,36 @@ def report(base: str, lat: float, lon: float, category: str, channel: str, prior
     return resp.json()
 
 
+def click_free_map_at(page: Page, lat: float, lon: float) -> None:
+    """Like :func:`click_map_at`, but at the nearest spot no marker covers (a click on a unit opens it).
+
+    With a whole simulated fleet on the map a unit may stand exactly where the test
+    wants to click; an operator would click beside it, and so does this.
+    """
+    x, y = page.evaluate(
+        """([lat, lon]) => {
+            const map = window.serenazgo.map;
+            map.setView([lat, lon], 16, {animate: false});
+            const p = map.latLngToContainerPoint([lat, lon]);
+            const box = map.getContainer().getBoundingClientRect();
+            const free = (x, y) => {
+                const e = document.elementFromPoint(x, y);
+                return e !== null && !e.closest(".leaflet-marker-icon, .leaflet-interactive, .leaflet-popup");
+            };
+            for (let r = 0; r <= 60; r += 6) {
+                for (let a = 0; a < 360; a += r === 0 ? 360 : 30) {
+                    const x = box.left + p.x + r * Math.cos(a * Math.PI / 180);
+                    const y = box.top + p.y + r * Math.sin(a * Math.PI / 180);
+                    if (free(x, y)) return [x, y];
+                }
+            }
+            return [box.left + p.x, box.top + p.y];
+        }""",
+        [lat, lon],
+    )
+    page.mouse.click(x, y)
+
+
 def wait_nearest(page: Page) -> None:
     """Wait for the ranked units of the clicked point (fail with the page's message if the query failed)."""
     page.wait_for_selector("#nearest button.assign, #nearest .error")
@@ -267,7 +297,7 @@ def test_console_screenshot_of_a_simulated_fleet(
     page.wait_for_function(f"document.querySelectorAll('.unit-icon').length >= {len(reporting)}")
     page.wait_for_function("document.querySelectorAll('#incident-list li').length === 2")
     # The operator has clicked a point: the ranked units are on the panel.
-    click_map_at(page, -12.1230, -77.0290)
+    click_free_map_at(page, -12.1230, -77.0290)
     wait_nearest(page)
     page.evaluate("window.serenazgo.fitUnits()")
     page.mouse.move(5, 740)  # no unit's tooltip under the pointer in the picture

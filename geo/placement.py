@@ -882,25 +882,23 @@ def _plan(
     for u in range(nu):
         before_count[uidx[uptr[u] : uptr[u + 1]]] += 1
     before = float(w[before_count > 0].sum())
+    def unmoved(u: int) -> NDArray[np.int64]:
+        """The cover counts with unit ``u`` back where it stands instead of at its new site."""
+        trial = count.copy()
+        trial[sidx[sptr[pos[u]] : sptr[pos[u] + 1]]] -= 1
+        trial[uidx[uptr[u] : uptr[u + 1]]] += 1
+        return trial
+
     # A move that adds nothing (ties in the solver) is dropped: a car driven for nothing is a cost.
     for u in np.flatnonzero(pos >= 0).tolist():
-        there = sidx[sptr[pos[u]] : sptr[pos[u] + 1]]
-        home = uidx[uptr[u] : uptr[u + 1]]
-        trial = count.copy()
-        trial[there] -= 1
-        trial[home] += 1
+        trial = unmoved(u)
         if float(w[trial > 0].sum()) >= float(w[count > 0].sum()):
             count, pos[u] = trial, -1
     after = float(w[count > 0].sum())
     sites = None if unit_site is None else _i64(unit_site)
     moves = []
     for u in np.flatnonzero(pos >= 0).tolist():
-        there = sidx[sptr[pos[u]] : sptr[pos[u] + 1]]
-        home = uidx[uptr[u] : uptr[u + 1]]
-        trial = count.copy()
-        trial[there] -= 1
-        trial[home] += 1
-        gain = after - float(w[trial > 0].sum())
+        gain = after - float(w[unmoved(u) > 0].sum())
         frm = None if sites is None else int(sites[u])
         moves.append(Move(int(u), int(pos[u]), gain, float(travel[u, pos[u]]), frm))
     return MoveUpPlan(moves, before, after, float(w.sum()), method, optimal, after if optimal else bound)

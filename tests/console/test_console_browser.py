@@ -71,17 +71,33 @@ def open_console(browser: Browser, url: str, prepare: Callable[[Page], None] | N
     return page
 
 
-def click_map_at(page: Page, lat: float, lon: float) -> None:
-    """Centre the map on (lat, lon) and click there like an operator would."""
+def click_map_at(page: Page, lat: float, lon: float, beside_markers: bool = False) -> None:
+    """Centre the map on (lat, lon) and click there like an operator would.
+
+    ``beside_markers``: click at the nearest spot no marker covers (a click on a unit
+    opens it). With a whole simulated fleet on the map a unit may stand exactly where
+    the test wants to click; an operator would click beside it, and so does this.
+    """
     x, y = page.evaluate(
-        """([lat, lon]) => {
+        """([lat, lon, beside]) => {
             const map = window.serenazgo.map;
             map.setView([lat, lon], 16, {animate: false});
             const p = map.latLngToContainerPoint([lat, lon]);
             const box = map.getContainer().getBoundingClientRect();
+            const free = (x, y) => {
+                const e = document.elementFromPoint(x, y);
+                return e !== null && !e.closest(".leaflet-marker-icon, .leaflet-interactive, .leaflet-popup");
+            };
+            for (let r = 0; beside && r <= 60; r += 6) {
+                for (let a = 0; a < 360; a += r === 0 ? 360 : 30) {
+                    const x = box.left + p.x + r * Math.cos(a * Math.PI / 180);
+                    const y = box.top + p.y + r * Math.sin(a * Math.PI / 180);
+                    if (free(x, y)) return [x, y];
+                }
+            }
             return [box.left + p.x, box.top + p.y];
         }""",
-        [lat, lon],
+        [lat, lon, beside_markers],
     )
     page.mouse.click(x, y)
 
@@ -126,36 +142,6 @@ def report(base: str, lat: float, lon: float, category: str, channel: str, prior
     resp = httpx.post(f"{base}/api/v1/incidents", json=body, timeout=HTTP_TIMEOUT_S)
     assert resp.status_code == 201, resp.text
     return resp.json()
-
-
-def click_free_map_at(page: Page, lat: float, lon: float) -> None:
-    """Like :func:`click_map_at`, but at the nearest spot no marker covers (a click on a unit opens it).
-
-    With a whole simulated fleet on the map a unit may stand exactly where the test
-    wants to click; an operator would click beside it, and so does this.
-    """
-    x, y = page.evaluate(
-        """([lat, lon]) => {
-            const map = window.serenazgo.map;
-            map.setView([lat, lon], 16, {animate: false});
-            const p = map.latLngToContainerPoint([lat, lon]);
-            const box = map.getContainer().getBoundingClientRect();
-            const free = (x, y) => {
-                const e = document.elementFromPoint(x, y);
-                return e !== null && !e.closest(".leaflet-marker-icon, .leaflet-interactive, .leaflet-popup");
-            };
-            for (let r = 0; r <= 60; r += 6) {
-                for (let a = 0; a < 360; a += r === 0 ? 360 : 30) {
-                    const x = box.left + p.x + r * Math.cos(a * Math.PI / 180);
-                    const y = box.top + p.y + r * Math.sin(a * Math.PI / 180);
-                    if (free(x, y)) return [x, y];
-                }
-            }
-            return [box.left + p.x, box.top + p.y];
-        }""",
-        [lat, lon],
-    )
-    page.mouse.click(x, y)
 
 
 def wait_nearest(page: Page) -> None:
@@ -297,7 +283,7 @@ def test_console_screenshot_of_a_simulated_fleet(
     page.wait_for_function(f"document.querySelectorAll('.unit-icon').length >= {len(reporting)}")
     page.wait_for_function("document.querySelectorAll('#incident-list li').length === 2")
     # The operator has clicked a point: the ranked units are on the panel.
-    click_free_map_at(page, -12.1230, -77.0290)
+    click_map_at(page, -12.1230, -77.0290, beside_markers=True)
     wait_nearest(page)
     page.evaluate("window.serenazgo.fitUnits()")
     page.mouse.move(5, 740)  # no unit's tooltip under the pointer in the picture

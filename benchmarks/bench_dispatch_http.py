@@ -104,6 +104,27 @@ def process(
                 proc.wait()
 
 
+@contextlib.contextmanager
+def served_beside_floor(work: Path, **settings: str) -> Iterator[tuple[str, str]]:
+    """``serenazgo up --no-demo`` (with these ``SERENAZGO_*`` settings) and the bare floor server.
+
+    Both run as child processes on free ports, logging under ``work``; yields their
+    base URLs ``(service, floor)`` once both answer ``/healthz``, stops both on exit.
+    """
+    port, floor_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")}
+    env.update(SERENAZGO_DATA_DIR=str(work / "data"), **settings)
+    serenazgo = shutil.which("serenazgo", path=str(Path(sys.executable).parent)) or "serenazgo"
+    up = [serenazgo, "up", "--no-demo", "--host", "127.0.0.1", "--port", str(port)]
+    floor = [sys.executable, "-m", "benchmarks._http_floor", "--port", str(floor_port)]
+    with process(up, work / "serenazgo.log", env) as service, \
+            process(floor, work / "floor.log") as floor_proc:  # fmt: skip
+        base, floor_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{floor_port}"
+        wait_http(f"{base}/healthz", service, work / "serenazgo.log")
+        wait_http(f"{floor_base}/healthz", floor_proc, work / "floor.log")
+        yield base, floor_base
+
+
 def http_round(url: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """Run the open-loop load against ``url``; return its latency figures (ms)."""
     load = ["-m", "benchmarks._http_load", url, str(args.http_rate), str(args.seconds), str(seed)]
@@ -136,28 +157,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             url = fresh_database(pg, "dispatch_http")
             register_units(url, stream.units)
             say(f"registered {len(stream.units):,} units")
-            port, floor_port = free_port(), free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")}
-            env.update(
+            with served_beside_floor(
+                work,
                 SERENAZGO_DATABASE_URL=url,
                 SERENAZGO_MQTT_URL=broker.url,
-                SERENAZGO_DATA_DIR=str(work / "data"),
                 SERENAZGO_MQTT_CLIENT_ID="bench-dispatch-http",
-            )
-            serenazgo = shutil.which("serenazgo", path=str(Path(sys.executable).parent)) or "serenazgo"
-            up = [serenazgo, "up", "--no-demo", "--host", "127.0.0.1", "--port", str(port)]
-            floor = [sys.executable, "-m", "benchmarks._http_floor", "--port", str(floor_port)]
-            with process(up, work / "serenazgo.log", env) as service, \
-                    process(floor, work / "floor.log") as floor_proc:  # fmt: skip
-                base = f"http://127.0.0.1:{port}"
-                wait_http(f"{base}/healthz", service, work / "serenazgo.log")
-                wait_http(f"http://127.0.0.1:{floor_port}/healthz", floor_proc, work / "floor.log")
+            ) as (base, floor_base):
                 say(f"service at {base}; publishing one fix per unit")
                 loadgen.publish("127.0.0.1", broker.port, warm, rate=None, timeout=120)
                 _wait_rows(url, len(warm))
                 nearest = "/api/v1/dispatch/nearest"
                 say(f"round floor: {args.http_rate:.0f} req/s for {args.seconds:.0f} s")
-                rounds["floor"] = http_round(f"http://127.0.0.1:{floor_port}{nearest}", args, args.seed)
+                rounds["floor"] = http_round(floor_base + nearest, args, args.seed)
                 say(f"round idle: {args.http_rate:.0f} req/s, no ingest")
                 rounds["idle"] = http_round(base + nearest, args, args.seed)
                 say(f"round ingest: {args.http_rate:.0f} req/s while {args.rate:,.0f} pings/s are published")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from typing import Any
 
 import psycopg
 
-from benchmarks.bench_dispatch_http import free_port, process, wait_http
+from benchmarks.bench_dispatch_http import served_beside_floor
 from benchmarks.ingest_rig import stored_counts, temp_broker
 from benchmarks.pg_server import fresh_database, temp_postgres
 from benchmarks.report import add_run_options, say, table, write_results
@@ -128,26 +127,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             say(f"registered {args.devices} units with device tokens")
             paths_file = work / "paths.txt"
             paths_file.write_text("\n".join(osmand_paths(tokens, int(MAX_RATE * args.seconds))))
-            port, floor_port = free_port(), free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")}
-            env.update(
+            with served_beside_floor(
+                work,
                 SERENAZGO_DATABASE_URL=url,
                 SERENAZGO_MQTT_URL=broker.url,
-                SERENAZGO_DATA_DIR=str(work / "data"),
                 SERENAZGO_MQTT_CLIENT_ID="bench-http-ingest",
                 SERENAZGO_OSMAND_PORT="0",
                 SERENAZGO_INGEST_AUTH="true",
-            )
-            serenazgo = shutil.which("serenazgo", path=str(Path(sys.executable).parent)) or "serenazgo"
-            up = [serenazgo, "up", "--no-demo", "--host", "127.0.0.1", "--port", str(port)]
-            floor = [sys.executable, "-m", "benchmarks._http_floor", "--port", str(floor_port)]
-            with process(up, work / "serenazgo.log", env) as service, \
-                    process(floor, work / "floor.log") as floor_proc:  # fmt: skip
-                base = f"http://127.0.0.1:{port}"
-                wait_http(f"{base}/healthz", service, work / "serenazgo.log")
-                wait_http(f"http://127.0.0.1:{floor_port}/healthz", floor_proc, work / "floor.log")
+            ) as (base, floor_base):
                 say(f"round bare: {args.connections} connections for {args.seconds:.0f} s")
-                rounds["bare"] = closed_round(f"http://127.0.0.1:{floor_port}{PATH}", paths_file, args)
+                rounds["bare"] = closed_round(floor_base + PATH, paths_file, args)
                 say(f"round ingest: {args.connections} connections for {args.seconds:.0f} s")
                 rounds["ingest"] = closed_round(base + PATH, paths_file, args)
             stored = stored_counts(url)

@@ -263,6 +263,34 @@ class EvidenceSettings(BaseModel):
     installation_name: str = Field(default="serenazgo", max_length=200)
 
 
+class AuthSettings(BaseModel):
+    """Console users, sessions and API tokens (``SERENAZGO_AUTH__*``), see :mod:`api.auth`."""
+
+    # A console session lasts one shift and then asks for the password again.
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # Secure cookies travel only over HTTPS (browsers also accept them on http://localhost). Turn off
+    # only on a closed network without TLS, where the cookie would otherwise never come back.
+    cookie_secure: bool = True
+    # How long a checked session or API token is trusted in memory before it is looked up again:
+    # a revocation made by another process (the CLI) takes at most this long to bite.
+    cache_s: float = Field(default=5.0, ge=0)
+    # Failed logins: at most this many per user name, and 4x this many per client address, within
+    # the window; further attempts get 429 until the window has passed.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_s: float = Field(default=300.0, gt=0)
+    min_password_length: int = Field(default=10, ge=8)
+
+
+class BrokerSecuritySettings(BaseModel):
+    """The embedded Mosquitto's password file and ACL (``SERENAZGO_BROKER__*``), see :mod:`mqtt_bridge.broker_acl`."""
+
+    # Anonymous clients may connect (and publish as any unit): only for a closed lab network.
+    allow_anonymous: bool = False
+    # How often the service looks for new or revoked device credentials (issued by the CLI in
+    # another process) and, on a change, rewrites the password file and ACL and reloads the broker.
+    refresh_s: float = Field(default=5.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All settings; each field is ``SERENAZGO_<NAME>`` in the environment."""
 
@@ -302,6 +330,8 @@ class Settings(BaseSettings):
     coverage: CoverageSettings = Field(default_factory=CoverageSettings)
     drones: DroneSettings = Field(default_factory=DroneSettings)
     evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    broker: BrokerSecuritySettings = Field(default_factory=BrokerSecuritySettings)
 
     @field_validator("batch_max", "receive_maximum")
     @classmethod

@@ -32,6 +32,8 @@ Tables (see DESIGN.md, Storage):
   (GeoJSON polygons) and ``events`` (geofence, freshness, battery, arrival).
 - ``coverage_samples``: the coverage ratio per layer and target time, every minute.
 - ``airspace_zones``: restricted airspace (GeoJSON footprint, floor and ceiling in metres).
+- ``device_credentials``: device tokens of units (HTTP ingest, broker password file).
+- ``users``, ``user_tokens``: console users, roles, sessions and API tokens.
 
 Migrations are frozen once released: to change the schema, append a migration.
 The migrator (:mod:`tracker.store.migrations`) records each applied version
@@ -467,6 +469,41 @@ ALTER TABLE incidents ADD COLUMN report_ts timestamptz;
 CREATE UNIQUE INDEX incidents_field_report ON incidents (reported_by, report_ts) WHERE report_ts IS NOT NULL;
 """
 
+_USERS = """\
+-- Console users and their roles; passwords as Argon2id PHC strings (tracker/passwords.py). A NULL
+-- password_hash cannot log in (integration accounts act through API tokens only).
+CREATE TABLE users (
+    user_id       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    username      text        COLLATE "C" NOT NULL UNIQUE CHECK (username ~ '^[a-z0-9][a-z0-9_.-]{0,63}$'),
+    display_name  text        NOT NULL DEFAULT '',
+    role          text        NOT NULL
+                  CHECK (role IN ('admin', 'supervisor', 'operator', 'planner', 'viewer', 'integration')),
+    password_hash text,
+    disabled_at   timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    created_by    text        NOT NULL DEFAULT ''
+);
+
+-- Console sessions and API tokens, stored as the SHA-256 of 256 random bits (tracker/store/users.py).
+CREATE TABLE user_tokens (
+    token_id      bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id       bigint      NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+    kind          text        NOT NULL CHECK (kind IN ('session', 'api')),
+    name          text        NOT NULL DEFAULT '',
+    token_sha256  bytea       NOT NULL UNIQUE CHECK (length(token_sha256) = 32),
+    origin        text        NOT NULL DEFAULT '',
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz,
+    revoked_at    timestamptz,
+    last_used_at  timestamptz
+);
+CREATE INDEX user_tokens_user ON user_tokens (user_id) WHERE revoked_at IS NULL;
+
+-- The broker's password file needs each device token hashed the way Mosquitto checks it (PBKDF2,
+-- "$7$"), which cannot be derived from token_sha256: it is computed once, when the token is issued.
+ALTER TABLE device_credentials ADD COLUMN mqtt_hash text;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables: units, external ids, unit_latest, dead_letters", common=_CORE),
     Migration(2, "positions", timescale=_POSITIONS_TIMESCALE, plain=_POSITIONS_PLAIN),
@@ -477,6 +514,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "airspace_zones", common=_AIRSPACE),
     Migration(8, "device_credentials", common=_DEVICE_CREDENTIALS),
     Migration(9, "incidents.report_ts: field reports stored once", common=_FIELD_REPORTS),
+    Migration(10, "users, user_tokens; device_credentials.mqtt_hash", common=_USERS),
 )
 
 

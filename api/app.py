@@ -9,9 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from api.access import check_routes
+from api.audit import AuditMiddleware
+from api.auth import LoginLimiter
 from api.context import ApiContext
 from api.routes import (
     airspace,
+    auth,
     console,
     coverage,
     coverage_history,
@@ -27,6 +31,7 @@ from api.routes import (
     sorties,
     tracks,
     units,
+    users,
     ws,
 )
 from mqtt_bridge.http_ingest import HttpIngest
@@ -83,11 +88,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # Ingest first: Starlette tries routes in order, and phones send far more requests than consoles.
     routes = (
         ingest, units, tracks, live, sorties, drones, dispatch, coverage, coverage_history, incidents,
-        geofences, airspace, events, evidence, ws, health, console,
+        geofences, airspace, events, evidence, ws, health, auth, users, console,
     )  # fmt: skip
-    for module in routes:
-        app.include_router(module.router)
-    app.include_router(incidents.unit_router)
+    routers = [module.router for module in routes] + [incidents.unit_router]
+    # Every route says which roles it admits (api/access.py): refuse to serve one that does not.
+    check_routes(route for router in routers for route in router.routes)
+    for router in routers:
+        app.include_router(router)
+    auth_settings = ctx.settings.auth
+    ctx.login_limiter = LoginLimiter(auth_settings.login_max_failures, auth_settings.login_window_s)
+    app.add_middleware(AuditMiddleware, ctx=ctx)
     # Phones' requests skip FastAPI's per-request dependency solving (measured: a third of the
     # ingest route's own time): plain Starlette routes for the same handlers, matched first. The
     # FastAPI routes stay behind them for the OpenAPI document.

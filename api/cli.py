@@ -47,6 +47,8 @@ evidence_app = typer.Typer(
 app.add_typer(evidence_app, name="evidence")
 unit_app = typer.Typer(help="Field units: device credentials.", no_args_is_help=True)
 app.add_typer(unit_app, name="unit")
+user_app = typer.Typer(help="Console users, roles and API tokens.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -708,6 +710,176 @@ def unit_credentials(
         token = _with_database(url, "issue a token", lambda c: issue_token_sync(c, unit))
     err_console.print(f"new device token of unit {unit} (shown once; any previous one is revoked):")
     sys.stdout.write(token + "\n")
+
+
+def _new_password(prompt: str) -> str:
+    """A password typed twice (hidden), or read from stdin when it is not a terminal (scripts)."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    password: str = typer.prompt(prompt, hide_input=True, confirmation_prompt=True)
+    return password
+
+
+@user_app.command("add")
+def user_add(
+    username: Annotated[str, typer.Argument(help="login name: a-z 0-9 _ . -")],
+    role: Annotated[
+        str, typer.Option(help="admin, supervisor, operator, planner, viewer or integration")
+    ] = "operator",
+    display_name: Annotated[str, typer.Option(help="name shown in the console and the audit trail")] = "",
+    password: Annotated[
+        bool,
+        typer.Option(
+            "--password/--no-password",
+            help="ask for a password (typed twice; from stdin in scripts); --no-password: API tokens only "
+            "[default: --no-password for integration, else --password]",
+        ),
+    ] = True,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Add a user with ROLE; integrations get no password (issue them a token with `user token`)."""
+    from tracker.store.users import add_user_sync
+    from tracker.users import Role, parse_role
+
+    settings = _settings()
+    with _friendly_errors():
+        parsed = parse_role(role)
+        secret = (
+            _new_password(f"password for {username}") if password and parsed is not Role.INTEGRATION else None
+        )
+        url = _database_url(database_url, settings)
+        _with_database(
+            url, "add the user",
+            lambda c: add_user_sync(
+                c, username, parsed, secret, display_name=display_name, created_by="cli",
+                min_password_length=settings.auth.min_password_length,
+            ),
+        )  # fmt: skip
+    how = (
+        "can log in to the console" if secret else "acts through API tokens: serenazgo user token " + username
+    )
+    console.print(f"added {username} ({parsed.value}); {how}")
+
+
+@user_app.command("list")
+def user_list(database_url: DatabaseUrlOption = None) -> None:
+    """Every user: role, state, and how many live sessions and tokens."""
+    from tracker.store.users import list_users_sync
+
+    with _friendly_errors():
+        rows = _with_database(_database_url(database_url, _settings()), "list users", list_users_sync)
+    table = Table("user", "role", "name", "state", "login", "live tokens", "created", "by")
+    for r in rows:
+        table.add_row(
+            r.username, r.role.value, r.display_name, "[red]disabled[/red]" if r.disabled else "active",
+            "password" if r.can_log_in else "tokens only", str(r.live_tokens),
+            r.created_at.strftime("%Y-%m-%d %H:%M"), r.created_by,
+        )  # fmt: skip
+    console.print(table)
+
+
+@user_app.command("disable")
+def user_disable(
+    username: Annotated[str, typer.Argument(help="the user")],
+    enable: Annotated[bool, typer.Option("--enable", help="enable the user again")] = False,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Disable a user: its sessions and API tokens stop working (within SERENAZGO_AUTH__CACHE_S)."""
+    from tracker.store.users import set_disabled_sync
+
+    with _friendly_errors():
+        _with_database(
+            _database_url(database_url, _settings()), "change the user",
+            lambda c: set_disabled_sync(c, username, not enable),
+        )  # fmt: skip
+    console.print(f"{username} {'enabled' if enable else 'disabled'}")
+
+
+@user_app.command("password")
+def user_password(
+    username: Annotated[str, typer.Argument(help="the user")], database_url: DatabaseUrlOption = None
+) -> None:
+    """Set a user's password (typed twice; from stdin in scripts); its console sessions end."""
+    from tracker.store.users import set_password_sync
+
+    settings = _settings()
+    with _friendly_errors():
+        secret = _new_password(f"new password for {username}")
+        minimum = settings.auth.min_password_length
+        _with_database(
+            _database_url(database_url, settings), "change the password",
+            lambda c: set_password_sync(c, username, secret, min_password_length=minimum),
+        )  # fmt: skip
+    console.print(f"password of {username} changed; its sessions are ended")
+
+
+@user_app.command("token")
+def user_token(
+    username: Annotated[str, typer.Argument(help="the user the token acts as (its role applies)")],
+    name: Annotated[str, typer.Option(help="what the token is for, e.g. 'video platform'")] = "",
+    expires_days: Annotated[
+        float | None, typer.Option(min=0.001, help="days until it expires [default: never]")
+    ] = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Issue an API token (printed once on stdout): send it as `Authorization: Bearer <token>`."""
+    from datetime import timedelta
+
+    from tracker.store.users import issue_api_token_sync
+
+    expires = None if expires_days is None else timedelta(days=expires_days)
+    with _friendly_errors():
+        token = _with_database(
+            _database_url(database_url, _settings()), "issue the token",
+            lambda c: issue_api_token_sync(c, username, name, expires_in=expires),
+        )  # fmt: skip
+    err_console.print(f"new API token of {username} (shown once; revoke with `serenazgo user revoke ID`):")
+    sys.stdout.write(token + "\n")
+
+
+@user_app.command("tokens")
+def user_tokens(
+    username: Annotated[str | None, typer.Argument(help="only this user's")] = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """API tokens and console sessions, newest first (never the secrets)."""
+    from tracker.store.users import list_tokens_sync
+
+    with _friendly_errors():
+        rows = _with_database(
+            _database_url(database_url, _settings()), "list tokens", lambda c: list_tokens_sync(c, username)
+        )
+
+    def when(ts: datetime | None) -> str:
+        return "" if ts is None else ts.strftime("%Y-%m-%d %H:%M")
+
+    table = Table("id", "user", "kind", "name", "from", "created", "expires", "revoked", "last used")
+    for r in rows:
+        table.add_row(
+            str(r.token_id), r.username, r.kind, r.name, r.origin, when(r.created_at), when(r.expires_at),
+            when(r.revoked_at), when(r.last_used_at),
+        )  # fmt: skip
+    console.print(table)
+
+
+@user_app.command("revoke")
+def user_revoke(
+    token_id: Annotated[int, typer.Argument(help="the id `serenazgo user tokens` shows")],
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Revoke an API token or end a console session."""
+    from tracker.store.users import revoke_token_id_sync
+
+    with _friendly_errors():
+        done = _with_database(
+            _database_url(database_url, _settings()),
+            "revoke the token",
+            lambda c: revoke_token_id_sync(c, token_id),
+        )
+    if not done:
+        err_console.print(f"[red]no live token with id {token_id}[/red] (see `serenazgo user tokens`)")
+        raise typer.Exit(1)
+    console.print(f"token {token_id} revoked")
 
 
 @app.command()

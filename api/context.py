@@ -10,8 +10,10 @@ from psycopg_pool import AsyncConnectionPool
 from tracker.config import MqttTarget, Settings
 from tracker.fleet import LiveFleet
 from tracker.registry import UnitRegistry
+from tracker.users import Principal
 
 if TYPE_CHECKING:
+    from api.auth import LoginLimiter
     from api.feed import LiveFeedHub
     from drones.airspace import LiveAirspace
     from drones.endurance import SquadronModel
@@ -61,3 +63,7 @@ class ApiContext:
     http_ingest: HttpIngest | None = None
     # Device tokens already checked: SHA-256 -> (unit id, monotonic time until which it is trusted).
     ingest_tokens: dict[bytes, tuple[str, float]] = field(default_factory=dict)
+    # Sessions and API tokens already checked: SHA-256 -> (who, monotonic time until trusted).
+    auth_cache: dict[bytes, tuple[Principal, float]] = field(default_factory=dict)
+    # Failed-login counts (created by the app from the settings).
+    login_limiter: LoginLimiter | None = None

@@ -73,6 +73,8 @@ from tracker.simulation import CAPABILITIES, FleetMix, FleetSimulation, SimUnit
 from tracker.store.embedded import EmbeddedPostgres
 from tracker.store.migrations import migrate
 from tracker.store.pool import open_pool
+from tracker.store.users import DEMO_PASSWORD, FIRST_ADMIN, ensure_demo_users_sync, ensure_first_admin_sync
+from tracker.users import Role
 
 T = TypeVar("T")
 
@@ -229,6 +231,8 @@ class Runtime:
     _osmand_sock: socket.socket | None = None  # the OsmAnd port's listener (None: off or taken)
     osmand_url: str = ""
     osmand_note: str = ""
+    # How to log in, printed with the summary: the demo's users, or the first start's admin password.
+    _login_rows: list[tuple[str, str]] = field(default_factory=list)
 
     # ----- signals -----------------------------------------------------------------------
 
@@ -650,6 +654,7 @@ class Runtime:
             applied = await self._step("applying database migrations", lambda: migrate(self.conninfo))
             if applied:
                 self.console.print(f"  [dim]applied {len(applied)} migration(s)[/dim]")
+            await self._step("checking console users", self._ensure_users)
             if opts.demo:
                 created = await self._step("registering the simulated fleet", self._prepare_demo)
                 if created:
@@ -701,11 +706,28 @@ class Runtime:
         if self.sim_stats is not None:
             self.console.print(f"  [dim]simulator sent {self.sim_stats.sent} pings[/dim]")
 
+    def _ensure_users(self) -> None:
+        """The demo's one user per role; otherwise, on a first start, an admin with a random password."""
+        if self.options.demo:
+            ensure_demo_users_sync(self.conninfo)
+            roles = ", ".join(r.value for r in Role if r is not Role.INTEGRATION)
+            self._login_rows.append(("log in", f"as {roles}  (password: {DEMO_PASSWORD})"))
+            self._login_rows.append(("API token", "serenazgo user token integration"))
+            return
+        password = ensure_first_admin_sync(self.conninfo)
+        if password is not None:
+            self._login_rows.append(
+                ("log in", f"as [bold]{FIRST_ADMIN}[/bold], password [bold]{password}[/bold]  (shown once)")
+            )
+            self._login_rows.append(("then", "add users: serenazgo user add NAME --role operator"))
+
     def _print_summary(self) -> None:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold")
         table.add_column()
         table.add_row("operator console", f"{self.api_url}/")
+        for what, how in self._login_rows:
+            table.add_row(what, how)
         table.add_row("API", self.api_url)
         table.add_row("docs", f"{self.api_url}/docs")
         table.add_row("live map data", f"{self.api_url}/api/v1/live")

@@ -282,7 +282,7 @@ class AuthSettings(BaseModel):
 
 
 class BrokerSecuritySettings(BaseModel):
-    """The embedded Mosquitto's password file and ACL (``SERENAZGO_BROKER__*``), see :mod:`mqtt_bridge.broker_acl`."""
+    """The embedded Mosquitto's password file and ACL (``SERENAZGO_BROKER__*``)."""
 
     # Anonymous clients may connect (and publish as any unit): only for a closed lab network.
     allow_anonymous: bool = False

@@ -58,3 +58,15 @@ class DuplicateUnitError(SerenazgoError):
     def __init__(self, unit_id: str, detail: str = "") -> None:
         self.unit_id = unit_id
         super().__init__(detail or f"unit {unit_id!r} already exists")
+
+
+class UserError(SerenazgoError, ValueError):
+    """A user cannot be created or changed as asked (bad name, weak password, unknown or duplicate user)."""
+
+
+class UnknownUserError(UserError, LookupError):
+    """No user has that name."""
+
+
+class DuplicateUserError(UserError):
+    """A user with that name already exists."""

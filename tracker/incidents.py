@@ -41,6 +41,7 @@ from tracker.errors import SerenazgoError, StorageError, UnitNotFoundError
 from tracker.feed import FeedListener, no_feed
 from tracker.fleet import FleetChange, LiveFleet, UnitState
 from tracker.model import Freshness, Ping, StatusUpdate, Unit, UnitKind, UnitStatus
+from tracker.store import audit as audit_store
 from tracker.store import incidents as store
 from tracker.store.pool import AsyncDb, connection, open_pool
 
@@ -1057,7 +1058,7 @@ class IncidentService:
         self, conn: AsyncConnection[Any], at: datetime, actor: str, origin: str, action: str,
         incident_id: int, detail: dict[str, Any],
     ) -> None:  # fmt: skip
-        await store.insert_audit(
+        await audit_store.insert_audit(
             conn, at=at, actor=actor or "unknown", origin=origin, action=action,
             subject=f"incident:{incident_id}", detail=detail,
         )  # fmt: skip

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 
+from api.access import PLAN, READ, admits
 from api.context import ApiContext
 from api.deps import Context, Pool
 from api.schemas import Problem
@@ -84,7 +85,7 @@ async def load_airspace(pool: AsyncDb) -> Airspace:
     return await asyncio.to_thread(build)
 
 
-@router.get("", summary="Every restricted airspace zone (GeoJSON FeatureCollection)")
+@router.get("", summary="Every restricted airspace zone (GeoJSON FeatureCollection)", **admits(READ))
 async def list_zones(pool: Pool, kind: str | None = None) -> dict[str, Any]:
     """One Feature per zone (``floor_m``/``ceiling_m`` in m above ground, null ceiling: unlimited)."""
     stored = await airspace_store.list_zones(pool)
@@ -103,6 +104,7 @@ async def list_zones(pool: Pool, kind: str | None = None) -> dict[str, Any]:
         422: {"model": Problem, "description": "the GeoJSON is not a usable zone (the detail says why)"},
         503: {"model": Problem},
     },
+    **admits(PLAN),
 )
 async def create_zones(
     pool: Pool,
@@ -141,6 +143,7 @@ async def create_zones(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a zone",
     responses={404: {"model": Problem}},
+    **admits(PLAN),
 )
 async def delete_zone(zone_id: str, pool: Pool, ctx: Context) -> Response:
     """Delete it and drop it from the event engine's index (drones inside get no exit event)."""
@@ -207,6 +210,7 @@ def _check(air: Airspace, body: object) -> dict[str, Any]:
     "/check",
     summary="Check a point, a path or a planned sortie (positions with altitude) against the zones",
     responses={422: {"model": Problem, "description": "the request is malformed (the detail says how)"}},
+    **admits(READ),
 )
 async def check(
     pool: Pool,

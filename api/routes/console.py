@@ -15,6 +15,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.access import READ, admits, public
 from api.deps import Context
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -25,7 +26,7 @@ router.mount("/static/console", StaticFiles(directory=STATIC_DIR), name="console
 router.mount("/static/leaflet", StaticFiles(directory=LEAFLET_DIR), name="leaflet")
 
 
-@router.get("/", include_in_schema=False)
+@router.get("/", include_in_schema=False, **public("the page itself holds no data: it asks to log in"))
 async def console_page() -> FileResponse:
     """The operator console (a static page that talks to the API and the WebSocket)."""
     # no-cache: after an upgrade, operators get the new page without clearing their browser.
@@ -38,6 +39,7 @@ async def console_page() -> FileResponse:
     summary="Boundary of the service area (GeoJSON)",
     response_class=FileResponse,
     responses={200: {"content": {"application/geo+json": {}}}},
+    **admits(READ),
 )
 async def area(ctx: Context) -> FileResponse:
     """The service area boundary: ``SERENAZGO_AREA``, or Lima's districts shipped in tracker/data."""

@@ -12,6 +12,7 @@ from fastapi import APIRouter, HTTPException, Query
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
+from api.access import ADVISE, READ, admits
 from api.deps import Context
 from geo.area import Area
 from geo.candidates import candidate_rows, parse_geojson_geometry
@@ -36,7 +37,7 @@ def _service(ctx: Context) -> CoverageService:
     return ctx.coverage
 
 
-@router.get("", summary="Coverage within a target time: ratios, gap regions, the model used")
+@router.get("", summary="Coverage within a target time: ratios, gap regions, the model used", **admits(READ))
 async def get_coverage(
     ctx: Context,
     minutes: Annotated[float, Query(description=f"target response time (0..{MAX_MINUTES:.0f} min)")] = 8.0,
@@ -182,7 +183,11 @@ async def _candidates(ctx: Context, body: RecommendationRequest, grid: HexGrid) 
     return rows
 
 
-@router.post("/recommendations", summary="Moves of idle units (or positions) that most raise coverage")
+@router.post(
+    "/recommendations",
+    summary="Moves of idle units (or positions) that most raise coverage",
+    **admits(ADVISE),
+)
 async def recommendations(ctx: Context, body: RecommendationRequest) -> dict[str, Any]:
     """Maximal covering (see geo/placement.py); demand is area for now.
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
+from api.access import READ, admits
 from api.deps import Context
 from tracker.coverage import LAYER_KINDS
 from tracker.coverage_history import CoverageSampler, history
@@ -47,7 +48,9 @@ def _aware(t: datetime) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
-@router.get("", summary="Coverage over a period: samples per minute or hour, and the worst hours")
+@router.get(
+    "", summary="Coverage over a period: samples per minute or hour, and the worst hours", **admits(READ)
+)
 async def get_coverage_history(
     request: Request,
     ctx: Context,

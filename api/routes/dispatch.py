@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
+from api.access import READ, admits
 from api.deps import Context
 from geo.nearest import MAX_K
 from tracker.dispatch import Dispatcher
@@ -42,7 +43,9 @@ def _dispatcher(ctx: Context) -> Dispatcher:
     return ctx.dispatcher
 
 
-@router.get("/nearest", summary="The k units that reach a point first (ETA), live before stale")
+@router.get(
+    "/nearest", summary="The k units that reach a point first (ETA), live before stale", **admits(READ)
+)
 async def nearest(
     ctx: Context,
     lat: Annotated[float, Query(description="latitude of the incident, degrees (WGS84)")],

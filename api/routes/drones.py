@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
+from api.access import READ, admits
 from api.context import ApiContext
 from api.deps import Context, Pool
 from api.formats import iso_z, num
@@ -158,7 +159,9 @@ def _drone_state(ctx: ApiContext, unit_id: str) -> UnitState:
     return state
 
 
-@router.get("", summary="Every drone's live state: position, battery, altitude, return-home margin")
+@router.get(
+    "", summary="Every drone's live state: position, battery, altitude, return-home margin", **admits(READ)
+)
 async def list_drones(ctx: Context) -> dict[str, Any]:
     """``{"generated_at", "limits", "drones": [...]}``, a drone per entry in unit id order (``/{unit_id}``).
 
@@ -177,7 +180,12 @@ async def list_drones(ctx: Context) -> dict[str, Any]:
     }
 
 
-@router.get("/{unit_id}", summary="One drone's live state and endurance", responses={404: {"model": Problem}})
+@router.get(
+    "/{unit_id}",
+    summary="One drone's live state and endurance",
+    responses={404: {"model": Problem}},
+    **admits(READ),
+)
 async def get_drone(unit_id: str, ctx: Context) -> dict[str, Any]:
     """Position and freshness, the newest telemetry (battery, remaining flight, altitudes, vertical
     speed, flight mode, dock), home, and the endurance model's figures: the profile, usable time
@@ -195,6 +203,7 @@ async def get_drone(unit_id: str, ctx: Context) -> dict[str, Any]:
         404: {"model": Problem},
         422: {"model": Problem},
     },
+    **admits(READ),
 )
 async def get_telemetry(
     unit_id: str,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
+from api.access import READ, admits
 from api.deps import Context
 from api.schemas import Problem
 from tracker.events import EventEngine, EventType
@@ -52,6 +53,7 @@ def parse_since(since: str | None) -> tuple[int | None, datetime | None]:
     "",
     summary="Unit events, oldest first, paged by event id",
     responses={422: {"model": Problem}, 503: {"model": Problem}},
+    **admits(READ),
 )
 async def list_events(
     engine: Events,

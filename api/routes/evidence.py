@@ -6,9 +6,8 @@ Ministerio Público, Poder Judicial and PNP; ``serenazgo evidence verify`` check
 one. Each export is recorded in the audit log (who, when, from where, which
 window, the manifest's SHA-256).
 
-Who exports is, for now, the ``X-Operator`` header or the ``operator`` query
-parameter; once users and sessions exist, the caller identity comes from the
-session and these two are no longer read.
+Who exports is the logged-in user (or the API token's user); an integration may
+add whom it exports for with the ``X-Operator`` header or ``operator`` parameter.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 
+from api.access import EXPORT, Actor, acting_as, admits
 from api.deps import Context, Pool
 from api.routes.tracks import MAX_POINTS, EndQuery, StartQuery, resolve_window
 from api.schemas import Problem
@@ -39,14 +39,16 @@ router = APIRouter(prefix="/api/v1/units", tags=["evidence"])
             "description": "ZIP: track and incident files, manifest.json, manifest.sig (Ed25519)",
         },
         404: {"model": Problem, "description": "no such unit"},
-        422: {"model": Problem, "description": "bad window, too many fixes, or no operator named"},
+        422: {"model": Problem, "description": "bad window or too many fixes"},
     },
+    **admits(EXPORT),
 )
 async def get_evidence(
     unit_id: str,
     request: Request,
     ctx: Context,
     pool: Pool,
+    actor: Actor,
     start: StartQuery = None,
     end: EndQuery = None,
     include_outliers: Annotated[
@@ -56,19 +58,19 @@ async def get_evidence(
         ),
     ] = True,
     operator: Annotated[
-        str | None, Query(max_length=128, description="who exports (or the X-Operator header)")
+        str | None,
+        Query(max_length=128, description="whom an integration exports for (recorded beside its own name)"),
     ] = None,
-    x_operator: Annotated[str | None, Header(max_length=128, description="who exports")] = None,
+    x_operator: Annotated[str | None, Header(max_length=128, description="as the operator parameter")] = None,
 ) -> Response:
-    """Build, sign and return the package; 404 for an unknown unit, 422 for a bad window or no operator."""
+    """Build, sign and return the package; 404 for an unknown unit, 422 for a bad window.
+
+    The manifest's ``exported_by`` is the logged-in user or the API token's user; an
+    integration (the video platform) may add whom it exports for (``operator``).
+    """
     now = datetime.now(UTC)
     window_start, window_end = resolve_window(start, end, now)
-    who = (x_operator or operator or "").strip()
-    if not who:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            "say who exports this evidence: an X-Operator header or an operator query parameter",
-        )
+    who = acting_as(actor, x_operator or operator or "")
     settings = ctx.settings
     # The key file is read (or created, once) off the event loop; it never leaves this process.
     key = await asyncio.to_thread(load_signing_key, settings)

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Response, status
 
+from api.access import PLAN, READ, admits
 from api.routes.events import Events
 from api.schemas import Problem
 from geo.geofence import GeofenceError
@@ -32,7 +33,12 @@ _EXAMPLE = {
 }
 
 
-@router.get("", summary="Every geofence (GeoJSON FeatureCollection)", responses={503: {"model": Problem}})
+@router.get(
+    "",
+    summary="Every geofence (GeoJSON FeatureCollection)",
+    responses={503: {"model": Problem}},
+    **admits(READ),
+)
 async def list_geofences(
     engine: Events, kind: Literal["sector", "restricted", "other"] | None = None
 ) -> dict[str, Any]:
@@ -53,6 +59,7 @@ async def list_geofences(
         422: {"model": Problem, "description": "the GeoJSON is not a usable polygon (the detail says why)"},
         503: {"model": Problem},
     },
+    **admits(PLAN),
 )
 async def create_geofence(
     engine: Events,
@@ -74,7 +81,12 @@ async def create_geofence(
     return stored.to_feature()
 
 
-@router.get("/{geofence_id}", summary="One geofence (GeoJSON Feature)", responses={404: {"model": Problem}})
+@router.get(
+    "/{geofence_id}",
+    summary="One geofence (GeoJSON Feature)",
+    responses={404: {"model": Problem}},
+    **admits(READ),
+)
 async def get_geofence(geofence_id: str, engine: Events) -> dict[str, Any]:
     """The geofence ``geofence_id``, or 404."""
     try:
@@ -88,6 +100,7 @@ async def get_geofence(geofence_id: str, engine: Events) -> dict[str, Any]:
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a geofence",
     responses={404: {"model": Problem}},
+    **admits(PLAN),
 )
 async def delete_geofence(geofence_id: str, engine: Events) -> Response:
     """Delete it and drop it from the index (its members get no exit event)."""

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.access import MONITOR, admits, public
 from api.context import ApiContext, BridgeHandle
 from api.deps import Context
 from tracker.config import MqttTarget
@@ -76,7 +77,13 @@ def bridge_state(bridge: BridgeHandle) -> tuple[str | None, dict[str, Any]]:
     return None, data
 
 
-@router.get("/healthz", summary="Health of the database, the broker and the bridge")
+# Probes run without credentials; the answer says whether parts run, never where a unit is.
+HEALTH_IS_PUBLIC = "a liveness and readiness probe for load balancers and orchestrators: no fleet data"
+
+
+@router.get(
+    "/healthz", summary="Health of the database, the broker and the bridge", **public(HEALTH_IS_PUBLIC)
+)
 async def healthz(ctx: Context) -> Response:
     """200 with each part's state when all work; 503 naming what is wrong otherwise."""
     checks: dict[str, dict[str, Any]] = {}
@@ -106,7 +113,7 @@ def _verdict(problem: str | None) -> dict[str, Any]:
     return {"ok": problem is None, "detail": problem or "ok"}
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse, **admits(MONITOR))
 async def metrics() -> Response:
     """Every serenazgo metric in the Prometheus text format."""
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

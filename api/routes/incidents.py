@@ -4,8 +4,9 @@
 
 Responses are the incident's JSON form (:meth:`tracker.incidents.Incident.to_json`),
 the same shape the live feed sends as ``{"type": "incident", "data": ...}``.
-``operator`` in the bodies says who acts until authentication arrives; the
-audit log also records the client's address as ``origin``.
+Who acts is the logged-in user (or the API token's user); an integration may
+name whom it acts for with ``operator`` in the body. The audit log also records
+the client's address as ``origin``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from api.access import DISPATCH, READ, REPORT, Actor, acting_as, admits
 from api.deps import Context
 from api.schemas import Problem
 from tracker.errors import UnitNotFoundError
@@ -40,8 +42,8 @@ MAX_STATS_WINDOW = timedelta(days=400)
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
 Operator = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=128),
-    Field(description="who does this (an operator's name or badge), recorded in the audit log"),
+    StringConstraints(strip_whitespace=True, max_length=128),
+    Field(description="whom an integration acts for (recorded beside its own user in the audit log)"),
 ]
 UnitId = Annotated[str, Field(pattern=UNIT_ID_PATTERN, description="the unit's id")]
 
@@ -83,9 +85,7 @@ class IncidentCreate(BaseModel):
     description: Text = ""
     address: Text = ""
     reported_by: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""
-    operator: Annotated[str, StringConstraints(strip_whitespace=True, max_length=128)] = Field(
-        "", description="who records it (audit log); the reporter when empty"
-    )
+    operator: Operator = ""
 
 
 class FieldReportBody(BaseModel):
@@ -122,7 +122,7 @@ class IncidentUpdate(BaseModel):
         },
     )
 
-    operator: Operator
+    operator: Operator = ""
     description: Text | None = None
     priority: int | None = Field(None, ge=1, le=5)
     category: IncidentCategory | None = None
@@ -152,7 +152,7 @@ class AssignBody(BaseModel):
     )
 
     unit_id: UnitId
-    operator: Operator
+    operator: Operator = ""
 
 
 class ReleaseBody(AssignBody):
@@ -205,8 +205,12 @@ def _http(exc: Exception) -> HTTPException:
 DomainErrors = (IncidentNotFoundError, UnitNotFoundError, IncidentConflictError, IncidentInputError)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Report an incident", responses=ERRORS)
-async def create_incident(body: IncidentCreate, service: Service, request: Request) -> dict[str, Any]:
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, summary="Report an incident", responses=ERRORS, **admits(REPORT)
+)
+async def create_incident(
+    body: IncidentCreate, service: Service, request: Request, actor: Actor
+) -> dict[str, Any]:
     """Record the incident; the answer adds ``recommended``: available units ranked by ETA to it."""
     try:
         incident, recommended = await service.create(
@@ -218,7 +222,7 @@ async def create_incident(body: IncidentCreate, service: Service, request: Reque
             description=body.description,
             address=body.address,
             reported_by=body.reported_by,
-            operator=body.operator,
+            operator=acting_as(actor, body.operator),
             origin=_origin(request),
         )
     except DomainErrors as exc:
@@ -226,7 +230,7 @@ async def create_incident(body: IncidentCreate, service: Service, request: Reque
     return {**incident.to_json(), "recommended": [c.to_json() for c in recommended]}
 
 
-@router.get("", summary="List incidents (newest first)", responses=ERRORS)
+@router.get("", summary="List incidents (newest first)", responses=ERRORS, **admits(READ))
 async def list_incidents(
     service: Service,
     status_filter: Annotated[
@@ -265,7 +269,7 @@ async def list_incidents(
 
 
 # Declared before /{incident_id}, which would otherwise take "stats" for an id.
-@router.get("/stats", summary="Response times by category and channel", responses=ERRORS)
+@router.get("/stats", summary="Response times by category and channel", responses=ERRORS, **admits(READ))
 async def incident_stats(
     service: Service,
     since: Annotated[
@@ -289,7 +293,7 @@ async def incident_stats(
     return stats.to_json()
 
 
-@router.get("/{incident_id}", summary="Read one incident", responses=ERRORS)
+@router.get("/{incident_id}", summary="Read one incident", responses=ERRORS, **admits(READ))
 async def get_incident(incident_id: int, service: Service) -> dict[str, Any]:
     """The incident with its assignments, or 404."""
     try:
@@ -298,13 +302,17 @@ async def get_incident(incident_id: int, service: Service) -> dict[str, Any]:
         raise _http(exc) from exc
 
 
-@router.patch("/{incident_id}", summary="Change, close or cancel an incident", responses=ERRORS)
+@router.patch(
+    "/{incident_id}", summary="Change, close or cancel an incident", responses=ERRORS, **admits(DISPATCH)
+)
 async def patch_incident(
-    incident_id: int, body: IncidentUpdate, service: Service, request: Request
+    incident_id: int, body: IncidentUpdate, service: Service, request: Request, actor: Actor
 ) -> dict[str, Any]:
     """Change description, priority, category, address or resolution; ``status`` closed/cancelled ends it."""
     try:
-        incident = await service.patch(incident_id, body.to_patch(), body.operator, _origin(request))
+        incident = await service.patch(
+            incident_id, body.to_patch(), acting_as(actor, body.operator), _origin(request)
+        )
     except DomainErrors as exc:
         raise _http(exc) from exc
     return incident.to_json()
@@ -315,28 +323,35 @@ async def patch_incident(
     status_code=status.HTTP_201_CREATED,
     summary="Send a unit to an incident",
     responses=ERRORS,
+    **admits(DISPATCH),
 )
 async def assign_unit(
-    incident_id: int, body: AssignBody, service: Service, request: Request
+    incident_id: int, body: AssignBody, service: Service, request: Request, actor: Actor
 ) -> dict[str, Any]:
     """Assign an available unit with a live position; 409 says why a unit cannot go (busy: where)."""
     try:
         incident, assignment = await service.assign(
-            incident_id, body.unit_id, body.operator, _origin(request)
+            incident_id, body.unit_id, acting_as(actor, body.operator), _origin(request)
         )
     except DomainErrors as exc:
         raise _http(exc) from exc
     return {"assignment": assignment.to_json(), "incident": incident.to_json()}
 
 
-@router.post("/{incident_id}/release", summary="Free a unit from an incident", responses=ERRORS)
+@router.post(
+    "/{incident_id}/release", summary="Free a unit from an incident", responses=ERRORS, **admits(DISPATCH)
+)
 async def release_unit(
-    incident_id: int, body: ReleaseBody, service: Service, request: Request
+    incident_id: int, body: ReleaseBody, service: Service, request: Request, actor: Actor
 ) -> dict[str, Any]:
     """The unit becomes available again; the incident reopens if it has no unit left and none arrived."""
     try:
         incident = await service.release(
-            incident_id, body.unit_id, body.operator, _origin(request), body.reason or "released"
+            incident_id,
+            body.unit_id,
+            acting_as(actor, body.operator),
+            _origin(request),
+            body.reason or "released",
         )
     except DomainErrors as exc:
         raise _http(exc) from exc
@@ -345,7 +360,7 @@ async def release_unit(
 
 @unit_router.post(
     "/{unit_id}/incidents", status_code=status.HTTP_201_CREATED, summary="A unit reports an incident",
-    responses=ERRORS,
+    responses=ERRORS, **admits(REPORT),
 )  # fmt: skip
 async def report_from_unit(
     unit_id: Annotated[str, Path(pattern=UNIT_ID_PATTERN)], body: FieldReportBody, service: Service,

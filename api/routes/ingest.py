@@ -36,6 +36,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from api.access import public
 from api.context import ApiContext
 from mqtt_bridge.codecs import OSMAND_HTTP_TOPIC, decode_message
 from mqtt_bridge.http_ingest import RETRY_AFTER_S, HttpMessage
@@ -44,6 +45,9 @@ from tracker.model import Decoded, DecodeResult, Ignored, Rejection
 from tracker.store.credentials import token_digest, unit_for_token
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
+
+# Phones are not users: they authenticate with their unit's device token (SERENAZGO_INGEST_AUTH).
+DEVICES = "devices authenticate with their unit's device token, not a user role"
 
 _OWNTRACKS_OK = b"[]"
 _MAX_NAME = 64
@@ -204,19 +208,21 @@ def _name(value: str | None, what: str) -> str | JSONResponse:
     return value
 
 
-@router.get("/osmand", summary="OsmAnd / Traccar Client position (query string)")
+@router.get("/osmand", summary="OsmAnd / Traccar Client position (query string)", **public(DEVICES))
 async def ingest_osmand_get(request: Request) -> Response:
     """One position from Traccar Client or any OsmAnd-protocol device; 200 once stored."""
     return await osmand(request)
 
 
-@router.post("/osmand", summary="OsmAnd / Traccar Client position (query, form or JSON body)")
+@router.post(
+    "/osmand", summary="OsmAnd / Traccar Client position (query, form or JSON body)", **public(DEVICES)
+)
 async def ingest_osmand_post(request: Request) -> Response:
     """One position (form or Traccar Client's JSON body); 200 once stored."""
     return await osmand(request)
 
 
-@router.post("/owntracks", summary="OwnTracks HTTP mode")
+@router.post("/owntracks", summary="OwnTracks HTTP mode", **public(DEVICES))
 async def ingest_owntracks(request: Request) -> Response:
     """One OwnTracks message (or list) from the app in HTTP mode; ``[]`` once stored."""
     return await owntracks(request)

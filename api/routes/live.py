@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from api.access import READ, admits
 from api.deps import Fleet
 from api.formats import live_collection, live_feature
 from tracker.model import Freshness, UnitKind
@@ -14,7 +15,7 @@ from tracker.model import Freshness, UnitKind
 router = APIRouter(prefix="/api/v1/live", tags=["live"])
 
 
-@router.get("", summary="Latest position of every unit (GeoJSON FeatureCollection)")
+@router.get("", summary="Latest position of every unit (GeoJSON FeatureCollection)", **admits(READ))
 async def live(
     fleet: Fleet, kind: UnitKind | None = None, freshness: Freshness | None = None
 ) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from shapely.geometry.base import BaseGeometry
 
+from api.access import PLAN, admits
 from api.deps import Context
 from api.routes.coverage import MAX_MINUTES
 from drones.sorties import (
@@ -201,7 +202,9 @@ async def _targets(ctx: Context, body: SortieRequest) -> list[Target]:
 
 
 @router.post(
-    "/plan", summary="Plan sorties from a dock over gaps, a polygon or points, around restricted zones"
+    "/plan",
+    summary="Plan sorties from a dock over gaps, a polygon or points, around restricted zones",
+    **admits(PLAN),
 )
 async def plan(ctx: Context, body: SortieRequest) -> Response:
     """Sorties (ordered waypoints from the dock and back) within endurance with reserve.

@@ -9,6 +9,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
+from api.access import READ, admits
 from api.deps import Pool
 from api.formats import iso_z, track_csv, track_geojson, track_gpx
 from api.schemas import Problem
@@ -109,6 +110,7 @@ def resolve_window(
         404: {"model": Problem},
         422: {"model": Problem},
     },
+    **admits(READ),
 )
 async def get_track(
     unit_id: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
+from api.access import FLEET, READ, admits
 from api.deps import Fleet, Pool, Registry
 from api.schemas import Problem, UnitCreate, UnitOut
 from tracker.errors import DuplicateUnitError, UnitNotFoundError
@@ -13,7 +14,7 @@ from tracker.store import units as unit_store
 router = APIRouter(prefix="/api/v1/units", tags=["units"])
 
 
-@router.get("", summary="List registered units")
+@router.get("", summary="List registered units", **admits(READ))
 async def list_units(pool: Pool, kind: UnitKind | None = None, sector: str | None = None) -> list[UnitOut]:
     """Every registered unit in id order, optionally of one kind or one sector."""
     units = await unit_store.list_units(pool)
@@ -29,6 +30,7 @@ async def list_units(pool: Pool, kind: UnitKind | None = None, sector: str | Non
     status_code=status.HTTP_201_CREATED,
     summary="Register a unit",
     responses={409: {"model": Problem, "description": "unit id or an external id already registered"}},
+    **admits(FLEET),
 )
 async def create_unit(body: UnitCreate, pool: Pool, registry: Registry, fleet: Fleet) -> UnitOut:
     """Store the unit, then make it known to the running bridge at once (registry and live fleet)."""
@@ -50,7 +52,7 @@ async def create_unit(body: UnitCreate, pool: Pool, registry: Registry, fleet: F
     return UnitOut.of(unit)
 
 
-@router.get("/{unit_id}", summary="Read one unit", responses={404: {"model": Problem}})
+@router.get("/{unit_id}", summary="Read one unit", responses={404: {"model": Problem}}, **admits(READ))
 async def get_unit(unit_id: str, pool: Pool) -> UnitOut:
     """The unit ``unit_id``, or 404."""
     try:

@@ -7,8 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
+from api.access import READ, UNAUTHENTICATED
+from api.auth import authenticate
 from api.context import ApiContext
 from api.feed import CLOSE_INTERNAL_ERROR
+
+# RFC 6455 "policy violation": refused before the handshake completes, the client sees HTTP 403.
+CLOSE_POLICY_VIOLATION = 1008
 
 router = APIRouter()
 
@@ -22,8 +27,14 @@ async def live_feed(websocket: WebSocket) -> None:
 
     The client sends nothing; a client that falls too far behind is closed with
     code 1013 and a reason, and should reconnect (it gets a fresh snapshot).
+    The handshake needs a session cookie or a bearer token of any role (checked
+    once, at connect: a session revoked later ends at the client's next reconnect).
     """
     ctx: ApiContext = websocket.app.state.ctx
+    principal = await authenticate(websocket)
+    if principal is None or principal.role not in READ:
+        await websocket.close(CLOSE_POLICY_VIOLATION, UNAUTHENTICATED[:120])
+        return
     await websocket.accept()
     hub = ctx.feed
     if hub is None:
@@ -38,5 +49,5 @@ async def live_feed(websocket: WebSocket) -> None:
         return [incident.to_json() for incident in page.items]
 
     peer = websocket.client
-    name = f"{peer.host}:{peer.port}" if peer else ""
+    name = f"{principal.username}@{peer.host}:{peer.port}" if peer else principal.username
     await hub.serve(websocket, name=name, open_incidents=open_incidents)

@@ -10,6 +10,7 @@ import pytest
 
 from api.app import create_app
 from api.context import ApiContext
+from tests.fixtures.auth import seed_headers
 from tracker.config import Settings
 from tracker.fleet import LiveFleet
 from tracker.registry import UnitRegistry
@@ -34,5 +35,7 @@ async def api(pg_url: str) -> AsyncIterator[Api]:
     app = create_app(ctx)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://serenazgo.test") as client:
+        async with httpx.AsyncClient(
+            headers=seed_headers(ctx), transport=transport, base_url="http://serenazgo.test"
+        ) as client:
             yield Api(client, ctx)

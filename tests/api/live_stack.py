@@ -27,6 +27,7 @@ from api.app import create_app
 from api.context import ApiContext
 from api.feed import LiveFeedHub
 from mqtt_bridge.bridge import Bridge
+from tests.fixtures.auth import bearer, seed_role_tokens
 from tests.mqtt_bridge.ingest_rig import IngestRig, Sent
 
 WAIT_S = 30.0
@@ -105,6 +106,11 @@ class LiveStack:
     served: ServedApp
     stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """An administrator's ``Authorization`` header (tests/fixtures/auth.py), for the tests' API calls."""
+        return bearer()
+
     def stop(self) -> None:
         """Stop the services (on the server's loop, last started first), the hub, then the server."""
         for stop in [*reversed(self.stoppers), self.hub.stop]:
@@ -145,6 +151,7 @@ def start_stack(
     ctx.feed = hub
     served = ServedApp(create_app(ctx), send_buffer=send_buffer)
     served.start()
+    seed_role_tokens(ctx)
     stack = LiveStack(rig, bridge, ctx, hub, served)
 
     async def start_hub() -> None:

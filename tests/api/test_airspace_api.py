@@ -19,6 +19,7 @@ from api.context import ApiContext
 from api.runtime import Runtime, UpOptions
 from drones.airspace_file import DEMO_AIRSPACE_FILE, load_airspace_file
 from geo.local_frame import LocalFrame
+from tests.fixtures.auth import seed_headers
 from tracker.config import DroneSettings, Settings
 from tracker.errors import ConfigError
 from tracker.events import EventEngine
@@ -57,7 +58,9 @@ async def air(pg_url: str) -> AsyncIterator[AirApi]:
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://serenazgo.test") as client:
+            async with httpx.AsyncClient(
+                headers=seed_headers(ctx), transport=transport, base_url="http://serenazgo.test"
+            ) as client:
                 yield AirApi(client, engine, fleet, ctx)
     finally:
         await engine.stop()

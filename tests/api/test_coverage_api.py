@@ -18,6 +18,7 @@ from api.context import ApiContext
 from api.runtime import Runtime, UpOptions
 from geo.docks import Dock
 from geo.viewsheds import Viewsheds
+from tests.fixtures.auth import seed_headers
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE, CoverageSettings, Settings
 from tracker.coverage import CoverageService
@@ -57,7 +58,9 @@ async def client_for() -> AsyncIterator[object]:
             CoverageService(MIRAFLORES, fleet, docks=docks or (), viewsheds=viewsheds) if coverage else None
         )
         # No lifespan: these routes need no database.
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://t")
+        client = httpx.AsyncClient(
+            headers=seed_headers(ctx), transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://t"
+        )
         clients.append(client)
         return client
 
@@ -206,7 +209,9 @@ async def test_incident_demand_weights_the_ratio_towards_where_incidents_happen(
     ctx.pool = await open_pool(pg_url, max_size=2)
     try:
         transport = httpx.ASGITransport(app=create_app(ctx))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(
+            headers=seed_headers(ctx), transport=transport, base_url="http://t"
+        ) as client:
             params = {"minutes": 1, "demand": "incidents"}
             body = (await client.get("/api/v1/coverage", params=params)).json()
     finally:

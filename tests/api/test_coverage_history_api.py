@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from api.context import ApiContext
 from api.routes import coverage_history
+from tests.fixtures.auth import seed_headers
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE, Settings
 from tracker.coverage import CoverageService
@@ -44,7 +45,9 @@ async def app_for(pg_url: str) -> AsyncIterator[Any]:
         if sampler:
             ctx.coverage_history = CoverageSampler(pool, CoverageService(MIRAFLORES, fleet))
         app.include_router(coverage_history.router)
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+        client = httpx.AsyncClient(
+            headers=seed_headers(ctx), transport=httpx.ASGITransport(app=app), base_url="http://t"
+        )
         clients.append(client)
         return client
 

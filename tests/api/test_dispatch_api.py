@@ -12,6 +12,7 @@ from pyproj import Geod
 from api.app import create_app
 from api.context import ApiContext
 from tests.api.conftest import Api
+from tests.fixtures.auth import seed_headers
 from tracker.config import Settings
 from tracker.dispatch import Dispatcher
 from tracker.fleet import LiveFleet
@@ -57,7 +58,9 @@ async def api(pg_url: str) -> AsyncIterator[Api]:
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://serenazgo.test") as client:
+            async with httpx.AsyncClient(
+                headers=seed_headers(ctx), transport=transport, base_url="http://serenazgo.test"
+            ) as client:
                 yield Api(client, ctx)
     finally:
         ctx.dispatcher.close()

@@ -17,6 +17,7 @@ import pytest
 from lxml import etree
 
 from tests.api.conftest import Api
+from tests.fixtures.auth import seed_headers
 from tracker.batch import IngestBatch
 from tracker.config import Settings
 from tracker.evidence import verify_package
@@ -108,9 +109,9 @@ def stored_rows(pg_url: str) -> list[tuple[datetime, float, float, float | None]
 
 
 async def test_export_verifies_matches_the_rows_and_is_audited(api, stored, pg_url, tmp_path) -> None:
-    resp = await api.client.get(
-        "/api/v1/units/ser-014/evidence", params=window(), headers={"X-Operator": "op-ana"}
-    )
+    # The manifest names the logged-in user: a supervisor, op-ana.
+    ana = seed_headers(api.ctx, "supervisor", "op-ana")
+    resp = await api.client.get("/api/v1/units/ser-014/evidence", params=window(), headers=ana)
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"] == "application/zip"
     filename = f"evidence_ser-014_{START:%Y%m%dT%H%M%SZ}_{END:%Y%m%dT%H%M%SZ}.zip"
@@ -160,10 +161,14 @@ async def test_export_verifies_matches_the_rows_and_is_audited(api, stored, pg_u
     assert detail["key_fingerprint"] == key.fingerprint
     assert (detail["track_points"], detail["incidents"]) == (5, 1)
 
-    # A second export reuses the same key.
-    again = await api.client.get("/api/v1/units/ser-014/evidence", params=window(operator="op-luis"))
+    # A second export reuses the same key; an integration (the video platform) names whom it exports for.
+    platform = seed_headers(api.ctx, "integration", "video-platform")
+    again = await api.client.get(
+        "/api/v1/units/ser-014/evidence", params=window(operator="op-luis"), headers=platform
+    )
     assert again.status_code == 200
     assert verify_package(again.content, key.key.public_key()).valid
+    assert verify_package(again.content).manifest["exported_by"] == "video-platform (for op-luis)"
     assert sorted(p.name for p in key.path.parent.iterdir()) == ["ed25519.key", "ed25519.pub"]
 
 
@@ -176,8 +181,8 @@ async def test_outliers_can_be_left_out(api, stored) -> None:
     assert manifest is not None and manifest["counts"]["track_points"] == 4
 
 
-async def test_unknown_unit_bad_window_and_no_operator(api, stored, pg_url) -> None:
-    who = {"X-Operator": "op-ana"}
+async def test_unknown_unit_bad_window_and_who_may_export(api, stored, pg_url) -> None:
+    who = seed_headers(api.ctx, "supervisor", "op-ana")
     missing = await api.client.get("/api/v1/units/ser-999/evidence", params=window(), headers=who)
     assert missing.status_code == 404
     assert "ser-999" in missing.json()["detail"]
@@ -195,9 +200,15 @@ async def test_unknown_unit_bad_window_and_no_operator(api, stored, pg_url) -> N
     )
     assert too_long.status_code == 422
     assert "longer than 7 days" in too_long.json()["detail"]
-    nobody = await api.client.get("/api/v1/units/ser-014/evidence", params=window())
-    assert nobody.status_code == 422
-    assert "X-Operator" in nobody.json()["detail"]
+    anonymous = await api.client.get(
+        "/api/v1/units/ser-014/evidence", params=window(), headers={"Authorization": ""}
+    )
+    assert anonymous.status_code == 401
+    viewer = await api.client.get(
+        "/api/v1/units/ser-014/evidence", params=window(), headers=seed_headers(api.ctx, "viewer")
+    )
+    assert viewer.status_code == 403
+    assert "admin, integration, supervisor" in viewer.json()["detail"]
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (0,)  # refusals are not exports
 

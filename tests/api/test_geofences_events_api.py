@@ -16,6 +16,7 @@ from shapely.geometry import Point
 from api.app import create_app
 from api.context import ApiContext
 from geo.local_frame import LocalFrame
+from tests.fixtures.auth import seed_headers
 from tracker.config import Settings
 from tracker.events import EventEngine
 from tracker.fleet import LiveFleet
@@ -52,7 +53,9 @@ async def eapi(pg_url: str) -> AsyncIterator[EventsApi]:
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://serenazgo.test") as client:
+            async with httpx.AsyncClient(
+                headers=seed_headers(ctx), transport=transport, base_url="http://serenazgo.test"
+            ) as client:
                 yield EventsApi(client, ctx, engine)
     finally:
         await engine.stop()

@@ -9,6 +9,7 @@ import pytest
 
 from api.app import create_app
 from api.context import ApiContext
+from tests.fixtures.auth import seed_headers
 from tracker.config import Settings, parse_mqtt_url
 from tracker.fleet import LiveFleet
 from tracker.registry import UnitRegistry
@@ -48,7 +49,9 @@ async def test_503_naming_the_database_when_its_server_stops(pg_server_factory) 
     app = create_app(ctx)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://serenazgo.test") as client:
+        async with httpx.AsyncClient(
+            headers=seed_headers(ctx), transport=transport, base_url="http://serenazgo.test"
+        ) as client:
             assert (await client.get("/healthz")).status_code == 200
             server.stop()
             resp = await client.get("/healthz")

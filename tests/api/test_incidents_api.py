@@ -12,6 +12,7 @@ import pytest
 
 from api.app import create_app
 from api.context import ApiContext
+from tests.fixtures.auth import seed_headers
 from tests.tracker.incidents_rig import SCENE, FleetRig, offset
 from tracker.config import Settings
 from tracker.dispatch import Candidate
@@ -78,7 +79,9 @@ async def build(pg_url: str, rig: FleetRig, recommend: Any) -> AsyncIterator[Inc
         ctx.incidents = service
         try:
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://serenazgo.test") as client:
+            async with httpx.AsyncClient(
+                headers=seed_headers(ctx), transport=transport, base_url="http://serenazgo.test"
+            ) as client:
                 yield IncidentApi(client, ctx, rig, service)
         finally:
             await service.stop()

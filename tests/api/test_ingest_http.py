@@ -26,6 +26,7 @@ from api.context import ApiContext
 from api.routes.ingest import osmand_app
 from api.runtime import bind_osmand_socket
 from tests.api.conftest import Api
+from tests.fixtures.auth import seed_headers
 from tracker.config import Settings
 from tracker.fleet import LiveFleet
 from tracker.model import PingFlag
@@ -54,7 +55,9 @@ async def _app(url: str, **settings: Any) -> AsyncIterator[Api]:
     app = create_app(ctx)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://serenazgo.test") as client:
+        async with httpx.AsyncClient(
+            headers=seed_headers(ctx), transport=transport, base_url="http://serenazgo.test"
+        ) as client:
             yield Api(client, ctx)
 
 

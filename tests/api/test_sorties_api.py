@@ -17,6 +17,7 @@ from api.app import create_app
 from api.context import ApiContext
 from api.routes.sorties import airspace_polygons
 from tests.api.test_coverage_api import DOCKS, MIRAFLORES, fleet_with
+from tests.fixtures.auth import seed_headers
 from tracker.config import Settings
 from tracker.coverage import CoverageService
 from tracker.registry import UnitRegistry
@@ -53,7 +54,9 @@ async def client() -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
         ctx = AirspaceContext(settings=Settings(), conninfo="", registry=UnitRegistry(), fleet=fleet)
         ctx.airspace = airspace
         ctx.coverage = CoverageService(MIRAFLORES, fleet, docks=DOCKS) if coverage else None
-        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://t")
+        c = httpx.AsyncClient(
+            headers=seed_headers(ctx), transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://t"
+        )
         clients.append(c)
         return c
 

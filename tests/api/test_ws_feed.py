@@ -101,7 +101,7 @@ async def test_snapshot_then_pings_then_keepalive(
     await asyncio.to_thread(ingest.publish, [first])
     stack.wait_fleet("the first ping in the fleet", lambda: stack.bridge.fleet.get(units[0]).fix is not None)  # type: ignore[union-attr]
 
-    reader = Reader(await connect(stack.served.ws_url))
+    reader = Reader(await connect(stack.served.ws_url, additional_headers=stack.auth))
     await reader.wait_for("the snapshot", lambda: bool(reader.of_type("snapshot")))
     assert reader.messages[0]["type"] == "snapshot"
     snap = reader.of_type("snapshot")[0]
@@ -157,7 +157,7 @@ async def test_a_stalled_client_is_dropped_while_ingest_and_other_clients_go_on(
     stack = make_stack(hub_options={"queue_size": 50, "close_timeout_s": 120.0}, send_buffer=16384)
     hub = stack.hub
     stalled = await _stalled_client(stack.served.port)
-    healthy = Reader(await connect(stack.served.ws_url))
+    healthy = Reader(await connect(stack.served.ws_url, additional_headers=stack.auth))
     await healthy.wait_for("the snapshot", lambda: bool(healthy.of_type("snapshot")))
     stack.wait_fleet("both clients registered", lambda: hub.stats.clients == 2)
 

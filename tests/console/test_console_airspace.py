@@ -13,6 +13,7 @@ from playwright.sync_api import Browser
 
 from tests.api.live_stack import start_stack
 from tests.console.test_console_browser import HTTP_TIMEOUT_S, click_map_at, open_console
+from tests.fixtures.auth import ADMIN
 from tests.mqtt_bridge.ingest_rig import IngestRig
 from tracker.coverage_files import DATA_DIR
 
@@ -24,7 +25,7 @@ ZONE_PATHS = ".leaflet-overlay-pane path.airspace-zone"
 def test_airspace_zones_are_drawn_with_their_band(ingest: IngestRig, browser: Browser) -> None:
     stack = start_stack(ingest)
     try:
-        demo = httpx.Client(base_url=stack.served.url, timeout=HTTP_TIMEOUT_S)
+        demo = httpx.Client(base_url=stack.served.url, headers=ADMIN, timeout=HTTP_TIMEOUT_S)
         zones = (DATA_DIR / "demo_miraflores_airspace.geojson").read_text(encoding="utf-8")
         resp = demo.post("/api/v1/airspace", content=zones, headers={"content-type": "application/json"})
         assert resp.status_code == 201, resp.text

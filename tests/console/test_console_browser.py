@@ -25,14 +25,17 @@ import pytest
 from playwright.sync_api import Browser, Page, Route
 from pyproj import Geod
 
+from api.auth import SESSION_COOKIE
 from mqtt_bridge.simulator import encode, register_units
 from tests.api.live_stack import LiveStack, native_ping
+from tests.fixtures.auth import ADMIN, ROLE_TOKENS
 from tests.fixtures.mosquitto import publish_qos1
 from tests.mqtt_bridge.ingest_rig import IngestRig
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE
 from tracker.model import Unit, UnitKind
 from tracker.simulation import FleetSimulation
+from tracker.users import Role
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -46,12 +49,20 @@ GEOD = Geod(ellps="WGS84")
 # ----- fixtures ---------------------------------------------------------------------------------
 
 
-def open_console(browser: Browser, url: str, prepare: Callable[[Page], None] | None = None) -> Page:
-    """A 1366×768 page on the console; requests that are not to the app are aborted (offline).
+def open_console(
+    browser: Browser, url: str, prepare: Callable[[Page], None] | None = None, role: str = "admin"
+) -> Page:
+    """A 1366×768 page on the console, logged in as ``role``; requests that are not to the app are
+    aborted (offline).
 
+    The session cookie carries the role's test token (tests/fixtures/auth.py), as the
+    console's login would; the login form itself is tested in test_console_login.py.
     ``prepare(page)`` runs before the page loads (routes of its own, e.g. over the live feed).
     """
     page = browser.new_page(viewport={"width": 1366, "height": 768}, locale="es-PE")
+    page.context.add_cookies(
+        [{"name": SESSION_COOKIE, "value": ROLE_TOKENS[Role(role)], "url": url, "httpOnly": True}]
+    )
     if prepare is not None:
         prepare(page)
     errors: list[str] = []
@@ -139,7 +150,7 @@ def report(base: str, lat: float, lon: float, category: str, channel: str, prior
     """POST an incident; its JSON (with ``recommended`` units)."""
     body = {"lat": lat, "lon": lon, "category": category, "channel": channel, "priority": priority,
             "description": text, "operator": "op-demo"}  # fmt: skip
-    resp = httpx.post(f"{base}/api/v1/incidents", json=body, timeout=HTTP_TIMEOUT_S)
+    resp = httpx.post(f"{base}/api/v1/incidents", json=body, headers=ADMIN, timeout=HTTP_TIMEOUT_S)
     assert resp.status_code == 201, resp.text
     return resp.json()
 
@@ -214,7 +225,9 @@ def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
     # The page shows what the API ranks for that point, and the distance agrees with pyproj's geodesic.
     query = {"lat": picked[0], "lon": picked[1], "k": 5}
     base = stack.served.url
-    api = httpx.get(f"{base}/api/v1/dispatch/nearest", params=query, timeout=HTTP_TIMEOUT_S).json()
+    api = httpx.get(
+        f"{base}/api/v1/dispatch/nearest", params=query, headers=ADMIN, timeout=HTTP_TIMEOUT_S
+    ).json()
     assert ids == [c["unit_id"] for c in api["units"]]
     shown = parse_metres(rows.nth(0).locator("td").nth(2).inner_text())
     _, _, true_m = GEOD.inv(-77.0320, -12.1180, picked[1], picked[0])
@@ -228,7 +241,9 @@ def test_units_move_and_an_assignment_from_the_nearest_list_shows_on_the_map(
     page.wait_for_function("""document.querySelector('#status-counts li[data-status="dispatched"]')
                               .textContent === 'Despachada 1'""")
     active = {"status": "active"}
-    resp = httpx.get(f"{stack.served.url}/api/v1/incidents", params=active, timeout=HTTP_TIMEOUT_S)
+    resp = httpx.get(
+        f"{stack.served.url}/api/v1/incidents", params=active, headers=ADMIN, timeout=HTTP_TIMEOUT_S
+    )
     incidents = resp.json()["items"]
     assert len(incidents) == 1
     assert incidents[0]["units"] == [car]
@@ -277,7 +292,8 @@ def test_console_screenshot_of_a_simulated_fleet(
     if first.get("recommended"):
         unit_id = first["recommended"][0]["unit_id"]
         httpx.post(f"{base}/api/v1/incidents/{first['incident_id']}/assign",
-                   json={"unit_id": unit_id, "operator": "op-demo"}, timeout=HTTP_TIMEOUT_S)  # fmt: skip
+                   json={"unit_id": unit_id, "operator": "op-demo"},
+                   headers=ADMIN, timeout=HTTP_TIMEOUT_S)  # fmt: skip
 
     page = open_console(browser, base)
     page.wait_for_function(f"document.querySelectorAll('.unit-icon').length >= {len(reporting)}")
@@ -326,7 +342,7 @@ def test_a_drone_popup_shows_battery_altitude_and_return_margin(
     text = page.locator(".leaflet-popup-content").inner_text()
     # m3td: 2100 s a charge; at 60 % it has 2100 × (0.60 - 0.25) = 735 s above the reserve; home is
     # 2000 m / 15 m/s + 30 s = 163.3 s away: a margin of 571.7 s, shown as 9:32 min.
-    api = httpx.get(f"{stack.served.url}/api/v1/drones/{drone}", timeout=HTTP_TIMEOUT_S).json()
+    api = httpx.get(f"{stack.served.url}/api/v1/drones/{drone}", headers=ADMIN, timeout=HTTP_TIMEOUT_S).json()
     assert api["endurance"]["return_margin_s"] == pytest.approx(571.7, abs=0.1)
     assert "Margen de regreso\t9:32 min" in text
     assert "Batería (dron)\t60 %" in text

@@ -22,6 +22,7 @@ from geo.viewsheds import Viewsheds
 from tests.api.live_stack import LiveStack, native_ping, start_stack
 from tests.api.test_coverage_api import CAR_PACE, shapely_ratio
 from tests.console.test_console_browser import HTTP_TIMEOUT_S, open_console
+from tests.fixtures.auth import ADMIN
 from tests.mqtt_bridge.ingest_rig import IngestRig
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE
@@ -106,7 +107,7 @@ def test_coverage_layer_draws_the_gaps_and_the_covered_share(
     assert 0.1 < truth < 0.9  # partial coverage: there are gaps to draw
     assert ground == pytest.approx(100 * truth, abs=2.0)
     api = httpx.get(f"{stack.served.url}/api/v1/coverage", params={"minutes": 4, "layer": "ground"},
-                    timeout=HTTP_TIMEOUT_S).json()  # fmt: skip
+                    headers=ADMIN, timeout=HTTP_TIMEOUT_S).json()  # fmt: skip
     assert page.locator("#coverage").get_attribute("data-ratio") == str(api["covered_area_ratio"])
     assert "1 unidad disponible" in page.locator("#coverage-detail").inner_text()
 
@@ -114,7 +115,7 @@ def test_coverage_layer_draws_the_gaps_and_the_covered_share(
     page.locator("#coverage-layer").select_option("combined")
     page.wait_for_function("document.querySelector('#coverage-detail').textContent.includes('combinada')")
     combined = httpx.get(f"{stack.served.url}/api/v1/coverage", params={"minutes": 4, "layer": "combined"},
-                         timeout=HTTP_TIMEOUT_S).json()  # fmt: skip
+                         headers=ADMIN, timeout=HTTP_TIMEOUT_S).json()  # fmt: skip
     assert page.locator("#coverage").get_attribute("data-ratio") == str(combined["covered_area_ratio"])
     assert combined["covered_area_ratio"] > api["covered_area_ratio"]
 
@@ -156,7 +157,7 @@ def test_drone_layers_draw_the_docks_and_their_reach(
     assert page.locator("#coverage").get_attribute("data-docks") == "3"
     assert "3 bases de drones" in page.locator("#coverage-detail").inner_text()
     api = httpx.get(f"{stack.served.url}/api/v1/coverage", params={"minutes": 4, "layer": "drones"},
-                    timeout=HTTP_TIMEOUT_S).json()  # fmt: skip
+                    headers=ADMIN, timeout=HTTP_TIMEOUT_S).json()  # fmt: skip
     # Three docks 3 km apart reach all of Miraflores within 4 minutes.
     shown = float(page.locator("#coverage").get_attribute("data-ratio") or "nan")
     assert shown == api["covered_area_ratio"] == 1.0

@@ -21,6 +21,7 @@ from tests.console.test_console_browser import (
     report,
     wait_nearest,
 )
+from tests.fixtures.auth import ADMIN
 from tests.mqtt_bridge.ingest_rig import IngestRig
 from tracker.model import Unit, UnitKind
 
@@ -40,7 +41,7 @@ def ranked(page: Page) -> list[str | None]:
 
 
 def incident_units(base: str, incident_id: int) -> list[str]:
-    r = httpx.get(f"{base}/api/v1/incidents/{incident_id}", timeout=HTTP_TIMEOUT_S)
+    r = httpx.get(f"{base}/api/v1/incidents/{incident_id}", headers=ADMIN, timeout=HTTP_TIMEOUT_S)
     assert r.status_code == 200, r.text
     units: list[str] = r.json()["units"]
     return units
@@ -139,6 +140,7 @@ def test_each_keyboard_shortcut_does_what_the_list_says(
     api = httpx.get(
         f"{base}/api/v1/dispatch/nearest",
         params={"lat": second["lat"], "lon": second["lon"], "k": 5},
+        headers=ADMIN,
         timeout=HTTP_TIMEOUT_S,
     ).json()
     assert order == [c["unit_id"] for c in api["units"]]

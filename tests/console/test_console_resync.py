@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, Page, WebSocketRoute
 
 from tests.api.live_stack import LiveStack, native_ping
 from tests.console.test_console_browser import HTTP_TIMEOUT_S, marker_latlng, open_console, report
+from tests.fixtures.auth import ADMIN
 from tests.mqtt_bridge.ingest_rig import IngestRig
 from tracker.model import Unit, UnitKind
 
@@ -95,10 +96,12 @@ def test_after_a_lost_feed_the_console_shows_the_new_world_from_the_new_snapshot
         native_ping(newcomer, now - timedelta(seconds=2), -12.1260, -77.0330),
     ])  # fmt: skip
     r = httpx.post(f"{base}/api/v1/incidents/{kept['incident_id']}/assign",
-                   json={"unit_id": sent, "operator": "op-demo"}, timeout=HTTP_TIMEOUT_S)  # fmt: skip
+                   json={"unit_id": sent, "operator": "op-demo"},
+                   headers=ADMIN, timeout=HTTP_TIMEOUT_S)  # fmt: skip
     assert r.status_code == 201, r.text
     r = httpx.patch(f"{base}/api/v1/incidents/{cancelled['incident_id']}",
-                    json={"operator": "op-demo", "status": "cancelled"}, timeout=HTTP_TIMEOUT_S)  # fmt: skip
+                    json={"operator": "op-demo", "status": "cancelled"},
+                    headers=ADMIN, timeout=HTTP_TIMEOUT_S)  # fmt: skip
     assert r.status_code == 200, r.text
 
     def moved() -> bool:

@@ -28,6 +28,7 @@ from shapely.geometry import Point, shape
 from geo.docks import PROFILES, Dock
 from tests.api.live_stack import LiveStack, start_stack
 from tests.console.test_console_browser import HTTP_TIMEOUT_S, open_console
+from tests.fixtures.auth import ADMIN
 from tests.mqtt_bridge.ingest_rig import IngestRig
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE
@@ -67,7 +68,8 @@ def sortie_stack(ingest: IngestRig) -> Iterator[LiveStack]:
     try:
         zones = (DATA_DIR / "demo_miraflores_airspace.geojson").read_text(encoding="utf-8")
         r = httpx.post(f"{stack.served.url}/api/v1/airspace", content=zones,
-                       headers={"content-type": "application/json"}, timeout=HTTP_TIMEOUT_S)  # fmt: skip
+                       headers={**ADMIN, "content-type": "application/json"},
+                       timeout=HTTP_TIMEOUT_S)  # fmt: skip
         assert r.status_code == 201, r.text
         yield stack
     finally:
@@ -80,7 +82,7 @@ def utm(geom: Any) -> Any:
 
 
 def api_plan(stack: LiveStack, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{stack.served.url}{PLAN}", json=body, timeout=HTTP_TIMEOUT_S)
+    return httpx.post(f"{stack.served.url}{PLAN}", json=body, headers=ADMIN, timeout=HTTP_TIMEOUT_S)
 
 
 def plan_in_console(page: Page, dock_id: str) -> str:
@@ -280,7 +282,7 @@ def test_refusals_are_shown_with_the_apis_words(sortie_stack: LiveStack, browser
     feature = {"type": "Feature", "id": "test-over-dock",
                "properties": {"name": "Evento en el Palacio", "kind": "event", "floor_m": 0},
                "geometry": zone.__geo_interface__}  # fmt: skip
-    r = httpx.post(f"{stack.served.url}/api/v1/airspace", json=feature, timeout=HTTP_TIMEOUT_S)
+    r = httpx.post(f"{stack.served.url}/api/v1/airspace", json=feature, headers=ADMIN, timeout=HTTP_TIMEOUT_S)
     assert r.status_code == 201, r.text
     refused = api_plan(stack, {"dock_id": "dock-a", "targets": "gaps", "minutes": 4, "layer": "drones"})
     assert refused.status_code == 422 and "inside restricted airspace" in refused.json()["detail"]

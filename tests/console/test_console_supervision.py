@@ -18,6 +18,7 @@ from playwright.sync_api import Browser
 
 from tests.api.live_stack import LiveStack
 from tests.console.test_console_browser import HTTP_TIMEOUT_S, open_console, report
+from tests.fixtures.auth import ADMIN
 from tests.mqtt_bridge.ingest_rig import IngestRig
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE
@@ -92,7 +93,9 @@ def test_supervision_shows_the_apis_response_times_and_one_chart_point_per_sampl
         " new Date(window.serenazgo.supervision.until).toISOString()]"
     )
     period = {"since": since, "until": until}
-    stats = httpx.get(f"{base}/api/v1/incidents/stats", params=period, timeout=HTTP_TIMEOUT_S).json()
+    stats = httpx.get(
+        f"{base}/api/v1/incidents/stats", params=period, headers=ADMIN, timeout=HTTP_TIMEOUT_S
+    ).json()
     assert stats["overall"]["count"] == len(INCIDENTS)
 
     for dimension in ("category", "channel"):
@@ -120,7 +123,9 @@ def test_supervision_shows_the_apis_response_times_and_one_chart_point_per_sampl
     )
 
     params = {**period, "layer": "ground", "minutes": "8", "bucket": "minute"}
-    hist = httpx.get(f"{base}/api/v1/coverage/history", params=params, timeout=HTTP_TIMEOUT_S).json()
+    hist = httpx.get(
+        f"{base}/api/v1/coverage/history", params=params, headers=ADMIN, timeout=HTTP_TIMEOUT_S
+    ).json()
     assert len(hist["points"]) == SAMPLES
     dots = page.locator("#coverage-chart svg circle.sample")
     assert dots.count() == SAMPLES

@@ -22,6 +22,7 @@ from tests.console.test_console_browser import (
     HTTP_TIMEOUT_S,
     open_console,
 )
+from tests.fixtures.auth import ADMIN
 from tests.mqtt_bridge.ingest_rig import IngestRig
 from tracker.model import Unit, UnitKind
 
@@ -32,7 +33,7 @@ FIXES = 8
 
 def api_track(base: str, path: str) -> dict[str, Any]:
     """The API's answer to the console's own track request."""
-    r = httpx.get(base + path, timeout=HTTP_TIMEOUT_S)
+    r = httpx.get(base + path, headers=ADMIN, timeout=HTTP_TIMEOUT_S)
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body
@@ -77,9 +78,9 @@ def test_a_units_track_is_drawn_as_the_api_gives_it_and_replayed_fix_by_fix(
     stack.wait_fleet(
         "the eight fixes stored",
         lambda: (
-            httpx.get(f"{base}/api/v1/units/{car}/track", params=window, timeout=HTTP_TIMEOUT_S).json()[
-                "properties"
-            ]["count"]
+            httpx.get(
+                f"{base}/api/v1/units/{car}/track", params=window, headers=ADMIN, timeout=HTTP_TIMEOUT_S
+            ).json()["properties"]["count"]
             == FIXES
         ),
     )

@@ -22,7 +22,7 @@ from tracker.evidence import (
 from tracker.evidence_key import SigningKey, installation_id, software_version
 from tracker.store import queries
 from tracker.store import units as unit_store
-from tracker.store.incidents import insert_audit
+from tracker.store.audit import insert_audit
 from tracker.store.pool import AsyncDb, connection
 from tracker.track_formats import iso_z
 

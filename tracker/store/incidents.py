@@ -303,24 +303,7 @@ async def set_unit_status(
     return None if row is None else row[0]
 
 
-# ----- audit and events ----------------------------------------------------------------------
-
-
-async def insert_audit(
-    conn: AsyncConnection[Any],
-    *,
-    at: datetime,
-    actor: str,
-    origin: str,
-    action: str,
-    subject: str,
-    detail: dict[str, Any],
-) -> None:
-    """Record who did what to which subject, when and from where."""
-    await conn.execute(
-        "INSERT INTO audit_log (at, actor, origin, action, subject, detail) VALUES (%s, %s, %s, %s, %s, %s)",
-        [at, actor, origin, action, subject, Jsonb(detail)],
-    )
+# ----- events ----------------------------------------------------------------------
 
 
 async def insert_event(

@@ -1,0 +1,110 @@
+"""Who may call what: every route declares the roles it admits, and one gate enforces them.
+
+A route admits roles with ``**admits(DISPATCH)`` in its decorator, or declares
+itself open with ``**public("why")`` (login, health probes, the console page
+itself, device ingest which checks device tokens instead). :func:`check_routes`
+refuses to build an app with a route that does neither, so a new route cannot
+ship unprotected by omission. The declaration is also in the OpenAPI document
+(``x-roles`` / ``x-public``), from which the tests generate the access table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.routing import APIRoute
+
+from api.auth import authenticate
+from tracker.errors import ConfigError
+from tracker.users import Principal, Role
+
+# Role sets, named for what they let a user do.
+READ = frozenset(Role)  # everyone with an account sees the picture
+DISPATCH = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.OPERATOR})  # incidents and assignments
+REPORT = DISPATCH | {Role.INTEGRATION}  # file an incident (a WhatsApp or 911 gateway too)
+PLAN = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.PLANNER})  # coverage, sorties, airspace, sectors
+ADVISE = PLAN | {Role.OPERATOR}  # compute advice (placement) without changing anything
+EXPORT = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.INTEGRATION})  # evidence for prosecutors and courts
+FLEET = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.INTEGRATION})  # register units
+MONITOR = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.INTEGRATION})  # metrics for Prometheus
+SUPERVISE = frozenset({Role.ADMIN, Role.SUPERVISOR})  # the audit trail
+ADMIN = frozenset({Role.ADMIN})  # users and tokens
+
+UNAUTHENTICATED = (
+    "log in (POST /api/v1/auth/login, or the console at /) or send 'Authorization: Bearer <API token>'; "
+    "a session or token that was revoked, has expired or belongs to a disabled user no longer works"
+)
+
+
+class Gate:
+    """The dependency a route's :func:`admits` installs: 401 without a valid secret, 403 for other roles."""
+
+    def __init__(self, roles: Iterable[Role]) -> None:
+        self.roles = frozenset(roles)
+
+    async def __call__(self, request: Request) -> Principal:
+        """The principal, when its role is admitted."""
+        principal = await authenticate(request)
+        if principal is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"}
+            )
+        if principal.role not in self.roles:
+            allowed = ", ".join(sorted(r.value for r in self.roles))
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"role {principal.role.value!r} may not do this; it needs one of: {allowed}",
+            )
+        return principal
+
+
+def admits(roles: Iterable[Role]) -> dict[str, Any]:
+    """Decorator arguments that admit ``roles`` to a route (and say so in the OpenAPI document)."""
+    roles = frozenset(roles)
+    return {
+        "dependencies": [Depends(Gate(roles))],
+        "openapi_extra": {"x-roles": sorted(r.value for r in roles)},
+    }
+
+
+def public(reason: str) -> dict[str, Any]:
+    """Decorator arguments of a route open without a user, with the reason it may be."""
+    return {"openapi_extra": {"x-public": reason}}
+
+
+async def current_principal(request: Request) -> Principal:
+    """Who the request acts as (for routes that record it); the route's gate has already checked."""
+    principal = await authenticate(request)
+    if principal is None:  # only reached by a public route that asked for a principal
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"}
+        )
+    return principal
+
+
+Actor = Annotated[Principal, Depends(current_principal)]
+
+
+def acting_as(principal: Principal, on_behalf_of: str = "") -> str:
+    """The actor recorded in the audit trail: the user, and whom an integration acts for if it says."""
+    other = on_behalf_of.strip()
+    if not other or other == principal.username:
+        return principal.username
+    return f"{principal.username} (for {other[:128]})"
+
+
+def check_routes(routes: Iterable[Any]) -> None:
+    """Raise :class:`ConfigError` naming each API route that neither admits roles nor is public."""
+    missing = []
+    for route in routes:
+        if not isinstance(route, APIRoute):
+            continue
+        extra = route.openapi_extra or {}
+        gated = any(isinstance(d.dependency, Gate) for d in route.dependencies)
+        if gated != ("x-roles" in extra) or not (gated or "x-public" in extra):
+            missing.append(f"{','.join(sorted(route.methods or ()))} {route.path}")
+    if missing:
+        listed = "; ".join(missing)
+        raise ConfigError(f"routes without an access declaration (admits() or public()): {listed}")

@@ -139,6 +139,13 @@ def simulate(
             help="register the units through a running API instead (its bridge learns them at once)"
         ),
     ] = None,
+    api_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SERENAZGO_API_TOKEN",
+            help="API token for --api-url: an admin, supervisor or integration user's (serenazgo user token)",
+        ),
+    ] = None,
     foot: Annotated[int, typer.Option(min=0, help="serenos on foot")] = 60,
     cars: Annotated[int, typer.Option(min=0, help="patrol cars")] = 25,
     motorcycles: Annotated[int, typer.Option(min=0, help="motorcycles")] = 15,
@@ -181,7 +188,7 @@ def simulate(
             bad_fix_rate=bad_fix_rate,
             incidents_per_hour=incidents_per_hour,
         )
-        _register_for_simulation(sim, api_url, database_url or settings.database_url)
+        _register_for_simulation(sim, api_url, api_token, database_url or settings.database_url)
         stats = PublishStats()
         console.print(
             f"publishing {mix.total} units to mqtt://{target.host}:{target.port}"
@@ -211,11 +218,13 @@ def simulate(
         )
 
 
-def _register_for_simulation(sim: FleetSimulation, api_url: str | None, database_url: str | None) -> None:
+def _register_for_simulation(
+    sim: FleetSimulation, api_url: str | None, api_token: str | None, database_url: str | None
+) -> None:
     from mqtt_bridge.simulator import register_units
 
     if api_url:
-        created, existing = _register_via_api(api_url, sim)
+        created, existing = _register_via_api(api_url, api_token, sim)
     elif database_url:
         made, existing = register_units(database_url, sim.units)
         created = len(made)
@@ -228,7 +237,7 @@ def _register_for_simulation(sim: FleetSimulation, api_url: str | None, database
     console.print(f"registered {created} new units ({existing} already known)")
 
 
-def _register_via_api(api_url: str, sim: FleetSimulation) -> tuple[int, int]:
+def _register_via_api(api_url: str, api_token: str | None, sim: FleetSimulation) -> tuple[int, int]:
     """POST every simulated unit to a running API; return (created, already known)."""
     import urllib.error
     import urllib.request
@@ -238,6 +247,9 @@ def _register_via_api(api_url: str, sim: FleetSimulation) -> tuple[int, int]:
     from mqtt_bridge.simulator import as_unit
 
     created = existing = 0
+    headers = {"Content-Type": "application/json"}
+    if api_token:
+        headers["Authorization"] = f"Bearer {api_token}"
     endpoint = api_url.rstrip("/") + "/api/v1/units"
     if not endpoint.startswith(("http://", "https://")):
         raise SerenazgoError(f"--api-url {api_url!r} must start with http:// or https://")
@@ -252,12 +264,18 @@ def _register_via_api(api_url: str, sim: FleetSimulation) -> tuple[int, int]:
             "external_ids": unit.external_ids,
         }
         request = urllib.request.Request(  # noqa: S310  # scheme checked above
-            endpoint, data=orjson.dumps(body), headers={"Content-Type": "application/json"}, method="POST"
+            endpoint, data=orjson.dumps(body), headers=headers, method="POST"
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
                 created += resp.status == 201
         except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise SerenazgoError(
+                    f"the API refused to register units ({exc.code}): give --api-token (or "
+                    "SERENAZGO_API_TOKEN) of an admin, supervisor or integration user; "
+                    "`serenazgo user token NAME` issues one"
+                ) from exc
             if exc.code != 409:
                 detail = exc.read()[:300].decode(errors="replace")
                 raise SerenazgoError(f"the API refused unit {unit.unit_id}: {exc.code} {detail}") from exc
@@ -476,6 +494,8 @@ def _with_database(database_url: str | None, what: str, fn: Callable[[str], T]) 
 
     settings = _settings()
     server = EmbeddedPostgres(embedded_pg_dir(settings.data_dir))
+    if server.attach():  # `serenazgo up` is running on this data folder: use its server
+        return fn(server.url)
     with console.status(f"starting the embedded PostgreSQL to {what}…"):
         server.start()
     try:
@@ -768,7 +788,12 @@ def user_list(database_url: DatabaseUrlOption = None) -> None:
 
     with _friendly_errors():
         rows = _with_database(_database_url(database_url, _settings()), "list users", list_users_sync)
-    table = Table("user", "role", "name", "state", "login", "live tokens", "created", "by")
+    table = Table()
+    # Names and roles never wrap or shorten (they are what an admin types next); the rest may.
+    for header in ("user", "role"):
+        table.add_column(header, no_wrap=True, min_width=len("integration"))
+    for header in ("name", "state", "login", "live tokens", "created", "by"):
+        table.add_column(header)
     for r in rows:
         table.add_row(
             r.username, r.role.value, r.display_name, "[red]disabled[/red]" if r.disabled else "active",

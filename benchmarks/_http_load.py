@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -35,6 +36,9 @@ from urllib.parse import urlencode, urlsplit
 from benchmarks.fleet_stream import CENTRE, SPREAD_DEG
 
 KIND_FILTERS = (None, "patrol_car", "patrol_car,foot")
+# The API token the requests carry (a viewer's: reading the nearest units needs a user), sent to the
+# floor server too so both rounds parse the same bytes.
+TOKEN_ENV = "SERENAZGO_BENCH_TOKEN"
 CONNECTIONS = 32
 
 
@@ -42,6 +46,8 @@ def requests_for(url: str, n: int, seed: int) -> list[bytes]:
     """``n`` GET requests (raw bytes) for random points around the centre."""
     parts = urlsplit(url)
     rng = random.Random(seed)
+    token = os.environ.get(TOKEN_ENV)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     out = []
     for i in range(n):
         query: dict[str, str] = {
@@ -54,7 +60,9 @@ def requests_for(url: str, n: int, seed: int) -> list[bytes]:
         if kinds:
             query["kinds"] = kinds
         out.append(
-            f"GET {parts.path}?{urlencode(query)} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode("ascii")
+            f"GET {parts.path}?{urlencode(query)} HTTP/1.1\r\nHost: {parts.netloc}\r\n{auth}\r\n".encode(
+                "ascii"
+            )
         )
     return out
 

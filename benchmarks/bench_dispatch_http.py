@@ -42,10 +42,13 @@ from typing import Any
 import httpx
 
 from benchmarks import loadgen
+from benchmarks._http_load import TOKEN_ENV
 from benchmarks.fleet_stream import make_stream, register_units
 from benchmarks.ingest_rig import stored_counts, temp_broker
 from benchmarks.pg_server import fresh_database, temp_postgres
 from benchmarks.report import add_run_options, percentile, say, table, write_results
+from tracker.store.users import add_user_sync, issue_api_token_sync
+from tracker.users import Role
 
 GOAL_P99_MS = 1000.0  # "within a second of an incident arriving"
 PERCENTILES = (50, 90, 99)
@@ -125,12 +128,14 @@ def served_beside_floor(work: Path, **settings: str) -> Iterator[tuple[str, str]
         yield base, floor_base
 
 
-def http_round(url: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    """Run the open-loop load against ``url``; return its latency figures (ms)."""
+def http_round(url: str, args: argparse.Namespace, seed: int, token: str = "") -> dict[str, Any]:
+    """Run the open-loop load against ``url`` as ``token``'s user; return its latency figures (ms)."""
     load = ["-m", "benchmarks._http_load", url, str(args.http_rate), str(args.seconds), str(seed)]
+    env = {**os.environ, TOKEN_ENV: token}
     out = subprocess.run(
-        [sys.executable, *load], capture_output=True, check=True, cwd=REPO, timeout=args.seconds * 4 + 120
-    )
+        [sys.executable, *load], capture_output=True, check=True, cwd=REPO, timeout=args.seconds * 4 + 120,
+        env=env,
+    )  # fmt: skip
     result = json.loads(out.stdout.decode().strip().splitlines()[-1])
     ms = sorted(x * 1000.0 for x in result["latencies_s"] if not math.isnan(x))
     figures: dict[str, Any] = {f"p{q}_ms": percentile(ms, q) for q in PERCENTILES}
@@ -157,6 +162,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             url = fresh_database(pg, "dispatch_http")
             register_units(url, stream.units)
             say(f"registered {len(stream.units):,} units")
+            # Dispatch needs a user: a viewer's API token, checked like any console's requests.
+            add_user_sync(url, "bench-viewer", Role.VIEWER, None)
+            token = issue_api_token_sync(url, "bench-viewer", "bench_dispatch_http")
             with served_beside_floor(
                 work,
                 SERENAZGO_DATABASE_URL=url,
@@ -168,9 +176,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _wait_rows(url, len(warm))
                 nearest = "/api/v1/dispatch/nearest"
                 say(f"round floor: {args.http_rate:.0f} req/s for {args.seconds:.0f} s")
-                rounds["floor"] = http_round(floor_base + nearest, args, args.seed)
+                rounds["floor"] = http_round(floor_base + nearest, args, args.seed, token)
                 say(f"round idle: {args.http_rate:.0f} req/s, no ingest")
-                rounds["idle"] = http_round(base + nearest, args, args.seed)
+                rounds["idle"] = http_round(base + nearest, args, args.seed, token)
                 say(f"round ingest: {args.http_rate:.0f} req/s while {args.rate:,.0f} pings/s are published")
                 report: dict[str, Any] = {}
 
@@ -182,7 +190,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
                 publisher = threading.Thread(target=publish_paced)
                 publisher.start()
-                rounds["ingest"] = http_round(base + nearest, args, args.seed)
+                rounds["ingest"] = http_round(base + nearest, args, args.seed, token)
                 publisher.join()
                 rounds["ingest"]["publisher_rate"] = report["r"].rate
                 _wait_rows(url, len(warm) + len(paced))

@@ -166,6 +166,8 @@ async def update_user(username: str, body: UserUpdate, ctx: Context) -> dict[str
         raise _http(exc) from exc
     forget(ctx)
     rows = [r for r in await asyncio.to_thread(list_users_sync, ctx.conninfo) if r.username == username]
+    if not rows:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user named {username!r}")
     return _user_json(rows[0])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,6 +43,8 @@ class Up:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")}
         env.update(SERENAZGO_DATA_DIR=str(data_dir), COLUMNS="200", NO_COLOR="1", TERM="dumb")
         env.update(SERENAZGO_OSMAND_PORT=str(self.osmand_port), **(env_extra or {}))
+        self.env = env
+        self._auth: dict[str, str] | None = None
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(SERENAZGO), "up", "--port", str(self.port), "--broker-port", str(self.broker_port), *args],
@@ -68,6 +71,18 @@ class Up:
                     return resp.json()
             time.sleep(0.3)
         pytest.fail(f"/healthz never became healthy (last: {last}):\n{self.output()}")
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """An admin's API token, issued by `serenazgo user token` against the running service's database."""
+        if self._auth is None:
+            done = subprocess.run(
+                [str(SERENAZGO), "user", "token", "admin", "--name", "test"],
+                capture_output=True, text=True, timeout=60, check=False, env=self.env,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            self._auth = {"Authorization": f"Bearer {done.stdout.strip().splitlines()[-1]}"}
+        return self._auth
 
     def stop(self, sig: int) -> int:
         self.proc.send_signal(sig)
@@ -113,11 +128,11 @@ def publish(port: int, topic: str, payload: dict) -> None:
         client.disconnect()
 
 
-def wait_live(base: str, predicate, what: str, timeout: float = 60.0) -> dict:
+def wait_live(base: str, auth: dict[str, str], predicate, what: str, timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout
     body: dict = {}
     while time.monotonic() < deadline:
-        body = httpx.get(f"{base}/api/v1/live", timeout=5).json()
+        body = httpx.get(f"{base}/api/v1/live", headers=auth, timeout=5).json()
         if predicate(body):
             return body
         time.sleep(0.3)
@@ -132,9 +147,19 @@ def test_up_ingests_a_ping_end_to_end_stops_cleanly_and_keeps_its_data(data_dir:
         out = up.output()
         for where in (up.base, f"{up.base}/docs", f"mqtt://127.0.0.1:{up.broker_port}", str(data_dir)):
             assert where in out, f"{where!r} not printed:\n{out}"
+        # A first start creates the admin and says, once, how to log in.
+        password = re.search(r"as admin, password (\S+)\s+\(shown once\)", out)
+        assert password is not None, out
+        assert httpx.get(f"{up.base}/api/v1/live", timeout=5).status_code == 401  # nothing without a user
+        login = httpx.post(
+            f"{up.base}/api/v1/auth/login", json={"username": "admin", "password": password[1]}, timeout=30
+        )
+        assert login.status_code == 200 and login.json()["role"] == "admin", login.text
 
         unit = {"unit_id": "mov-07", "kind": "patrol_car", "callsign": "MOV-07", "sector": "S3"}
-        assert httpx.post(f"{up.base}/api/v1/units", json=unit, timeout=10).status_code == 201
+        assert (
+            httpx.post(f"{up.base}/api/v1/units", headers=up.auth, json=unit, timeout=10).status_code == 201
+        )
         # Registered through the API a moment ago: the bridge must accept its pings at once.
         ts = time.time() - 5
         publish(
@@ -146,16 +171,17 @@ def test_up_ingests_a_ping_end_to_end_stops_cleanly_and_keeps_its_data(data_dir:
         def has_fix(body: dict) -> bool:
             return any(f["id"] == "mov-07" and f["geometry"] for f in body["features"])
 
-        live = wait_live(up.base, has_fix, "mov-07's fix")
+        live = wait_live(up.base, up.auth, has_fix, "mov-07's fix")
         feature = next(f for f in live["features"] if f["id"] == "mov-07")
         assert feature["geometry"]["coordinates"] == [-77.0297, -12.1211]
         assert feature["properties"]["speed"] == 8.5
         assert feature["properties"]["freshness"] == "live"
-        assert "serenazgo_" in httpx.get(f"{up.base}/metrics", timeout=5).text
+        assert "serenazgo_" in httpx.get(f"{up.base}/metrics", headers=up.auth, timeout=5).text
 
         # A separate simulator registering through this API: its units report at once.
         sim = subprocess.run(
             [str(SERENAZGO), "simulate", "--api-url", up.base, "--mqtt-url", f"mqtt://127.0.0.1:{up.broker_port}",
+             "--api-token", up.auth["Authorization"].removeprefix("Bearer "),
              "--foot", "2", "--cars", "0", "--motorcycles", "0", "--drones", "1", "--duration", "3",
              "--speedup", "8", "--incidents-per-hour", "0", "--bad-fix-rate", "0"],
             capture_output=True, text=True, timeout=120, check=False,
@@ -165,6 +191,7 @@ def test_up_ingests_a_ping_end_to_end_stops_cleanly_and_keeps_its_data(data_dir:
         assert "registered 3 new units (0 already known)" in sim.stdout
         wait_live(
             up.base,
+            up.auth,
             lambda body: (
                 {"ser-001", "ser-002", "dron-01"} <= {f["id"] for f in body["features"] if f["geometry"]}
             ),
@@ -192,7 +219,7 @@ def test_up_ingests_a_ping_end_to_end_stops_cleanly_and_keeps_its_data(data_dir:
         again.wait_healthy()
         feature = next(
             f
-            for f in httpx.get(f"{again.base}/api/v1/live", timeout=5).json()["features"]
+            for f in httpx.get(f"{again.base}/api/v1/live", headers=again.auth, timeout=5).json()["features"]
             if f["id"] == "mov-07"
         )
         assert feature["geometry"]["coordinates"] == [-77.0297, -12.1211]
@@ -206,19 +233,19 @@ def test_up_demo_shows_the_simulated_fleet_moving_in(data_dir: Path) -> None:
     up = Up(data_dir, "--demo")
     try:
         up.wait_healthy()
-        units = httpx.get(f"{up.base}/api/v1/units", timeout=10).json()
+        units = httpx.get(f"{up.base}/api/v1/units", headers=up.auth, timeout=10).json()
         assert len(units) == 104
         kinds = {u["kind"] for u in units}
         assert kinds == {"foot", "patrol_car", "motorcycle", "drone"}
         # The demo's restricted airspace (tracker/data) is stored and served.
-        zones = httpx.get(f"{up.base}/api/v1/airspace", timeout=10).json()["features"]
+        zones = httpx.get(f"{up.base}/api/v1/airspace", headers=up.auth, timeout=10).json()["features"]
         assert sorted(z["properties"]["kind"] for z in zones) == ["embassy", "hospital", "military"]
 
         def fleet_reporting(body: dict) -> bool:
             seen = {f["properties"]["kind"] for f in body["features"] if f["geometry"]}
             return {"drone", "patrol_car", "foot"} <= seen
 
-        live = wait_live(up.base, fleet_reporting, "drones, cars and serenos reporting")
+        live = wait_live(up.base, up.auth, fleet_reporting, "drones, cars and serenos reporting")
         for f in live["features"]:
             if f["geometry"]:
                 lon, lat = f["geometry"]["coordinates"]
@@ -226,7 +253,7 @@ def test_up_demo_shows_the_simulated_fleet_moving_in(data_dir: Path) -> None:
                 assert -77.06 < lon < -77.0
                 assert -12.15 < lat < -12.1
         # The drones' view, with the endurance model the runtime built from the settings and demo docks.
-        drones = httpx.get(f"{up.base}/api/v1/drones", timeout=10).json()["drones"]
+        drones = httpx.get(f"{up.base}/api/v1/drones", headers=up.auth, timeout=10).json()["drones"]
         assert sorted(d["unit_id"] for d in drones) == sorted(
             u["unit_id"] for u in units if u["kind"] == "drone"
         )
@@ -246,14 +273,18 @@ def test_up_serves_traccar_client_on_the_osmand_port(data_dir: Path) -> None:
         up.wait_healthy()
         assert f"http://127.0.0.1:{up.osmand_port}/" in up.output()
         unit = {"unit_id": "moto-3", "kind": "motorcycle", "external_ids": {"osmand": "48241179"}}
-        assert httpx.post(f"{up.base}/api/v1/units", json=unit, timeout=10).status_code == 201
+        assert (
+            httpx.post(f"{up.base}/api/v1/units", headers=up.auth, json=unit, timeout=10).status_code == 201
+        )
         ts = int(time.time()) - 5
         # What Traccar Client sends to host:5055 (speed in knots).
         query = f"id=48241179&lat=-12.1211&lon=-77.0297&timestamp={ts}&speed=10.0&bearing=90&batt=64"
         resp = httpx.get(f"http://127.0.0.1:{up.osmand_port}/?{query}", timeout=10)
         assert resp.status_code == 200, resp.text  # answered once committed: the live map has it now
 
-        live = httpx.get(f"{up.base}/api/v1/live", timeout=5).json()  # no waiting: the 200 came after
+        live = httpx.get(
+            f"{up.base}/api/v1/live", headers=up.auth, timeout=5
+        ).json()  # no waiting: the 200 came after
         feature = next(f for f in live["features"] if f["id"] == "moto-3")
         assert feature["geometry"]["coordinates"] == [-77.0297, -12.1211]
         assert feature["properties"]["speed"] == round(10.0 * 1852 / 3600, 2)  # knots -> m/s, 2 decimals

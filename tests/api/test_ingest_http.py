@@ -55,9 +55,8 @@ async def _app(url: str, **settings: Any) -> AsyncIterator[Api]:
     app = create_app(ctx)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            headers=seed_headers(ctx), transport=transport, base_url="http://serenazgo.test"
-        ) as client:
+        # No user credentials by default: phones are not users (register() logs in for itself).
+        async with httpx.AsyncClient(transport=transport, base_url="http://serenazgo.test") as client:
             yield Api(client, ctx)
 
 
@@ -77,7 +76,7 @@ async def auth_api(pg_url: str) -> AsyncIterator[Api]:
 
 async def register(api: Api, unit_id: str, **external: str) -> None:
     body = {"unit_id": unit_id, "kind": "patrol_car", "external_ids": external}
-    resp = await api.client.post("/api/v1/units", json=body)
+    resp = await api.client.post("/api/v1/units", json=body, headers=seed_headers(api.ctx))
     assert resp.status_code == 201, resp.text
 
 

@@ -16,9 +16,10 @@ from typing import Any
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.api.live_stack import LiveStack, native_ping, start_stack
+from tests.fixtures.auth import bearer
 from tests.mqtt_bridge.ingest_rig import IngestRig, Sent
 
 pytestmark = pytest.mark.integration
@@ -145,7 +146,12 @@ async def _stalled_client(port: int) -> ClientConnection:
     sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
     return await connect(
-        f"ws://127.0.0.1:{port}/api/v1/ws", sock=sock, max_queue=1, ping_interval=None, compression=None
+        f"ws://127.0.0.1:{port}/api/v1/ws",
+        sock=sock,
+        max_queue=1,
+        ping_interval=None,
+        compression=None,
+        additional_headers=bearer(),
     )
 
 
@@ -210,3 +216,14 @@ async def test_a_stalled_client_is_dropped_while_ingest_and_other_clients_go_on(
     assert "too slow" in closed.value.rcvd.reason
     await healthy.close()
     await stalled.close()
+
+
+async def test_the_feed_needs_a_user_of_any_role(make_stack: Callable[..., LiveStack]) -> None:
+    stack = make_stack()
+    for headers in ({}, {"Authorization": "Bearer sza_not-a-token"}, {"Authorization": "Basic b3A6cHc="}):
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(stack.served.ws_url, additional_headers=headers)
+        assert refused.value.response.status_code == 403, headers
+    viewer = Reader(await connect(stack.served.ws_url, additional_headers=bearer("viewer")))
+    await viewer.wait_for("the viewer's snapshot", lambda: bool(viewer.of_type("snapshot")))
+    await viewer.close()

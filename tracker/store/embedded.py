@@ -333,6 +333,24 @@ class EmbeddedPostgres(EmbeddedServer):
         env["LANG"] = "C"
         return env
 
+    def attach(self) -> bool:
+        """Use the server already running on this folder (``serenazgo up``), if one is: True when so.
+
+        Its port is the fourth line of ``postmaster.pid``; the CLI then talks to the
+        live server instead of refusing to start a second one on the same files.
+        """
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        if len(lines) < 4 or not lines[0].strip().isdigit() or not lines[3].strip().isdigit():
+            return False
+        pid = int(lines[0])
+        if not (_pid_alive(pid) and self._is_our_postmaster(pid)):
+            return False
+        self.port = int(lines[3])
+        return True
+
     def _clear_stale_pid(self) -> None:
         """Remove a postmaster.pid left by a crash, unless its postmaster is really alive."""
         pid_file = self.pgdata / "postmaster.pid"

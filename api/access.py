@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.routing import APIRoute
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from api.auth import authenticate
+from api.auth import SESSION_COOKIE, authenticate
 from tracker.errors import ConfigError
 from tracker.users import Principal, Role
 
@@ -38,13 +39,24 @@ UNAUTHENTICATED = (
 )
 
 
+# Declared so the OpenAPI document (and /docs' "Authorize" button) shows both ways in; the gate
+# reads the request itself (api/auth.py), these only describe it.
+BEARER = HTTPBearer(auto_error=False, description="an API token (serenazgo user token)")
+COOKIE = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="the console's session")
+
+
 class Gate:
     """The dependency a route's :func:`admits` installs: 401 without a valid secret, 403 for other roles."""
 
     def __init__(self, roles: Iterable[Role]) -> None:
         self.roles = frozenset(roles)
 
-    async def __call__(self, request: Request) -> Principal:
+    async def __call__(
+        self,
+        request: Request,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
+        _cookie: Annotated[str | None, Depends(COOKIE)] = None,
+    ) -> Principal:
         """The principal, when its role is admitted."""
         principal = await authenticate(request)
         if principal is None:

@@ -115,6 +115,8 @@ async def test_every_route_declares_who_may_call_it(access: Access) -> None:
         else:
             assert set(op["x-roles"]) <= {r.value for r in Role}
             assert op["x-roles"], f"{method.upper()} {path} admits nobody"
+            # /docs shows how to authenticate on every gated operation.
+            assert {k for req in op["security"] for k in req} == {"HTTPBearer", "APIKeyCookie"}
     assert {(m, p) for m, p, op in ops if "x-public" in op} == PUBLIC
 
 

@@ -53,7 +53,7 @@ from mqtt_bridge.bridge import DEAD_LETTER_TOPIC
 from mqtt_bridge.topics import SUBSCRIPTION_FILTERS
 from tracker.errors import ConfigError
 from tracker.model import Source, is_valid_unit_id
-from tracker.mosquitto_hash import mosquitto_hash
+from tracker.mosquitto_hash import mosquitto_hash, verify_mosquitto_hash
 from tracker.store.credentials import BrokerCredential, broker_credentials_sync, credentials_fingerprint_sync
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,19 @@ def bridge_grants() -> tuple[Grant, ...]:
     """The bridge reads what it subscribes to and writes events and dead letters."""
     reads = tuple(Grant("read", f) for f in SUBSCRIPTION_FILTERS)
     return (*reads, Grant("write", EVENTS_FILTER), Grant("write", DEAD_LETTER_TOPIC))
+
+
+def bridge_account(username: str, password: str, previous: str = "") -> Account:
+    """The bridge's account under another name (an external broker's), with the bridge's grants.
+
+    Its hash in ``previous`` (the password file written last time) is kept when it still matches,
+    so that rewriting the files with nothing changed leaves them byte for byte the same.
+    """
+    for line in previous.splitlines():
+        user, _, hashed = line.partition(":")
+        if user == username and verify_mosquitto_hash(password, hashed):
+            return Account(username, hashed, bridge_grants())
+    return Account(username, mosquitto_hash(password), bridge_grants())
 
 
 def simulator_grants() -> tuple[Grant, ...]:
@@ -384,6 +397,7 @@ __all__ = [
     "Account",
     "Grant",
     "ServiceAccounts",
+    "bridge_account",
     "bridge_grants",
     "device_accounts",
     "device_grants",

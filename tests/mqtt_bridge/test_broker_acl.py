@@ -16,10 +16,15 @@ before it.
 from __future__ import annotations
 
 import base64
+import os
+import pwd
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +47,11 @@ from mqtt_bridge.broker_acl import (
 from mqtt_bridge.topics import SUBSCRIPTION_FILTERS
 from tracker.model import Unit, UnitKind
 from tracker.mosquitto_hash import mosquitto_hash, verify_mosquitto_hash
+from tracker.server_process import free_port
 from tracker.store.credentials import issue_token_sync, revoke_tokens_sync
 from tracker.store.units import create_unit_sync
+
+SERENAZGO = Path(sys.executable).with_name("serenazgo")
 
 WAIT_S = 20.0  # an upper bound for things that happen in milliseconds; never the assertion itself
 
@@ -336,3 +344,78 @@ def test_our_hash_and_mosquitto_passwd_agree() -> None:
     # The same salt gives mosquitto_passwd's exact bytes.
     salt = base64.b64decode(theirs.split("$")[3])
     assert mosquitto_hash("s3cret-Ñ", salt=salt) == theirs
+
+
+def test_broker_acl_command_configures_an_external_mosquitto(pg_url: str) -> None:
+    """``serenazgo broker acl --out DIR`` + a Mosquitto configured by hand as the README says."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        create_unit_sync(
+            conn, Unit("ext-1", UnitKind.FOOT, external_ids={"owntracks": "owntracks/ana/phone"})
+        )
+    token = issue_token_sync(pg_url, "ext-1")
+    root = Path(tempfile.mkdtemp(prefix="serenazgo-test-acl-cli-"))
+    root.chmod(0o755)
+    out = root / "acl"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")}
+    env["SERENAZGO_MQTT_URL"] = "mqtt://ext-bridge:bridge%20pw@127.0.0.1:1883"
+    owner = "mosquitto" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    proc: subprocess.Popen[bytes] | None = None
+    clients: list[Client] = []
+    try:
+        done = subprocess.run(
+            [str(SERENAZGO), "broker", "acl", "--out", str(out), "--owner", owner, "--database-url", pg_url],
+            capture_output=True, text=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "1 device(s)" in done.stdout
+        conf = root / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous false\n"
+            f"password_file {out / 'password_file'}\nacl_file {out / 'acl_file'}\n"
+        )
+        mosquitto = find_mosquitto()
+        assert mosquitto is not None
+        proc = subprocess.Popen([str(mosquitto), "-c", str(conf)], stderr=subprocess.PIPE)
+        wait_listening(port, proc)
+
+        def client(user: str | None, password: str | None) -> Client:
+            c = Client(port, user, password)
+            clients.append(c)
+            return c
+
+        bridge = client("ext-bridge", "bridge pw")
+        assert bridge.accepted
+        bridge.subscribe(*SUBSCRIPTION_FILTERS)
+        assert not client(None, None).accepted
+        assert not client("ext-1", "wrong").accepted
+        device = client("ext-1", token)
+        device.publish("owntracks/ana/phone", b"hola")
+        assert bridge.received.wait_for(b"hola") == [("owntracks/ana/phone", b"hola")]
+        # Unchanged credentials: the files are left alone (no reload needed).
+        again = subprocess.run(
+            [str(SERENAZGO), "broker", "acl", "--out", str(out), "--owner", owner, "--database-url", pg_url],
+            capture_output=True, text=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+        assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout + again.stderr
+    finally:
+        for c in clients:
+            c.close()
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until ``proc`` (Mosquitto) accepts TCP connections on ``port``; fail with its log if it exits."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            assert proc.stderr is not None
+            pytest.fail(f"mosquitto exited: {proc.stderr.read().decode(errors='replace')}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    pytest.fail("mosquitto never listened")

@@ -206,6 +206,14 @@ def rig(pg_url: str, test_names: object) -> Iterator[Rig]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def assert_all_arrive(publisher: Client, bridge: Client, topics: list[str]) -> None:
+    """``publisher`` publishes one message on each of ``topics``; ``bridge`` receives them all, in order."""
+    for i, topic in enumerate(topics):
+        publisher.publish(topic, f"m-{i}".encode())
+    got = bridge.received.wait_for(f"m-{len(topics) - 1}".encode())
+    assert got == [(topic, f"m-{i}".encode()) for i, topic in enumerate(topics)]
+
+
 def test_a_device_publishes_its_own_topics_and_the_bridge_receives_them(rig: Rig) -> None:
     bridge = rig.bridge()
     device = rig.device(rig.a)
@@ -219,10 +227,7 @@ def test_a_device_publishes_its_own_topics_and_the_bridge_receives_them(rig: Rig
         "thing/product/DOCKA/osd",
         "sys/product/DOCKA/status",
     ]
-    for i, topic in enumerate(own):
-        device.publish(topic, f"own-{i}".encode())
-    got = bridge.received.wait_for(f"own-{len(own) - 1}".encode())
-    assert got == [(topic, f"own-{i}".encode()) for i, topic in enumerate(own)]
+    assert_all_arrive(device, bridge, own)
 
 
 def test_a_device_cannot_publish_on_another_units_topics(rig: Rig) -> None:
@@ -313,10 +318,7 @@ def test_the_bridge_account_receives_every_source(rig: Rig) -> None:
         "thing/product/ANYSN/state",
         "sys/product/ANYDOCK/status",
     ]
-    for i, topic in enumerate(topics):
-        sim.publish(topic, f"m-{i}".encode())
-    got = bridge.received.wait_for(f"m-{len(topics) - 1}".encode())
-    assert got == [(topic, f"m-{i}".encode()) for i, topic in enumerate(topics)]
+    assert_all_arrive(sim, bridge, topics)
     # The simulator publishes but reads nothing.
     sim.subscribe("#")
     sim.publish("serenazgo/units/any-unit/position", b"unseen")

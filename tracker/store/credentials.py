@@ -114,16 +114,20 @@ SELECT (SELECT count(*) FROM device_credentials),
 """
 
 
-def broker_credentials_sync(conn: psycopg.Connection[Any] | str) -> list[BrokerCredential]:
-    """Every live credential that has an MQTT hash, with its unit's external ids (ordered by unit id)."""
+def _rows(conn: psycopg.Connection[Any] | str, sql: str, what: str) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` on ``conn`` (a connection, or a conninfo to connect to for the occasion)."""
     try:
         if isinstance(conn, str):
             with psycopg.connect(conn, autocommit=True) as own:
-                rows = own.execute(_BROKER_CREDENTIALS_SQL).fetchall()
-        else:
-            rows = conn.execute(_BROKER_CREDENTIALS_SQL).fetchall()
+                return own.execute(sql).fetchall()
+        return conn.execute(sql).fetchall()
     except psycopg.Error as exc:
-        raise StorageError(f"cannot load the device credentials: {exc}") from exc
+        raise StorageError(f"cannot {what}: {exc}") from exc
+
+
+def broker_credentials_sync(conn: psycopg.Connection[Any] | str) -> list[BrokerCredential]:
+    """Every live credential that has an MQTT hash, with its unit's external ids (ordered by unit id)."""
+    rows = _rows(conn, _BROKER_CREDENTIALS_SQL, "load the device credentials")
     return [
         BrokerCredential(str(u), str(h), {str(k): str(v) for k, v in (e or {}).items()}) for u, h, e in rows
     ]
@@ -131,15 +135,8 @@ def broker_credentials_sync(conn: psycopg.Connection[Any] | str) -> list[BrokerC
 
 def credentials_fingerprint_sync(conn: psycopg.Connection[Any] | str) -> tuple[object, ...]:
     """A value that changes when the broker's password file or ACL would (see ``_FINGERPRINT_SQL``)."""
-    try:
-        if isinstance(conn, str):
-            with psycopg.connect(conn, autocommit=True) as own:
-                row = own.execute(_FINGERPRINT_SQL).fetchone()
-        else:
-            row = conn.execute(_FINGERPRINT_SQL).fetchone()
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot read the device credentials: {exc}") from exc
-    return tuple(row) if row is not None else ()
+    rows = _rows(conn, _FINGERPRINT_SQL, "read the device credentials")
+    return tuple(rows[0]) if rows else ()
 
 
 __all__ = [

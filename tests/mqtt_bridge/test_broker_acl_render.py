@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import stat
 from pathlib import Path
 
 import pytest
 
-from mqtt_bridge.broker import mosquitto_config
+from mqtt_bridge.broker import EmbeddedBroker, mosquitto_config
 from mqtt_bridge.broker_acl import (
     ACL_FILE,
     BRIDGE_USER,
@@ -211,3 +212,18 @@ def test_write_access_files_is_private_and_reports_changes(tmp_path: Path) -> No
     assert write_access_files(tmp_path, AccessFiles(files.password_file, "user v\n"))
     assert (tmp_path / ACL_FILE).read_text() == "user v\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [ACL_FILE, PASSWORD_FILE]  # no temporary left
+
+
+def test_the_amqtt_fallback_says_loudly_that_it_enforces_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = EmbeddedBroker(tmp_path / "b", mosquitto=False, access=render_access(SERVICES, []))
+    with caplog.at_level(logging.ERROR, logger="mqtt_bridge.broker"):
+        broker.start()
+    try:
+        assert broker.kind == "amqtt"
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and "does not check device credentials" in errors[0]
+        assert not broker.set_access(render_access(SERVICES, []))  # remembered, nothing to reload
+    finally:
+        broker.stop()

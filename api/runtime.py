@@ -53,7 +53,14 @@ from geo.docks import Dock
 from geo.viewsheds import Viewsheds
 from mqtt_bridge.bridge import Bridge, load_state
 from mqtt_bridge.broker import EmbeddedBroker
-from mqtt_bridge.broker_acl import BRIDGE_USER, SIMULATOR_USER, AccessRefresher, load_service_accounts
+from mqtt_bridge.broker_acl import (
+    BRIDGE_USER,
+    GATEWAY_USER,
+    HEALTH_USER,
+    SIMULATOR_USER,
+    AccessRefresher,
+    load_service_accounts,
+)
 from mqtt_bridge.simulator import PublishStats, SimClock, publish_fleet, register_units
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE, MqttTarget, Settings, parse_mqtt_url
@@ -201,7 +208,10 @@ class Runtime:
     console: Console = field(default_factory=Console)
     conninfo: str = ""
     mqtt: MqttTarget | None = None
-    sim_mqtt: MqttTarget | None = None  # the demo's publishers (their own broker account when embedded)
+    # Their own broker logins when the broker is embedded: the demo fleet, its MAVLink gateway, /healthz.
+    sim_mqtt: MqttTarget | None = None
+    gateway_mqtt: MqttTarget | None = None
+    health_mqtt: MqttTarget | None = None
     registry: UnitRegistry = field(default_factory=UnitRegistry)
     fleet: LiveFleet = field(default_factory=LiveFleet)
     api_url: str = ""
@@ -307,13 +317,13 @@ class Runtime:
         self.broker_url = broker.url
         self.broker_dir = broker.state_dir
         target = parse_mqtt_url(broker.url)
-        for user in (BRIDGE_USER, SIMULATOR_USER):
+        logins = {}
+        for user in (BRIDGE_USER, SIMULATOR_USER, GATEWAY_USER, HEALTH_USER):
             name, password = services.login(user)
-            login = target.model_copy(update={"username": name, "password": password})
-            if user == BRIDGE_USER:
-                self.mqtt = login
-            else:
-                self.sim_mqtt = login
+            logins[user] = target.model_copy(update={"username": name, "password": password})
+        # One login per connection: the broker makes the client id the username (see broker_acl).
+        self.mqtt, self.sim_mqtt = logins[BRIDGE_USER], logins[SIMULATOR_USER]
+        self.gateway_mqtt, self.health_mqtt = logins[GATEWAY_USER], logins[HEALTH_USER]
         self._watch_access(access, broker)
 
     def _watch_access(self, access: AccessRefresher, broker: EmbeddedBroker) -> None:
@@ -434,7 +444,7 @@ class Runtime:
             conninfo=self.conninfo,
             registry=self.registry,
             fleet=self.fleet,
-            mqtt=self.mqtt,
+            mqtt=self.health_mqtt or self.mqtt,
             bridge=self._bridge,
             dispatcher=self._dispatcher,
             incidents=self._incidents,
@@ -544,7 +554,7 @@ class Runtime:
         self._push(f"simulator ({len(sim.units)} units)", stop_sim)
         aircraft = self._mavlink_aircraft
         if aircraft is not None:
-            flight = fly_through_gateway(aircraft, self.sim_mqtt or self.mqtt, DEMO_MAVLINK_UNIT, stop)
+            flight = fly_through_gateway(aircraft, self.gateway_mqtt or self.mqtt, DEMO_MAVLINK_UNIT, stop)
             mav_task = asyncio.create_task(flight, name="demo MAVLink aircraft")
 
             async def stop_mavlink() -> None:

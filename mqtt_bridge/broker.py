@@ -124,6 +124,8 @@ def mosquitto_config(
     else:
         security = [
             f"allow_anonymous {'true' if access.allow_anonymous else 'false'}",
+            # No login can take over another's session by sending its client id (see broker_acl).
+            "use_username_as_clientid true",
             f"password_file {state_dir / PASSWORD_FILE}",
             f"acl_file {state_dir / ACL_FILE}",
         ]

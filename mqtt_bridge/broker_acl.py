@@ -17,9 +17,19 @@ token as HTTP ingest), and may publish and read only its own topics:
 Service accounts, with random passwords generated at the first start and kept
 in ``<data_dir>/broker/service-accounts.json`` (mode 0600, :func:`load_service_accounts`):
 ``serenazgo-bridge`` reads exactly the filters the bridge subscribes to and
-writes events and dead letters; ``serenazgo-sim`` (the demo fleet, its DJI docks
-and its MAVLink gateway) writes any unit's input topics. Their names are
-reserved: a unit with the same id gets no broker access (logged).
+writes events and dead letters; ``serenazgo-sim`` (the demo fleet and its DJI
+docks) writes any unit's input topics; ``serenazgo-gateway`` (the demo's MAVLink
+gateway) writes native position and drone topics; ``serenazgo-health`` (the
+API's ``/healthz``) only connects. Their names are reserved: a unit with the
+same id gets no broker access (logged).
+
+One connection per login: the embedded Mosquitto runs with
+``use_username_as_clientid true`` (:func:`mqtt_bridge.broker.mosquitto_config`),
+so the client id is the username whatever the client sends. Without it, a
+device connecting with the client id ``serenazgo-bridge`` would close the
+bridge's connection and take over its persistent session (Mosquitto closes an
+older connection with the same client id, whoever logged it in). Hence one
+account per service process, and the health check's own.
 
 Mosquitto 2.0 reads both files at start and again on SIGHUP: the broker drops
 connected clients whose credential is gone from the password file and applies
@@ -49,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from drones.mavlink_gateway import DRONE_TOPIC, POSITION_TOPIC
 from mqtt_bridge.bridge import DEAD_LETTER_TOPIC
 from mqtt_bridge.topics import SUBSCRIPTION_FILTERS
 from tracker.errors import ConfigError
@@ -60,7 +71,9 @@ log = logging.getLogger(__name__)
 
 BRIDGE_USER = "serenazgo-bridge"
 SIMULATOR_USER = "serenazgo-sim"
-SERVICE_USERS = (BRIDGE_USER, SIMULATOR_USER)
+GATEWAY_USER = "serenazgo-gateway"
+HEALTH_USER = "serenazgo-health"
+SERVICE_USERS = (BRIDGE_USER, SIMULATOR_USER, GATEWAY_USER, HEALTH_USER)
 SERVICE_ACCOUNTS_FILE = "service-accounts.json"
 PASSWORD_FILE = "password_file"  # noqa: S105 - a file name, not a password
 ACL_FILE = "acl_file"
@@ -145,6 +158,11 @@ def simulator_grants() -> tuple[Grant, ...]:
     return tuple(
         Grant("write", t) for t in ("serenazgo/units/#", "owntracks/#", "thing/product/#", "sys/product/#")
     )
+
+
+def gateway_grants() -> tuple[Grant, ...]:
+    """The demo's MAVLink gateway publishes its aircraft's native position and drone topics."""
+    return tuple(Grant("write", t.format(unit_id="+")) for t in (POSITION_TOPIC, DRONE_TOPIC))
 
 
 def device_grants(cred: BrokerCredential) -> tuple[tuple[Grant, ...], list[str]]:
@@ -261,7 +279,12 @@ class ServiceAccounts:
     def __init__(self, passwords: dict[str, str], path: Path | None = None) -> None:
         self.passwords = dict(passwords)
         self.path = path
-        grants = {BRIDGE_USER: bridge_grants(), SIMULATOR_USER: simulator_grants()}
+        grants = {
+            BRIDGE_USER: bridge_grants(),
+            SIMULATOR_USER: simulator_grants(),
+            GATEWAY_USER: gateway_grants(),
+            HEALTH_USER: (),  # /healthz only connects
+        }
         # Hashed once: a fresh salt at every render would rewrite the password file (and reload the broker)
         # when nothing changed.
         self._accounts = [Account(u, mosquitto_hash(self.passwords[u]), grants[u]) for u in SERVICE_USERS]
@@ -389,6 +412,8 @@ __all__ = [
     "ACL_FILE",
     "BRIDGE_USER",
     "DJI_GATEWAY",
+    "GATEWAY_USER",
+    "HEALTH_USER",
     "PASSWORD_FILE",
     "SERVICE_USERS",
     "SIMULATOR_USER",
@@ -401,6 +426,7 @@ __all__ = [
     "bridge_grants",
     "device_accounts",
     "device_grants",
+    "gateway_grants",
     "load_service_accounts",
     "render_access",
     "render_acl_file",

@@ -81,9 +81,11 @@ class Received:
 class Client:
     """A paho client that records its CONNACK, SUBACKs, disconnects and received messages."""
 
-    def __init__(self, port: int, username: str | None, password: str | None, *, v5: bool = False) -> None:
+    def __init__(
+        self, port: int, username: str | None, password: str | None, *, v5: bool = False, client_id: str = ""
+    ) -> None:
         self.proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=self.proto)
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=self.proto)
         if username is not None:
             self.c.username_pw_set(username, password)
         self.connack: ReasonCode | None = None
@@ -166,8 +168,9 @@ class Rig:
         return self.client(*self.services.login(user))
 
     def bridge(self) -> Client:
-        """The bridge's account, subscribed to the bridge's own filters."""
-        bridge = self.service(BRIDGE_USER)
+        """The bridge's account and client id, subscribed to the bridge's own filters."""
+        bridge = Client(self.broker.port, *self.services.login(BRIDGE_USER), client_id=BRIDGE_USER)
+        self.clients.append(bridge)
         assert all(not rc.is_failure for rc in bridge.subscribe(*SUBSCRIPTION_FILTERS))
         return bridge
 
@@ -421,3 +424,25 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
                 return
         time.sleep(0.05)
     pytest.fail("mosquitto never listened")
+
+
+def test_a_device_cannot_take_over_the_bridges_session_by_its_client_id(rig: Rig) -> None:
+    """The client id is the username: a device sending the id ``serenazgo-bridge`` cannot kick the bridge."""
+    bridge = rig.bridge()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=BRIDGE_USER, clean_session=True)
+    c.username_pw_set(rig.a, rig.tokens[rig.a])
+    done = threading.Event()
+    c.on_connect = lambda *_args: done.set()
+    c.connect("127.0.0.1", rig.broker.port)
+    c.loop_start()
+    try:
+        assert done.wait(WAIT_S)
+        c.publish(f"serenazgo/units/{rig.a}/position", b"after-takeover-attempt", qos=1).wait_for_publish(
+            WAIT_S
+        )
+        # Had Mosquitto closed the bridge's connection, its clean session (and subscriptions) would be gone.
+        assert bridge.received.wait_for(b"after-takeover-attempt")
+        assert not bridge.disconnected.is_set()
+    finally:
+        c.disconnect()
+        c.loop_stop()

@@ -13,6 +13,8 @@ from mqtt_bridge.broker_acl import (
     ACL_FILE,
     BRIDGE_USER,
     DJI_GATEWAY,
+    GATEWAY_USER,
+    HEALTH_USER,
     PASSWORD_FILE,
     SIMULATOR_USER,
     AccessFiles,
@@ -197,6 +199,13 @@ def test_the_service_accounts_read_and_write_what_the_bridge_and_simulator_use(t
     }
     sim = next(a for a in services.accounts() if a.username == SIMULATOR_USER)
     assert {g.access for g in sim.grants} == {"write"}
+    gateway = next(a for a in services.accounts() if a.username == GATEWAY_USER)
+    assert [(g.access, g.topic) for g in gateway.grants] == [
+        ("write", "serenazgo/units/+/position"),
+        ("write", "serenazgo/units/+/drone"),
+    ]
+    assert next(a for a in services.accounts() if a.username == HEALTH_USER).grants == ()
+    assert len(set(services.passwords.values())) == 4
     # Hashed once: rendering twice gives the same text (no rewrite, no reload when nothing changed).
     assert render_access(services.accounts(), []) == render_access(services.accounts(), [])
 

@@ -147,16 +147,24 @@ def publish(port: int, topic: str, payload: dict, username: str, password: str) 
         client.disconnect()
 
 
-def issue_device_token(up: Up, unit_id: str) -> str:
-    """``serenazgo unit credentials UNIT`` against the running service's database; the token."""
+def unit_credentials(up: Up, unit_id: str, *flags: str) -> str:
+    """``serenazgo unit credentials UNIT [flags]`` against the running service's database; its stdout."""
     found = re.search(r"postgresql://postgres@127\.0\.0\.1:\d+/\w+", up.output())
     assert found, up.output()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")}
     done = subprocess.run(
-        [str(SERENAZGO), "unit", "credentials", unit_id, "--database-url", found.group(0)],
+        [str(SERENAZGO), "unit", "credentials", unit_id, *flags, "--database-url", found.group(0)],
         capture_output=True, text=True, timeout=60, check=True, env=env,
     )  # fmt: skip
     return done.stdout.strip()
+
+
+def wait_connack(port: int, username: str, password: str, refused: bool, what: str) -> None:
+    """Wait until the broker refuses (or accepts) this login: the service picks changes up within seconds."""
+    deadline = time.monotonic() + 60
+    while connack(port, username, password).is_failure != refused:
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
 
 
 def wait_live(base: str, auth: dict[str, str], predicate, what: str, timeout: float = 60.0) -> dict:
@@ -194,11 +202,10 @@ def test_up_ingests_a_ping_end_to_end_stops_cleanly_and_keeps_its_data(data_dir:
         # The broker admits no anonymous client; a device token issued by the CLI in another process
         # becomes the unit's broker password within SERENAZGO_BROKER__REFRESH_S.
         assert connack(up.broker_port).is_failure
-        token = issue_device_token(up, "mov-07")
-        deadline = time.monotonic() + 60
-        while connack(up.broker_port, "mov-07", token).is_failure:
-            assert time.monotonic() < deadline, f"the new token never opened the broker:\n{up.output()}"
-            time.sleep(0.2)
+        token = unit_credentials(up, "mov-07")
+        wait_connack(
+            up.broker_port, "mov-07", token, False, f"the token never opened the broker:\n{up.output()}"
+        )
         # Registered through the API a moment ago: the bridge must accept its pings at once.
         ts = time.time() - 5
         publish(
@@ -218,6 +225,11 @@ def test_up_ingests_a_ping_end_to_end_stops_cleanly_and_keeps_its_data(data_dir:
         assert feature["properties"]["speed"] == 8.5
         assert feature["properties"]["freshness"] == "live"
         assert "serenazgo_" in httpx.get(f"{up.base}/metrics", headers=up.auth, timeout=5).text
+        # Revoked through the CLI: the broker refuses the token within the refresh.
+        unit_credentials(up, "mov-07", "--revoke")
+        wait_connack(
+            up.broker_port, "mov-07", token, True, f"the revoked token still opens the broker:\n{up.output()}"
+        )
 
         # A separate simulator registering through this API, with the demo's broker account: its units
         # report at once.

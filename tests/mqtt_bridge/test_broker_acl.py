@@ -446,3 +446,19 @@ def test_a_device_cannot_take_over_the_bridges_session_by_its_client_id(rig: Rig
     finally:
         c.disconnect()
         c.loop_stop()
+
+
+def test_a_token_issued_before_the_broker_hash_existed_is_reported_not_admitted(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        create_unit_sync(conn, Unit("old-1", UnitKind.FOOT))
+        create_unit_sync(conn, Unit("new-1", UnitKind.FOOT))
+        # What issue_token_sync stored before migration 10: no mqtt_hash.
+        conn.execute(
+            "INSERT INTO device_credentials (unit_id, token_sha256) VALUES ('old-1', %s)", (b"\x01" * 32,)
+        )
+    issue_token_sync(pg_url, "new-1")
+    files = AccessRefresher(pg_url, []).render()
+    assert [line.partition(":")[0] for line in files.password_file.splitlines()] == ["new-1"]
+    assert files.skipped == (
+        "unit 'old-1' has a credential without a Mosquitto hash (reissue it): no broker access",
+    )

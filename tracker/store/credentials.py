@@ -87,7 +87,7 @@ async def unit_for_token(db: AsyncDb, token: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class BrokerCredential:
-    """A unit's live broker credential: its id (the MQTT username), the ``$7$`` hash, its external ids."""
+    """A live credential: its unit (MQTT username), ``$7$`` hash ("" before migration 10), external ids."""
 
     unit_id: str
     mqtt_hash: str
@@ -95,9 +95,9 @@ class BrokerCredential:
 
 
 _BROKER_CREDENTIALS_SQL = """
-SELECT c.unit_id, c.mqtt_hash, u.external_ids
+SELECT c.unit_id, coalesce(c.mqtt_hash, ''), u.external_ids
 FROM device_credentials c JOIN units u USING (unit_id)
-WHERE c.revoked_at IS NULL AND c.mqtt_hash IS NOT NULL
+WHERE c.revoked_at IS NULL
 ORDER BY c.unit_id, c.credential_id
 """
 
@@ -126,7 +126,7 @@ def _rows(conn: psycopg.Connection[Any] | str, sql: str, what: str) -> list[tupl
 
 
 def broker_credentials_sync(conn: psycopg.Connection[Any] | str) -> list[BrokerCredential]:
-    """Every live credential that has an MQTT hash, with its unit's external ids (ordered by unit id)."""
+    """Every live credential with its unit's external ids (ordered by unit id); ``mqtt_hash`` "" if none."""
     rows = _rows(conn, _BROKER_CREDENTIALS_SQL, "load the device credentials")
     return [
         BrokerCredential(str(u), str(h), {str(k): str(v) for k, v in (e or {}).items()}) for u, h, e in rows

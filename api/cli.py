@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -49,6 +50,10 @@ unit_app = typer.Typer(help="Field units: device credentials.", no_args_is_help=
 app.add_typer(unit_app, name="unit")
 user_app = typer.Typer(help="Console users, roles and API tokens.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
+broker_app = typer.Typer(
+    help="MQTT broker: device logins and ACL for an external Mosquitto.", no_args_is_help=True
+)
+app.add_typer(broker_app, name="broker")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -905,6 +910,70 @@ def user_revoke(
         err_console.print(f"[red]no live token with id {token_id}[/red] (see `serenazgo user tokens`)")
         raise typer.Exit(1)
     console.print(f"token {token_id} revoked")
+
+
+@broker_app.command("acl")
+def broker_acl(
+    out: Annotated[Path, typer.Option("--out", help="folder to write password_file and acl_file into")],
+    owner: Annotated[
+        str | None,
+        typer.Option(help="hand both files to this OS user (the broker's, e.g. mosquitto; needs root)"),
+    ] = None,
+    allow_anonymous: Annotated[
+        bool, typer.Option(help="let clients without a login use every topic (closed lab networks only)")
+    ] = False,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Write Mosquitto's password file and ACL for every unit's device credential, and the bridge's login.
+
+    The bridge's login is the user and password of SERENAZGO_MQTT_URL. Point Mosquitto at the files
+    (``password_file``, ``acl_file``, ``allow_anonymous false``) and reload it (SIGHUP) after each run;
+    run it again whenever credentials are issued or revoked.
+    """
+    import pwd
+
+    from mqtt_bridge.broker_acl import PASSWORD_FILE, bridge_account, render_access, write_access_files
+    from tracker.store.credentials import broker_credentials_sync
+
+    settings = _settings()
+    target = settings.mqtt
+    if target is None or not target.username or not target.password:
+        err_console.print(
+            "[bold red]error:[/bold red] set SERENAZGO_MQTT_URL=mqtt://USER:PASSWORD@HOST:PORT with the "
+            "bridge's login: it is written into the files with the bridge's topics"
+        )
+        raise typer.Exit(2)
+    chown = None
+    if owner is not None:
+        try:
+            entry = pwd.getpwnam(owner)
+        except KeyError:
+            err_console.print(f"[bold red]error:[/bold red] no OS user {owner!r}")
+            raise typer.Exit(2) from None
+        chown = lambda path: os.chown(path, entry.pw_uid, entry.pw_gid)  # noqa: E731
+    with _friendly_errors():
+        creds = _with_database(
+            _database_url(database_url, settings), "read device credentials", broker_credentials_sync
+        )
+        try:
+            previous = (out / PASSWORD_FILE).read_text(encoding="utf-8")
+        except OSError:
+            previous = ""
+        bridge = bridge_account(target.username, target.password, previous)
+        files = render_access([bridge], creds, allow_anonymous=allow_anonymous)
+    for why in files.skipped:
+        err_console.print(f"[yellow]left out:[/yellow] {why}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        changed = write_access_files(out, files, chown)
+    except OSError as exc:
+        err_console.print(f"[bold red]error:[/bold red] cannot write into {out}: {exc}")
+        raise typer.Exit(1) from exc
+    n_devices = files.password_file.count("\n") - 1
+    state = "written" if changed else "unchanged"
+    console.print(
+        f"{out / 'password_file'} and {out / 'acl_file'} {state}: {n_devices} device(s) and the bridge"
+    )
 
 
 @app.command()

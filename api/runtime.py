@@ -53,6 +53,14 @@ from geo.docks import Dock
 from geo.viewsheds import Viewsheds
 from mqtt_bridge.bridge import Bridge, load_state
 from mqtt_bridge.broker import EmbeddedBroker
+from mqtt_bridge.broker_acl import (
+    BRIDGE_USER,
+    GATEWAY_USER,
+    HEALTH_USER,
+    SIMULATOR_USER,
+    AccessRefresher,
+    load_service_accounts,
+)
 from mqtt_bridge.simulator import PublishStats, SimClock, publish_fleet, register_units
 from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE, MqttTarget, Settings, parse_mqtt_url
@@ -77,6 +85,7 @@ from tracker.store.users import DEMO_PASSWORD, FIRST_ADMIN, ensure_demo_users_sy
 from tracker.users import Role
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_DEMO_DISTRICT = "Miraflores"
 DEMO_DJI_DOCKS = 2  # demo drones whose aircraft speak the DJI Cloud API from their dock
@@ -199,6 +208,10 @@ class Runtime:
     console: Console = field(default_factory=Console)
     conninfo: str = ""
     mqtt: MqttTarget | None = None
+    # Their own broker logins when the broker is embedded: the demo fleet, its MAVLink gateway, /healthz.
+    sim_mqtt: MqttTarget | None = None
+    gateway_mqtt: MqttTarget | None = None
+    health_mqtt: MqttTarget | None = None
     registry: UnitRegistry = field(default_factory=UnitRegistry)
     fleet: LiveFleet = field(default_factory=LiveFleet)
     api_url: str = ""
@@ -293,11 +306,45 @@ class Runtime:
         if port is None and port_free(MQTT_DEFAULT_PORT):
             # Devices are configured with host:port once: keep the standard port when it is free.
             port = MQTT_DEFAULT_PORT
-        broker = EmbeddedBroker(embedded_broker_dir(self.settings.data_dir), port=port)
+        # Devices log in with their credentials, the bridge and the demo with service accounts.
+        services = load_service_accounts(self.settings.data_dir)
+        access = AccessRefresher(
+            self.conninfo, services.accounts(), allow_anonymous=self.settings.broker.allow_anonymous
+        )
+        files = await asyncio.to_thread(access.render)
+        broker = EmbeddedBroker(embedded_broker_dir(self.settings.data_dir), port=port, access=files)
         await self._start_embedded("MQTT broker", broker)
         self.broker_url = broker.url
         self.broker_dir = broker.state_dir
-        self.mqtt = parse_mqtt_url(broker.url)
+        target = parse_mqtt_url(broker.url)
+        logins = {}
+        for user in (BRIDGE_USER, SIMULATOR_USER, GATEWAY_USER, HEALTH_USER):
+            name, password = services.login(user)
+            logins[user] = target.model_copy(update={"username": name, "password": password})
+        # One login per connection: the broker makes the client id the username (see broker_acl).
+        self.mqtt, self.sim_mqtt = logins[BRIDGE_USER], logins[SIMULATOR_USER]
+        self.gateway_mqtt, self.health_mqtt = logins[GATEWAY_USER], logins[HEALTH_USER]
+        self._watch_access(access, broker)
+
+    def _watch_access(self, access: AccessRefresher, broker: EmbeddedBroker) -> None:
+        """Every ``broker.refresh_s``, bring the broker's password file and ACL in line with the database."""
+
+        async def watch() -> None:
+            while True:
+                try:
+                    await asyncio.to_thread(access.check, broker.set_access)
+                except (SerenazgoError, OSError) as exc:
+                    log.warning("cannot refresh the broker's device credentials (retrying): %s", exc)
+                await asyncio.sleep(self.settings.broker.refresh_s)
+
+        task = asyncio.create_task(watch(), name="broker access")
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self._push("broker credentials refresh", stop)
 
     def _load_fleet(self) -> int:
         self.registry, self.fleet = load_state(self.conninfo, self.settings)
@@ -397,7 +444,7 @@ class Runtime:
             conninfo=self.conninfo,
             registry=self.registry,
             fleet=self.fleet,
-            mqtt=self.mqtt,
+            mqtt=self.health_mqtt or self.mqtt,
             bridge=self._bridge,
             dispatcher=self._dispatcher,
             incidents=self._incidents,
@@ -491,7 +538,9 @@ class Runtime:
         stop = asyncio.Event()
         clock = SimClock(wall_start=sim.start)
         task = asyncio.create_task(
-            publish_fleet(sim, self.mqtt, clock, stats, stop, client_id="serenazgo-demo-fleet"),
+            publish_fleet(
+                sim, self.sim_mqtt or self.mqtt, clock, stats, stop, client_id="serenazgo-demo-fleet"
+            ),
             name="simulator",
         )
         self.sim_stats = stats
@@ -505,7 +554,7 @@ class Runtime:
         self._push(f"simulator ({len(sim.units)} units)", stop_sim)
         aircraft = self._mavlink_aircraft
         if aircraft is not None:
-            flight = fly_through_gateway(aircraft, self.mqtt, DEMO_MAVLINK_UNIT, stop)
+            flight = fly_through_gateway(aircraft, self.gateway_mqtt or self.mqtt, DEMO_MAVLINK_UNIT, stop)
             mav_task = asyncio.create_task(flight, name="demo MAVLink aircraft")
 
             async def stop_mavlink() -> None:

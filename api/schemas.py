@@ -6,11 +6,13 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from mqtt_bridge.broker_acl import DJI_GATEWAY
 from tracker.errors import InvalidUnitIdError
 from tracker.model import Source, Unit, UnitKind, UnitStatus, is_valid_unit_id
 
-# Protocols a unit can be known by besides its own id (native senders use the unit id).
-EXTERNAL_PROTOCOLS = tuple(s.value for s in Source if s is not Source.NATIVE)
+# Protocols a unit can be known by besides its own id (native senders use the unit id), and the
+# serial of the DJI gateway (dock or remote controller) that publishes for an aircraft (broker ACL).
+EXTERNAL_PROTOCOLS = (*(s.value for s in Source if s is not Source.NATIVE), DJI_GATEWAY)
 
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)]
 
@@ -46,7 +48,8 @@ class UnitCreate(BaseModel):
     external_ids: dict[str, str] = Field(
         default_factory=dict,
         description="protocol -> the device's own id: owntracks ('owntracks/{user}/{device}'), "
-        "osmand, dji, mavlink",
+        "osmand, dji (aircraft serial), dji_gateway (its dock's serial: the broker lets the unit's "
+        "credential publish the dock's topics), mavlink",
     )
 
     @field_validator("unit_id")

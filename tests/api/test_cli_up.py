@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -114,9 +115,27 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def publish(port: int, topic: str, payload: dict) -> None:
+def connack(port: int, username: str | None = None, password: str | None = None) -> mqtt.ReasonCode:
+    """The broker's answer to a CONNECT with these credentials."""
+    got: list[mqtt.ReasonCode] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-connect-{os.getpid()}")
+    client.username_pw_set(username, password)
+    client.on_connect = lambda _c, _u, _f, rc, _p: got.append(rc)
+    client.connect("127.0.0.1", port)
+    try:
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            client.loop(timeout=0.1)
+    finally:
+        client.disconnect()
+    assert got, "no CONNACK"
+    return got[0]
+
+
+def publish(port: int, topic: str, payload: dict, username: str, password: str) -> None:
     """Publish one QoS 1 message with paho and wait for the broker's PUBACK."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{os.getpid()}")
+    client.username_pw_set(username, password)
     client.connect("127.0.0.1", port)
     client.loop_start()
     try:
@@ -126,6 +145,26 @@ def publish(port: int, topic: str, payload: dict) -> None:
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def unit_credentials(up: Up, unit_id: str, *flags: str) -> str:
+    """``serenazgo unit credentials UNIT [flags]`` against the running service's database; its stdout."""
+    found = re.search(r"postgresql://postgres@127\.0\.0\.1:\d+/\w+", up.output())
+    assert found, up.output()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")}
+    done = subprocess.run(
+        [str(SERENAZGO), "unit", "credentials", unit_id, *flags, "--database-url", found.group(0)],
+        capture_output=True, text=True, timeout=60, check=True, env=env,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def wait_connack(port: int, username: str, password: str, refused: bool, what: str) -> None:
+    """Wait until the broker refuses (or accepts) this login: the service picks changes up within seconds."""
+    deadline = time.monotonic() + 60
+    while connack(port, username, password).is_failure != refused:
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
 
 
 def wait_live(base: str, auth: dict[str, str], predicate, what: str, timeout: float = 60.0) -> dict:
@@ -160,12 +199,21 @@ def test_up_ingests_a_ping_end_to_end_stops_cleanly_and_keeps_its_data(data_dir:
         assert (
             httpx.post(f"{up.base}/api/v1/units", headers=up.auth, json=unit, timeout=10).status_code == 201
         )
+        # The broker admits no anonymous client; a device token issued by the CLI in another process
+        # becomes the unit's broker password within SERENAZGO_BROKER__REFRESH_S.
+        assert connack(up.broker_port).is_failure
+        token = unit_credentials(up, "mov-07")
+        wait_connack(
+            up.broker_port, "mov-07", token, False, f"the token never opened the broker:\n{up.output()}"
+        )
         # Registered through the API a moment ago: the bridge must accept its pings at once.
         ts = time.time() - 5
         publish(
             up.broker_port,
             "serenazgo/units/mov-07/position",
             {"ts": int(ts * 1000), "lat": -12.1211, "lon": -77.0297, "speed": 8.5, "accuracy": 4.0},
+            "mov-07",
+            token,
         )
 
         def has_fix(body: dict) -> bool:
@@ -177,10 +225,20 @@ def test_up_ingests_a_ping_end_to_end_stops_cleanly_and_keeps_its_data(data_dir:
         assert feature["properties"]["speed"] == 8.5
         assert feature["properties"]["freshness"] == "live"
         assert "serenazgo_" in httpx.get(f"{up.base}/metrics", headers=up.auth, timeout=5).text
+        # Revoked through the CLI: the broker refuses the token within the refresh.
+        unit_credentials(up, "mov-07", "--revoke")
+        wait_connack(
+            up.broker_port, "mov-07", token, True, f"the revoked token still opens the broker:\n{up.output()}"
+        )
 
-        # A separate simulator registering through this API: its units report at once.
+        # A separate simulator registering through this API, with the demo's broker account: its units
+        # report at once.
+        sim_password = json.loads((data_dir / "broker" / "service-accounts.json").read_text())[
+            "serenazgo-sim"
+        ]
+        sim_url = f"mqtt://serenazgo-sim:{quote(sim_password, safe='')}@127.0.0.1:{up.broker_port}"
         sim = subprocess.run(
-            [str(SERENAZGO), "simulate", "--api-url", up.base, "--mqtt-url", f"mqtt://127.0.0.1:{up.broker_port}",
+            [str(SERENAZGO), "simulate", "--api-url", up.base, "--mqtt-url", sim_url,
              "--api-token", up.auth["Authorization"].removeprefix("Bearer "),
              "--foot", "2", "--cars", "0", "--motorcycles", "0", "--drones", "1", "--duration", "3",
              "--speedup", "8", "--incidents-per-hour", "0", "--bad-fix-rate", "0"],

@@ -34,21 +34,30 @@ import contextlib
 import logging
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mqtt_bridge.broker_acl import AccessFiles, AccessRules, Account, may_read, may_subscribe, may_write
 from tracker.errors import EmbeddedServerError
 
 log = logging.getLogger(__name__)
 
 try:  # amqtt is a dependency, but only this fallback needs it
     from amqtt.broker import Broker
-    from amqtt.plugins.base import BaseAuthPlugin
+    from amqtt.contexts import Action
+    from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
     from amqtt.session import Session
 except ImportError:  # pragma: no cover - exercised only without amqtt installed
-    Broker = None  # type: ignore[assignment,misc]
-    BaseAuthPlugin = object  # type: ignore[assignment,misc]
+    Broker = object  # type: ignore[assignment,misc]
+    Action = None  # type: ignore[assignment,misc]
+    BaseAuthPlugin = BaseTopicPlugin = object  # type: ignore[assignment,misc]
     Session = Any  # type: ignore[assignment,misc]
+
+# The account a session logged in as (amqtt's namespaced per-session attributes). Kept on the session
+# rather than read from ``session.username``: amqtt overwrites that with whatever the next CONNECT with
+# the same client id sends, before it authenticates it.
+LOGIN_ATTRIBUTE = "serenazgo.login"
 
 
 class OpenAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
@@ -66,19 +75,146 @@ class OpenAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
         return True
 
 
-def broker_config(port: int) -> dict[str, Any]:
-    """amqtt configuration: one TCP listener on 127.0.0.1:``port``, open access, no $SYS topics."""
+class AccessGate:
+    """The rules the in-process broker enforces now; :meth:`InProcessBroker.set_access` swaps them whole."""
+
+    def __init__(self, files: AccessFiles) -> None:
+        self.files = files
+        self.rules = AccessRules.from_files(files)
+
+    def admit(self, session: Session) -> Account | None:
+        """Check a CONNECT: the account it logs in as (remembered on the session), or None to refuse it."""
+        account = self.rules.login(session.username, session.password)
+        previous = session.attributes.get(LOGIN_ATTRIBUTE)
+        if account is not None and isinstance(previous, Account) and previous.username != account.username:
+            # A persistent session (and its queued messages) belongs to the login that made it: another
+            # login sending the same client id is refused (Mosquitto makes the client id the username).
+            log.warning(
+                "broker: %r tried to take over the session of client id %r: refused",
+                account.username,
+                session.client_id,
+            )
+            return None
+        if (
+            account is not None
+            and session.will_flag
+            and not may_write(account.grants, session.will_topic or "")
+        ):
+            log.info(
+                "broker: %r may not publish its will on %r: refused", account.username, session.will_topic
+            )
+            return None
+        if account is not None:
+            session.attributes[LOGIN_ATTRIBUTE] = account
+        return account
+
+    def grants_of(self, session: Session | None) -> Account | None:
+        """The session's account as the rules have it now, None when it never logged in or was revoked."""
+        login = None if session is None else session.attributes.get(LOGIN_ATTRIBUTE)
+        return self.rules.current(login) if isinstance(login, Account) else None
+
+
+@dataclass
+class GateConfig:
+    """The plugins' configuration: the shared gate (None: refuse everything)."""
+
+    gate: AccessGate | None = None
+
+
+class AccountsAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
+    """Admit a client only with a valid login (or anonymously, when the rules allow it), as a named one.
+
+    Admitted clients are marked non-anonymous for the reason :class:`OpenAuthPlugin` gives.
+    """
+
+    Config = GateConfig
+
+    async def authenticate(self, *, session: Session) -> bool:
+        """True when the gate admits the CONNECT."""
+        gate: AccessGate | None = self.config.gate
+        if gate is None or gate.admit(session) is None:
+            log.info("broker: refused the login of %r (client id %r)", session.username, session.client_id)
+            return False
+        session.is_anonymous = False
+        return True
+
+
+class AccountsTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
+    """Hold every publish, subscribe and delivery to the grants of the session's login."""
+
+    Config = GateConfig
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Any = None
+    ) -> bool:
+        """True when the session's account may do ``action`` (publish, subscribe, receive) on ``topic``."""
+        gate: AccessGate | None = self.config.gate
+        account = None if gate is None else gate.grants_of(session)
+        if account is None or not topic:
+            return False
+        if action == Action.PUBLISH:
+            return may_write(account.grants, topic)
+        if action == Action.SUBSCRIBE:
+            return may_subscribe(account.grants, topic)
+        return action == Action.RECEIVE and may_read(account.grants, topic)
+
+
+def broker_config(port: int, gate: AccessGate | None = None) -> dict[str, Any]:
+    """amqtt configuration: one TCP listener on 127.0.0.1:``port``, no $SYS topics, access by ``gate``.
+
+    Without a gate every client is admitted and may use every topic (the test fixtures).
+    """
+    plugins: dict[str, Any] = (
+        {f"{__name__}.OpenAuthPlugin": {}}
+        if gate is None
+        else {
+            f"{__name__}.AccountsAuthPlugin": {"gate": gate},
+            f"{__name__}.AccountsTopicPlugin": {"gate": gate},
+        }
+    )
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}", "max_connections": 0}},
-        "plugins": {f"{__name__}.OpenAuthPlugin": {}},
+        "plugins": plugins,
     }
+
+
+class GuardedBroker(Broker):  # type: ignore[misc]
+    """amqtt's broker, with retained messages held to the reader's grants like every other delivery.
+
+    amqtt 0.12.1 checks the topic plugins when it broadcasts a publish, but not when it
+    sends retained messages: at a SUBSCRIBE, and at every CONNECT for *every*
+    subscription filter in the broker (anyone's), so a device connecting would get
+    each retained OwnTracks location the bridge subscribes to. This override is the
+    same loop with the ``receive`` check added.
+    """
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        topic_filter, qos = subscription
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        tasks = []
+        for topic, retained in list(self._retained_messages.items()):
+            if self._matches(topic, topic_filter) and await self._topic_filtering(
+                session, topic, Action.RECEIVE
+            ):
+                qos_out = min(qos, retained.qos or qos)
+                tasks.append(
+                    asyncio.ensure_future(handler.mqtt_publish(topic, retained.data, qos_out, retain=True))
+                )
+        if tasks:
+            await asyncio.wait(tasks)
 
 
 class InProcessBroker:
     """amqtt on a private event loop in a daemon thread; ``start()`` returns once it listens."""
 
-    def __init__(self, port: int, log_path: Path, *, start_timeout: float = 20.0) -> None:
-        if Broker is None:
+    def __init__(
+        self, port: int, log_path: Path, *, start_timeout: float = 20.0, access: AccessFiles | None = None
+    ) -> None:
+        if Broker is object:
             raise EmbeddedServerError(
                 "no MQTT broker available: install Mosquitto (apt-get install mosquitto) or the amqtt "
                 "package, or set SERENAZGO_MQTT_URL to an existing broker"
@@ -90,6 +226,8 @@ class InProcessBroker:
         self._thread: threading.Thread | None = None
         self._broker: Any = None
         self._log_handler: logging.Handler | None = None
+        # None: open to every client; else the logins and grants it enforces (set_access swaps them).
+        self._gate = None if access is None else AccessGate(access)
 
     def start(self) -> None:
         """Start the broker thread and wait until the listener is open."""
@@ -115,7 +253,7 @@ class InProcessBroker:
         asyncio.set_event_loop(loop)
 
         async def boot() -> None:
-            self._broker = Broker(broker_config(self.port), loop=loop)
+            self._broker = GuardedBroker(broker_config(self.port, self._gate), loop=loop)
             await self._broker.start()
 
         try:
@@ -129,6 +267,39 @@ class InProcessBroker:
             loop.run_forever()
         finally:
             loop.close()
+
+    def set_access(self, access: AccessFiles, timeout: float = 10.0) -> bool:
+        """Enforce ``access`` from now on, and disconnect clients it no longer admits; True if it changed.
+
+        The swap and the disconnects run on the broker's loop, between two of its packets:
+        from then on a revoked (or replaced) login may not publish, subscribe nor receive,
+        even before its connection is closed, and is refused at its next CONNECT.
+        """
+        if self._gate is None:
+            raise EmbeddedServerError(
+                "this broker was started without access control: restart it with access"
+            )
+        if access == self._gate.files:
+            return False
+        loop, broker = self._loop, self._broker
+        if loop is None or broker is None:
+            self._gate.files, self._gate.rules = access, AccessRules.from_files(access)
+            return True
+        asyncio.run_coroutine_threadsafe(self._apply(access), loop).result(timeout)
+        return True
+
+    async def _apply(self, access: AccessFiles) -> None:
+        gate = self._gate
+        assert gate is not None
+        gate.files, gate.rules = access, AccessRules.from_files(access)
+        for session, handler in list(self._broker.sessions.values()):
+            if session.transitions.state == "connected" and gate.grants_of(session) is None:
+                log.info("broker: %r's login was revoked: disconnecting it", session.client_id)
+                writer = handler.writer
+                if writer is not None:
+                    # The broker's own loop sees the connection end and cleans up (will message included).
+                    with contextlib.suppress(OSError):
+                        await writer.close()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Shut the broker down (its in-memory state is lost) and end the thread."""
@@ -146,4 +317,12 @@ class InProcessBroker:
             self._log_handler = None
 
 
-__all__ = ["InProcessBroker", "OpenAuthPlugin", "broker_config"]
+__all__ = [
+    "AccessGate",
+    "AccountsAuthPlugin",
+    "AccountsTopicPlugin",
+    "GuardedBroker",
+    "InProcessBroker",
+    "OpenAuthPlugin",
+    "broker_config",
+]

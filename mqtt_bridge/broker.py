@@ -52,9 +52,10 @@ Without a ``mosquitto`` binary the broker falls back to amqtt, in process
 (:mod:`mqtt_bridge.amqtt_broker`): good enough to try serenazgo, but it drops
 messages not acknowledged within 5 s, so the guarantee does not hold on it;
 read its limits there. :meth:`EmbeddedBroker.start` logs a warning when it falls back.
-It does not check device credentials nor the ACL: it admits every client that
-reaches 127.0.0.1, which :meth:`EmbeddedBroker.start` logs as an error when
-``access`` asks for anonymous access off.
+It enforces the same ``access`` as Mosquitto (the accounts of
+:class:`~mqtt_bridge.broker_acl.AccessFiles`: logins against their ``$7$`` hashes,
+grants per publish, subscribe and delivery), held in memory: :meth:`EmbeddedBroker.set_access`
+swaps them at once, no files. Without ``access`` it admits every client, as Mosquitto does.
 """
 
 from __future__ import annotations
@@ -263,13 +264,19 @@ class EmbeddedBroker(EmbeddedServer):
         Mosquitto re-reads both files on SIGHUP: a client whose credential is gone
         is disconnected, the others keep their connection under the new ACL. The
         ``allow_anonymous`` choice is part of the configuration and is fixed at start.
-        Before ``start()`` (or on the amqtt fallback) it is only remembered.
+        The amqtt fallback takes the new accounts in memory (and disconnects revoked
+        clients) instead. Before ``start()`` it is only remembered.
         """
         if self.access is None and self.running:
             raise EmbeddedServerError(
                 "this broker was started without access control: restart it with access"
             )
         self.access = access
+        if self.kind == "amqtt" and self._amqtt is not None:
+            from mqtt_bridge.amqtt_broker import InProcessBroker
+
+            assert isinstance(self._amqtt, InProcessBroker)
+            return self._amqtt.set_access(access)
         if self.kind != "mosquitto" or not self.running:
             return False
         if not write_access_files(self.state_dir, access, self._owner):
@@ -346,17 +353,12 @@ class EmbeddedBroker(EmbeddedServer):
             "no mosquitto binary found: using the in-process amqtt broker, which drops messages not "
             "acknowledged within 5 s (install mosquitto for the no-loss guarantee)"
         )
-        if self.access is not None and not self.access.allow_anonymous:
-            log.error(
-                "the in-process amqtt broker does not check device credentials or the ACL: any program "
-                "that reaches 127.0.0.1:%s may publish as any unit and read every position. Install "
-                "mosquitto to enforce them (SERENAZGO_BROKER__ALLOW_ANONYMOUS is false)",
-                self._fixed_port or self.port or "its port",
-            )
         self.state_dir = self.data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self._fixed_port or self.port or free_port()
-        broker = InProcessBroker(self.port, self.log_path, start_timeout=self.start_timeout)
+        broker = InProcessBroker(
+            self.port, self.log_path, start_timeout=self.start_timeout, access=self.access
+        )
         broker.start()
         self._amqtt = broker
 

@@ -1,0 +1,259 @@
+"""Device credentials on the in-process amqtt fallback: the same accounts as Mosquitto, real PostgreSQL.
+
+The cases of ``test_broker_acl.py`` where amqtt can hold them, on
+``EmbeddedBroker(..., mosquitto=False, access=...)`` as ``serenazgo up`` starts it
+without a ``mosquitto`` binary. amqtt speaks MQTT 3.1.1 only. It acknowledges a
+denied publish and drops it (the connection stays open), and refuses a SUBSCRIBE
+whose filter is not within a readable grant (0x80) where Mosquitto grants it and
+filters delivery. "Never reached" is checked on what arrives, with a later allowed
+message as the barrier: amqtt handles one client's packets in order, broadcasts from
+one queue, and sends to each subscriber in the order it broadcast.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from mqtt_bridge.broker import EmbeddedBroker
+from mqtt_bridge.broker_acl import (
+    BRIDGE_USER,
+    DJI_GATEWAY,
+    SIMULATOR_USER,
+    AccessRefresher,
+    ServiceAccounts,
+    load_service_accounts,
+)
+from mqtt_bridge.topics import SUBSCRIPTION_FILTERS
+from tests.mqtt_bridge.paho_clients import WAIT_S, Client
+from tracker.model import Unit, UnitKind
+from tracker.store.credentials import issue_token_sync, revoke_tokens_sync
+from tracker.store.units import create_unit_sync
+
+REFUSED = 0x80  # SUBACK failure (paho's reason code 128)
+
+
+@dataclass
+class Rig:
+    """An amqtt broker enforcing a real database's credentials: units ``a`` and ``b`` with their tokens."""
+
+    broker: EmbeddedBroker
+    conninfo: str
+    services: ServiceAccounts
+    access: AccessRefresher
+    a: str
+    b: str
+    tokens: dict[str, str]
+    clients: list[Client] = field(default_factory=list)
+
+    def client(self, user: str | None, password: str | None, **kwargs: object) -> Client:
+        """A connected client (closed after the test)."""
+        c = Client(self.broker.port, user, password, **kwargs)  # type: ignore[arg-type]
+        self.clients.append(c)
+        return c
+
+    def device(self, unit: str) -> Client:
+        """A client logged in with ``unit``'s device token."""
+        return self.client(unit, self.tokens[unit])
+
+    def service(self, user: str, **kwargs: object) -> Client:
+        """A client logged in as a service account."""
+        return self.client(*self.services.login(user), **kwargs)
+
+    def bridge(self, **kwargs: object) -> Client:
+        """The bridge's account and client id, subscribed to the bridge's own filters."""
+        bridge = self.service(BRIDGE_USER, client_id=BRIDGE_USER, **kwargs)
+        assert all(not rc.is_failure for rc in bridge.subscribe(*SUBSCRIPTION_FILTERS))
+        return bridge
+
+
+@pytest.fixture
+def rig(pg_url: str) -> Iterator[Rig]:
+    """Units a (OwnTracks phone, DJI aircraft under a dock) and b, each with a token; amqtt started."""
+    a, b = "acl-a", "acl-b"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        create_unit_sync(
+            conn,
+            Unit(
+                a,
+                UnitKind.DRONE,
+                external_ids={"owntracks": "owntracks/jane/phone", "dji": "SNA1", DJI_GATEWAY: "DOCKA"},
+            ),
+        )
+        create_unit_sync(conn, Unit(b, UnitKind.FOOT, external_ids={"owntracks": "owntracks/bob/phone"}))
+    tokens = {u: issue_token_sync(pg_url, u) for u in (a, b)}
+    root = Path(tempfile.mkdtemp(prefix="serenazgo-test-amqtt-acl-"))
+    services = load_service_accounts(root / "data")
+    access = AccessRefresher(pg_url, services.accounts())
+    broker = EmbeddedBroker(root / "broker", mosquitto=False, access=access.render())
+    rig = Rig(broker, pg_url, services, access, a, b, tokens)
+    try:
+        broker.start()
+        assert broker.kind == "amqtt"
+        access.check(broker.set_access)  # as the runtime does right after the start
+        yield rig
+    finally:
+        for c in rig.clients:
+            c.close()
+        broker.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_device_publishes_its_own_topics_and_the_bridge_receives_them(rig: Rig) -> None:
+    bridge = rig.bridge()
+    device = rig.device(rig.a)
+    assert device.accepted
+    own = [
+        f"serenazgo/units/{rig.a}/position",
+        f"serenazgo/units/{rig.a}/status",
+        "owntracks/jane/phone",  # '#' in the grant also matches the base topic
+        "owntracks/jane/phone/event",
+        "thing/product/SNA1/osd",
+        "thing/product/DOCKA/osd",
+        "sys/product/DOCKA/status",
+    ]
+    for i, topic in enumerate(own):
+        device.publish(topic, f"m-{i}".encode())
+    got = bridge.received.wait_for(f"m-{len(own) - 1}".encode())
+    assert got == [(topic, f"m-{i}".encode()) for i, topic in enumerate(own)]
+
+
+def test_a_device_cannot_publish_on_another_units_topics(rig: Rig) -> None:
+    bridge = rig.bridge()
+    device = rig.device(rig.a)
+    foreign = [
+        f"serenazgo/units/{rig.b}/position",
+        "owntracks/bob/phone",
+        "owntracks/jane/tablet",  # the same OwnTracks user, another device: another unit's
+        "thing/product/SNOTHER/osd",
+        "sys/product/DOCKOTHER/status",
+        "serenazgo/events/geofence",  # only the bridge speaks for the service
+        "serenazgo/deadletter",
+    ]
+    for i, topic in enumerate(foreign):
+        device.publish(topic, f"foreign-{i}".encode())  # acknowledged and dropped
+    device.publish(f"serenazgo/units/{rig.a}/position", b"barrier")
+    # The same connection, handled in order: every foreign publish came before the barrier.
+    assert bridge.received.wait_for(b"barrier") == [(f"serenazgo/units/{rig.a}/position", b"barrier")]
+
+
+def test_a_device_cannot_read_the_fleet(rig: Rig) -> None:
+    bridge = rig.bridge()
+    spy = rig.device(rig.a)
+    hostile = [
+        "#",
+        "serenazgo/units/#",
+        "+/units/acl-a/#",
+        "owntracks/+/+",
+        "serenazgo/events/#",
+        "serenazgo/#",
+    ]
+    codes = spy.subscribe(*hostile, f"serenazgo/units/{rig.a}/#")
+    assert [rc.value for rc in codes] == [REFUSED] * len(hostile) + [1]
+    other = rig.device(rig.b)
+    other.publish(f"serenazgo/units/{rig.b}/position", b"b-fix")
+    other.publish("owntracks/bob/phone", b"b-owntracks")
+    sim = rig.service(SIMULATOR_USER)
+    sim.publish("serenazgo/units/someone/position", b"sim-fix")
+    rig.service(BRIDGE_USER, client_id="bridge-events").publish("serenazgo/events/geofence", b"event")
+    # Broadcast (to every subscriber at once) before the barrier is even published.
+    bridge.received.wait_for(b"sim-fix")
+    spy.publish(f"serenazgo/units/{rig.a}/position", b"barrier")
+    assert spy.received.wait_for(b"barrier") == [(f"serenazgo/units/{rig.a}/position", b"barrier")]
+
+
+def test_retained_messages_reach_only_their_readers(rig: Rig) -> None:
+    """amqtt sends retained messages at CONNECT for every filter anyone subscribed: held to grants here."""
+    bridge = rig.bridge()  # its filters include owntracks/+/+
+    rig.device(rig.b).publish("owntracks/bob/phone", b"b-retained", retain=True)
+    bridge.received.wait_for(b"b-retained")
+    spy = rig.device(rig.a)
+    assert [rc.value for rc in spy.subscribe("owntracks/jane/phone")] == [1]
+    spy.publish("owntracks/jane/phone", b"barrier")
+    assert spy.received.wait_for(b"barrier") == [("owntracks/jane/phone", b"barrier")]
+    # The bridge may read it: a new bridge connection gets the retained location.
+    again = rig.service(BRIDGE_USER, client_id="bridge-2")
+    again.subscribe("owntracks/+/+")
+    assert again.received.wait_for(b"b-retained") == [("owntracks/bob/phone", b"b-retained")]
+
+
+def test_wrong_password_unknown_user_and_anonymous_are_refused(rig: Rig) -> None:
+    refused = [
+        rig.client(rig.a, rig.tokens[rig.b]),  # b's token is not a's password
+        rig.client(rig.a, "not-the-token"),
+        rig.client(rig.a, ""),
+        rig.client("nobody", rig.tokens[rig.a]),
+        rig.client(BRIDGE_USER, rig.tokens[rig.a]),
+        rig.client(None, None),
+    ]
+    # amqtt answers 5 (not authorized), which paho maps onto MQTT 5's 135.
+    for c in refused:
+        assert c.connack is not None and c.connack.is_failure, c.connack
+        assert c.connack.value == 135, c.connack
+    assert rig.device(rig.a).accepted
+
+
+def test_a_will_on_another_units_topic_is_refused(rig: Rig) -> None:
+    """A will is a publish the broker makes later for the client: refused at CONNECT, as Mosquitto does."""
+    forged = (f"serenazgo/units/{rig.b}/status", b'{"status": "out_of_service"}')
+    assert rig.client(rig.a, rig.tokens[rig.a], will=forged).connack.value == 135  # type: ignore[union-attr]
+    own = (f"serenazgo/units/{rig.a}/status", b'{"status": "out_of_service"}')
+    assert rig.client(rig.a, rig.tokens[rig.a], will=own).accepted
+
+
+def test_revoking_cuts_the_device_off_and_a_new_token_bites_after_a_refresh(rig: Rig) -> None:
+    bridge = rig.bridge()
+    connected = rig.device(rig.a)
+    assert connected.accepted
+    revoke_tokens_sync(rig.conninfo, rig.a)
+    assert rig.access.check(rig.broker.set_access)  # what the runtime runs every refresh_s
+    # The broker closes the connection of a client whose login is gone.
+    assert connected.disconnected.wait(WAIT_S)
+    connected.c.loop_stop()
+    assert not rig.device(rig.a).accepted
+    fresh = issue_token_sync(rig.conninfo, rig.a)
+    assert rig.access.check(rig.broker.set_access)
+    again = rig.client(rig.a, fresh)
+    assert again.accepted
+    # The bridge kept its connection and subscriptions through the swaps.
+    again.publish(f"serenazgo/units/{rig.a}/position", b"after-swap")
+    assert bridge.received.wait_for(b"after-swap")[-1] == (f"serenazgo/units/{rig.a}/position", b"after-swap")
+    assert not bridge.disconnected.is_set()
+    # Nothing changed since: nothing to swap.
+    assert not rig.access.check(rig.broker.set_access)
+
+
+def test_a_device_cannot_take_the_bridges_persistent_session_and_its_queue(rig: Rig) -> None:
+    """A persistent session (and what is queued for it) stays with the login that made it."""
+    bridge = rig.bridge(clean_session=False)
+    bridge.close()  # away: amqtt queues QoS 1 messages for it
+    rig.device(rig.a).publish(f"serenazgo/units/{rig.a}/position", b"queued")
+    thief = rig.client(rig.a, rig.tokens[rig.a], client_id=BRIDGE_USER, clean_session=False)
+    assert thief.connack is not None and thief.connack.value == 135
+    back = rig.service(BRIDGE_USER, client_id=BRIDGE_USER, clean_session=False)
+    assert back.received.wait_for(b"queued") == [(f"serenazgo/units/{rig.a}/position", b"queued")]
+    assert thief.received.messages == []
+
+
+def test_without_access_the_fallback_stays_open(tmp_path: Path) -> None:
+    broker = EmbeddedBroker(tmp_path / "b", mosquitto=False)
+    broker.start()
+    clients: list[Client] = []
+    try:
+        reader = Client(broker.port, None, None)
+        writer = Client(broker.port, "anyone", "anything")
+        clients += [reader, writer]
+        assert reader.accepted and writer.accepted
+        assert [rc.value for rc in reader.subscribe("#")] == [1]
+        writer.publish("serenazgo/units/whoever/position", b"open")
+        assert reader.received.wait_for(b"open") == [("serenazgo/units/whoever/position", b"open")]
+    finally:
+        for c in clients:
+            c.close()
+        broker.stop()

@@ -288,6 +288,18 @@ class InProcessBroker:
         asyncio.run_coroutine_threadsafe(self._apply(access), loop).result(timeout)
         return True
 
+    def session_state(self, client_id: str, timeout: float = 10.0) -> str | None:
+        """The state (``connected``, ``disconnected``) of ``client_id``'s session, None if none is kept."""
+        loop, broker = self._loop, self._broker
+        if loop is None or broker is None:
+            return None
+
+        async def look() -> str | None:
+            found = broker.sessions.get(client_id)
+            return None if found is None else str(found[0].transitions.state)
+
+        return asyncio.run_coroutine_threadsafe(look(), loop).result(timeout)
+
     async def _apply(self, access: AccessFiles) -> None:
         gate = self._gate
         assert gate is not None

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
+from mqtt_bridge.amqtt_broker import InProcessBroker
 from mqtt_bridge.broker import EmbeddedBroker
 from mqtt_bridge.broker_acl import (
     BRIDGE_USER,
@@ -52,9 +55,9 @@ class Rig:
     tokens: dict[str, str]
     clients: list[Client] = field(default_factory=list)
 
-    def client(self, user: str | None, password: str | None, **kwargs: object) -> Client:
+    def client(self, user: str | None, password: str | None, **kwargs: Any) -> Client:
         """A connected client (closed after the test)."""
-        c = Client(self.broker.port, user, password, **kwargs)  # type: ignore[arg-type]
+        c = Client(self.broker.port, user, password, **kwargs)
         self.clients.append(c)
         return c
 
@@ -62,11 +65,11 @@ class Rig:
         """A client logged in with ``unit``'s device token."""
         return self.client(unit, self.tokens[unit])
 
-    def service(self, user: str, **kwargs: object) -> Client:
+    def service(self, user: str, **kwargs: Any) -> Client:
         """A client logged in as a service account."""
         return self.client(*self.services.login(user), **kwargs)
 
-    def bridge(self, **kwargs: object) -> Client:
+    def bridge(self, **kwargs: Any) -> Client:
         """The bridge's account and client id, subscribed to the bridge's own filters."""
         bridge = self.service(BRIDGE_USER, client_id=BRIDGE_USER, **kwargs)
         assert all(not rc.is_failure for rc in bridge.subscribe(*SUBSCRIPTION_FILTERS))
@@ -233,12 +236,26 @@ def test_a_device_cannot_take_the_bridges_persistent_session_and_its_queue(rig: 
     """A persistent session (and what is queued for it) stays with the login that made it."""
     bridge = rig.bridge(clean_session=False)
     bridge.close()  # away: amqtt queues QoS 1 messages for it
+    wait_session_state(rig.broker, BRIDGE_USER, "disconnected")
+    witness = rig.service(BRIDGE_USER, client_id="witness")
+    witness.subscribe(f"serenazgo/units/{rig.a}/position")
     rig.device(rig.a).publish(f"serenazgo/units/{rig.a}/position", b"queued")
+    witness.received.wait_for(b"queued")  # broadcast, hence queued for the absent bridge too
     thief = rig.client(rig.a, rig.tokens[rig.a], client_id=BRIDGE_USER, clean_session=False)
     assert thief.connack is not None and thief.connack.value == 135
     back = rig.service(BRIDGE_USER, client_id=BRIDGE_USER, clean_session=False)
     assert back.received.wait_for(b"queued") == [(f"serenazgo/units/{rig.a}/position", b"queued")]
     assert thief.received.messages == []
+
+
+def wait_session_state(broker: EmbeddedBroker, client_id: str, state: str) -> None:
+    """Wait until the in-process broker has processed what makes ``client_id``'s session ``state``."""
+    in_process = broker._amqtt  # the test looks inside the broker it started
+    assert isinstance(in_process, InProcessBroker)
+    deadline = time.monotonic() + WAIT_S
+    while in_process.session_state(client_id) != state:
+        assert time.monotonic() < deadline, f"session {client_id!r} never became {state}"
+        time.sleep(0.01)
 
 
 def test_without_access_the_fallback_stays_open(tmp_path: Path) -> None:

@@ -223,16 +223,17 @@ def test_write_access_files_is_private_and_reports_changes(tmp_path: Path) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == [ACL_FILE, PASSWORD_FILE]  # no temporary left
 
 
-def test_the_amqtt_fallback_says_loudly_that_it_enforces_nothing(
+def test_the_amqtt_fallback_enforces_access_and_takes_changes_in_memory(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     broker = EmbeddedBroker(tmp_path / "b", mosquitto=False, access=render_access(SERVICES, []))
-    with caplog.at_level(logging.ERROR, logger="mqtt_bridge.broker"):
+    with caplog.at_level(logging.WARNING, logger="mqtt_bridge.broker"):
         broker.start()
     try:
         assert broker.kind == "amqtt"
-        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-        assert len(errors) == 1 and "does not check device credentials" in errors[0]
-        assert not broker.set_access(render_access(SERVICES, []))  # remembered, nothing to reload
+        assert [r.levelno for r in caplog.records] == [logging.WARNING]  # only "no mosquitto binary found"
+        assert not broker.set_access(render_access(SERVICES, []))  # the same accounts: nothing to swap
+        assert broker.set_access(render_access(SERVICES, [BrokerCredential("u1", HASH, {})]))
+        assert not (tmp_path / "b" / PASSWORD_FILE).exists()  # in memory, no files
     finally:
         broker.stop()

@@ -9,6 +9,24 @@ thread of the serenazgo process. Checked against what the bridge needs
   delivered on reconnect. amqtt keeps no offline queue for *anonymous*
   sessions and its AnonymousAuthPlugin marks every client anonymous, so
   :class:`OpenAuthPlugin` admits every client as a named one instead.
+* **Access control** (``InProcessBroker(access=...)``, what ``serenazgo up`` gives):
+  the same accounts as Mosquitto's password file and ACL, taken from
+  :class:`~mqtt_bridge.broker_acl.AccessFiles` and decided by
+  :class:`~mqtt_bridge.broker_acl.AccessRules` (no text is parsed).
+  :class:`AccountsAuthPlugin` admits a known username whose password verifies
+  against its ``$7$`` hash, and a client without a login only when
+  ``allow_anonymous``; it refuses a will on a topic the login may not write (as
+  Mosquitto 2.0 does), and a login reusing the client id of another login's
+  session (that session's queue would be delivered to it). :class:`AccountsTopicPlugin`
+  checks every publish (``write``), subscribe and delivery (``read``) against the
+  session's grants. A SUBSCRIBE whose filter is not *within* one readable grant is
+  refused (SUBACK 0x80): a device's ``#`` or ``owntracks/+/+`` fails, where
+  Mosquitto grants it and then delivers only the device's own topics. A denied
+  publish is acknowledged and dropped; the connection stays open (Mosquitto
+  2.0 closes it). :class:`GuardedBroker` holds retained messages to the same
+  read check, which amqtt skips. :meth:`InProcessBroker.set_access` swaps the
+  accounts in memory between two packets and closes the connections of logins
+  that are gone or whose password changed.
 
 Its limits, which is why Mosquitto is the default and what the tests run on:
 
@@ -25,6 +43,14 @@ Its limits, which is why Mosquitto is the default and what the tests run on:
 * **State in memory only**: sessions and queued messages die with the process.
 * No per-client queue bound (no ``max_queued_bytes``), and a few thousand
   messages per second at most.
+* **Client ids are not tied to logins.** amqtt looks the client id up *before*
+  it authenticates the CONNECT, and has nothing like Mosquitto's
+  ``use_username_as_clientid``: a CONNECT carrying another client's id, even a
+  refused one, closes that client's connection, and with a clean session deletes
+  its session (subscriptions and queue). The login check above keeps the other
+  session's messages from the intruder, not the disruption: any local program
+  can knock the bridge off (it reconnects and resubscribes; what was queued for
+  it may be lost). Mosquitto has none of this.
 """
 
 from __future__ import annotations

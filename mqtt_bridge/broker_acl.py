@@ -39,6 +39,12 @@ packets: a device subscribing to ``#`` is granted, and Mosquitto filters every
 message by the device's read grants when it delivers it, so the device receives
 its own topics only.
 
+Without Mosquitto, the in-process amqtt broker (:mod:`mqtt_bridge.amqtt_broker`)
+enforces the same :class:`Account` objects (carried in :attr:`AccessFiles.accounts`)
+through :class:`AccessRules` and :func:`may_write` / :func:`may_read` /
+:func:`may_subscribe`: MQTT wildcard matching as Mosquitto's ``topic`` lines have it,
+except that a subscription must lie within one readable grant.
+
 Every name written into these files (unit ids, OwnTracks users and devices, DJI
 serials) is attacker-influenced text: one with a line break, space, ``:``,
 ``+``, ``#``, ``/`` or ``%`` would forge a password line or widen a grant, so it is
@@ -325,6 +331,8 @@ def filter_within(inner: str, outer: str) -> bool:
     if inner.startswith("$") and outer[0] in "+#":
         return False  # ``outer`` matches no $ topic, ``inner`` only those
     sub, sup = inner.split("/"), outer.split("/")
+    if sub == ["#"] and sup == ["+", "#"]:
+        return True  # topic names have at least one level, so both match every (non-$) topic
     for i, level in enumerate(sub):
         if i < len(sup) and sup[i] == "#":
             return True

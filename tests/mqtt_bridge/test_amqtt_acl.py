@@ -1,6 +1,7 @@
 """Device credentials on the in-process amqtt fallback: the same accounts as Mosquitto, real PostgreSQL.
 
-The cases of ``test_broker_acl.py`` where amqtt can hold them, on
+What amqtt holds differently from Mosquitto (the cases both hold alike run on both
+brokers in ``test_broker_acl.py``), on
 ``EmbeddedBroker(..., mosquitto=False, access=...)`` as ``serenazgo up`` starts it
 without a ``mosquitto`` binary. amqtt speaks MQTT 3.1.1 only. It acknowledges a
 denied publish and drops it (the connection stays open), and refuses a SUBSCRIBE
@@ -12,119 +13,28 @@ one queue, and sends to each subscriber in the order it broadcast.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 
 from mqtt_bridge.amqtt_broker import InProcessBroker
 from mqtt_bridge.broker import EmbeddedBroker
 from mqtt_bridge.broker_acl import (
     BRIDGE_USER,
-    DJI_GATEWAY,
     SIMULATOR_USER,
-    AccessRefresher,
-    ServiceAccounts,
-    load_service_accounts,
 )
-from mqtt_bridge.topics import SUBSCRIPTION_FILTERS
-from tests.mqtt_bridge.paho_clients import WAIT_S, Client
-from tracker.model import Unit, UnitKind
-from tracker.store.credentials import issue_token_sync, revoke_tokens_sync
-from tracker.store.units import create_unit_sync
+from tests.mqtt_bridge.access_rig import WAIT_S, Client, Rig, open_rig
 
 REFUSED = 0x80  # SUBACK failure (paho's reason code 128)
 
 
-@dataclass
-class Rig:
-    """An amqtt broker enforcing a real database's credentials: units ``a`` and ``b`` with their tokens."""
-
-    broker: EmbeddedBroker
-    conninfo: str
-    services: ServiceAccounts
-    access: AccessRefresher
-    a: str
-    b: str
-    tokens: dict[str, str]
-    clients: list[Client] = field(default_factory=list)
-
-    def client(self, user: str | None, password: str | None, **kwargs: Any) -> Client:
-        """A connected client (closed after the test)."""
-        c = Client(self.broker.port, user, password, **kwargs)
-        self.clients.append(c)
-        return c
-
-    def device(self, unit: str) -> Client:
-        """A client logged in with ``unit``'s device token."""
-        return self.client(unit, self.tokens[unit])
-
-    def service(self, user: str, **kwargs: Any) -> Client:
-        """A client logged in as a service account."""
-        return self.client(*self.services.login(user), **kwargs)
-
-    def bridge(self, **kwargs: Any) -> Client:
-        """The bridge's account and client id, subscribed to the bridge's own filters."""
-        bridge = self.service(BRIDGE_USER, client_id=BRIDGE_USER, **kwargs)
-        assert all(not rc.is_failure for rc in bridge.subscribe(*SUBSCRIPTION_FILTERS))
-        return bridge
-
-
 @pytest.fixture
 def rig(pg_url: str) -> Iterator[Rig]:
-    """Units a (OwnTracks phone, DJI aircraft under a dock) and b, each with a token; amqtt started."""
-    a, b = "acl-a", "acl-b"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        create_unit_sync(
-            conn,
-            Unit(
-                a,
-                UnitKind.DRONE,
-                external_ids={"owntracks": "owntracks/jane/phone", "dji": "SNA1", DJI_GATEWAY: "DOCKA"},
-            ),
-        )
-        create_unit_sync(conn, Unit(b, UnitKind.FOOT, external_ids={"owntracks": "owntracks/bob/phone"}))
-    tokens = {u: issue_token_sync(pg_url, u) for u in (a, b)}
-    root = Path(tempfile.mkdtemp(prefix="serenazgo-test-amqtt-acl-"))
-    services = load_service_accounts(root / "data")
-    access = AccessRefresher(pg_url, services.accounts())
-    broker = EmbeddedBroker(root / "broker", mosquitto=False, access=access.render())
-    rig = Rig(broker, pg_url, services, access, a, b, tokens)
-    try:
-        broker.start()
-        assert broker.kind == "amqtt"
-        access.check(broker.set_access)  # as the runtime does right after the start
+    """Units a and b with their tokens on a secured amqtt fallback."""
+    with open_rig(pg_url, mosquitto=False) as rig:
         yield rig
-    finally:
-        for c in rig.clients:
-            c.close()
-        broker.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def test_a_device_publishes_its_own_topics_and_the_bridge_receives_them(rig: Rig) -> None:
-    bridge = rig.bridge()
-    device = rig.device(rig.a)
-    assert device.accepted
-    own = [
-        f"serenazgo/units/{rig.a}/position",
-        f"serenazgo/units/{rig.a}/status",
-        "owntracks/jane/phone",  # '#' in the grant also matches the base topic
-        "owntracks/jane/phone/event",
-        "thing/product/SNA1/osd",
-        "thing/product/DOCKA/osd",
-        "sys/product/DOCKA/status",
-    ]
-    for i, topic in enumerate(own):
-        device.publish(topic, f"m-{i}".encode())
-    got = bridge.received.wait_for(f"m-{len(own) - 1}".encode())
-    assert got == [(topic, f"m-{i}".encode()) for i, topic in enumerate(own)]
 
 
 def test_a_device_cannot_publish_on_another_units_topics(rig: Rig) -> None:
@@ -208,28 +118,6 @@ def test_a_will_on_another_units_topic_is_refused(rig: Rig) -> None:
     assert rig.client(rig.a, rig.tokens[rig.a], will=forged).connack.value == 135  # type: ignore[union-attr]
     own = (f"serenazgo/units/{rig.a}/status", b'{"status": "out_of_service"}')
     assert rig.client(rig.a, rig.tokens[rig.a], will=own).accepted
-
-
-def test_revoking_cuts_the_device_off_and_a_new_token_bites_after_a_refresh(rig: Rig) -> None:
-    bridge = rig.bridge()
-    connected = rig.device(rig.a)
-    assert connected.accepted
-    revoke_tokens_sync(rig.conninfo, rig.a)
-    assert rig.access.check(rig.broker.set_access)  # what the runtime runs every refresh_s
-    # The broker closes the connection of a client whose login is gone.
-    assert connected.disconnected.wait(WAIT_S)
-    connected.c.loop_stop()
-    assert not rig.device(rig.a).accepted
-    fresh = issue_token_sync(rig.conninfo, rig.a)
-    assert rig.access.check(rig.broker.set_access)
-    again = rig.client(rig.a, fresh)
-    assert again.accepted
-    # The bridge kept its connection and subscriptions through the swaps.
-    again.publish(f"serenazgo/units/{rig.a}/position", b"after-swap")
-    assert bridge.received.wait_for(b"after-swap")[-1] == (f"serenazgo/units/{rig.a}/position", b"after-swap")
-    assert not bridge.disconnected.is_set()
-    # Nothing changed since: nothing to swap.
-    assert not rig.access.check(rig.broker.set_access)
 
 
 def test_a_device_cannot_take_the_bridges_persistent_session_and_its_queue(rig: Rig) -> None:

@@ -26,7 +26,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -34,17 +33,14 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mqtt_bridge.broker import EmbeddedBroker, find_mosquitto
+from mqtt_bridge.broker import find_mosquitto
 from mqtt_bridge.broker_acl import (
     BRIDGE_USER,
-    DJI_GATEWAY,
     SIMULATOR_USER,
     AccessRefresher,
-    ServiceAccounts,
-    load_service_accounts,
 )
 from mqtt_bridge.topics import SUBSCRIPTION_FILTERS
-from tests.mqtt_bridge.paho_clients import WAIT_S, Client
+from tests.mqtt_bridge.access_rig import WAIT_S, Client, Rig, open_rig
 from tracker.model import Unit, UnitKind
 from tracker.mosquitto_hash import mosquitto_hash, verify_mosquitto_hash
 from tracker.server_process import free_port
@@ -54,73 +50,18 @@ from tracker.store.units import create_unit_sync
 SERENAZGO = Path(sys.executable).with_name("serenazgo")
 
 
-@dataclass
-class Rig:
-    """A secured broker over a real database: units ``a`` and ``b`` with their tokens."""
-
-    broker: EmbeddedBroker
-    conninfo: str
-    services: ServiceAccounts
-    access: AccessRefresher
-    a: str
-    b: str
-    tokens: dict[str, str]
-    clients: list[Client] = field(default_factory=list)
-
-    def client(self, user: str | None, password: str | None, *, v5: bool = False) -> Client:
-        """A connected client (closed after the test)."""
-        c = Client(self.broker.port, user, password, v5=v5)
-        self.clients.append(c)
-        return c
-
-    def device(self, unit: str, *, v5: bool = False) -> Client:
-        """A client logged in with ``unit``'s device token."""
-        return self.client(unit, self.tokens[unit], v5=v5)
-
-    def service(self, user: str) -> Client:
-        """A client logged in as a service account."""
-        return self.client(*self.services.login(user))
-
-    def bridge(self) -> Client:
-        """The bridge's account and client id, subscribed to the bridge's own filters."""
-        bridge = Client(self.broker.port, *self.services.login(BRIDGE_USER), client_id=BRIDGE_USER)
-        self.clients.append(bridge)
-        assert all(not rc.is_failure for rc in bridge.subscribe(*SUBSCRIPTION_FILTERS))
-        return bridge
-
-
 @pytest.fixture
-def rig(pg_url: str, test_names: object) -> Iterator[Rig]:
-    """Units a (OwnTracks phone, DJI aircraft under a dock) and b, each with a token; the broker started."""
-    if find_mosquitto() is None:
-        pytest.fail("these tests need the mosquitto binary: apt-get install mosquitto")
-    a, b = "acl-a", "acl-b"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        create_unit_sync(
-            conn,
-            Unit(
-                a,
-                UnitKind.DRONE,
-                external_ids={"owntracks": "owntracks/jane/phone", "dji": "SNA1", DJI_GATEWAY: "DOCKA"},
-            ),
-        )
-        create_unit_sync(conn, Unit(b, UnitKind.FOOT, external_ids={"owntracks": "owntracks/bob/phone"}))
-    tokens = {u: issue_token_sync(pg_url, u) for u in (a, b)}
-    root = Path(tempfile.mkdtemp(prefix="serenazgo-test-acl-"))
-    root.chmod(0o755)  # the mosquitto user must reach its state folder inside
-    services = load_service_accounts(root / "data")
-    access = AccessRefresher(pg_url, services.accounts())
-    broker = EmbeddedBroker(root / "broker", access=access.render())
-    rig = Rig(broker, pg_url, services, access, a, b, tokens)
-    try:
-        broker.start()
-        access.check(broker.set_access)  # as the runtime does right after the start
+def rig(pg_url: str) -> Iterator[Rig]:
+    """Units a and b with their tokens on a secured Mosquitto."""
+    with open_rig(pg_url, mosquitto=True) as rig:
         yield rig
-    finally:
-        for c in rig.clients:
-            c.close()
-        broker.kill()
-        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["mosquitto", "amqtt"])
+def any_rig(pg_url: str, request: pytest.FixtureRequest) -> Iterator[Rig]:
+    """The same on each embedded broker: for what both hold the same way (amqtt: test_amqtt_acl.py)."""
+    with open_rig(pg_url, mosquitto=request.param == "mosquitto") as rig:
+        yield rig
 
 
 def assert_all_arrive(publisher: Client, bridge: Client, topics: list[str]) -> None:
@@ -131,13 +72,13 @@ def assert_all_arrive(publisher: Client, bridge: Client, topics: list[str]) -> N
     assert got == [(topic, f"m-{i}".encode()) for i, topic in enumerate(topics)]
 
 
-def test_a_device_publishes_its_own_topics_and_the_bridge_receives_them(rig: Rig) -> None:
-    bridge = rig.bridge()
-    device = rig.device(rig.a)
+def test_a_device_publishes_its_own_topics_and_the_bridge_receives_them(any_rig: Rig) -> None:
+    bridge = any_rig.bridge()
+    device = any_rig.device(any_rig.a)
     assert device.accepted
     own = [
-        f"serenazgo/units/{rig.a}/position",
-        f"serenazgo/units/{rig.a}/status",
+        f"serenazgo/units/{any_rig.a}/position",
+        f"serenazgo/units/{any_rig.a}/status",
         "owntracks/jane/phone",  # '#' in the grant also matches the base topic
         "owntracks/jane/phone/event",
         "thing/product/SNA1/osd",
@@ -197,33 +138,33 @@ def test_wrong_password_unknown_user_and_anonymous_are_refused(rig: Rig, v5: boo
     assert rig.device(rig.a, v5=v5).accepted
 
 
-def test_revoking_cuts_the_device_off_and_a_new_token_bites_after_a_refresh(rig: Rig) -> None:
-    bridge = rig.bridge()
-    connected = rig.device(rig.a)
+def test_revoking_cuts_the_device_off_and_a_new_token_bites_after_a_refresh(any_rig: Rig) -> None:
+    bridge = any_rig.bridge()
+    connected = any_rig.device(any_rig.a)
     assert connected.accepted
-    revoke_tokens_sync(rig.conninfo, rig.a)
-    assert rig.access.check(rig.broker.set_access)  # what the runtime runs every refresh_s
-    # Mosquitto drops a connected client whose credential left the password file on the reload.
+    revoke_tokens_sync(any_rig.conninfo, any_rig.a)
+    assert any_rig.access.check(any_rig.broker.set_access)  # what the runtime runs every refresh_s
+    # The broker drops a connected client whose credential is gone (Mosquitto at the reload).
     assert connected.disconnected.wait(WAIT_S)
     connected.c.loop_stop()
-    assert not rig.device(rig.a).accepted
-    fresh = issue_token_sync(rig.conninfo, rig.a)
-    assert rig.access.check(rig.broker.set_access)
-    again = rig.client(rig.a, fresh)
+    assert not any_rig.device(any_rig.a).accepted
+    fresh = issue_token_sync(any_rig.conninfo, any_rig.a)
+    assert any_rig.access.check(any_rig.broker.set_access)
+    again = any_rig.client(any_rig.a, fresh)
     assert again.accepted
     # The bridge kept its connection and subscriptions through the reloads.
-    again.publish(f"serenazgo/units/{rig.a}/position", b"after-reload")
+    again.publish(f"serenazgo/units/{any_rig.a}/position", b"after-reload")
     assert bridge.received.wait_for(b"after-reload")[-1] == (
-        f"serenazgo/units/{rig.a}/position",
+        f"serenazgo/units/{any_rig.a}/position",
         b"after-reload",
     )
     # Nothing changed since: no rewrite, no reload.
-    assert not rig.access.check(rig.broker.set_access)
+    assert not any_rig.access.check(any_rig.broker.set_access)
 
 
-def test_the_bridge_account_receives_every_source(rig: Rig) -> None:
-    bridge = rig.bridge()
-    sim = rig.service(SIMULATOR_USER)
+def test_the_bridge_account_receives_every_source(any_rig: Rig) -> None:
+    bridge = any_rig.bridge()
+    sim = any_rig.service(SIMULATOR_USER)
     topics = [
         "serenazgo/units/any-unit/position",
         "serenazgo/units/any-unit/status",

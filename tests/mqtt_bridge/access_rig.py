@@ -1,13 +1,39 @@
-"""paho clients for broker access tests: what a client got back (CONNACK, SUBACKs, messages), in order."""
+"""A secured embedded broker (Mosquitto or the amqtt fallback) over a real database, and paho clients.
+
+:func:`open_rig` starts the broker as ``serenazgo up`` does, with the accounts of
+two units and the service accounts; :class:`Client` records what a client got
+back (CONNACK, SUBACKs, disconnects, messages), in order.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
+import psycopg
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
+
+from mqtt_bridge.broker import EmbeddedBroker, find_mosquitto
+from mqtt_bridge.broker_acl import (
+    BRIDGE_USER,
+    DJI_GATEWAY,
+    AccessRefresher,
+    ServiceAccounts,
+    load_service_accounts,
+)
+from mqtt_bridge.topics import SUBSCRIPTION_FILTERS
+from tracker.model import Unit, UnitKind
+from tracker.store.credentials import issue_token_sync
+from tracker.store.units import create_unit_sync
 
 WAIT_S = 20.0  # an upper bound for things that happen in milliseconds; never the assertion itself
 
@@ -106,3 +132,72 @@ class Client:
         """Disconnect and stop the network thread."""
         self.c.disconnect()
         self.c.loop_stop()
+
+
+@dataclass
+class Rig:
+    """A secured broker over a real database: units ``a`` and ``b`` with their tokens."""
+
+    broker: EmbeddedBroker
+    conninfo: str
+    services: ServiceAccounts
+    access: AccessRefresher
+    a: str
+    b: str
+    tokens: dict[str, str]
+    clients: list[Client] = field(default_factory=list)
+
+    def client(self, user: str | None, password: str | None, **kwargs: Any) -> Client:
+        """A connected client (closed after the test); ``kwargs`` go to :class:`Client`."""
+        c = Client(self.broker.port, user, password, **kwargs)
+        self.clients.append(c)
+        return c
+
+    def device(self, unit: str, **kwargs: Any) -> Client:
+        """A client logged in with ``unit``'s device token."""
+        return self.client(unit, self.tokens[unit], **kwargs)
+
+    def service(self, user: str, **kwargs: Any) -> Client:
+        """A client logged in as a service account."""
+        return self.client(*self.services.login(user), **kwargs)
+
+    def bridge(self, **kwargs: Any) -> Client:
+        """The bridge's account and client id, subscribed to the bridge's own filters."""
+        bridge = self.service(BRIDGE_USER, client_id=BRIDGE_USER, **kwargs)
+        assert all(not rc.is_failure for rc in bridge.subscribe(*SUBSCRIPTION_FILTERS))
+        return bridge
+
+
+@contextlib.contextmanager
+def open_rig(pg_url: str, *, mosquitto: bool) -> Iterator[Rig]:
+    """Units a (OwnTracks phone, DJI aircraft under a dock) and b, each with a token; the broker started."""
+    if mosquitto and find_mosquitto() is None:
+        pytest.fail("these tests need the mosquitto binary: apt-get install mosquitto")
+    a, b = "acl-a", "acl-b"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        create_unit_sync(
+            conn,
+            Unit(
+                a,
+                UnitKind.DRONE,
+                external_ids={"owntracks": "owntracks/jane/phone", "dji": "SNA1", DJI_GATEWAY: "DOCKA"},
+            ),
+        )
+        create_unit_sync(conn, Unit(b, UnitKind.FOOT, external_ids={"owntracks": "owntracks/bob/phone"}))
+    tokens = {u: issue_token_sync(pg_url, u) for u in (a, b)}
+    root = Path(tempfile.mkdtemp(prefix="serenazgo-test-acl-"))
+    root.chmod(0o755)  # the mosquitto user must reach its state folder inside
+    services = load_service_accounts(root / "data")
+    access = AccessRefresher(pg_url, services.accounts())
+    broker = EmbeddedBroker(root / "broker", access=access.render(), mosquitto=None if mosquitto else False)
+    rig = Rig(broker, pg_url, services, access, a, b, tokens)
+    try:
+        broker.start()
+        assert broker.kind == ("mosquitto" if mosquitto else "amqtt")
+        access.check(broker.set_access)  # as the runtime does right after the start
+        yield rig
+    finally:
+        for c in rig.clients:
+            c.close()
+        broker.kill()
+        shutil.rmtree(root, ignore_errors=True)

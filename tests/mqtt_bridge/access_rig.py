@@ -161,6 +161,18 @@ class Rig:
         """A client logged in as a service account."""
         return self.client(*self.services.login(user), **kwargs)
 
+    def foreign_topics(self) -> list[str]:
+        """Topics unit a may not publish on: another unit's, or the service's."""
+        return [
+            f"serenazgo/units/{self.b}/position",
+            "owntracks/bob/phone",
+            "owntracks/jane/tablet",  # the same OwnTracks user, another device: another unit's
+            "thing/product/SNOTHER/osd",
+            "sys/product/DOCKOTHER/status",
+            "serenazgo/events/geofence",  # only the bridge speaks for the service
+            "serenazgo/deadletter",
+        ]
+
     def bridge(self, **kwargs: Any) -> Client:
         """The bridge's account and client id, subscribed to the bridge's own filters."""
         bridge = self.service(BRIDGE_USER, client_id=BRIDGE_USER, **kwargs)

@@ -40,16 +40,7 @@ def rig(pg_url: str) -> Iterator[Rig]:
 def test_a_device_cannot_publish_on_another_units_topics(rig: Rig) -> None:
     bridge = rig.bridge()
     device = rig.device(rig.a)
-    foreign = [
-        f"serenazgo/units/{rig.b}/position",
-        "owntracks/bob/phone",
-        "owntracks/jane/tablet",  # the same OwnTracks user, another device: another unit's
-        "thing/product/SNOTHER/osd",
-        "sys/product/DOCKOTHER/status",
-        "serenazgo/events/geofence",  # only the bridge speaks for the service
-        "serenazgo/deadletter",
-    ]
-    for i, topic in enumerate(foreign):
+    for i, topic in enumerate(rig.foreign_topics()):
         device.publish(topic, f"foreign-{i}".encode())  # acknowledged and dropped
     device.publish(f"serenazgo/units/{rig.a}/position", b"barrier")
     # The same connection, handled in order: every foreign publish came before the barrier.

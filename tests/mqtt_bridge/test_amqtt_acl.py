@@ -13,19 +13,23 @@ one queue, and sends to each subscriber in the order it broadcast.
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mqtt_bridge.ackclient import AckClient, InboundMessage
 from mqtt_bridge.amqtt_broker import InProcessBroker
 from mqtt_bridge.broker import EmbeddedBroker
 from mqtt_bridge.broker_acl import (
     BRIDGE_USER,
     SIMULATOR_USER,
 )
+from mqtt_bridge.topics import SUBSCRIPTION_FILTERS
 from tests.mqtt_bridge.access_rig import WAIT_S, Client, Rig, open_rig
+from tracker.config import parse_mqtt_url
 
 REFUSED = 0x80  # SUBACK failure (paho's reason code 128)
 
@@ -153,3 +157,22 @@ def test_without_access_the_fallback_stays_open(tmp_path: Path) -> None:
         for c in clients:
             c.close()
         broker.stop()
+
+
+def test_the_bridges_own_client_logs_in_and_receives_a_device_ping(rig: Rig) -> None:
+    """The bridge's AckClient (MQTT 5 first, then 3.1.1 on amqtt) with its service login and filters."""
+    user, password = rig.services.login(BRIDGE_USER)
+    target = parse_mqtt_url(rig.broker.url).model_copy(update={"username": user, "password": password})
+    inbox: queue.Queue[InboundMessage] = queue.Queue()
+    client = AckClient(
+        target, BRIDGE_USER, list(SUBSCRIPTION_FILTERS), inbox.put, connack_timeout_s=1.0, max_backoff_s=0.2
+    )
+    client.start()
+    try:
+        assert client.wait_connected(WAIT_S), client.stats.last_error
+        rig.device(rig.a).publish(f"serenazgo/units/{rig.a}/position", b"ping")
+        got = inbox.get(timeout=WAIT_S)
+        assert (got.topic, got.payload) == (f"serenazgo/units/{rig.a}/position", b"ping")
+        assert client.ack_many([got]) == 1
+    finally:
+        client.stop()

@@ -107,6 +107,7 @@ class AccessGate:
     def __init__(self, files: AccessFiles) -> None:
         self.files = files
         self.rules = AccessRules.from_files(files)
+        warn_without_accounts(files)
 
     def admit(self, session: Session) -> Account | None:
         """Check a CONNECT: the account it logs in as (remembered on the session), or None to refuse it."""
@@ -138,6 +139,15 @@ class AccessGate:
         """The session's account as the rules have it now, None when it never logged in or was revoked."""
         login = None if session is None else session.attributes.get(LOGIN_ATTRIBUTE)
         return self.rules.current(login) if isinstance(login, Account) else None
+
+
+def warn_without_accounts(files: AccessFiles) -> None:
+    """Log when ``files`` has a password file but not the accounts it came from (every login is refused)."""
+    if files.password_file and not files.accounts:
+        log.warning(
+            "broker access has a password file but no accounts (not made by render_access): "
+            "the in-process broker refuses every login"
+        )
 
 
 @dataclass
@@ -330,6 +340,7 @@ class InProcessBroker:
         gate = self._gate
         assert gate is not None
         gate.files, gate.rules = access, AccessRules.from_files(access)
+        warn_without_accounts(access)
         for session, handler in list(self._broker.sessions.values()):
             if session.transitions.state == "connected" and gate.grants_of(session) is None:
                 log.info("broker: %r's login was revoked: disconnecting it", session.client_id)

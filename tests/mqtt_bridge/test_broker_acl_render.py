@@ -236,3 +236,15 @@ def test_the_amqtt_fallback_says_loudly_that_it_enforces_nothing(
         assert not broker.set_access(render_access(SERVICES, []))  # remembered, nothing to reload
     finally:
         broker.stop()
+
+
+def test_the_embedded_broker_listens_beyond_loopback_only_with_access_control(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no device credentials"):
+        EmbeddedBroker(tmp_path / "open", host="0.0.0.0")
+    files = AccessFiles(password_file="", acl_file="")
+    broker = EmbeddedBroker(
+        tmp_path / "guarded", access=files, host="0.0.0.0", mosquitto=Path("/usr/sbin/mosquitto")
+    )
+    broker.port = 18830
+    assert broker.url == "mqtt://127.0.0.1:18830"  # local clients still use loopback
+    assert "listener 18830 0.0.0.0\n" in mosquitto_config(18830, tmp_path, host=broker.host, access=files)

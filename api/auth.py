@@ -53,6 +53,18 @@ async def authenticate(conn: HTTPConnection) -> Principal | None:
     known: Principal | None = getattr(conn.state, "principal", None)
     if known is not None:
         return known
+    principal = await check_secret(conn)
+    if principal is not None:
+        conn.state.principal = principal
+    return principal
+
+
+async def check_secret(conn: HTTPConnection) -> Principal | None:
+    """Look the presented secret up now: from the cache while it is fresh, else in the database.
+
+    A long-lived connection (the live feed) calls this again and again: a revoked
+    session, a disabled user or an expired token stops it within the cache's time.
+    """
     token = presented_token(conn)
     if token is None:
         return None
@@ -61,19 +73,16 @@ async def authenticate(conn: HTTPConnection) -> Principal | None:
     now = time.monotonic()
     cached = ctx.auth_cache.get(digest)
     if cached is not None and cached[1] > now and not _expired(cached[0]):
-        principal: Principal | None = cached[0]
+        return cached[0]
+    if ctx.pool is None:
+        return None
+    principal = await principal_for_token(ctx.pool, digest)
+    if principal is None:
+        ctx.auth_cache.pop(digest, None)
     else:
-        if ctx.pool is None:
-            return None
-        principal = await principal_for_token(ctx.pool, digest)
-        if principal is None:
-            ctx.auth_cache.pop(digest, None)
-        else:
-            if len(ctx.auth_cache) >= MAX_CACHED:
-                ctx.auth_cache.clear()
-            ctx.auth_cache[digest] = (principal, now + ctx.settings.auth.cache_s)
-    if principal is not None:
-        conn.state.principal = principal
+        if len(ctx.auth_cache) >= MAX_CACHED:
+            ctx.auth_cache.clear()
+        ctx.auth_cache[digest] = (principal, now + ctx.settings.auth.cache_s)
     return principal
 
 

@@ -67,6 +67,7 @@ CLOSE_TIMEOUT_S = 2.0  # a stalled peer may never take the close frame: give up 
 CLOSE_GOING_AWAY = 1001  # the server stops
 CLOSE_TRY_AGAIN_LATER = 1013  # dropped as too slow: reconnect and take a fresh snapshot
 CLOSE_INTERNAL_ERROR = 1011
+CLOSE_POLICY_VIOLATION = 1008  # no (longer a) valid session: log in, then reconnect
 
 OpenIncidents = Callable[[], Awaitable[Sequence[Mapping[str, Any]]]]
 
@@ -420,11 +421,18 @@ class LiveFeedHub:
         return _dumps({"type": "snapshot", "data": data})
 
     async def serve(
-        self, socket: FeedSocket, name: str = "", open_incidents: OpenIncidents | None = None
+        self,
+        socket: FeedSocket,
+        name: str = "",
+        open_incidents: OpenIncidents | None = None,
+        still_allowed: Callable[[], Awaitable[bool]] | None = None,
+        recheck_s: float = 5.0,
     ) -> None:
         """Run one accepted WebSocket: snapshot, then queued messages until it goes or is dropped.
 
         ``open_incidents``: where the snapshot's incidents come from when the hub was built without.
+        ``still_allowed``: asked every ``recheck_s``; False ends the feed with 1008 (the session
+        was revoked or expired, or the user disabled: the console asks to log in again).
         """
         client, units = self.connect(name)
         try:
@@ -433,7 +441,10 @@ class LiveFeedHub:
             pump = asyncio.create_task(self._pump(socket, client), name=f"feed-send-{client.name}")
             reader = asyncio.create_task(self._read_until_closed(socket), name=f"feed-recv-{client.name}")
             ended = asyncio.create_task(client.done.wait(), name=f"feed-end-{client.name}")
-            tasks = (pump, reader, ended)
+            tasks: tuple[asyncio.Task[Any], ...] = (pump, reader, ended)
+            if still_allowed is not None:
+                guard = self._guard(client, still_allowed, recheck_s)
+                tasks += (asyncio.create_task(guard, name=f"feed-auth-{client.name}"),)
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -447,6 +458,16 @@ class LiveFeedHub:
                     await asyncio.wait_for(closing, self.close_timeout_s)
         finally:
             self.disconnect(client)
+
+    @staticmethod
+    async def _guard(
+        client: FeedClient, still_allowed: Callable[[], Awaitable[bool]], every_s: float
+    ) -> None:
+        while not client.closed:
+            await asyncio.sleep(every_s)
+            if not await still_allowed():
+                client.end(CLOSE_POLICY_VIOLATION, "the session has ended: log in again")
+                return
 
     async def _pump(self, socket: FeedSocket, client: FeedClient) -> None:
         while True:

@@ -312,7 +312,9 @@ class Runtime:
             self.conninfo, services.accounts(), allow_anonymous=self.settings.broker.allow_anonymous
         )
         files = await asyncio.to_thread(access.render)
-        broker = EmbeddedBroker(embedded_broker_dir(self.settings.data_dir), port=port, access=files)
+        broker = EmbeddedBroker(
+            embedded_broker_dir(self.settings.data_dir), port=port, access=files, host=self.options.host
+        )
         await self._start_embedded("MQTT broker", broker)
         self.broker_url = broker.url
         self.broker_dir = broker.state_dir

@@ -10,6 +10,10 @@ PUBLISH at a time and stamped with ``time.time()`` as it is written to the socke
 
 Each fix has its own latitude, so each arrival is matched to its publish:
 
+The console is used as an operator would: the page logs in through its login form as a user the
+benchmark adds to its database (a viewer: it only watches), and the feed client below presents the
+same session cookie (the live feed refuses a handshake without one).
+
 ``feed``     a bare WebSocket client (``websockets``, its own thread) on ``/api/v1/ws`` stamps
              each ``position`` frame as it arrives: publish → stored → LiveFleet → feed, the
              floor the browser cannot beat;
@@ -40,6 +44,7 @@ from typing import Any
 import orjson
 import websockets
 
+from api.auth import SESSION_COOKIE
 from benchmarks import loadgen
 from benchmarks.bench_dispatch_http import free_port, process, wait_http
 from benchmarks.bench_latency import PERCENTILES, latency_figures
@@ -48,12 +53,15 @@ from benchmarks.ingest_rig import temp_broker
 from benchmarks.pg_server import fresh_database, temp_postgres
 from benchmarks.report import add_run_options, say, table, write_results
 from tracker.model import Unit, UnitKind
+from tracker.store.users import add_user_sync
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 CENTRE = (-12.1211, -77.0297)  # Miraflores
 STEP_DEG = 0.00002  # ~2 m: each fix of a unit gets its own latitude
+USER = "bench-console"  # the benchmark's own user in its own, fresh database
+PASSWORD = "bench-console-password"  # of a throwaway database
 
 # Stamps the frame after the console moves a unit's marker: [unit_id, lat, wall-clock ms].
 INSTRUMENT = """() => {
@@ -112,8 +120,9 @@ def messages(
 class FeedClock:
     """A bare WebSocket client on the live feed (own thread and loop): (unit, lat) → first arrival."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, session: str) -> None:
         self.url = url
+        self.headers = {"Cookie": f"{SESSION_COOKIE}={session}"}
         self.arrivals: dict[tuple[str, float], float] = {}
         self.ready = threading.Event()
         self.stop = threading.Event()
@@ -122,7 +131,7 @@ class FeedClock:
         )
 
     async def _run(self) -> None:
-        async with websockets.connect(self.url, max_size=None) as ws:
+        async with websockets.connect(self.url, max_size=None, additional_headers=self.headers) as ws:
             while not self.stop.is_set():
                 try:
                     raw = await asyncio.wait_for(ws.recv(), 0.5)
@@ -163,6 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             say(f"PostgreSQL on port {pg.port}; Mosquitto on port {broker.port}")
             url = fresh_database(pg, "bench_console")
             register_units(url, units)
+            add_user_sync(url, USER, "viewer", PASSWORD, created_by="bench_console")
             port = free_port()
             base = f"http://127.0.0.1:{port}"
             env = {k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")}
@@ -183,6 +193,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 page = browser.new_page(viewport={"width": 1366, "height": 768})
                 page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base) else r.abort())
                 page.goto(base + "/")
+                page.locator("#login-user").fill(USER)
+                page.locator("#login-password").fill(PASSWORD)
+                page.locator("#login-submit").click()
                 page.wait_for_function(
                     f"document.querySelectorAll('.unit-icon').length === {args.units}", timeout=120_000
                 )
@@ -190,7 +203,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 say(f"{args.units} markers shown; publishing {rounds * args.units:,} fixes, {rate:.0f}/s")
                 start_ms = int(time.time() * 1000)
                 load, keys = messages(units, places, rounds, start_ms, args.interval)
-                with FeedClock(f"ws://127.0.0.1:{port}/api/v1/ws") as feed:
+                session = next(c["value"] for c in page.context.cookies() if c["name"] == SESSION_COOKIE)
+                with FeedClock(f"ws://127.0.0.1:{port}/api/v1/ws", session) as feed:
                     report = loadgen.publish("127.0.0.1", broker.port, load, rate=rate, chunk=1,
                                              clock=time.time, timeout=args.seconds * 3 + 60)  # fmt: skip
                     # Until the last fix moved its marker (or 30 s more).

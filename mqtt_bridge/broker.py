@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Literal
 
 from mqtt_bridge.broker_acl import ACL_FILE, PASSWORD_FILE, AccessFiles, write_access_files
-from tracker.errors import EmbeddedServerError
+from tracker.errors import ConfigError, EmbeddedServerError
 from tracker.server_process import (
     EmbeddedServer,
     RunUser,
@@ -187,8 +187,17 @@ class EmbeddedBroker(EmbeddedServer):
         mosquitto: Path | Literal[False] | None = None,
         start_timeout: float = 20.0,
         access: AccessFiles | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        if access is None and not _loopback(host):
+            raise ConfigError(
+                f"the embedded broker would listen on {host} with no device credentials: anyone on the "
+                "network could publish as any unit; give it access control, or listen on 127.0.0.1"
+            )
         self.data_dir = Path(data_dir).absolute()
+        # Where Mosquitto listens: 127.0.0.1, or (with access control) the API's address so that
+        # phones and trackers on the network reach it (``serenazgo up --host 0.0.0.0``).
+        self.host = host
         self._fixed_port = port
         self.port: int = port or 0
         self.autosave_interval_s = autosave_interval_s
@@ -208,10 +217,13 @@ class EmbeddedBroker(EmbeddedServer):
 
     @property
     def url(self) -> str:
-        """``mqtt://127.0.0.1:<port>`` (what SERENAZGO_MQTT_URL would be)."""
+        """``mqtt://<host>:<port>`` for clients on this machine (what SERENAZGO_MQTT_URL would be)."""
         if not self.port:
             raise EmbeddedServerError("the embedded broker has no port yet: call start() first")
-        return f"mqtt://127.0.0.1:{self.port}"
+        # amqtt (the fallback) listens on 127.0.0.1 only; a wildcard address is reached locally there too.
+        wildcard = self.host in ("0.0.0.0", "::", "")  # noqa: S104
+        local = "127.0.0.1" if wildcard or self.kind == "amqtt" else self.host
+        return f"mqtt://{'[' + local + ']' if ':' in local else local}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -326,6 +338,7 @@ class EmbeddedBroker(EmbeddedServer):
             mosquitto_config(
                 port,
                 self.state_dir,
+                host=self.host,
                 autosave_interval_s=self.autosave_interval_s,
                 max_queued_bytes=self.max_queued_bytes,
                 access=self.access,
@@ -369,6 +382,11 @@ class EmbeddedBroker(EmbeddedServer):
 
             assert isinstance(broker, InProcessBroker)
             broker.stop()
+
+
+def _loopback(host: str) -> bool:
+    """True for an address only this machine reaches."""
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
 
 
 def _accepts_tcp(port: int) -> bool:

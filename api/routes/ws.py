@@ -8,12 +8,12 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 
 from api.access import READ, UNAUTHENTICATED
-from api.auth import authenticate
+from api.auth import authenticate, check_secret
 from api.context import ApiContext
-from api.feed import CLOSE_INTERNAL_ERROR
+from api.feed import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION
 
-# RFC 6455 "policy violation": refused before the handshake completes, the client sees HTTP 403.
-CLOSE_POLICY_VIOLATION = 1008
+# How often an open feed checks that its session still stands (at least: the auth cache's time).
+MIN_RECHECK_S = 1.0
 
 router = APIRouter()
 
@@ -27,8 +27,10 @@ async def live_feed(websocket: WebSocket) -> None:
 
     The client sends nothing; a client that falls too far behind is closed with
     code 1013 and a reason, and should reconnect (it gets a fresh snapshot).
-    The handshake needs a session cookie or a bearer token of any role (checked
-    once, at connect: a session revoked later ends at the client's next reconnect).
+    The handshake needs a session cookie or a bearer token of any role; refused
+    before it completes, the client sees HTTP 403. An open feed checks its secret
+    again every ``SERENAZGO_AUTH__CACHE_S`` (at least every second) and ends with
+    1008 once the session is revoked or expired or the user disabled.
     """
     ctx: ApiContext = websocket.app.state.ctx
     principal = await authenticate(websocket)
@@ -50,4 +52,12 @@ async def live_feed(websocket: WebSocket) -> None:
 
     peer = websocket.client
     name = f"{principal.username}@{peer.host}:{peer.port}" if peer else principal.username
-    await hub.serve(websocket, name=name, open_incidents=open_incidents)
+
+    async def still_allowed() -> bool:
+        now = await check_secret(websocket)
+        return now is not None and now.role in READ
+
+    recheck_s = max(ctx.settings.auth.cache_s, MIN_RECHECK_S)
+    await hub.serve(
+        websocket, name=name, open_incidents=open_incidents, still_allowed=still_allowed, recheck_s=recheck_s
+    )

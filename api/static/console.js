@@ -68,6 +68,10 @@
     dockLimit: {
       time: "por tiempo", energy: "por batería", range: "por alcance de radio", out_of_service: "fuera de servicio",
     },
+    role: {
+      admin: "Administrador", supervisor: "Supervisor", operator: "Operador", planner: "Planificador",
+      viewer: "Observador", integration: "Integración",
+    },
     flightMode: {
       on_ground: "En tierra", taking_off: "Despegando", manual: "Manual", hovering: "Suspendido",
       mission: "En misión", returning_home: "Regresando", landing: "Aterrizando",
@@ -117,6 +121,10 @@
     dockLimit: {
       time: "by time", energy: "by battery", range: "by radio range", out_of_service: "out of service",
     },
+    role: {
+      admin: "Administrator", supervisor: "Supervisor", operator: "Operator", planner: "Planner",
+      viewer: "Viewer", integration: "Integration",
+    },
     flightMode: {
       on_ground: "On the ground", taking_off: "Taking off", manual: "Manual", hovering: "Hovering",
       mission: "On mission", returning_home: "Returning", landing: "Landing",
@@ -142,7 +150,16 @@
   // and of the newer cards; a function takes the figures it shows.
   const TEXT = {
     es: {
-      "subtitle": "Central de operaciones", "operator": "Operador", "lang": "Idioma",
+      "subtitle": "Central de operaciones", "lang": "Idioma",
+      "login.title": "Iniciar sesión", "login.user": "Usuario", "login.password": "Contraseña",
+      "login.submit": "Entrar", "login.wrong": "Usuario o contraseña incorrectos.",
+      "login.disabled": "Esta cuenta está desactivada: consulte a un administrador.",
+      "login.tooMany": (s) => `Demasiados intentos fallidos: vuelva a intentar en ${s} s.`,
+      "login.give": "Escriba su usuario y su contraseña.", "login.expired": "Su sesión terminó: vuelva a iniciar sesión.",
+      "login.unreachable": (why) => `No se pudo contactar al servidor (${why}); se reintenta.`,
+      "login.failed": (why) => `No se pudo iniciar sesión: ${why}`, "login.needed": "sesión cerrada",
+      "logout": "Salir", "logout.failed": "No se pudo cerrar la sesión", "user.aria": "Sesión",
+      "notice.close": "Cerrar aviso", "denied": (why) => `El servidor no lo permite: ${why}`,
       "dispatch.title": "Punto seleccionado", "dispatch.nearest": "Unidades más cercanas",
       "form.title": "Nuevo incidente aquí", "form.category": "Categoría", "form.channel": "Canal",
       "form.priority": "Prioridad", "form.description": "Descripción", "form.create": "Crear incidente",
@@ -226,7 +243,16 @@
       "history.worst": (when, pct) => `Peor hora ${when}: ${pct} % cubierto en promedio`,
     },
     en: {
-      "subtitle": "Operations centre", "operator": "Operator", "lang": "Language",
+      "subtitle": "Operations centre", "lang": "Language",
+      "login.title": "Log in", "login.user": "User name", "login.password": "Password",
+      "login.submit": "Log in", "login.wrong": "Wrong user name or password.",
+      "login.disabled": "This account is disabled: ask an administrator.",
+      "login.tooMany": (s) => `Too many failed attempts: try again in ${s} s.`,
+      "login.give": "Enter your user name and password.", "login.expired": "Your session has ended: log in again.",
+      "login.unreachable": (why) => `Could not reach the server (${why}); retrying.`,
+      "login.failed": (why) => `Could not log in: ${why}`, "login.needed": "logged out",
+      "logout": "Log out", "logout.failed": "Could not log out", "user.aria": "Session",
+      "notice.close": "Close notice", "denied": (why) => `The server does not allow it: ${why}`,
       "dispatch.title": "Selected point", "dispatch.nearest": "Nearest units",
       "form.title": "New incident here", "form.category": "Category", "form.channel": "Channel",
       "form.priority": "Priority", "form.description": "Description", "form.create": "Create incident",
@@ -359,6 +385,38 @@
     return node;
   };
 
+  // ----- session: who is logged in, and what the role may do ----------------------------------
+  // The session is an HttpOnly cookie the page never sees, and the password lives only in the login
+  // form until it is sent: nothing secret is in storage scripts can read. What a role may do is the
+  // server's decision (each route's x-roles in the OpenAPI document, enforced on every call); CAN
+  // mirrors the routes this console calls so that it does not offer what the server would refuse
+  // (tests/console/test_console_login.py keeps the two equal).
+  const CAN = {
+    report: ["admin", "integration", "operator", "supervisor"], // POST /api/v1/incidents
+    dispatch: ["admin", "operator", "supervisor"], // POST /api/v1/incidents/{incident_id}/assign
+    plan: ["admin", "planner", "supervisor"], // POST /api/v1/drones/sorties/plan
+  };
+  const session = { user: null, last: null, started: false, expiryTimer: null };
+  const can = (what) => session.user !== null && (CAN[what] || []).includes(session.user.role);
+  const SAME_ORIGIN = { credentials: "same-origin" };
+
+  // Every API call of the console. A 401 means the session is gone (expired, revoked, logged out
+  // elsewhere): back to the login screen. A 403 is shown in the server's own words; the caller still
+  // reports its own failure where it happened.
+  async function api(url, options = {}) {
+    if (session.user === null) throw new Error(tr("login.needed"));
+    const r = await fetch(url, { ...options, ...SAME_ORIGIN });
+    if (r.status === 401) sessionLost();
+    else if (r.status === 403) showNotice(tr("denied", await errorText(r.clone())));
+    return r;
+  }
+
+  function showNotice(text) {
+    $("notice-text").textContent = text;
+    $("notice").hidden = false;
+  }
+  function hideNotice() { $("notice").hidden = true; }
+
   // ----- map --------------------------------------------------------------------------------
   const map = L.map("map", { zoomControl: true, zoomSnap: 0.5 }).setView(MIRAFLORES, 14);
   const tiles = L.tileLayer("https://tile.openstreetmap.org/{z}/{x}/{y}.png", {
@@ -380,7 +438,8 @@
   const unitLayer = L.layerGroup().addTo(map);
   const incidentLayer = L.layerGroup().addTo(map);
 
-  fetch("/api/v1/area")
+  // The district boundaries, once logged in.
+  const loadArea = () => api("/api/v1/area")
     .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))))
     .then((area) => {
       const layer = L.geoJSON(area, {
@@ -395,7 +454,9 @@
         },
       }).addTo(map);
       layer.bringToBack();
-      if (!state.fitted && state.units.size === 0) map.fitBounds(layer.getBounds());
+      // Not animated: the area and the first snapshot arrive together after a login, and a zoom
+      // animation still running when the snapshot fits the units would end on the area's view.
+      if (!state.fitted && state.units.size === 0) map.fitBounds(layer.getBounds(), { animate: false });
     })
     .catch((err) => console.warn("area boundaries unavailable:", err));
 
@@ -492,13 +553,13 @@
 
   let dronesBusy = false;
   async function refreshDrones() {
-    if (dronesBusy) return;
+    if (dronesBusy || session.user === null) return;
     let any = false;
     for (const entry of state.units.values()) if (entry.feature.properties.kind === "drone") { any = true; break; }
     if (!any) return;
     dronesBusy = true;
     try {
-      const r = await fetch("/api/v1/drones");
+      const r = await api("/api/v1/drones");
       if (!r.ok) return;
       const body = await r.json();
       state.drones = new Map(body.drones.map((d) => [d.unit_id, d]));
@@ -795,7 +856,7 @@
     setFormMessage("", "");
     $("nearest").replaceChildren(el("p", { class: "muted" }, tr("nearest.searching")));
     try {
-      const r = await fetch(`/api/v1/dispatch/nearest?lat=${lat}&lon=${lon}&k=${NEAREST_K}`);
+      const r = await api(`/api/v1/dispatch/nearest?lat=${lat}&lon=${lon}&k=${NEAREST_K}`);
       if (!r.ok) throw new Error(await errorText(r));
       const body = await r.json();
       if (!state.pick || state.pick.seq !== seq) return; // another click came meanwhile
@@ -825,14 +886,15 @@
       el("td", {}, el("strong", {}, c.callsign || c.unit_id), el("div", { class: "muted" }, label("kind", c.kind))),
       el("td", { class: "num" }, formatDistance(c.distance_m)),
       el("td", { class: "num" }, formatDuration(c.eta_s)),
-      el("td", {}, el("button", {
+      // Only for a role that may dispatch (the server refuses the others anyway).
+      can("dispatch") ? el("td", {}, el("button", {
         type: "button", class: "assign", "data-unit-id": c.unit_id,
         "aria-label": `${tr("assign")} ${c.callsign || c.unit_id} (${formatDuration(c.eta_s)})`,
         onclick: (ev) => assign(c, ev.currentTarget),
-      }, tr("assign")))));
+      }, tr("assign"))) : null));
     $("nearest").replaceChildren(el("table", {},
       el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, tr("nearest.unit")), el("th", {}, tr("nearest.distance")),
-        el("th", {}, tr("nearest.eta")), el("th", {}, el("span", { class: "muted" }, "")))),
+        el("th", {}, tr("nearest.eta")), can("dispatch") ? el("th", {}, el("span", { class: "muted" }, "")) : null)),
       el("tbody", {}, ...rows)));
   }
 
@@ -844,13 +906,12 @@
       channel: $("f-channel").value,
       priority: Number($("f-priority").value),
       description: $("f-description").value.trim(),
-      operator: operator(),
     };
   }
 
   async function ensureIncident() {
     if (state.pick.incident) return state.pick.incident;
-    const r = await fetch("/api/v1/incidents", {
+    const r = await api("/api/v1/incidents", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(incidentBody()),
     });
     if (!r.ok) throw new Error(await errorText(r));
@@ -887,9 +948,9 @@
     for (const b of document.querySelectorAll("#nearest button.assign")) b.disabled = true;
     try {
       const inc = await ensureIncident();
-      const r = await fetch(`/api/v1/incidents/${encodeURIComponent(incidentId(inc))}/assign`, {
+      const r = await api(`/api/v1/incidents/${encodeURIComponent(incidentId(inc))}/assign`, {
         method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ unit_id: candidate.unit_id, operator: operator() }),
+        body: JSON.stringify({ unit_id: candidate.unit_id }), // the server records the logged-in user
       });
       if (!r.ok) throw new Error(await errorText(r));
       const body = await r.json().catch(() => ({}));
@@ -925,14 +986,6 @@
     }
   }
 
-  const OPERATOR_KEY = "serenazgo.operator";
-  function operator() { return $("operator").value.trim() || "operador"; }
-  try {
-    const saved = localStorage.getItem(OPERATOR_KEY);
-    if (saved) $("operator").value = saved;
-    $("operator").addEventListener("change", () => localStorage.setItem(OPERATOR_KEY, operator()));
-  } catch (_) { /* storage blocked: the default name is used */ }
-
   // ----- WebSocket with reconnection ---------------------------------------------------------
   let socket = null;
   let attempts = 0;
@@ -948,6 +1001,7 @@
 
   function connect() {
     reconnectTimer = null;
+    if (session.user === null || socket !== null) return;
     setConnection("connecting");
     const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/ws`;
     const ws = new WebSocket(url);
@@ -958,10 +1012,12 @@
       try { msg = JSON.parse(ev.data); } catch (_) { return; }
       handle(msg);
     };
-    ws.onclose = (ev) => {
+    ws.onclose = async (ev) => {
       if (socket !== ws) return;
       socket = null;
-      scheduleReconnect(ev.reason);
+      // A handshake refused for want of a session looks like any lost connection: ask the server.
+      if (await sessionEnded()) { sessionLost(); return; }
+      if (session.user !== null) scheduleReconnect(ev.reason);
     };
     ws.onerror = () => { /* onclose follows and reconnects */ };
   }
@@ -1118,7 +1174,7 @@
     const timeout = setTimeout(() => abort.abort(), COVERAGE_TIMEOUT_MS);
     try {
       const query = new URLSearchParams({ minutes, layer });
-      const r = await fetch(`/api/v1/coverage?${query}`, { signal: abort.signal });
+      const r = await api(`/api/v1/coverage?${query}`, { signal: abort.signal });
       if (!r.ok) throw new Error(await errorText(r));
       const body = await r.json();
       if (seq !== coverage.seq) return; // switched off or another choice meanwhile
@@ -1198,7 +1254,7 @@
 
   async function refreshAirspace() {
     try {
-      const r = await fetch("/api/v1/airspace");
+      const r = await api("/api/v1/airspace");
       if (!r.ok) throw new Error(await errorText(r));
       const body = await r.json();
       airspaceLayer.clearLayers();
@@ -1211,8 +1267,7 @@
     }
   }
   let airspaceControl = L.control.layers(null, { [tr("airspace.layer")]: airspaceLayer }, { position: "topright" }).addTo(map);
-  refreshAirspace();
-  setInterval(refreshAirspace, AIRSPACE_EVERY_MS);
+  setInterval(() => { if (session.user !== null) refreshAirspace(); }, AIRSPACE_EVERY_MS);
 
   // ----- drone sorties: tours from a dock over today's blind spots (POST /api/v1/drones/sorties/plan) ------
   // The planner picks a dock (the coverage docks), the gaps of the drone or combined layer at the coverage
@@ -1260,7 +1315,7 @@
   async function loadSortieDocks() {
     try {
       const query = new URLSearchParams({ minutes: $("coverage-minutes").value, layer: "drones" });
-      const r = await fetch(`/api/v1/coverage?${query}`);
+      const r = await api(`/api/v1/coverage?${query}`);
       if (!r.ok) throw new Error(await errorText(r));
       const body = await r.json();
       fillSortieDocks((body.model && Array.isArray(body.model.docks)) ? body.model.docks : []);
@@ -1273,7 +1328,7 @@
   // The altitude limit bounds the input; unknown, the API still refuses a plan above it (and says so).
   async function loadAltitudeLimit() {
     try {
-      const r = await fetch("/api/v1/drones");
+      const r = await api("/api/v1/drones");
       if (!r.ok) return;
       const body = await r.json();
       const limit = Number(body.limits && body.limits.altitude_m);
@@ -1309,7 +1364,7 @@
   }
 
   async function postPlan(body, signal) {
-    const r = await fetch("/api/v1/drones/sorties/plan", {
+    const r = await api("/api/v1/drones/sorties/plan", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal,
     });
     if (!r.ok) throw new Error(await errorText(r));
@@ -1639,7 +1694,7 @@
     setTrackState("loading");
     setTrackMessage(tr("track.loading"), "");
     try {
-      const r = await fetch(track.url);
+      const r = await api(track.url);
       if (!r.ok) throw new Error(await errorText(r));
       const feature = await r.json();
       if (seq !== track.seq) return; // another window or unit meanwhile
@@ -1826,11 +1881,11 @@
     const layer = $("coverage-layer").value, minutes = $("coverage-minutes").value;
     const history = new URLSearchParams({ ...period, layer, minutes, bucket: hours > 24 ? "hour" : "minute" });
     const [stats, hist] = await Promise.allSettled([
-      fetch(`/api/v1/incidents/stats?${new URLSearchParams(period)}`).then(async (r) => {
+      api(`/api/v1/incidents/stats?${new URLSearchParams(period)}`).then(async (r) => {
         if (!r.ok) throw new Error(await errorText(r));
         return r.json();
       }),
-      fetch(`/api/v1/coverage/history?${history}`).then(async (r) => {
+      api(`/api/v1/coverage/history?${history}`).then(async (r) => {
         if (!r.ok) throw new Error(await errorText(r));
         return r.json();
       }),
@@ -1895,7 +1950,7 @@
 
   function chooseRanked(i) {
     const rows = document.querySelectorAll("#nearest tbody tr");
-    if (!state.pick || i >= rows.length) return false;
+    if (!can("dispatch") || !state.pick || i >= rows.length) return false;
     state.pick.chosen = i;
     rows.forEach((row, k) => {
       row.classList.toggle("chosen", k === i);
@@ -1905,7 +1960,7 @@
   }
 
   function assignChosen() {
-    if (!state.pick) return false;
+    if (!can("dispatch") || !state.pick) return false;
     const button = document.querySelectorAll("#nearest tbody tr button.assign")[state.pick.chosen || 0];
     if (!button || button.disabled) return false;
     button.click();
@@ -1913,6 +1968,7 @@
   }
 
   function newIncidentHere() {
+    if (!can("report")) return false;
     const [lat, lon] = state.lastClick || [map.getCenter().lat, map.getCenter().lng];
     pickPoint(lat, lon);
     $("f-category").focus();
@@ -1937,7 +1993,7 @@
   };
 
   document.addEventListener("keydown", (ev) => {
-    if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.isComposing) return;
+    if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.isComposing || session.user === null) return;
     if (typing(ev.target)) {
       if (ev.key === "Escape") ev.target.blur();
       return;
@@ -1972,6 +2028,8 @@
       fillSelect(id, table, $(id).value);
     }
     setConnection(state.connection);
+    showUser();
+    showLoginMessage();
     state.listDirty = true;
     renderUnitPanel();
     renderIncidentPanel();
@@ -1981,7 +2039,7 @@
     if (!$("dispatch").hidden && state.pick) pickPoint(state.pick.lat, state.pick.lon, state.pick.incident);
     if (!$("supervision").hidden) refreshSupervision();
     if (coverageOn()) refreshCoverage();
-    refreshAirspace();
+    if (session.user !== null) refreshAirspace();
     airspaceControl.remove();
     airspaceControl = L.control.layers(null, { [tr("airspace.layer")]: airspaceLayer }, { position: "topright" }).addTo(map);
     if (sortiesOn()) showSortieTarget();
@@ -1994,6 +2052,195 @@
   }
   for (const b of document.querySelectorAll(".lang-switch button")) {
     b.addEventListener("click", () => setLanguage(b.dataset.lang));
+  }
+
+  // ----- login and logout ----------------------------------------------------------------------------
+  // Until /api/v1/auth/me names a user the page shows only the login form (and the language switch).
+  // A 401 later (an expired or revoked session, an account disabled meanwhile) or a live feed refused
+  // while /me says 401 brings the form back over a hidden console; logging in again as the same user
+  // resumes where the operator was, as another user reloads the page (nothing of the last user stays).
+  const login = { message: null, wait: null, timer: null };
+
+  function showLoginMessage() {
+    const m = login.message;
+    $("login-message").textContent = m ? tr(m.key, ...(m.args || [])) : "";
+  }
+  function setLoginMessage(key, ...args) {
+    login.message = key ? { key, args } : null;
+    showLoginMessage();
+  }
+
+  function showUser() {
+    const me = session.user;
+    if (me === null) return;
+    $("user-name").textContent = me.display_name || me.username;
+    $("user-name").title = me.username;
+    $("user-role").textContent = label("role", me.role);
+    $("user").dataset.username = me.username;
+    $("user").dataset.role = me.role;
+  }
+
+  // Hide or show what the role may not do (the server refuses it anyway, with a 403).
+  function applyRole() {
+    document.body.dataset.role = session.user ? session.user.role : "";
+    for (const node of document.querySelectorAll("[data-needs]")) node.hidden = !can(node.dataset.needs);
+    if (!can("plan") && sortiesOn()) { $("sorties-on").checked = false; toggleSorties(); }
+    if (state.pick && !$("dispatch").hidden) pickPoint(state.pick.lat, state.pick.lon, state.pick.incident);
+  }
+
+  function showConsole(on) {
+    document.querySelector("main.layout").hidden = !on;
+    $("session-tools").hidden = !on;
+    $("login").hidden = on;
+    document.body.dataset.session = on ? "in" : "out";
+  }
+
+  function showLogin(messageKey) {
+    showConsole(false);
+    hideNotice();
+    setLoginMessage(messageKey || null);
+    const user = $("login-user");
+    if (!user.value && session.last) user.value = session.last.username;
+    (user.value ? $("login-password") : user).focus();
+  }
+
+  function enterConsole(me) {
+    if (session.last !== null && session.last.username !== me.username) {
+      location.reload(); // another user at this desk: a fresh page, nothing of the last one's work
+      return;
+    }
+    session.user = me;
+    session.last = me;
+    watchExpiry(me);
+    $("login-password").value = "";
+    setLoginMessage(null);
+    showUser();
+    applyRole();
+    showConsole(true);
+    map.invalidateSize({ animate: false }); // the map was laid out hidden
+    if (!session.started) {
+      session.started = true;
+      loadArea();
+      refreshAirspace();
+    }
+    connect();
+    document.dispatchEvent(new CustomEvent("serenazgo:session", { detail: me }));
+  }
+
+  // An open live feed outlives its session on the server; at the session's end, ask, and if it is over
+  // leave the picture for the login form (the local clock may differ: asked again a minute later).
+  function watchExpiry(me) {
+    clearTimeout(session.expiryTimer);
+    if (!me.expires_at) return;
+    const check = async () => {
+      if (session.user !== me) return;
+      if (await sessionEnded()) sessionLost();
+      else session.expiryTimer = setTimeout(check, 60000);
+    };
+    const ms = Date.parse(me.expires_at) - (Date.now() + state.clockOffsetMs) + 1000;
+    session.expiryTimer = setTimeout(check, Math.min(Math.max(ms, 1000), 2147483647)); // setTimeout's limit
+  }
+
+  function sessionLost() {
+    if (session.user === null) return;
+    session.user = null;
+    clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    if (socket !== null) { const ws = socket; socket = null; ws.close(); }
+    setConnection("down");
+    showLogin("login.expired");
+  }
+
+  // Whether the server says this browser has no session any more (a network failure is not that).
+  async function sessionEnded() {
+    try {
+      const r = await fetch("/api/v1/auth/me", SAME_ORIGIN);
+      return r.status === 401;
+    } catch (_) {
+      return false;
+    }
+  }
+
+  function countDown(seconds) {
+    clearInterval(login.timer);
+    login.wait = seconds;
+    $("login-submit").disabled = true;
+    setLoginMessage("login.tooMany", seconds);
+    login.timer = setInterval(() => {
+      login.wait -= 1;
+      if (login.wait > 0) { setLoginMessage("login.tooMany", login.wait); return; }
+      clearInterval(login.timer);
+      login.timer = null;
+      $("login-submit").disabled = false;
+      setLoginMessage(null);
+    }, 1000);
+  }
+
+  async function submitLogin(ev) {
+    ev.preventDefault();
+    const username = $("login-user").value.trim();
+    const password = $("login-password").value;
+    if (!username || !password) { setLoginMessage("login.give"); return; }
+    $("login-submit").disabled = true;
+    let r;
+    try {
+      r = await fetch("/api/v1/auth/login", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ username, password }), ...SAME_ORIGIN,
+      });
+    } catch (err) {
+      $("login-submit").disabled = false;
+      setLoginMessage("login.failed", err.message);
+      return;
+    }
+    $("login-password").value = ""; // the password is not kept, whatever the answer
+    if (r.ok) {
+      $("login-submit").disabled = false;
+      enterConsole(await r.json());
+      return;
+    }
+    if (r.status === 429) {
+      const wait = Math.max(1, Math.ceil(Number(r.headers.get("Retry-After")) || 60));
+      countDown(wait);
+      return;
+    }
+    $("login-submit").disabled = false;
+    const why = await errorText(r);
+    if (r.status === 401 && /disabled/i.test(why)) setLoginMessage("login.disabled");
+    else if (r.status === 401) setLoginMessage("login.wrong");
+    else setLoginMessage("login.failed", why);
+    $("login-password").focus();
+  }
+  $("login-form").addEventListener("submit", submitLogin);
+
+  // Logging out ends the session on the server, then starts a fresh page (the login screen).
+  $("logout").addEventListener("click", async () => {
+    try {
+      const r = await fetch("/api/v1/auth/logout", { method: "POST", ...SAME_ORIGIN });
+      if (!r.ok && r.status !== 401) { showNotice(`${tr("logout.failed")}: ${await errorText(r)}`); return; }
+    } catch (err) {
+      showNotice(`${tr("logout.failed")}: ${err.message}`);
+      return;
+    }
+    session.user = null;
+    location.reload();
+  });
+  $("notice-close").addEventListener("click", hideNotice);
+
+  // At load: the console when the cookie still names a user, else the login form.
+  async function start() {
+    let r;
+    try {
+      r = await fetch("/api/v1/auth/me", SAME_ORIGIN);
+    } catch (err) {
+      r = { ok: false, status: 0, statusText: err.message };
+    }
+    if (r.ok) { enterConsole(await r.json()); return; }
+    if (r.status === 401) { showLogin(null); return; }
+    // The server is not answering properly (restarting?): say so and ask again shortly.
+    showConsole(false);
+    setLoginMessage("login.unreachable", r.status ? `HTTP ${r.status}` : r.statusText);
+    setTimeout(start, 3000);
   }
 
   // ----- legend, timers, start -------------------------------------------------------------------
@@ -2030,13 +2277,13 @@
   }, 1000);
 
   applyTexts();
-  connect();
+  start();
 
   // A read-only handle for tests and for the browser console.
   window.serenazgo = {
     state, map, pickPoint, fitUnits, refreshFreshness, refreshCoverage, refreshAirspace, refreshDrones, airspace,
     airspaceLayer, LABELS, sorties, sortieLayer, planSorties, clearSorties, loadSortieDocks,
     track, trackLayer, openTrack, closeTrack, setTrackTime, supervision, refreshSupervision, toggleSupervision,
-    setLanguage, language: () => lang, selectIncident,
+    setLanguage, language: () => lang, selectIncident, session, CAN, can, api,
   };
 })();

@@ -21,6 +21,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.api.live_stack import LiveStack, native_ping, start_stack
 from tests.fixtures.auth import bearer
 from tests.mqtt_bridge.ingest_rig import IngestRig, Sent
+from tracker.store.users import add_user_sync, issue_api_token_sync, list_tokens_sync, revoke_token_id_sync
+from tracker.users import Role
 
 pytestmark = pytest.mark.integration
 
@@ -227,3 +229,26 @@ async def test_the_feed_needs_a_user_of_any_role(make_stack: Callable[..., LiveS
     viewer = Reader(await connect(stack.served.ws_url, additional_headers=bearer("viewer")))
     await viewer.wait_for("the viewer's snapshot", lambda: bool(viewer.of_type("snapshot")))
     await viewer.close()
+
+
+async def test_an_open_feed_ends_when_its_token_is_revoked(
+    ingest: IngestRig, make_stack: Callable[..., LiveStack]
+) -> None:
+    stack = make_stack()
+    stack.ctx.settings.auth.cache_s = 0.0  # checked again every second (MIN_RECHECK_S)
+    add_user_sync(ingest.conninfo, "wall-screen", Role.VIEWER, None)
+    token = issue_api_token_sync(ingest.conninfo, "wall-screen", "sala de monitoreo")
+    kept = Reader(await connect(stack.served.ws_url, additional_headers=bearer()))
+    reader = Reader(
+        await connect(stack.served.ws_url, additional_headers={"Authorization": f"Bearer {token}"})
+    )
+    await reader.wait_for("the snapshot", lambda: bool(reader.of_type("snapshot")))
+    [row] = list_tokens_sync(ingest.conninfo, "wall-screen")
+    assert revoke_token_id_sync(ingest.conninfo, row.token_id)
+    async with asyncio.timeout(WAIT_S):
+        await reader.task  # the server closes it
+    assert reader.ws.close_code == 1008
+    assert "log in again" in (reader.ws.close_reason or "")
+    # Another console's feed goes on.
+    assert not kept.task.done()
+    await kept.close()

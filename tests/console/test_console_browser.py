@@ -35,6 +35,7 @@ from tracker.area_file import load_area
 from tracker.config import DEFAULT_DISTRICTS_FILE
 from tracker.model import Unit, UnitKind
 from tracker.simulation import FleetSimulation
+from tracker.store.users import add_user_sync
 from tracker.users import Role
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -43,6 +44,7 @@ WAIT_MS = 30_000
 HTTP_TIMEOUT_S = 30.0  # a loaded CI machine, not a slow API
 SCREENSHOT_ENV = "SERENAZGO_CONSOLE_SCREENSHOT"
 SCREENSHOT_MAX_BYTES = 400_000
+PASSWORD = "clave-de-prueba-42"  # of the tests' users (new_user)
 GEOD = Geod(ellps="WGS84")
 
 
@@ -50,19 +52,21 @@ GEOD = Geod(ellps="WGS84")
 
 
 def open_console(
-    browser: Browser, url: str, prepare: Callable[[Page], None] | None = None, role: str = "admin"
+    browser: Browser, url: str, prepare: Callable[[Page], None] | None = None, role: str | None = "admin"
 ) -> Page:
     """A 1366×768 page on the console, logged in as ``role``; requests that are not to the app are
     aborted (offline).
 
     The session cookie carries the role's test token (tests/fixtures/auth.py), as the
     console's login would; the login form itself is tested in test_console_login.py.
+    ``role`` None: no cookie, the page is left at its login form.
     ``prepare(page)`` runs before the page loads (routes of its own, e.g. over the live feed).
     """
     page = browser.new_page(viewport={"width": 1366, "height": 768}, locale="es-PE")
-    page.context.add_cookies(
-        [{"name": SESSION_COOKIE, "value": ROLE_TOKENS[Role(role)], "url": url, "httpOnly": True}]
-    )
+    if role is not None:
+        page.context.add_cookies(
+            [{"name": SESSION_COOKIE, "value": ROLE_TOKENS[Role(role)], "url": url, "httpOnly": True}]
+        )
     if prepare is not None:
         prepare(page)
     errors: list[str] = []
@@ -77,9 +81,45 @@ def open_console(
 
     page.route(re.compile(r".*"), offline)
     page.goto(url + "/")
-    page.wait_for_function("window.serenazgo && window.serenazgo.state.snapshots > 0")
+    if role is None:
+        page.wait_for_selector("#login-form", state="visible")
+    else:
+        page.wait_for_function("window.serenazgo && window.serenazgo.state.snapshots > 0")
     page.errors = errors  # type: ignore[attr-defined]
     return page
+
+
+def new_user(ingest: IngestRig, role: str, display_name: str = "") -> str:
+    """A real user of ``role`` with :data:`PASSWORD` in the test's database, named for the test."""
+    username = f"{role}-{ingest.names.base}".lower()[:64]
+    add_user_sync(ingest.conninfo, username, role, PASSWORD, display_name=display_name, created_by="test")
+    return username
+
+
+def submit_login(page: Page, username: str, password: str) -> None:
+    """Type into the console's login form and send it, as a person would."""
+    page.locator("#login-user").fill(username)
+    page.locator("#login-password").fill(password)
+    page.locator("#login-submit").click()
+
+
+def log_in(page: Page, username: str, password: str = PASSWORD) -> None:
+    """Log in through the form (of ``open_console(..., role=None)``) and wait for the live picture."""
+    submit_login(page, username, password)
+    page.wait_for_function("window.serenazgo.state.snapshots > 0")
+    assert page.locator("main.layout").is_visible()
+    assert page.locator("#login").is_hidden()
+
+
+def screenshot(page: Page, out: Path) -> None:
+    """A picture of the page at ``out`` (for the docs: under :data:`SCREENSHOT_MAX_BYTES`)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    page.mouse.move(5, 740)  # no unit's tooltip under the pointer in the picture
+    # Two animation frames: Leaflet has placed the markers and the panel is painted.
+    page.evaluate("new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    page.screenshot(path=str(out))
+    size = out.stat().st_size
+    assert 0 < size < SCREENSHOT_MAX_BYTES, f"{out} is {size} bytes"
 
 
 def click_map_at(page: Page, lat: float, lon: float, beside_markers: bool = False) -> None:
@@ -295,21 +335,20 @@ def test_console_screenshot_of_a_simulated_fleet(
                    json={"unit_id": unit_id, "operator": "op-demo"},
                    headers=ADMIN, timeout=HTTP_TIMEOUT_S)  # fmt: skip
 
-    page = open_console(browser, base)
+    # A radio operator logged in: her name and role in the header.
+    page = open_console(browser, base, role=None)
+    log_in(page, new_user(ingest, "operator", display_name="Rosa Huamán"))
     page.wait_for_function(f"document.querySelectorAll('.unit-icon').length >= {len(reporting)}")
     page.wait_for_function("document.querySelectorAll('#incident-list li').length === 2")
     # The operator has clicked a point: the ranked units are on the panel.
     click_map_at(page, -12.1230, -77.0290, beside_markers=True)
     wait_nearest(page)
+    picked = page.evaluate("[window.serenazgo.state.pick.lat, window.serenazgo.state.pick.lon]")
+    assert picked == pytest.approx([-12.1230, -77.0290], abs=0.002)  # beside a marker, not elsewhere
     page.evaluate("window.serenazgo.fitUnits()")
-    page.mouse.move(5, 740)  # no unit's tooltip under the pointer in the picture
-    # Two animation frames: Leaflet has placed the markers and the panel is painted.
-    page.evaluate("new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
-    out = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "console.png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(out))
-    size = out.stat().st_size
-    assert 0 < size < SCREENSHOT_MAX_BYTES, f"{out} is {size} bytes"
+    # The picture is of Miraflores' fleet, not of the whole area (a late zoom animation would undo the fit).
+    assert page.evaluate("window.serenazgo.map.getZoom()") >= 14
+    screenshot(page, Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "console.png"))
     assert page.errors == []  # type: ignore[attr-defined]
 
 

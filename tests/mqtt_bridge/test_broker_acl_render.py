@@ -237,3 +237,15 @@ def test_the_amqtt_fallback_enforces_access_and_takes_changes_in_memory(
         assert not (tmp_path / "b" / PASSWORD_FILE).exists()  # in memory, no files
     finally:
         broker.stop()
+
+
+def test_the_embedded_broker_listens_beyond_loopback_only_with_access_control(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no device credentials"):
+        EmbeddedBroker(tmp_path / "open", host="0.0.0.0")
+    files = AccessFiles(password_file="", acl_file="")
+    broker = EmbeddedBroker(
+        tmp_path / "guarded", access=files, host="0.0.0.0", mosquitto=Path("/usr/sbin/mosquitto")
+    )
+    broker.port = 18830
+    assert broker.url == "mqtt://127.0.0.1:18830"  # local clients still use loopback
+    assert "listener 18830 0.0.0.0\n" in mosquitto_config(18830, tmp_path, host=broker.host, access=files)

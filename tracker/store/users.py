@@ -29,6 +29,8 @@ from tracker.store.pool import AsyncDb, connection
 from tracker.users import Principal, Role, TokenKind, parse_role, validate_username
 
 TOKEN_BYTES = 32
+# One statement for the CLI's (sync) and the API's (async) revocation.
+_REVOKE_SQL = "UPDATE user_tokens SET revoked_at = now() WHERE token_id = %s AND revoked_at IS NULL"
 TOKEN_PREFIX: dict[TokenKind, str] = {"session": "szs_", "api": "sza_"}
 
 
@@ -216,7 +218,7 @@ def revoke_token_id_sync(conninfo: str, token_id: int) -> bool:
     try:
         with _sync(conninfo, "revoke the token") as conn:
             cur = conn.execute(
-                "UPDATE user_tokens SET revoked_at = now() WHERE token_id = %s AND revoked_at IS NULL",
+                _REVOKE_SQL,
                 (token_id,),
             )
             return cur.rowcount == 1
@@ -295,7 +297,7 @@ async def revoke_token_id(db: AsyncDb, token_id: int) -> bool:
     try:
         async with connection(db) as conn:
             cur = await conn.execute(
-                "UPDATE user_tokens SET revoked_at = now() WHERE token_id = %s AND revoked_at IS NULL",
+                _REVOKE_SQL,
                 (token_id,),
             )
     except psycopg.Error as exc:

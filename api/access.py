@@ -17,8 +17,10 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from api.auth import SESSION_COOKIE, authenticate
-from tracker.errors import ConfigError
+from api.auth import SESSION_COOKIE, authenticate, presented_token
+from api.context import ApiContext
+from tracker.errors import ConfigError, StorageError
+from tracker.store.credentials import unit_for_token
 from tracker.users import Principal, Role
 
 # Role sets, named for what they let a user do.
@@ -63,6 +65,10 @@ class Gate:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"}
             )
+        return self.admit(principal)
+
+    def admit(self, principal: Principal) -> Principal:
+        """``principal`` when its role is admitted, else 403 naming the roles that are."""
         if principal.role not in self.roles:
             allowed = ", ".join(sorted(r.value for r in self.roles))
             raise HTTPException(
@@ -72,12 +78,70 @@ class Gate:
         return principal
 
 
+class UnitGate:
+    """A unit's own route (``/units/{unit_id}/...``): users of the admitted roles, or the unit itself.
+
+    A device presents its device token (``serenazgo unit credentials UNIT``) as a
+    bearer token; it may act only under its own unit id. The audit trail names it
+    ``unit:<id>``.
+    """
+
+    def __init__(self, roles: Iterable[Role]) -> None:
+        self.gate = Gate(roles)
+
+    async def __call__(
+        self,
+        request: Request,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
+        _cookie: Annotated[str | None, Depends(COOKIE)] = None,
+    ) -> Principal | None:
+        """The user (role admitted), or None when the unit itself acts; else 401 or 403."""
+        principal = await authenticate(request)
+        if principal is not None:
+            return self.gate.admit(principal)
+        ctx: ApiContext = request.app.state.ctx
+        token = presented_token(request) if request.headers.get("authorization") else None
+        unit_id = request.path_params.get("unit_id")
+        owner = None
+        if token is not None and unit_id and ctx.pool is not None:
+            try:
+                owner = await unit_for_token(ctx.pool, token)
+            except StorageError as exc:
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE, f"cannot check the token: {exc}"
+                ) from exc
+        if owner is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                f"{UNAUTHENTICATED}; or the unit's own device token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if owner != unit_id:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"this device token belongs to unit {owner!r}, not {unit_id!r}"
+            )
+        request.state.audit_actor = f"unit:{owner}"
+        return None
+
+
 def admits(roles: Iterable[Role]) -> dict[str, Any]:
     """Decorator arguments that admit ``roles`` to a route (and say so in the OpenAPI document)."""
     roles = frozenset(roles)
     return {
         "dependencies": [Depends(Gate(roles))],
         "openapi_extra": {"x-roles": sorted(r.value for r in roles)},
+    }
+
+
+def admits_unit(roles: Iterable[Role]) -> dict[str, Any]:
+    """Like :func:`admits`, and the unit named in the path may act with its own device token."""
+    roles = frozenset(roles)
+    return {
+        "dependencies": [Depends(UnitGate(roles))],
+        "openapi_extra": {
+            "x-roles": sorted(r.value for r in roles),
+            "x-device": "the unit's own device token",
+        },
     }
 
 
@@ -114,7 +178,7 @@ def check_routes(routes: Iterable[Any]) -> None:
         if not isinstance(route, APIRoute):
             continue
         extra = route.openapi_extra or {}
-        gated = any(isinstance(d.dependency, Gate) for d in route.dependencies)
+        gated = any(isinstance(d.dependency, Gate | UnitGate) for d in route.dependencies)
         if gated != ("x-roles" in extra) or not (gated or "x-public" in extra):
             missing.append(f"{','.join(sorted(route.methods or ()))} {route.path}")
     if missing:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from api.access import DISPATCH, READ, REPORT, Actor, acting_as, admits
+from api.access import DISPATCH, READ, REPORT, Actor, acting_as, admits, admits_unit
 from api.deps import Context
 from api.schemas import Problem
 from tracker.errors import UnitNotFoundError
@@ -360,14 +360,17 @@ async def release_unit(
 
 @unit_router.post(
     "/{unit_id}/incidents", status_code=status.HTTP_201_CREATED, summary="A unit reports an incident",
-    responses=ERRORS, **admits(REPORT),
+    responses=ERRORS, **admits_unit(REPORT),
 )  # fmt: skip
 async def report_from_unit(
     unit_id: Annotated[str, Path(pattern=UNIT_ID_PATTERN)], body: FieldReportBody, service: Service,
     request: Request,
 ) -> dict[str, Any]:  # fmt: skip
     """Record an incident seen by a patrol (channel ``patrol``, reported by the unit), at the given
-    point or else at the unit's current position; the answer adds ``recommended`` as for any report."""
+    point or else at the unit's current position; the answer adds ``recommended`` as for any report.
+
+    Sent by a user (operator, supervisor, admin, integration) or by the unit itself with its
+    device token."""
     try:
         incident, recommended = await service.report_from_unit(
             unit_id,

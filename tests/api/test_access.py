@@ -23,7 +23,10 @@ from api.app import create_app
 from api.context import ApiContext
 from tracker.config import Settings
 from tracker.fleet import LiveFleet
+from tracker.model import Unit, UnitKind
 from tracker.registry import UnitRegistry
+from tracker.store.credentials import issue_token_sync
+from tracker.store.units import create_unit_sync
 from tracker.store.users import (
     add_user_sync,
     issue_api_token_sync,
@@ -276,3 +279,34 @@ async def test_state_changes_are_audited_with_who_what_and_where(access: Access)
     await access.client.get("/api/v1/units", headers=viewer)
     with psycopg.connect(access.conninfo) as conn:
         assert conn.execute("SELECT count(*) FROM audit_log WHERE action LIKE 'GET %'").fetchone() == (0,)
+
+
+async def test_a_unit_reports_from_the_field_with_its_own_device_token(access: Access) -> None:
+    with psycopg.connect(access.conninfo) as conn:
+        for unit_id in ("car-01", "car-02"):
+            create_unit_sync(conn, Unit(unit_id=unit_id, kind=UnitKind.PATROL_CAR))
+    device = issue_token_sync(access.conninfo, "car-01")
+    body = {"category": "otro", "lat": -12.12, "lon": -77.03}
+
+    async def report(unit_id: str, token: str) -> httpx.Response:
+        return await access.client.post(
+            f"/api/v1/units/{unit_id}/incidents", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    # Past the gate (this app runs no incident service: 503 says so, after authorization).
+    own = await report("car-01", device)
+    assert own.status_code == 503, own.text
+    other = await report("car-02", device)
+    assert other.status_code == 403 and "belongs to unit 'car-01'" in other.json()["detail"]
+    assert (await report("car-01", "not-a-token")).status_code == 401
+    viewer = await report("car-01", access.tokens[Role.VIEWER])
+    assert viewer.status_code == 403  # a user is judged by its role, never as a device
+    issue_token_sync(access.conninfo, "car-01")  # a new token revokes the old one
+    assert (await report("car-01", device)).status_code == 401
+    with psycopg.connect(access.conninfo) as conn:
+        actors = conn.execute(
+            "SELECT actor, detail->>'status' FROM audit_log WHERE subject = '/api/v1/units/car-01/incidents'"
+            " ORDER BY audit_id"
+        ).fetchall()
+    assert actors[0] == ("unit:car-01", "503")
+    assert ("user-viewer", "403") in actors

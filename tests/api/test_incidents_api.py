@@ -19,6 +19,7 @@ from tracker.dispatch import Candidate
 from tracker.incidents import IncidentService
 from tracker.model import Freshness, UnitKind, UnitStatus
 from tracker.registry import UnitRegistry
+from tracker.store.credentials import issue_token_sync
 
 pytestmark = pytest.mark.integration
 
@@ -407,3 +408,15 @@ async def test_refusals(api: IncidentApi) -> None:
     r = await api.client.post(unit_url("bad id"), json={"category": "otro"})
     assert r.status_code == 422
     assert api.rig.query("SELECT count(*) FROM incidents") == [(0,)]
+
+
+async def test_a_unit_reports_with_its_device_token_from_its_position(api: IncidentApi) -> None:
+    api.rig.add_unit("car-1")
+    where = offset(*SCENE, 60.0, 10.0)
+    api.rig.fix("car-1", *where)
+    device = {"Authorization": f"Bearer {issue_token_sync(api.rig.conninfo, 'car-1')}"}
+    r = await api.client.post(unit_url("car-1"), json={"category": "otro", "priority": 2}, headers=device)
+    assert r.status_code == 201, r.text
+    assert (r.json()["lat"], r.json()["lon"], r.json()["channel"]) == (*where, "patrol")
+    [(actor,)] = api.rig.query("SELECT actor FROM audit_log WHERE position(' /api/' in action) > 0")
+    assert actor == "unit:car-1"

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from api.access import check_routes
 from api.audit import AuditMiddleware
@@ -50,6 +52,38 @@ async def _load_airspace(ctx: ApiContext) -> None:
         log.warning(
             "restricted airspace not loaded (the sortie planner sees no zones until a change): %s", exc
         )
+
+
+class FastPaths:
+    """An ASGI app that hands a few paths straight to their routes and everything else to ``app``.
+
+    What ``serenazgo up`` serves (:func:`served_app`): phones send far more
+    requests than consoles, and an ingest request needs none of the app's
+    middleware (error pages, the audit layer, exception handlers) nor its route
+    search, so ``/api/v1/ingest/osmand`` and ``…/owntracks`` go to the same
+    handlers the app routes them to, before any of that. Every other scope
+    (lifespan, WebSocket) and path goes to ``app`` untouched. The HTTP ingest
+    benchmark's bare endpoint is served the same way (benchmarks/_http_floor.py).
+    """
+
+    def __init__(self, app: FastAPI, routes: list[Route]) -> None:
+        self.app = app
+        self._routes = {route.path: route for route in routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Dispatch one ASGI scope."""
+        if scope["type"] == "http":
+            route = self._routes.get(scope["path"])
+            if route is not None and scope["method"] in (route.methods or ()):
+                scope["app"] = self.app  # handlers read request.app.state
+                await route.handle(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def served_app(ctx: ApiContext) -> FastPaths:
+    """The app as ``serenazgo up`` serves it: :func:`create_app` behind the ingest fast paths."""
+    return FastPaths(create_app(ctx), ingest.fast_routes())
 
 
 def create_app(ctx: ApiContext) -> FastAPI:

@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from api.app import create_app
+from api.app import served_app
 from api.context import ApiContext
 from api.demo_dispatch import DemoDispatch
 from api.feed import LiveFeedHub
@@ -473,7 +473,7 @@ class Runtime:
             sampler_pool, service, demand=lambda grid: incident_demand(sampler_pool, grid),
             retention_days=keep.days, prune_every_s=keep.prune_every_s,
         )  # fmt: skip
-        app = create_app(ctx)
+        app = served_app(ctx)
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5
         )

@@ -9,7 +9,8 @@ tokens required). Two rounds of the same closed-loop load
 keep-alive connections, by default one per device as phones have, each sending
 its next request when the previous one is answered, for ``--seconds``):
 
-``bare``    ``GET /api/v1/ingest/osmand`` on a bare uvicorn + FastAPI server that answers
+``bare``    ``GET /api/v1/ingest/osmand`` on a bare server of the same stack (uvicorn, the
+            same :class:`api.app.FastPaths` dispatch in front of a FastAPI app) that answers
             200 without any work (:mod:`benchmarks._http_floor`): the limit;
 ``ingest``  the same requests to serenazgo: token check, decode, filters, group commit
             (``synchronous_commit`` on), LiveFleet, then the 200.

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from api.app import create_app
+from api.app import create_app, served_app
 from api.cli import app as cli_app
 from api.context import ApiContext
 from api.routes.ingest import osmand_app
@@ -293,6 +293,29 @@ async def test_osmand_port_app_serves_the_same_handler(open_api: Api, pg_url: st
         resp = await client.get(f"/?id=902064&lat=-12.12&lon=-77.03&timestamp={int(T0.timestamp())}&speed=2")
     assert resp.status_code == 200, resp.text
     approx_row(rows(pg_url, "mov-07")[0], (T0, -12.12, -77.03, None, 2 * KNOT, None, None, None, 0, 2))
+
+
+async def test_the_served_app_takes_ingest_by_its_fast_path_and_the_rest_through_the_app(
+    open_api: Api, pg_url: str
+) -> None:
+    await register(open_api, "mov-08", osmand="902065")
+    app = served_app(open_api.ctx)  # what `serenazgo up` serves
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://phone") as client:
+        query = f"id=902065&lat=-12.13&lon=-77.02&timestamp={int(T0.timestamp())}"
+        got = await client.get(f"/api/v1/ingest/osmand?{query}")
+        posted = await client.post(
+            "/api/v1/ingest/owntracks", json=[], headers={"X-Limit-U": "u", "X-Limit-D": "d"}
+        )
+        # Not a fast path (method or path): the app answers, with its middleware and gates.
+        wrong_method = await client.get("/api/v1/ingest/owntracks")
+        gated = await client.get("/api/v1/live")
+        health = await client.get("/healthz")
+    assert got.status_code == 200, got.text
+    assert rows(pg_url, "mov-08")[0][1:3] == (-12.13, -77.02)
+    assert posted.status_code == 200 and posted.json() == []
+    assert wrong_method.status_code == 405
+    assert gated.status_code == 401
+    assert health.status_code in (200, 503) and "checks" in health.json()
 
 
 @pytest.mark.fault

@@ -157,6 +157,7 @@
       "login.tooMany": (s) => `Demasiados intentos fallidos: vuelva a intentar en ${s} s.`,
       "login.give": "Escriba su usuario y su contraseña.", "login.expired": "Su sesión terminó: vuelva a iniciar sesión.",
       "login.unreachable": (why) => `No se pudo contactar al servidor (${why}); se reintenta.`,
+      "login.cookie": "El navegador no guardó la sesión: abra la consola por HTTPS (o pida al administrador SERENAZGO_AUTH__COOKIE_SECURE=false en una red cerrada).",
       "login.failed": (why) => `No se pudo iniciar sesión: ${why}`, "login.needed": "sesión cerrada",
       "logout": "Salir", "logout.failed": "No se pudo cerrar la sesión", "user.aria": "Sesión",
       "notice.close": "Cerrar aviso", "denied": (why) => `El servidor no lo permite: ${why}`,
@@ -250,6 +251,7 @@
       "login.tooMany": (s) => `Too many failed attempts: try again in ${s} s.`,
       "login.give": "Enter your user name and password.", "login.expired": "Your session has ended: log in again.",
       "login.unreachable": (why) => `Could not reach the server (${why}); retrying.`,
+      "login.cookie": "The browser did not keep the session: open the console over HTTPS (or ask the administrator for SERENAZGO_AUTH__COOKIE_SECURE=false on a closed network).",
       "login.failed": (why) => `Could not log in: ${why}`, "login.needed": "logged out",
       "logout": "Log out", "logout.failed": "Could not log out", "user.aria": "Session",
       "notice.close": "Close notice", "denied": (why) => `The server does not allow it: ${why}`,
@@ -2196,6 +2198,10 @@
     $("login-password").value = ""; // the password is not kept, whatever the answer
     if (r.ok) {
       $("login-submit").disabled = false;
+      // A Secure cookie over plain HTTP (other than localhost) is dropped by the browser: every
+      // later call would be refused. Check it came back before entering, and say what to do.
+      const check = await fetch("/api/v1/auth/me", SAME_ORIGIN).catch(() => null);
+      if (check && check.status === 401) { setLoginMessage("login.cookie"); return; }
       enterConsole(await r.json());
       return;
     }

@@ -23,11 +23,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, sync_playwright
 from pyproj import Geod
 
 from api.auth import SESSION_COOKIE
 from tests.api.live_stack import LiveStack, native_ping
+from tests.console.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.console.test_console_browser import (
     HTTP_TIMEOUT_S,
     PASSWORD,
@@ -430,3 +431,29 @@ def test_the_console_offers_each_role_what_the_api_admits_it(
         # ...and what the page shows follows it.
         assert visible_needs(page) == {a: role.value in r for a, r in admitted.items()}, role
         page.close()
+
+
+def test_over_plain_http_on_a_network_name_the_login_says_the_cookie_was_refused(
+    ingest: IngestRig, make_stack: Callable[[], LiveStack]
+) -> None:
+    """Browsers keep a Secure cookie over plain HTTP only on localhost: reached by a network name
+    (as on a security centre's LAN without TLS), the console must say why a good login goes nowhere."""
+    stack = make_stack()
+    operator = new_user(ingest, "operator")
+    port = stack.served.url.rsplit(":", 1)[1]
+    # Chromium resolves the name to this machine, and treats the origin as what it is: not secure.
+    rules = "--host-resolver-rules=MAP central.serenazgo.test 127.0.0.1"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, rules])
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 768}, locale="es-PE")
+            page.goto(f"http://central.serenazgo.test:{port}/")
+            page.wait_for_selector("#login-form")
+            submit_login(page, operator, PASSWORD)
+            page.wait_for_function("document.querySelector('#login-message').textContent !== ''")
+            message = page.locator("#login-message").inner_text()
+            assert "HTTPS" in message and "SERENAZGO_AUTH__COOKIE_SECURE=false" in message
+            assert page.locator("main.layout").is_hidden()
+            assert page.context.cookies() == []  # the browser did refuse it
+        finally:
+            browser.close()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import ApiContext
@@ -64,6 +63,7 @@ class AuditMiddleware:
         state: dict[str, Any] = scope.get("state", {})
         principal = state.get("principal")
         actor = principal.username if principal is not None else str(state.get("audit_actor", ""))[:64]
+        actor = actor or "anonymous"
         client = scope.get("client")
         method, path = scope["method"], scope["path"]
         detail: dict[str, Any] = {"status": status, "role": principal.role.value if principal else None}
@@ -73,24 +73,20 @@ class AuditMiddleware:
         try:
             await append_audit(
                 pool,
-                actor=actor or "anonymous",
+                actor=actor,
                 origin=client[0] if client else "",
                 action=f"{method} {_template(scope) or path}",
                 subject=path[:500],
                 detail=detail,
             )
         except StorageError as exc:  # the change itself is done; say loudly that its record is not
-            log.error("audit line not written for %s %s by %s: %s", method, path, actor or "anonymous", exc)
+            log.error("audit line not written for %s %s by %s: %s", method, path, actor, exc)
 
 
 def _template(scope: Scope) -> str | None:
-    """The route's path template (``/api/v1/incidents/{incident_id}``), or None when nothing matched."""
+    """The route's path template (``/api/v1/incidents/{incident_id}``), or None when nothing matched.
+
+    FastAPI puts the matched route in the scope; a request no route took keeps its plain path.
+    """
     route = scope.get("route")
-    if route is not None and hasattr(route, "path"):
-        return str(route.path)
-    app = scope.get("app")
-    for candidate in getattr(getattr(app, "router", None), "routes", ()):
-        match, _ = candidate.matches(scope)
-        if match is Match.FULL and hasattr(candidate, "path"):
-            return str(candidate.path)
-    return None
+    return str(route.path) if route is not None and hasattr(route, "path") else None

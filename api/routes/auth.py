@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from api.access import READ, Actor, admits, public
-from api.auth import SESSION_COOKIE, LoginLimiter, client_address, forget
+from api.auth import SESSION_COOKIE, client_address, forget
 from api.deps import Context, Pool
 from api.schemas import Problem
 from tracker.passwords import hash_password, needs_rehash, verify_password
@@ -53,14 +53,6 @@ def me_json(principal: Principal) -> dict[str, Any]:
     }
 
 
-def _limiter(ctx: Any) -> LoginLimiter:
-    if ctx.login_limiter is None:
-        auth = ctx.settings.auth
-        ctx.login_limiter = LoginLimiter(auth.login_max_failures, auth.login_window_s)
-    limiter: LoginLimiter = ctx.login_limiter
-    return limiter
-
-
 @router.post(
     "/login",
     summary="Log in: sets the HttpOnly session cookie the console and its WebSocket use",
@@ -76,7 +68,8 @@ async def login(
     """Check the password and open a session of ``SERENAZGO_AUTH__SESSION_HOURS`` hours."""
     request.state.audit_actor = body.username
     address = client_address(request)
-    limiter = _limiter(ctx)
+    limiter = ctx.login_limiter
+    assert limiter is not None, "create_app() sets the login limiter"
     wait = limiter.retry_after(body.username, address)
     if wait > 0:
         raise HTTPException(
@@ -95,7 +88,7 @@ async def login(
     if row.password_hash is not None and needs_rehash(row.password_hash):
         await rehash_password(pool, row.user_id, await asyncio.to_thread(hash_password, body.password, 1))
     auth = ctx.settings.auth
-    token, expires_at = await create_session(pool, row.user_id, address, auth.session_hours)
+    token, session = await create_session(pool, row, address, auth.session_hours)
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -105,13 +98,7 @@ async def login(
         samesite="strict",
         path="/",
     )
-    return {
-        "username": row.username,
-        "display_name": row.display_name or row.username,
-        "role": row.role.value,
-        "via": "session",
-        "expires_at": expires_at.isoformat(),
-    }
+    return me_json(session)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, summary="End this session", **admits(READ))

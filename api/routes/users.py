@@ -165,7 +165,7 @@ async def update_user(username: str, body: UserUpdate, ctx: Context) -> dict[str
     except UserError as exc:
         raise _http(exc) from exc
     forget(ctx)
-    rows = [r for r in await asyncio.to_thread(list_users_sync, ctx.conninfo) if r.username == username]
+    rows = await asyncio.to_thread(list_users_sync, ctx.conninfo, username)
     if not rows:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user named {username!r}")
     return _user_json(rows[0])

@@ -127,8 +127,8 @@ def count_users_sync(conninfo: str) -> int:
     return int(row[0]) if row else 0
 
 
-def list_users_sync(conninfo: str) -> list[UserRow]:
-    """Every user, by name, with how many live sessions and tokens each has."""
+def list_users_sync(conninfo: str, username: str | None = None) -> list[UserRow]:
+    """Every user (or the one named), by name, with how many live sessions and tokens each has."""
     try:
         with _sync(conninfo, "list users") as conn:
             rows = conn.execute(
@@ -136,7 +136,8 @@ def list_users_sync(conninfo: str) -> list[UserRow]:
                 "u.password_hash IS NOT NULL, u.created_at, u.created_by, "
                 "(SELECT count(*) FROM user_tokens t WHERE t.user_id = u.user_id AND t.revoked_at IS NULL "
                 " AND (t.expires_at IS NULL OR t.expires_at > now())) "
-                "FROM users u ORDER BY u.username"
+                "FROM users u WHERE %s::text IS NULL OR u.username = %s ORDER BY u.username",
+                (username, username),
             ).fetchall()
     except psycopg.Error as exc:
         raise StorageError(f"cannot list users: {exc}") from exc
@@ -244,21 +245,23 @@ async def login_row(db: AsyncDb, username: str) -> LoginRow | None:
     return None if row is None else LoginRow(row[0], row[1], Role(row[2]), row[3], row[4], row[5])
 
 
-async def create_session(db: AsyncDb, user_id: int, origin: str, hours: float) -> tuple[str, datetime]:
-    """A new console session for ``user_id``: the secret (for the cookie) and when it expires."""
+async def create_session(db: AsyncDb, user: LoginRow, origin: str, hours: float) -> tuple[str, Principal]:
+    """A new console session for ``user``: the secret (for the cookie) and who it acts as."""
     token = new_token("session")
     try:
         async with connection(db) as conn:
             cur = await conn.execute(
                 "INSERT INTO user_tokens (user_id, kind, token_sha256, origin, expires_at) "
-                "VALUES (%s, 'session', %s, %s, now() + %s) RETURNING expires_at",
-                (user_id, token_digest(token), origin[:200], timedelta(hours=hours)),
+                "VALUES (%s, 'session', %s, %s, now() + %s) RETURNING token_id, expires_at",
+                (user.user_id, token_digest(token), origin[:200], timedelta(hours=hours)),
             )
             row = await cur.fetchone()
     except psycopg.Error as exc:
         raise StorageError(f"cannot open the session: {exc}") from exc
     assert row is not None
-    return token, row[0]
+    return token, Principal(
+        user.user_id, user.username, user.role, user.display_name, row[0], "session", row[1]
+    )
 
 
 async def rehash_password(db: AsyncDb, user_id: int, password_hash: str) -> None:

@@ -132,10 +132,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     auth_settings = ctx.settings.auth
     ctx.login_limiter = LoginLimiter(auth_settings.login_max_failures, auth_settings.login_window_s)
     app.add_middleware(AuditMiddleware, ctx=ctx)
-    # Phones' requests skip FastAPI's per-request dependency solving (measured: a third of the
-    # ingest route's own time): plain Starlette routes for the same handlers, matched first. The
-    # FastAPI routes stay behind them for the OpenAPI document.
-    app.router.routes[:0] = ingest.fast_routes()
+    # Phones' requests reach their handlers before any of this when served (served_app, FastPaths).
 
     @app.exception_handler(StorageError)
     async def storage_error(request: Request, exc: StorageError) -> JSONResponse:

@@ -47,6 +47,11 @@ BEARER = HTTPBearer(auto_error=False, description="an API token (serenazgo user 
 COOKIE = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="the console's session")
 
 
+def unauthenticated(detail: str = UNAUTHENTICATED) -> HTTPException:
+    """The 401 every gate answers without a valid secret (it says how to get one)."""
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
 class Gate:
     """The dependency a route's :func:`admits` installs: 401 without a valid secret, 403 for other roles."""
 
@@ -62,9 +67,7 @@ class Gate:
         """The principal, when its role is admitted."""
         principal = await authenticate(request)
         if principal is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"}
-            )
+            raise unauthenticated()
         return self.admit(principal)
 
     def admit(self, principal: Principal) -> Principal:
@@ -111,11 +114,7 @@ class UnitGate:
                     status.HTTP_503_SERVICE_UNAVAILABLE, f"cannot check the token: {exc}"
                 ) from exc
         if owner is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                f"{UNAUTHENTICATED}; or the unit's own device token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            raise unauthenticated(f"{UNAUTHENTICATED}; or the unit's own device token")
         if owner != unit_id:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, f"this device token belongs to unit {owner!r}, not {unit_id!r}"
@@ -127,21 +126,21 @@ class UnitGate:
 def admits(roles: Iterable[Role]) -> dict[str, Any]:
     """Decorator arguments that admit ``roles`` to a route (and say so in the OpenAPI document)."""
     roles = frozenset(roles)
-    return {
-        "dependencies": [Depends(Gate(roles))],
-        "openapi_extra": {"x-roles": sorted(r.value for r in roles)},
-    }
+    return _declared(Gate(roles), roles)
 
 
 def admits_unit(roles: Iterable[Role]) -> dict[str, Any]:
     """Like :func:`admits`, and the unit named in the path may act with its own device token."""
     roles = frozenset(roles)
+    return _declared(UnitGate(roles), roles, {"x-device": "the unit's own device token"})
+
+
+def _declared(
+    gate: Gate | UnitGate, roles: Iterable[Role], extra: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
-        "dependencies": [Depends(UnitGate(roles))],
-        "openapi_extra": {
-            "x-roles": sorted(r.value for r in roles),
-            "x-device": "the unit's own device token",
-        },
+        "dependencies": [Depends(gate)],
+        "openapi_extra": {"x-roles": sorted(r.value for r in roles), **(extra or {})},
     }
 
 
@@ -154,9 +153,7 @@ async def current_principal(request: Request) -> Principal:
     """Who the request acts as (for routes that record it); the route's gate has already checked."""
     principal = await authenticate(request)
     if principal is None:  # only reached by a public route that asked for a principal
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise unauthenticated()
     return principal
 
 

@@ -19,12 +19,10 @@ import httpx
 import psycopg
 import pytest
 
-from api.app import create_app
 from api.context import ApiContext
+from tests.api.conftest import running_app
 from tracker.config import Settings
-from tracker.fleet import LiveFleet
 from tracker.model import Unit, UnitKind
-from tracker.registry import UnitRegistry
 from tracker.store.credentials import issue_token_sync
 from tracker.store.units import create_unit_sync
 from tracker.store.users import (
@@ -76,14 +74,8 @@ async def access(pg_url: str) -> AsyncIterator[Access]:
         tokens[role] = issue_api_token_sync(pg_url, f"user-{role.value}", "access table")
     settings = Settings(database_url=pg_url, ingest_auth=True)
     settings.auth.cache_s = 0.0
-    ctx = ApiContext(
-        settings=settings, conninfo=pg_url, registry=UnitRegistry(), fleet=LiveFleet(), pool_max_size=4
-    )
-    app = create_app(ctx)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://serenazgo.test") as client:
-            yield Access(client, ctx, tokens, pg_url)
+    async with running_app(settings) as api:
+        yield Access(api.client, api.ctx, tokens, pg_url)
 
 
 def operations(app_openapi: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

@@ -12,13 +12,11 @@ import pytest
 from argon2 import PasswordHasher
 from typer.testing import CliRunner
 
-from api.app import create_app
 from api.auth import SESSION_COOKIE
 from api.cli import app as cli_app
 from api.context import ApiContext
+from tests.api.conftest import running_app
 from tracker.config import Settings
-from tracker.fleet import LiveFleet
-from tracker.registry import UnitRegistry
 from tracker.store.users import (
     DEMO_PASSWORD,
     add_user_sync,
@@ -45,14 +43,8 @@ async def site(pg_url: str) -> AsyncIterator[Site]:
     add_user_sync(pg_url, "op-ana", Role.OPERATOR, PASSWORD, display_name="Ana Quispe")
     settings = Settings(database_url=pg_url)
     settings.auth.login_max_failures = 3
-    ctx = ApiContext(
-        settings=settings, conninfo=pg_url, registry=UnitRegistry(), fleet=LiveFleet(), pool_max_size=4
-    )
-    app = create_app(ctx)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="https://serenazgo.test") as client:
-            yield Site(client, ctx, pg_url)
+    async with running_app(settings, base_url="https://serenazgo.test") as api:
+        yield Site(api.client, api.ctx, pg_url)
 
 
 async def login(site: Site, username: str, password: str) -> httpx.Response:

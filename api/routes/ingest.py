@@ -100,11 +100,13 @@ def _token_from(request: Request, given: str | None) -> str | None:
     auth = request.headers.get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-        if scheme.lower() == "basic" and value.strip():
+        value = value.strip()
+        scheme = scheme.lower()
+        if scheme == "bearer" and value:
+            return value
+        if scheme == "basic" and value:
             try:
-                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+                decoded = base64.b64decode(value, validate=True).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
                 return None
             return decoded.partition(":")[2] or None

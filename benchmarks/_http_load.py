@@ -80,6 +80,35 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, body
 
 
+class _Connection:
+    """A keep-alive connection that reopens itself after a failed exchange."""
+
+    def __init__(
+        self, host: str, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.host, self.port, self.reader, self.writer = host, port, reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> _Connection:
+        """Connect to ``host:port``."""
+        return cls(host, port, *await asyncio.open_connection(host, port))
+
+    async def exchange(self, request: bytes, failures: dict[str, int]) -> tuple[int, bytes] | None:
+        """Send ``request``; its status and body, or None after a failure (counted in ``failures``)."""
+        try:
+            self.writer.write(request)
+            return await _read_response(self.reader)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+            self.writer.close()
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            return None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.writer.close()
+
+
 async def run(url: str, rate: float, seconds: float, seed: int) -> dict[str, object]:
     """Send ``rate × seconds`` GETs to ``url`` on schedule; return latencies and failures."""
     n = int(rate * seconds)
@@ -93,25 +122,21 @@ async def run(url: str, rate: float, seconds: float, seed: int) -> dict[str, obj
 
     async def worker() -> None:
         nonlocal found
-        reader, writer = await asyncio.open_connection(host, port)
+        conn = await _Connection.open(host, port)
         try:
             while (item := await queue.get()) is not None:
                 i, scheduled = item
-                try:
-                    writer.write(requests[i])
-                    status, body = await _read_response(reader)
-                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                    failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
-                    writer.close()
-                    reader, writer = await asyncio.open_connection(host, port)
+                answer = await conn.exchange(requests[i], failures)
+                if answer is None:
                     continue
+                status, body = answer
                 latencies[i] = time.perf_counter() - scheduled
                 if status != 200:
                     failures[str(status)] = failures.get(str(status), 0) + 1
                 elif b'"unit_id"' in body:
                     found += 1
         finally:
-            writer.close()
+            conn.close()
 
     workers = [asyncio.create_task(worker()) for _ in range(CONNECTIONS)]
     await asyncio.sleep(0.2)  # connections open before the clock starts
@@ -139,23 +164,17 @@ async def run_closed(url: str, paths: list[str], connections: int, seconds: floa
     stop_at = [math.inf]
 
     async def worker() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
+        conn = await _Connection.open(host, port)
         await started.wait()
         try:
             while time.perf_counter() < stop_at[0] and next_index[0] < len(requests):
                 i = next_index[0]
                 next_index[0] = i + 1
-                try:
-                    writer.write(requests[i])
-                    status, _ = await _read_response(reader)
-                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                    failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
-                    writer.close()
-                    reader, writer = await asyncio.open_connection(host, port)
-                    continue
-                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                answer = await conn.exchange(requests[i], failures)
+                if answer is not None:
+                    statuses[str(answer[0])] = statuses.get(str(answer[0]), 0) + 1
         finally:
-            writer.close()
+            conn.close()
 
     started = asyncio.Event()
     workers = [asyncio.create_task(worker()) for _ in range(connections)]

@@ -34,7 +34,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-from mqtt_bridge.pipeline import IngestPipeline, PipelineResult
+from mqtt_bridge.bridge import DEAD_LETTER_TOPIC
+from mqtt_bridge.pipeline import NO_ENDS, IngestPipeline, PipelineResult
 from tracker import metrics
 from tracker.batch import DeadLetter, IngestBatch
 from tracker.config import Settings
@@ -46,7 +47,6 @@ from tracker.store.writer import PositionWriter
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_TOPIC = "serenazgo/deadletter"
 RETRY_AFTER_S = 5  # what a 503 asks the client to wait
 
 
@@ -303,7 +303,7 @@ class _Lane:
 def _outcomes(result: PipelineResult, n: int) -> list[Outcome]:
     """Per message of a committed ``result``: 200, or 422 when it was only rejected."""
     out: list[Outcome] = []
-    prev = (0, 0, 0, 0, 0, 0, 0, 0)
+    prev = NO_ENDS
     b = result.batch
     for i in range(n):
         end = result.ends[i]

@@ -74,7 +74,7 @@ class RawMessage(Protocol):
 # Lengths of (pings, statuses, flag_updates, new_units, dead_letters, disconnected, telemetry,
 # reports) after each message.
 _Ends = tuple[int, int, int, int, int, int, int, int]
-_NO_ENDS: _Ends = (0, 0, 0, 0, 0, 0, 0, 0)
+NO_ENDS: _Ends = (0, 0, 0, 0, 0, 0, 0, 0)
 
 
 @dataclass(slots=True)
@@ -96,7 +96,7 @@ class PipelineResult:
 
     def part(self, lo: int, hi: int) -> PipelineResult:
         """The result of messages ``lo`` to ``hi - 1`` alone (counters are not split)."""
-        start: _Ends = self.ends[lo - 1] if lo > 0 else _NO_ENDS
+        start: _Ends = self.ends[lo - 1] if lo > 0 else NO_ENDS
         stop = self.ends[hi - 1] if hi > lo else start
         b = self.batch
         sub = IngestBatch(
@@ -243,4 +243,4 @@ class IngestPipeline:
         return result
 
 
-__all__ = ["IngestPipeline", "PipelineResult", "RawMessage"]
+__all__ = ["NO_ENDS", "IngestPipeline", "PipelineResult", "RawMessage"]

@@ -61,20 +61,24 @@ def _error(status: int, reason: str, detail: str) -> JSONResponse:
 
 async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
     """The body, or 413 past ``limit`` bytes (checked on Content-Length and while reading)."""
-    too_large = _error(
-        413, "payload_too_large", f"the body is over the {limit}-byte limit (SERENAZGO_MAX_PAYLOAD_BYTES)"
-    )
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        return too_large
+        return _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            return too_large
+            return _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    # Built only when needed: a JSONResponse costs a JSON encoding and headers on the hot path.
+    return _error(
+        413, "payload_too_large", f"the body is over the {limit}-byte limit (SERENAZGO_MAX_PAYLOAD_BYTES)"
+    )
 
 
 def _split_token(fields: bytes) -> tuple[bytes, str | None]:
@@ -96,11 +100,13 @@ def _token_from(request: Request, given: str | None) -> str | None:
     auth = request.headers.get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-        if scheme.lower() == "basic" and value.strip():
+        value = value.strip()
+        scheme = scheme.lower()
+        if scheme == "bearer" and value:
+            return value
+        if scheme == "basic" and value:
             try:
-                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+                decoded = base64.b64decode(value, validate=True).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
                 return None
             return decoded.partition(":")[2] or None

@@ -28,8 +28,10 @@ from orjson import loads as _loads
 from drones.telemetry import check_telemetry
 from tracker.incidents import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, TEXT_MAX, IncidentCategory
 from tracker.json_fields import (
+    JsonObject,
     as_float,
     load_object,
+    missing,
     not_an_object,
     parse_timestamp,
     required_float,
@@ -147,16 +149,24 @@ def optional_timestamp(obj: dict[str, object], received_at: datetime) -> datetim
     return received_at if raw_ts is None else parse_timestamp("ts", raw_ts)
 
 
+def _required_str(obj: JsonObject, key: str) -> str | Rejection:
+    """``obj[key]`` when it is a string; else why not (missing, or of the wrong type)."""
+    raw = obj.get(key)
+    if raw is None:
+        return missing(key)
+    if type(raw) is not str:
+        return wrong_type(key, raw, "a string")
+    return raw
+
+
 def decode_status(ref: DeviceRef, payload: bytes, received_at: datetime) -> DecodeResult:
     """Decode a native status message; ``ts`` defaults to the receive time."""
     obj = load_object(payload)
     if isinstance(obj, Rejection):
         return obj
-    raw = obj.get("status")
-    if raw is None:
-        return Rejection("missing_field", "required field 'status' is missing")
-    if type(raw) is not str:
-        return wrong_type("status", raw, "a string")
+    raw = _required_str(obj, "status")
+    if isinstance(raw, Rejection):
+        return raw
     status = _STATUSES.get(raw)
     if status is None:
         return Rejection(
@@ -245,11 +255,9 @@ def decode_incident(ref: DeviceRef, payload: bytes, received_at: datetime) -> De
     obj = load_object(payload)
     if isinstance(obj, Rejection):
         return obj
-    raw = obj.get("category")
-    if raw is None:
-        return Rejection("missing_field", "required field 'category' is missing")
-    if type(raw) is not str:
-        return wrong_type("category", raw, "a string")
+    raw = _required_str(obj, "category")
+    if isinstance(raw, Rejection):
+        return raw
     if raw not in _CATEGORIES:
         return Rejection(
             "unknown_category", f"category {raw[:40]!r} is not one of: {', '.join(sorted(_CATEGORIES))}"

@@ -36,6 +36,7 @@ from urllib.parse import unquote_plus
 from tracker.json_fields import (
     JsonObject,
     load_json,
+    missing,
     not_an_object,
     optional_float,
     parse_timestamp,
@@ -166,7 +167,7 @@ def _json_ping(loc: JsonObject, received_at: datetime) -> Ping | Rejection:
     """One Ping from a background-geolocation ``location`` object."""
     coords = loc.get("coords")
     if coords is None:
-        return Rejection("missing_field", "required field 'location.coords' is missing")
+        return missing("location.coords")
     if type(coords) is not dict:
         return wrong_type("location.coords", coords, "an object")
     lat = required_float(coords, "latitude", allow_string=True)
@@ -211,13 +212,13 @@ def decode_json(data: Any, received_at: datetime) -> DecodeResult:
         return not_an_object(data)
     raw_id = data.get("device_id")
     if raw_id is None:
-        return Rejection("missing_field", "required field 'device_id' is missing")
+        return missing("device_id")
     ref = _device_ref(raw_id)
     if isinstance(ref, Rejection):
         return ref
     loc = data.get("location")
     if loc is None:
-        return Rejection("missing_field", "required field 'location' is missing")
+        return missing("location")
     items = loc if type(loc) is list else [loc]
     if not items:
         return Rejection("missing_field", "'location' is an empty list")

@@ -17,10 +17,9 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from api.auth import SESSION_COOKIE, authenticate, presented_token
+from api.auth import SESSION_COOKIE, authenticate, device_unit, presented_token
 from api.context import ApiContext
 from tracker.errors import ConfigError, StorageError
-from tracker.store.credentials import unit_for_token
 from tracker.users import Principal, Role
 
 # Role sets, named for what they let a user do.
@@ -106,9 +105,9 @@ class UnitGate:
         token = presented_token(request) if request.headers.get("authorization") else None
         unit_id = request.path_params.get("unit_id")
         owner = None
-        if token is not None and unit_id and ctx.pool is not None:
+        if token is not None and unit_id:
             try:
-                owner = await unit_for_token(ctx.pool, token)
+                owner = await device_unit(ctx, token, fresh=True)  # reports are rare: see revocations now
             except StorageError as exc:
                 raise HTTPException(
                     status.HTTP_503_SERVICE_UNAVAILABLE, f"cannot check the token: {exc}"

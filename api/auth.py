@@ -25,13 +25,15 @@ from datetime import UTC, datetime
 from starlette.requests import HTTPConnection
 
 from api.context import ApiContext
-from tracker.store.credentials import token_digest
+from tracker.errors import StorageError
+from tracker.store.credentials import token_digest, unit_for_token
 from tracker.store.users import principal_for_token
 from tracker.users import Principal
 
 SESSION_COOKIE = "serenazgo_session"
 MAX_TOKEN_LENGTH = 256  # ours are 47 characters; anything much longer is not one of ours
 MAX_CACHED = 10_000  # principals kept in memory; beyond it the cache starts over
+MAX_DEVICES_CACHED = 100_000  # device tokens kept in memory: a metropolis has ~10,000 devices
 
 
 def presented_token(conn: HTTPConnection) -> str | None:
@@ -84,6 +86,30 @@ async def check_secret(conn: HTTPConnection) -> Principal | None:
             ctx.auth_cache.clear()
         ctx.auth_cache[digest] = (principal, now + ctx.settings.auth.cache_s)
     return principal
+
+
+async def device_unit(ctx: ApiContext, token: str, *, fresh: bool = False) -> str | None:
+    """The unit a live device token belongs to, or None (unknown or revoked).
+
+    Kept for ``SERENAZGO_INGEST_AUTH_CACHE_S`` in ``ctx.ingest_tokens``: HTTP ingest asks this
+    on every phone request. ``fresh``: ask the database whatever the cache says (a rare request
+    that must see a revocation at once). :class:`StorageError` when the database cannot say.
+    """
+    digest = token_digest(token)
+    now = time.monotonic()
+    cached = ctx.ingest_tokens.get(digest)
+    if cached is not None and cached[1] > now and not fresh:
+        return cached[0]
+    if ctx.pool is None:
+        raise StorageError("the database pool is not open")
+    unit_id = await unit_for_token(ctx.pool, token)
+    if unit_id is None:
+        ctx.ingest_tokens.pop(digest, None)
+        return None
+    if len(ctx.ingest_tokens) > MAX_DEVICES_CACHED:
+        ctx.ingest_tokens.clear()
+    ctx.ingest_tokens[digest] = (unit_id, now + ctx.settings.ingest_auth_cache_s)
+    return unit_id
 
 
 def _expired(principal: Principal) -> bool:

@@ -37,12 +37,12 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from api.access import public
+from api.auth import device_unit
 from api.context import ApiContext
 from mqtt_bridge.codecs import OSMAND_HTTP_TOPIC, decode_message
 from mqtt_bridge.http_ingest import RETRY_AFTER_S, HttpMessage
 from tracker.errors import StorageError
 from tracker.model import Decoded, DecodeResult, Ignored, Rejection
-from tracker.store.credentials import token_digest, unit_for_token
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
 
@@ -125,23 +125,12 @@ async def _authenticate(request: Request, ctx: ApiContext, given: str | None) ->
             "a device token is required: Authorization: Bearer <token>, or ?token=<token> in the server URL "
             "(issue one with `serenazgo unit credentials UNIT`)",
         )
-    digest = token_digest(token)
-    now = time.monotonic()
-    cached = ctx.ingest_tokens.get(digest)
-    if cached is not None and cached[1] > now:
-        return cached[0]
-    if ctx.pool is None:
-        return _error(503, "database_unavailable", "the database pool is not open")
     try:
-        unit_id = await unit_for_token(ctx.pool, token)
+        unit_id = await device_unit(ctx, token)
     except StorageError as exc:
         return _error(503, "database_unavailable", f"cannot check the token: {exc}")
     if unit_id is None:
-        ctx.ingest_tokens.pop(digest, None)
         return _error(401, "invalid_token", "the device token is unknown or revoked")
-    if len(ctx.ingest_tokens) > 100_000:  # bounded: a metropolis has ~10,000 devices
-        ctx.ingest_tokens.clear()
-    ctx.ingest_tokens[digest] = (unit_id, now + ctx.settings.ingest_auth_cache_s)
     return unit_id
 
 

@@ -104,7 +104,14 @@ class OpenAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
 class AccessGate:
     """The rules the in-process broker enforces now; :meth:`InProcessBroker.set_access` swaps them whole."""
 
+    files: AccessFiles
+    rules: AccessRules
+
     def __init__(self, files: AccessFiles) -> None:
+        self.use(files)
+
+    def use(self, files: AccessFiles) -> None:
+        """Enforce ``files`` from now on (the rules are derived once, here)."""
         self.files = files
         self.rules = AccessRules.from_files(files)
         warn_without_accounts(files)
@@ -319,7 +326,7 @@ class InProcessBroker:
             return False
         loop, broker = self._loop, self._broker
         if loop is None or broker is None:
-            self._gate.files, self._gate.rules = access, AccessRules.from_files(access)
+            self._gate.use(access)
             return True
         asyncio.run_coroutine_threadsafe(self._apply(access), loop).result(timeout)
         return True
@@ -339,8 +346,7 @@ class InProcessBroker:
     async def _apply(self, access: AccessFiles) -> None:
         gate = self._gate
         assert gate is not None
-        gate.files, gate.rules = access, AccessRules.from_files(access)
-        warn_without_accounts(access)
+        gate.use(access)
         for session, handler in list(self._broker.sessions.values()):
             if session.transitions.state == "connected" and gate.grants_of(session) is None:
                 log.info("broker: %r's login was revoked: disconnecting it", session.client_id)

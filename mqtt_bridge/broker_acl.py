@@ -509,7 +509,8 @@ class AccessRefresher:
     ``check(apply)`` runs one cheap fingerprint query; only when it differs from
     the last one does it load the credentials and call ``apply(files)`` (the
     embedded broker's :meth:`~mqtt_bridge.broker.EmbeddedBroker.set_access`
-    writes them and reloads when their text changed).
+    writes them and reloads when their text changed). :meth:`render` counts as a
+    look: the first ``check`` after the broker starts with its files loads nothing.
     """
 
     def __init__(self, conninfo: str, services: Sequence[Account], *, allow_anonymous: bool = False) -> None:
@@ -521,6 +522,13 @@ class AccessRefresher:
 
     def render(self) -> AccessFiles:
         """The files as the database has them now (each reason a credential is left out logged once)."""
+        # The fingerprint is read first: a change made while rendering is seen by the next check.
+        fingerprint = credentials_fingerprint_sync(self.conninfo)
+        files = self._render()
+        self._fingerprint = fingerprint
+        return files
+
+    def _render(self) -> AccessFiles:
         files = render_access(
             self.services, broker_credentials_sync(self.conninfo), allow_anonymous=self.allow_anonymous
         )
@@ -535,7 +543,7 @@ class AccessRefresher:
         fingerprint = credentials_fingerprint_sync(self.conninfo)
         if fingerprint == self._fingerprint:
             return False
-        apply(self.render())
+        apply(self._render())
         self._fingerprint = fingerprint
         return True
 

@@ -103,14 +103,16 @@ ORDER BY c.unit_id, c.credential_id
 
 # Changes whenever a credential is issued or revoked or any external id changes (an OwnTracks
 # user or DJI serial moves the ACL): cheap enough to run every few seconds, and it ignores the
-# status updates that touch ``units`` all day long.
+# status updates that touch ``units`` all day long. One pass over each table.
 _FINGERPRINT_SQL = """
-SELECT (SELECT count(*) FROM device_credentials),
-       (SELECT max(greatest(created_at, revoked_at)) FROM device_credentials),
-       (SELECT count(*) FROM device_credentials WHERE revoked_at IS NULL),
-       (SELECT count(*) FROM unit_external_ids),
-       (SELECT coalesce(sum(hashtext(protocol || ' ' || external_id || ' ' || unit_id)::bigint), 0)
-          FROM unit_external_ids)
+SELECT c.issued, c.last_change, c.live, e.ids, e.digest
+FROM (SELECT count(*) AS issued,
+             max(greatest(created_at, revoked_at)) AS last_change,
+             count(*) FILTER (WHERE revoked_at IS NULL) AS live
+        FROM device_credentials) c,
+     (SELECT count(*) AS ids,
+             coalesce(sum(hashtext(protocol || ' ' || external_id || ' ' || unit_id)::bigint), 0) AS digest
+        FROM unit_external_ids) e
 """
 
 

@@ -57,6 +57,7 @@ from mqtt_bridge.broker_acl import (
     BRIDGE_USER,
     GATEWAY_USER,
     HEALTH_USER,
+    SERVICE_USERS,
     SIMULATOR_USER,
     AccessRefresher,
     load_service_accounts,
@@ -320,7 +321,7 @@ class Runtime:
         self.broker_dir = broker.state_dir
         target = parse_mqtt_url(broker.url)
         logins = {}
-        for user in (BRIDGE_USER, SIMULATOR_USER, GATEWAY_USER, HEALTH_USER):
+        for user in SERVICE_USERS:
             name, password = services.login(user)
             logins[user] = target.model_copy(update={"username": name, "password": password})
         # One login per connection: the broker makes the client id the username (see broker_acl).

@@ -243,7 +243,7 @@ async def owntracks(request: Request) -> Response:
 
 
 def fast_routes() -> list[Route]:
-    """The ingest endpoints as plain Starlette routes (the API puts them before its FastAPI routes)."""
+    """The ingest endpoints as plain Starlette routes (served before the app: api.app.served_app)."""
     return [
         Route(f"{router.prefix}/osmand", osmand, methods=["GET", "POST"]),
         Route(f"{router.prefix}/owntracks", owntracks, methods=["POST"]),

@@ -36,16 +36,18 @@ class AuditRow:
 async def insert_audit(
     conn: AsyncConnection[Any],
     *,
-    at: datetime,
+    at: datetime | None,
     actor: str,
     origin: str,
     action: str,
     subject: str,
     detail: dict[str, Any],
 ) -> None:
-    """Record who did what to which subject, when and from where (inside the caller's transaction)."""
+    """Record who did what to which subject, when (None: the database's now) and from where, inside
+    the caller's transaction."""
     await conn.execute(
-        "INSERT INTO audit_log (at, actor, origin, action, subject, detail) VALUES (%s, %s, %s, %s, %s, %s)",
+        "INSERT INTO audit_log (at, actor, origin, action, subject, detail)"
+        " VALUES (coalesce(%s, now()), %s, %s, %s, %s, %s)",
         [at, actor, origin, action, subject, Jsonb(detail)],
     )
 
@@ -56,9 +58,8 @@ async def append_audit(
     """Record one line on its own (the database clock gives the time)."""
     try:
         async with connection(db) as conn:
-            await conn.execute(
-                "INSERT INTO audit_log (actor, origin, action, subject, detail) VALUES (%s, %s, %s, %s, %s)",
-                [actor, origin, action, subject, Jsonb(detail)],
+            await insert_audit(
+                conn, at=None, actor=actor, origin=origin, action=action, subject=subject, detail=detail
             )
     except psycopg.Error as exc:
         raise StorageError(f"cannot write the audit trail: {exc}") from exc

@@ -491,13 +491,15 @@ def _database_url(database_url: str | None, settings: Settings) -> str | None:
 
 
 def _with_database(database_url: str | None, what: str, fn: Callable[[str], T]) -> T:
-    """Run ``fn(conninfo)`` on the given database, or on the embedded one (started for the occasion)."""
-    if database_url:
-        return fn(database_url)
+    """Run ``fn(conninfo)`` on ``database_url`` (default: SERENAZGO_DATABASE_URL), else on the embedded
+    database: the running service's, or one started for the occasion."""
+    settings = _settings()
+    url = database_url or settings.database_url
+    if url:
+        return fn(url)
     from api.runtime import embedded_pg_dir
     from tracker.store.embedded import EmbeddedPostgres
 
-    settings = _settings()
     server = EmbeddedPostgres(embedded_pg_dir(settings.data_dir))
     if server.attach():  # `serenazgo up` is running on this data folder: use its server
         return fn(server.url)
@@ -520,7 +522,7 @@ def db_migrate(database_url: DatabaseUrlOption = None) -> None:
     from tracker.store.migrations import migrate
 
     with _friendly_errors():
-        applied = _with_database(_database_url(database_url, _settings()), "migrate", migrate)
+        applied = _with_database(database_url, "migrate", migrate)
     if applied:
         for m in applied:
             console.print(f"applied {m.version}: {m.name}")
@@ -534,7 +536,7 @@ def db_status(database_url: DatabaseUrlOption = None) -> None:
     from tracker.store.migrations import migration_status
 
     with _friendly_errors():
-        rows = _with_database(_database_url(database_url, _settings()), "read its status", migration_status)
+        rows = _with_database(database_url, "read its status", migration_status)
     table = Table("version", "name", "applied at")
     pending = 0
     for row in rows:
@@ -726,13 +728,12 @@ def unit_credentials(
     """
     from tracker.store.credentials import issue_token_sync, revoke_tokens_sync
 
-    url = _database_url(database_url, _settings())
     with _friendly_errors():
         if revoke:
-            n = _with_database(url, "revoke the token", lambda c: revoke_tokens_sync(c, unit))
+            n = _with_database(database_url, "revoke the token", lambda c: revoke_tokens_sync(c, unit))
             console.print(f"revoked {n} token(s) of unit {unit}")
             return
-        token = _with_database(url, "issue a token", lambda c: issue_token_sync(c, unit))
+        token = _with_database(database_url, "issue a token", lambda c: issue_token_sync(c, unit))
     err_console.print(f"new device token of unit {unit} (shown once; any previous one is revoked):")
     sys.stdout.write(token + "\n")
 
@@ -772,9 +773,8 @@ def user_add(
         secret = (
             _new_password(f"password for {username}") if password and parsed is not Role.INTEGRATION else None
         )
-        url = _database_url(database_url, settings)
         _with_database(
-            url, "add the user",
+            database_url, "add the user",
             lambda c: add_user_sync(
                 c, username, parsed, secret, display_name=display_name, created_by="cli",
                 min_password_length=settings.auth.min_password_length,
@@ -792,7 +792,7 @@ def user_list(database_url: DatabaseUrlOption = None) -> None:
     from tracker.store.users import list_users_sync
 
     with _friendly_errors():
-        rows = _with_database(_database_url(database_url, _settings()), "list users", list_users_sync)
+        rows = _with_database(database_url, "list users", list_users_sync)
     table = Table()
     # Names and roles never wrap or shorten (they are what an admin types next); the rest may.
     for header in ("user", "role"):
@@ -819,7 +819,7 @@ def user_disable(
 
     with _friendly_errors():
         _with_database(
-            _database_url(database_url, _settings()), "change the user",
+            database_url, "change the user",
             lambda c: set_disabled_sync(c, username, not enable),
         )  # fmt: skip
     console.print(f"{username} {'enabled' if enable else 'disabled'}")
@@ -837,7 +837,7 @@ def user_password(
         secret = _new_password(f"new password for {username}")
         minimum = settings.auth.min_password_length
         _with_database(
-            _database_url(database_url, settings), "change the password",
+            database_url, "change the password",
             lambda c: set_password_sync(c, username, secret, min_password_length=minimum),
         )  # fmt: skip
     console.print(f"password of {username} changed; its sessions are ended")
@@ -860,7 +860,7 @@ def user_token(
     expires = None if expires_days is None else timedelta(days=expires_days)
     with _friendly_errors():
         token = _with_database(
-            _database_url(database_url, _settings()), "issue the token",
+            database_url, "issue the token",
             lambda c: issue_api_token_sync(c, username, name, expires_in=expires),
         )  # fmt: skip
     err_console.print(f"new API token of {username} (shown once; revoke with `serenazgo user revoke ID`):")
@@ -876,9 +876,7 @@ def user_tokens(
     from tracker.store.users import list_tokens_sync
 
     with _friendly_errors():
-        rows = _with_database(
-            _database_url(database_url, _settings()), "list tokens", lambda c: list_tokens_sync(c, username)
-        )
+        rows = _with_database(database_url, "list tokens", lambda c: list_tokens_sync(c, username))
 
     def when(ts: datetime | None) -> str:
         return "" if ts is None else ts.strftime("%Y-%m-%d %H:%M")
@@ -902,7 +900,7 @@ def user_revoke(
 
     with _friendly_errors():
         done = _with_database(
-            _database_url(database_url, _settings()),
+            database_url,
             "revoke the token",
             lambda c: revoke_token_id_sync(c, token_id),
         )
@@ -952,9 +950,7 @@ def broker_acl(
             raise typer.Exit(2) from None
         chown = lambda path: os.chown(path, entry.pw_uid, entry.pw_gid)  # noqa: E731
     with _friendly_errors():
-        creds = _with_database(
-            _database_url(database_url, settings), "read device credentials", broker_credentials_sync
-        )
+        creds = _with_database(database_url, "read device credentials", broker_credentials_sync)
         try:
             previous = (out / PASSWORD_FILE).read_text(encoding="utf-8")
         except OSError:

@@ -16,11 +16,14 @@ Synchronous functions serve the CLI and the first start; asynchronous ones the A
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import AsyncConnection
 
 from tracker.errors import DuplicateUserError, StorageError, UnknownUserError
 from tracker.passwords import hash_password
@@ -80,9 +83,12 @@ def new_token(kind: TokenKind) -> str:
     return TOKEN_PREFIX[kind] + secrets.token_urlsafe(TOKEN_BYTES)
 
 
-def _sync(conninfo: str, what: str) -> psycopg.Connection[Any]:
+@contextmanager
+def _sync(conninfo: str, what: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection for one synchronous call; any database error becomes "cannot <what>"."""
     try:
-        return psycopg.connect(conninfo)
+        with psycopg.connect(conninfo) as conn:
+            yield conn
     except psycopg.Error as exc:
         raise StorageError(f"cannot {what}: {exc}") from exc
 
@@ -104,43 +110,35 @@ def add_user_sync(
     validate_username(username)
     role = parse_role(str(role))
     password_hash = None if password is None else hash_password(password, min_password_length)
-    try:
-        with _sync(conninfo, "add the user") as conn:
+    with _sync(conninfo, "add the user") as conn:
+        try:
             conn.execute(
                 "INSERT INTO users (username, role, password_hash, display_name, created_by) "
                 "VALUES (%s, %s, %s, %s, %s)",
                 (username, role.value, password_hash, display_name, created_by),
             )
-    except psycopg.errors.UniqueViolation:
-        raise DuplicateUserError(f"user {username!r} already exists") from None
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot add the user: {exc}") from exc
+        except psycopg.errors.UniqueViolation:
+            raise DuplicateUserError(f"user {username!r} already exists") from None
 
 
 def count_users_sync(conninfo: str) -> int:
     """How many users exist (0 on a first start)."""
-    try:
-        with _sync(conninfo, "count users") as conn:
-            row = conn.execute("SELECT count(*) FROM users").fetchone()
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot count users: {exc}") from exc
+    with _sync(conninfo, "count users") as conn:
+        row = conn.execute("SELECT count(*) FROM users").fetchone()
     return int(row[0]) if row else 0
 
 
 def list_users_sync(conninfo: str, username: str | None = None) -> list[UserRow]:
     """Every user (or the one named), by name, with how many live sessions and tokens each has."""
-    try:
-        with _sync(conninfo, "list users") as conn:
-            rows = conn.execute(
-                "SELECT u.username, u.role, u.display_name, u.disabled_at IS NOT NULL, "
-                "u.password_hash IS NOT NULL, u.created_at, u.created_by, "
-                "(SELECT count(*) FROM user_tokens t WHERE t.user_id = u.user_id AND t.revoked_at IS NULL "
-                " AND (t.expires_at IS NULL OR t.expires_at > now())) "
-                "FROM users u WHERE %s::text IS NULL OR u.username = %s ORDER BY u.username",
-                (username, username),
-            ).fetchall()
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot list users: {exc}") from exc
+    with _sync(conninfo, "list users") as conn:
+        rows = conn.execute(
+            "SELECT u.username, u.role, u.display_name, u.disabled_at IS NOT NULL, "
+            "u.password_hash IS NOT NULL, u.created_at, u.created_by, "
+            "(SELECT count(*) FROM user_tokens t WHERE t.user_id = u.user_id AND t.revoked_at IS NULL "
+            " AND (t.expires_at IS NULL OR t.expires_at > now())) "
+            "FROM users u WHERE %s::text IS NULL OR u.username = %s ORDER BY u.username",
+            (username, username),
+        ).fetchall()
     return [UserRow(r[0], Role(r[1]), r[2], r[3], r[4], r[5], r[6], int(r[7])) for r in rows]
 
 
@@ -153,32 +151,26 @@ def _user_id(conn: psycopg.Connection[Any], username: str) -> int:
 
 def set_disabled_sync(conninfo: str, username: str, disabled: bool = True) -> None:
     """Disable (or enable again) a user: its sessions and tokens stop working at their next check."""
-    try:
-        with _sync(conninfo, "change the user") as conn:
-            _user_id(conn, username)
-            conn.execute(
-                "UPDATE users SET disabled_at = CASE WHEN %s THEN coalesce(disabled_at, now()) END "
-                "WHERE username = %s",
-                (disabled, username),
-            )
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot change the user: {exc}") from exc
+    with _sync(conninfo, "change the user") as conn:
+        _user_id(conn, username)
+        conn.execute(
+            "UPDATE users SET disabled_at = CASE WHEN %s THEN coalesce(disabled_at, now()) END "
+            "WHERE username = %s",
+            (disabled, username),
+        )
 
 
 def set_password_sync(conninfo: str, username: str, password: str, *, min_password_length: int = 10) -> None:
     """Set a user's password and end its console sessions (API tokens stay)."""
     password_hash = hash_password(password, min_password_length)
-    try:
-        with _sync(conninfo, "change the password") as conn, conn.transaction():
-            user_id = _user_id(conn, username)
-            conn.execute("UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id))
-            conn.execute(
-                "UPDATE user_tokens SET revoked_at = now() "
-                "WHERE user_id = %s AND kind = 'session' AND revoked_at IS NULL",
-                (user_id,),
-            )
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot change the password: {exc}") from exc
+    with _sync(conninfo, "change the password") as conn, conn.transaction():
+        user_id = _user_id(conn, username)
+        conn.execute("UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id))
+        conn.execute(
+            "UPDATE user_tokens SET revoked_at = now() "
+            "WHERE user_id = %s AND kind = 'session' AND revoked_at IS NULL",
+            (user_id,),
+        )
 
 
 def issue_api_token_sync(
@@ -186,78 +178,73 @@ def issue_api_token_sync(
 ) -> str:
     """A new API token for ``username`` (returned once); ``expires_in`` None never expires."""
     token = new_token("api")
-    try:
-        with _sync(conninfo, "issue the token") as conn:
-            user_id = _user_id(conn, username)
-            conn.execute(
-                "INSERT INTO user_tokens (user_id, kind, name, token_sha256, expires_at) "
-                "VALUES (%s, 'api', %s, %s, now() + %s)",
-                (user_id, name, token_digest(token), expires_in),
-            )
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot issue the token: {exc}") from exc
+    with _sync(conninfo, "issue the token") as conn:
+        user_id = _user_id(conn, username)
+        conn.execute(
+            "INSERT INTO user_tokens (user_id, kind, name, token_sha256, expires_at) "
+            "VALUES (%s, 'api', %s, %s, now() + %s)",
+            (user_id, name, token_digest(token), expires_in),
+        )
     return token
 
 
 def list_tokens_sync(conninfo: str, username: str | None = None) -> list[TokenRow]:
     """API tokens and sessions (of one user, or all), newest first; never the secrets."""
-    try:
-        with _sync(conninfo, "list tokens") as conn:
-            rows = conn.execute(
-                "SELECT t.token_id, u.username, t.kind, t.name, t.origin, t.created_at, t.expires_at, "
-                "t.revoked_at, t.last_used_at FROM user_tokens t JOIN users u USING (user_id) "
-                "WHERE %s::text IS NULL OR u.username = %s ORDER BY t.created_at DESC, t.token_id DESC",
-                (username, username),
-            ).fetchall()
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot list tokens: {exc}") from exc
+    with _sync(conninfo, "list tokens") as conn:
+        rows = conn.execute(
+            "SELECT t.token_id, u.username, t.kind, t.name, t.origin, t.created_at, t.expires_at, "
+            "t.revoked_at, t.last_used_at FROM user_tokens t JOIN users u USING (user_id) "
+            "WHERE %s::text IS NULL OR u.username = %s ORDER BY t.created_at DESC, t.token_id DESC",
+            (username, username),
+        ).fetchall()
     return [TokenRow(*r) for r in rows]
 
 
 def revoke_token_id_sync(conninfo: str, token_id: int) -> bool:
     """Revoke one API token or session by id; False when there is no live one with that id."""
-    try:
-        with _sync(conninfo, "revoke the token") as conn:
-            cur = conn.execute(
-                _REVOKE_SQL,
-                (token_id,),
-            )
-            return cur.rowcount == 1
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot revoke the token: {exc}") from exc
+    with _sync(conninfo, "revoke the token") as conn:
+        cur = conn.execute(
+            _REVOKE_SQL,
+            (token_id,),
+        )
+        return cur.rowcount == 1
 
 
 # ----- asynchronous: the API -------------------------------------------------------------------
 
 
-async def login_row(db: AsyncDb, username: str) -> LoginRow | None:
-    """The user a login names, or None."""
+@asynccontextmanager
+async def _db(db: AsyncDb, what: str) -> AsyncIterator[AsyncConnection[Any]]:
+    """A connection (or ``db`` itself) for one call; any database error becomes "cannot <what>"."""
     try:
         async with connection(db) as conn:
-            cur = await conn.execute(
-                "SELECT user_id, username, role, display_name, password_hash, disabled_at IS NOT NULL "
-                "FROM users WHERE username = %s",
-                (username,),
-            )
-            row = await cur.fetchone()
+            yield conn
     except psycopg.Error as exc:
-        raise StorageError(f"cannot look the user up: {exc}") from exc
+        raise StorageError(f"cannot {what}: {exc}") from exc
+
+
+async def login_row(db: AsyncDb, username: str) -> LoginRow | None:
+    """The user a login names, or None."""
+    async with _db(db, "look the user up") as conn:
+        cur = await conn.execute(
+            "SELECT user_id, username, role, display_name, password_hash, disabled_at IS NOT NULL "
+            "FROM users WHERE username = %s",
+            (username,),
+        )
+        row = await cur.fetchone()
     return None if row is None else LoginRow(row[0], row[1], Role(row[2]), row[3], row[4], row[5])
 
 
 async def create_session(db: AsyncDb, user: LoginRow, origin: str, hours: float) -> tuple[str, Principal]:
     """A new console session for ``user``: the secret (for the cookie) and who it acts as."""
     token = new_token("session")
-    try:
-        async with connection(db) as conn:
-            cur = await conn.execute(
-                "INSERT INTO user_tokens (user_id, kind, token_sha256, origin, expires_at) "
-                "VALUES (%s, 'session', %s, %s, now() + %s) RETURNING token_id, expires_at",
-                (user.user_id, token_digest(token), origin[:200], timedelta(hours=hours)),
-            )
-            row = await cur.fetchone()
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot open the session: {exc}") from exc
+    async with _db(db, "open the session") as conn:
+        cur = await conn.execute(
+            "INSERT INTO user_tokens (user_id, kind, token_sha256, origin, expires_at) "
+            "VALUES (%s, 'session', %s, %s, now() + %s) RETURNING token_id, expires_at",
+            (user.user_id, token_digest(token), origin[:200], timedelta(hours=hours)),
+        )
+        row = await cur.fetchone()
     assert row is not None
     return token, Principal(
         user.user_id, user.username, user.role, user.display_name, row[0], "session", row[1]
@@ -266,30 +253,22 @@ async def create_session(db: AsyncDb, user: LoginRow, origin: str, hours: float)
 
 async def rehash_password(db: AsyncDb, user_id: int, password_hash: str) -> None:
     """Store a stronger hash of the same password (after a login that found the old one weak)."""
-    try:
-        async with connection(db) as conn:
-            await conn.execute(
-                "UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id)
-            )
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot store the password hash: {exc}") from exc
+    async with _db(db, "store the password hash") as conn:
+        await conn.execute("UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id))
 
 
 async def principal_for_token(db: AsyncDb, digest: bytes) -> Principal | None:
     """Who a session or API token (by its SHA-256) acts as, or None: unknown, revoked, expired, disabled."""
-    try:
-        async with connection(db) as conn:
-            cur = await conn.execute(
-                "UPDATE user_tokens t SET last_used_at = now() FROM users u "
-                "WHERE t.token_sha256 = %s AND t.revoked_at IS NULL "
-                "AND (t.expires_at IS NULL OR t.expires_at > now()) "
-                "AND u.user_id = t.user_id AND u.disabled_at IS NULL "
-                "RETURNING u.user_id, u.username, u.role, u.display_name, t.token_id, t.kind, t.expires_at",
-                (digest,),
-            )
-            row = await cur.fetchone()
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot check the token: {exc}") from exc
+    async with _db(db, "check the token") as conn:
+        cur = await conn.execute(
+            "UPDATE user_tokens t SET last_used_at = now() FROM users u "
+            "WHERE t.token_sha256 = %s AND t.revoked_at IS NULL "
+            "AND (t.expires_at IS NULL OR t.expires_at > now()) "
+            "AND u.user_id = t.user_id AND u.disabled_at IS NULL "
+            "RETURNING u.user_id, u.username, u.role, u.display_name, t.token_id, t.kind, t.expires_at",
+            (digest,),
+        )
+        row = await cur.fetchone()
     if row is None:
         return None
     return Principal(row[0], row[1], Role(row[2]), row[3], row[4], row[5], row[6])
@@ -297,14 +276,11 @@ async def principal_for_token(db: AsyncDb, digest: bytes) -> Principal | None:
 
 async def revoke_token_id(db: AsyncDb, token_id: int) -> bool:
     """Revoke one session or API token by id (logout); False when it was not live."""
-    try:
-        async with connection(db) as conn:
-            cur = await conn.execute(
-                _REVOKE_SQL,
-                (token_id,),
-            )
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot revoke the token: {exc}") from exc
+    async with _db(db, "revoke the token") as conn:
+        cur = await conn.execute(
+            _REVOKE_SQL,
+            (token_id,),
+        )
     return cur.rowcount == 1
 
 

@@ -27,7 +27,7 @@ import psycopg
 
 from tracker.errors import StorageError, UnitNotFoundError
 from tracker.mosquitto_hash import mosquitto_hash
-from tracker.store.pool import AsyncDb, connection
+from tracker.store.pool import AsyncDb, storage, sync_storage
 
 TOKEN_BYTES = 32
 
@@ -40,48 +40,39 @@ def token_digest(token: str) -> bytes:
 def issue_token_sync(conninfo: str, unit_id: str) -> str:
     """Create a new token for ``unit_id`` (revoking its previous ones) and return it, once."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    try:
-        with psycopg.connect(conninfo) as conn, conn.transaction():
-            row = conn.execute("SELECT 1 FROM units WHERE unit_id = %s FOR UPDATE", (unit_id,)).fetchone()
-            if row is None:
-                raise UnitNotFoundError(unit_id)
-            conn.execute(
-                "UPDATE device_credentials SET revoked_at = now() WHERE unit_id = %s AND revoked_at IS NULL",
-                (unit_id,),
-            )
-            conn.execute(
-                "INSERT INTO device_credentials (unit_id, token_sha256, mqtt_hash) VALUES (%s, %s, %s)",
-                (unit_id, token_digest(token), mosquitto_hash(token)),
-            )
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot store the credential: {exc}") from exc
+    with sync_storage(conninfo, "store the credential") as conn, conn.transaction():
+        row = conn.execute("SELECT 1 FROM units WHERE unit_id = %s FOR UPDATE", (unit_id,)).fetchone()
+        if row is None:
+            raise UnitNotFoundError(unit_id)
+        conn.execute(
+            "UPDATE device_credentials SET revoked_at = now() WHERE unit_id = %s AND revoked_at IS NULL",
+            (unit_id,),
+        )
+        conn.execute(
+            "INSERT INTO device_credentials (unit_id, token_sha256, mqtt_hash) VALUES (%s, %s, %s)",
+            (unit_id, token_digest(token), mosquitto_hash(token)),
+        )
     return token
 
 
 def revoke_tokens_sync(conninfo: str, unit_id: str) -> int:
     """Revoke every live token of ``unit_id``; return how many were live."""
-    try:
-        with psycopg.connect(conninfo) as conn, conn.transaction():
-            cur = conn.execute(
-                "UPDATE device_credentials SET revoked_at = now() WHERE unit_id = %s AND revoked_at IS NULL",
-                (unit_id,),
-            )
-            return cur.rowcount
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot revoke credentials: {exc}") from exc
+    with sync_storage(conninfo, "revoke credentials") as conn, conn.transaction():
+        cur = conn.execute(
+            "UPDATE device_credentials SET revoked_at = now() WHERE unit_id = %s AND revoked_at IS NULL",
+            (unit_id,),
+        )
+    return cur.rowcount
 
 
 async def unit_for_token(db: AsyncDb, token: str) -> str | None:
     """The unit a live token belongs to, or None (unknown or revoked)."""
-    try:
-        async with connection(db) as conn:
-            cur = await conn.execute(
-                "SELECT unit_id FROM device_credentials WHERE token_sha256 = %s AND revoked_at IS NULL",
-                (token_digest(token),),
-            )
-            row = await cur.fetchone()
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot check the device token: {exc}") from exc
+    async with storage(db, "check the device token") as conn:
+        cur = await conn.execute(
+            "SELECT unit_id FROM device_credentials WHERE token_sha256 = %s AND revoked_at IS NULL",
+            (token_digest(token),),
+        )
+        row = await cur.fetchone()
     return None if row is None else str(row[0])
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
+
+from tracker.errors import StorageError
 
 # Query functions accept either: a pool (the API) or a connection (tests, scripts, transactions).
 AsyncDb = AsyncConnectionPool[AsyncConnection[Any]] | AsyncConnection[Any]
@@ -36,3 +39,23 @@ async def connection(db: AsyncDb) -> AsyncIterator[AsyncConnection[Any]]:
     else:
         async with db.connection() as conn:
             yield conn
+
+
+@asynccontextmanager
+async def storage(db: AsyncDb, what: str) -> AsyncIterator[AsyncConnection[Any]]:
+    """:func:`connection` for one call; any database error in it becomes ``StorageError("cannot <what>")``."""
+    try:
+        async with connection(db) as conn:
+            yield conn
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot {what}: {exc}") from exc
+
+
+@contextmanager
+def sync_storage(conninfo: str, what: str) -> Iterator[psycopg.Connection[Any]]:
+    """A synchronous connection for one call (the CLI, start-up); errors as in :func:`storage`."""
+    try:
+        with psycopg.connect(conninfo) as conn:
+            yield conn
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot {what}: {exc}") from exc

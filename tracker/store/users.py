@@ -16,19 +16,16 @@ Synchronous functions serve the CLI and the first start; asynchronous ones the A
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
 
-from tracker.errors import DuplicateUserError, StorageError, UnknownUserError
+from tracker.errors import DuplicateUserError, UnknownUserError
 from tracker.passwords import hash_password
 from tracker.store.credentials import token_digest
-from tracker.store.pool import AsyncDb, connection
+from tracker.store.pool import AsyncDb, storage, sync_storage
 from tracker.users import Principal, Role, TokenKind, parse_role, validate_username
 
 TOKEN_BYTES = 32
@@ -83,16 +80,6 @@ def new_token(kind: TokenKind) -> str:
     return TOKEN_PREFIX[kind] + secrets.token_urlsafe(TOKEN_BYTES)
 
 
-@contextmanager
-def _sync(conninfo: str, what: str) -> Iterator[psycopg.Connection[Any]]:
-    """A connection for one synchronous call; any database error becomes "cannot <what>"."""
-    try:
-        with psycopg.connect(conninfo) as conn:
-            yield conn
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot {what}: {exc}") from exc
-
-
 # ----- synchronous: the CLI and the first start --------------------------------------------------
 
 
@@ -110,7 +97,7 @@ def add_user_sync(
     validate_username(username)
     role = parse_role(str(role))
     password_hash = None if password is None else hash_password(password, min_password_length)
-    with _sync(conninfo, "add the user") as conn:
+    with sync_storage(conninfo, "add the user") as conn:
         try:
             conn.execute(
                 "INSERT INTO users (username, role, password_hash, display_name, created_by) "
@@ -123,14 +110,14 @@ def add_user_sync(
 
 def count_users_sync(conninfo: str) -> int:
     """How many users exist (0 on a first start)."""
-    with _sync(conninfo, "count users") as conn:
+    with sync_storage(conninfo, "count users") as conn:
         row = conn.execute("SELECT count(*) FROM users").fetchone()
     return int(row[0]) if row else 0
 
 
 def list_users_sync(conninfo: str, username: str | None = None) -> list[UserRow]:
     """Every user (or the one named), by name, with how many live sessions and tokens each has."""
-    with _sync(conninfo, "list users") as conn:
+    with sync_storage(conninfo, "list users") as conn:
         rows = conn.execute(
             "SELECT u.username, u.role, u.display_name, u.disabled_at IS NOT NULL, "
             "u.password_hash IS NOT NULL, u.created_at, u.created_by, "
@@ -151,7 +138,7 @@ def _user_id(conn: psycopg.Connection[Any], username: str) -> int:
 
 def set_disabled_sync(conninfo: str, username: str, disabled: bool = True) -> None:
     """Disable (or enable again) a user: its sessions and tokens stop working at their next check."""
-    with _sync(conninfo, "change the user") as conn:
+    with sync_storage(conninfo, "change the user") as conn:
         _user_id(conn, username)
         conn.execute(
             "UPDATE users SET disabled_at = CASE WHEN %s THEN coalesce(disabled_at, now()) END "
@@ -163,7 +150,7 @@ def set_disabled_sync(conninfo: str, username: str, disabled: bool = True) -> No
 def set_password_sync(conninfo: str, username: str, password: str, *, min_password_length: int = 10) -> None:
     """Set a user's password and end its console sessions (API tokens stay)."""
     password_hash = hash_password(password, min_password_length)
-    with _sync(conninfo, "change the password") as conn, conn.transaction():
+    with sync_storage(conninfo, "change the password") as conn, conn.transaction():
         user_id = _user_id(conn, username)
         conn.execute("UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id))
         conn.execute(
@@ -178,7 +165,7 @@ def issue_api_token_sync(
 ) -> str:
     """A new API token for ``username`` (returned once); ``expires_in`` None never expires."""
     token = new_token("api")
-    with _sync(conninfo, "issue the token") as conn:
+    with sync_storage(conninfo, "issue the token") as conn:
         user_id = _user_id(conn, username)
         conn.execute(
             "INSERT INTO user_tokens (user_id, kind, name, token_sha256, expires_at) "
@@ -190,7 +177,7 @@ def issue_api_token_sync(
 
 def list_tokens_sync(conninfo: str, username: str | None = None) -> list[TokenRow]:
     """API tokens and sessions (of one user, or all), newest first; never the secrets."""
-    with _sync(conninfo, "list tokens") as conn:
+    with sync_storage(conninfo, "list tokens") as conn:
         rows = conn.execute(
             "SELECT t.token_id, u.username, t.kind, t.name, t.origin, t.created_at, t.expires_at, "
             "t.revoked_at, t.last_used_at FROM user_tokens t JOIN users u USING (user_id) "
@@ -202,7 +189,7 @@ def list_tokens_sync(conninfo: str, username: str | None = None) -> list[TokenRo
 
 def revoke_token_id_sync(conninfo: str, token_id: int) -> bool:
     """Revoke one API token or session by id; False when there is no live one with that id."""
-    with _sync(conninfo, "revoke the token") as conn:
+    with sync_storage(conninfo, "revoke the token") as conn:
         cur = conn.execute(
             _REVOKE_SQL,
             (token_id,),
@@ -213,19 +200,9 @@ def revoke_token_id_sync(conninfo: str, token_id: int) -> bool:
 # ----- asynchronous: the API -------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def _db(db: AsyncDb, what: str) -> AsyncIterator[AsyncConnection[Any]]:
-    """A connection (or ``db`` itself) for one call; any database error becomes "cannot <what>"."""
-    try:
-        async with connection(db) as conn:
-            yield conn
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot {what}: {exc}") from exc
-
-
 async def login_row(db: AsyncDb, username: str) -> LoginRow | None:
     """The user a login names, or None."""
-    async with _db(db, "look the user up") as conn:
+    async with storage(db, "look the user up") as conn:
         cur = await conn.execute(
             "SELECT user_id, username, role, display_name, password_hash, disabled_at IS NOT NULL "
             "FROM users WHERE username = %s",
@@ -238,7 +215,7 @@ async def login_row(db: AsyncDb, username: str) -> LoginRow | None:
 async def create_session(db: AsyncDb, user: LoginRow, origin: str, hours: float) -> tuple[str, Principal]:
     """A new console session for ``user``: the secret (for the cookie) and who it acts as."""
     token = new_token("session")
-    async with _db(db, "open the session") as conn:
+    async with storage(db, "open the session") as conn:
         cur = await conn.execute(
             "INSERT INTO user_tokens (user_id, kind, token_sha256, origin, expires_at) "
             "VALUES (%s, 'session', %s, %s, now() + %s) RETURNING token_id, expires_at",
@@ -253,13 +230,13 @@ async def create_session(db: AsyncDb, user: LoginRow, origin: str, hours: float)
 
 async def rehash_password(db: AsyncDb, user_id: int, password_hash: str) -> None:
     """Store a stronger hash of the same password (after a login that found the old one weak)."""
-    async with _db(db, "store the password hash") as conn:
+    async with storage(db, "store the password hash") as conn:
         await conn.execute("UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id))
 
 
 async def principal_for_token(db: AsyncDb, digest: bytes) -> Principal | None:
     """Who a session or API token (by its SHA-256) acts as, or None: unknown, revoked, expired, disabled."""
-    async with _db(db, "check the token") as conn:
+    async with storage(db, "check the token") as conn:
         cur = await conn.execute(
             "UPDATE user_tokens t SET last_used_at = now() FROM users u "
             "WHERE t.token_sha256 = %s AND t.revoked_at IS NULL "
@@ -276,7 +253,7 @@ async def principal_for_token(db: AsyncDb, digest: bytes) -> Principal | None:
 
 async def revoke_token_id(db: AsyncDb, token_id: int) -> bool:
     """Revoke one session or API token by id (logout); False when it was not live."""
-    async with _db(db, "revoke the token") as conn:
+    async with storage(db, "revoke the token") as conn:
         cur = await conn.execute(
             _REVOKE_SQL,
             (token_id,),

@@ -133,16 +133,16 @@ class ExportFacts:
 
 @dataclass(frozen=True, slots=True)
 class EvidencePackage:
-    """A signed package: the ZIP's bytes, its manifest, and a file name for it."""
+    """A signed package: the ZIP's bytes, its manifest, a file name for it, and the manifest's SHA-256.
+
+    ``manifest_sha256`` (hex) is of the signed ``manifest.json`` bytes: what the
+    audit log and the ``X-Evidence-Manifest-SHA256`` header record of an export.
+    """
 
     data: bytes
     manifest: dict[str, Any]
     filename: str
-
-    @property
-    def manifest_sha256(self) -> str:
-        """SHA-256 (hex) of the canonical manifest: what the audit log records of an export."""
-        return sha256_hex(canonical_json(self.manifest))
+    manifest_sha256: str
 
 
 @dataclass(slots=True)
@@ -356,7 +356,7 @@ def build_package(
         for name, data in [*files.items(), (MANIFEST, manifest_bytes), (SIGNATURE, signature)]:
             zf.writestr(_zip_info(name, facts.exported_at), data)
     filename = f"evidence_{facts.unit.unit_id}_{facts.start:%Y%m%dT%H%M%SZ}_{facts.end:%Y%m%dT%H%M%SZ}.zip"
-    return EvidencePackage(out.getvalue(), manifest, filename)
+    return EvidencePackage(out.getvalue(), manifest, filename, sha256_hex(manifest_bytes))
 
 
 def _read_member(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:

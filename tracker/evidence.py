@@ -31,7 +31,6 @@ municipality publishes it so the key embedded in a package can be checked.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -49,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from tracker.errors import SerenazgoError
 from tracker.model import Ping, Unit
-from tracker.track_formats import iso_z, track_csv, track_geojson, track_gpx, track_kml
+from tracker.track_formats import csv_text, iso_z, track_csv, track_geojson, track_gpx, track_kml
 
 FORMAT = "serenazgo-evidence/1"
 MANIFEST = "manifest.json"
@@ -255,12 +254,10 @@ def incidents_geojson(incidents: Sequence[AttendedIncident]) -> dict[str, Any]:
 
 def incidents_csv(incidents: Sequence[AttendedIncident]) -> str:
     """The attended incidents as CSV with a header row (one row per assignment; empty cell: no time)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(INCIDENT_CSV_COLUMNS)
-    for i in incidents:
-        writer.writerow(
-            [
+    return csv_text(
+        INCIDENT_CSV_COLUMNS,
+        (
+            (
                 i.incident_id,
                 i.assignment_id,
                 repr(i.lat),
@@ -278,9 +275,10 @@ def incidents_csv(incidents: Sequence[AttendedIncident]) -> str:
                 _opt(i.arrived_at),
                 _opt(i.released_at),
                 i.release_reason,
-            ]
-        )
-    return out.getvalue()
+            )
+            for i in incidents
+        ),
+    )
 
 
 def export_files(

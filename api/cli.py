@@ -585,15 +585,17 @@ def evidence_key() -> None:
 
 
 def _parse_time(value: str, option: str) -> datetime:
-    """An ISO-8601 time from the command line (UTC when it has no offset); exit 2 saying what to give."""
+    """An ISO-8601 time from the command line; exit 2 saying what to give.
+
+    A time without an offset is taken as UTC by ``resolve_window``, as for the HTTP route.
+    """
     try:
-        ts = datetime.fromisoformat(value)
+        return datetime.fromisoformat(value)
     except ValueError:
         err_console.print(
             f"[bold red]error:[/bold red] {option} {value!r} is not an ISO-8601 time (2024-05-06T09:30Z)"
         )
         raise typer.Exit(2) from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 @evidence_app.command("export")

@@ -1,4 +1,4 @@
-"""Output formats of the API: the live feed's GeoJSON, and the track formats of :mod:`tracker.track_formats`.
+"""Output formats of the API: the live feed's GeoJSON (track formats are in :mod:`tracker.track_formats`).
 
 Plain functions of the domain model, so they are testable without a server:
 coordinates are always ``[lon, lat]`` in GeoJSON; times are UTC ISO-8601 with a ``Z``.
@@ -11,35 +11,11 @@ from typing import Any
 
 from tracker.fleet import UnitState
 from tracker.model import Freshness
-from tracker.track_formats import (
-    CSV_COLUMNS,
-    GPX_NS,
-    GPX_SCHEMA_LOCATION,
-    XSI_NS,
-    flag_names,
-    iso_z,
-    num,
-    track_csv,
-    track_geojson,
-    track_gpx,
-    track_kml,
-)
 
-__all__ = [
-    "CSV_COLUMNS",
-    "GPX_NS",
-    "GPX_SCHEMA_LOCATION",
-    "XSI_NS",
-    "flag_names",
-    "iso_z",
-    "live_collection",
-    "live_feature",
-    "num",
-    "track_csv",
-    "track_geojson",
-    "track_gpx",
-    "track_kml",
-]
+# iso_z and num are also used by the feed and the drone routes, which import them from here.
+from tracker.track_formats import flag_names, iso_z, num
+
+__all__ = ["iso_z", "live_collection", "live_feature", "num"]
 
 
 def live_feature(state: UnitState, freshness: Freshness, now: datetime) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -53,6 +53,11 @@ def iso_z(ts: datetime) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# (bit, name) of each flag, in bit order: read once, as enum attribute access per fix and per format
+# was a quarter of the time of formatting a long track.
+_FLAG_BITS = tuple((f.value, f.name.lower()) for f in PingFlag if f.value and f.name)
+
+
 def flag_names(flags: PingFlag | int) -> list[str]:
     """The names of the flags set in ``flags``, lower case, in bit order.
 
@@ -60,7 +65,7 @@ def flag_names(flags: PingFlag | int) -> list[str]:
     ['ts_defaulted', 'jitter']
     """
     value = int(flags)
-    return [f.name.lower() for f in PingFlag if f.value and value & f.value and f.name]
+    return [name for bit, name in _FLAG_BITS if value & bit]
 
 
 def num(value: float | None, digits: int) -> float | None:
@@ -111,14 +116,21 @@ def _cell(value: float | None) -> str:
     return "" if value is None or not math.isfinite(value) else repr(value)
 
 
-def track_csv(unit: Unit, points: Sequence[Ping]) -> str:
-    """A unit's track as CSV with a header row; empty cells for unknown values, flags joined by ``|``."""
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """``header`` then ``rows`` as CSV text (the ``csv`` module's quoting, ``\\n`` line ends)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for p in points:
-        writer.writerow(
-            [
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def track_csv(unit: Unit, points: Sequence[Ping]) -> str:
+    """A unit's track as CSV with a header row; empty cells for unknown values, flags joined by ``|``."""
+    return csv_text(
+        CSV_COLUMNS,
+        (
+            (
                 unit.unit_id,
                 iso_z(p.ts),
                 repr(p.lat),
@@ -130,9 +142,10 @@ def track_csv(unit: Unit, points: Sequence[Ping]) -> str:
                 _cell(p.battery),
                 "|".join(flag_names(p.flags)),
                 str(p.source),
-            ]
-        )
-    return out.getvalue()
+            )
+            for p in points
+        ),
+    )
 
 
 def track_gpx(unit: Unit, points: Sequence[Ping], generated: datetime) -> bytes:

@@ -11,11 +11,11 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from api.access import READ, admits
 from api.deps import Pool
-from api.formats import iso_z, track_csv, track_geojson, track_gpx
 from api.schemas import Problem
 from tracker.errors import UnitNotFoundError
 from tracker.store import queries
 from tracker.store import units as unit_store
+from tracker.track_formats import iso_z, track_csv, track_geojson, track_gpx
 
 router = APIRouter(prefix="/api/v1/units", tags=["tracks"])
 

@@ -201,20 +201,19 @@ def test_signature_verifies_with_openssl(tmp_path, key, package) -> None:
     (tmp_path / "manifest.sig").write_bytes(files[SIGNATURE])
     (tmp_path / "pub.pem").write_text(public_key_pem(key.public_key()))
     cmd = [openssl, "pkeyutl", "-verify", "-pubin", "-inkey", "pub.pem", "-rawin"]
-    ok = subprocess.run(
-        [*cmd, "-in", "manifest.json", "-sigfile", "manifest.sig"],
-        cwd=tmp_path,
-        capture_output=True,
-        check=False,
-    )
+
+    def openssl_verify() -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [*cmd, "-in", "manifest.json", "-sigfile", "manifest.sig"],
+            cwd=tmp_path,
+            capture_output=True,
+            check=False,
+        )
+
+    ok = openssl_verify()
     assert ok.returncode == 0, ok.stderr
     (tmp_path / "manifest.json").write_bytes(flip(files[MANIFEST]))
-    bad = subprocess.run(
-        [*cmd, "-in", "manifest.json", "-sigfile", "manifest.sig"],
-        cwd=tmp_path,
-        capture_output=True,
-        check=False,
-    )
+    bad = openssl_verify()
     assert bad.returncode != 0
 
 

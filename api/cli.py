@@ -486,10 +486,6 @@ def bridge() -> None:
     raise typer.Exit(bridge_main())
 
 
-def _database_url(database_url: str | None, settings: Settings) -> str | None:
-    return database_url or settings.database_url
-
-
 def _with_database(database_url: str | None, what: str, fn: Callable[[str], T]) -> T:
     """Run ``fn(conninfo)`` on ``database_url`` (default: SERENAZGO_DATABASE_URL), else on the embedded
     database: the running service's, or one started for the occasion."""
@@ -650,7 +646,7 @@ def evidence_export(
 
             return asyncio.run(main())
 
-        package = _with_database(_database_url(database_url, settings), "export", run)
+        package = _with_database(database_url, "export", run)
     out.write_bytes(package.data)
     counts = package.manifest["counts"]
     console.print(

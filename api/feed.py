@@ -49,11 +49,12 @@ from typing import Any, Protocol
 
 import orjson
 
-from api.formats import iso_z, live_collection, live_feature
+from api.formats import live_collection, live_feature
 from tracker.feed import FEED_TYPES
 from tracker.fleet import FleetChange, LiveFleet, UnitState
 from tracker.freshness import DEFAULT_THRESHOLDS, FreshnessThresholds, classify_freshness
 from tracker.model import Freshness, UnitKind
+from tracker.track_formats import iso_z
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,9 @@ from typing import Any
 
 from tracker.fleet import UnitState
 from tracker.model import Freshness
-
-# iso_z and num are also used by the feed and the drone routes, which import them from here.
 from tracker.track_formats import flag_names, iso_z, num
 
-__all__ = ["iso_z", "live_collection", "live_feature", "num"]
+__all__ = ["live_collection", "live_feature"]
 
 
 def live_feature(state: UnitState, freshness: Freshness, now: datetime) -> dict[str, Any]:

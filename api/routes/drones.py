@@ -20,7 +20,6 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from api.access import READ, admits
 from api.context import ApiContext
 from api.deps import Context, Pool
-from api.formats import iso_z, num
 from api.routes.tracks import resolve_window
 from api.schemas import Problem
 from drones.alerts import squadron_model, watched
@@ -28,6 +27,7 @@ from drones.endurance import Endurance, SquadronModel
 from tracker.fleet import UnitState
 from tracker.model import DroneTelemetry
 from tracker.store import queries
+from tracker.track_formats import iso_z, num
 
 router = APIRouter(prefix="/api/v1/drones", tags=["drones"])
 

@@ -62,7 +62,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
 
-import orjson
 import psycopg
 
 from mqtt_bridge import ackclient
@@ -532,15 +531,7 @@ class Bridge:
     def _announce(self, letters: list[DeadLetter]) -> None:
         sent = 0
         for d in letters:
-            body = orjson.dumps(
-                {
-                    "topic": d.topic,
-                    "reason": d.reason,
-                    "detail": d.detail,
-                    "received_at": d.received_at.isoformat(),
-                }
-            )
-            sent += self.mqtt.publish(DEAD_LETTER_TOPIC, body, qos=0)
+            sent += self.mqtt.publish(DEAD_LETTER_TOPIC, d.announcement(), qos=0)
         if sent:
             metrics.DEAD_LETTERS_PUBLISHED.inc(sent)
 

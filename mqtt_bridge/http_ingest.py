@@ -32,8 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import orjson
-
 from mqtt_bridge.bridge import DEAD_LETTER_TOPIC
 from mqtt_bridge.pipeline import NO_ENDS, IngestPipeline, PipelineResult
 from tracker import metrics
@@ -288,14 +286,8 @@ class _Lane:
         metrics.BATCHES.inc()
         if self.publish is not None and b.dead_letters:
             for d in b.dead_letters:
-                body = {
-                    "topic": d.topic,
-                    "reason": d.reason,
-                    "detail": d.detail,
-                    "received_at": d.received_at.isoformat(),
-                }
                 try:
-                    self.publish(DEAD_LETTER_TOPIC, orjson.dumps(body), 0)
+                    self.publish(DEAD_LETTER_TOPIC, d.announcement(), 0)
                 except Exception:  # best effort, as on MQTT: the dead letter is stored already
                     log.debug("dead-letter announcement failed", exc_info=True)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import orjson
+
 from tracker.model import DroneTelemetry, FieldReport, Ping, PingFlag, StatusUpdate, Unit
 
 
@@ -24,6 +26,17 @@ class DeadLetter:
     reason: str
     detail: str
     received_at: datetime
+
+    def announcement(self) -> bytes:
+        """The JSON published on ``serenazgo/deadletter`` once it is stored (without the payload)."""
+        return orjson.dumps(
+            {
+                "topic": self.topic,
+                "reason": self.reason,
+                "detail": self.detail,
+                "received_at": self.received_at.isoformat(),
+            }
+        )
 
 
 @dataclass(slots=True, frozen=True)

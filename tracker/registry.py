@@ -33,6 +33,8 @@ class UnitRegistry:
         self._lock = threading.Lock()
         self._by_id: dict[str, Unit] = {}
         self._by_external: dict[tuple[str, str], Unit] = {}
+        # Moves with every change: a copy in another process (HTTP ingest's worker) reloads when it did.
+        self.generation = 0
         for unit in units:
             self.add(unit)
 
@@ -69,6 +71,7 @@ class UnitRegistry:
             self._by_id[unit.unit_id] = unit
             for proto, ext in unit.external_ids.items():
                 self._by_external[(proto, ext)] = unit
+            self.generation += 1
 
     def replace(self, units: Iterable[Unit]) -> None:
         """Swap the whole content for ``units`` (a reload from the database)."""
@@ -76,6 +79,7 @@ class UnitRegistry:
         with self._lock:
             self._by_id = fresh._by_id
             self._by_external = fresh._by_external
+            self.generation += 1
 
     def resolve(self, ref: DeviceRef, auto_register: bool) -> tuple[Unit, bool] | Rejection:
         """Map a message's sender to a unit: ``(unit, newly_registered)`` or a Rejection.

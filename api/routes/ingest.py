@@ -8,11 +8,12 @@
   list) as the app posts it; the sender is ``X-Limit-U``/``X-Limit-D`` (the app's
   user and device), or the ``u``/``d`` query parameters. Answers ``[]``.
 
-Both end in the MQTT path's codecs, then :class:`mqtt_bridge.http_ingest.HttpIngest`
-(resolve, filters, one transaction for many requests, LiveFleet). A request is
-answered 200 only after its fix is committed; 422 with the reason when it was
-rejected (kept as a dead letter); 503 with ``Retry-After`` when the database is
-down; 413 for a body over ``SERENAZGO_MAX_PAYLOAD_BYTES``.
+Both end in :class:`mqtt_bridge.http_ingest.HttpIngest`, whose worker process
+decodes with the MQTT path's codecs, resolves, filters and commits many requests
+in one transaction. A request is answered 200 only after its fix is committed;
+422 with the reason when it was rejected (kept as a dead letter); 503 with
+``Retry-After`` when the database is down; 413 for a body over
+``SERENAZGO_MAX_PAYLOAD_BYTES``. Here, in the API's process, only the token is read.
 
 Device authentication (``SERENAZGO_INGEST_AUTH``, on by default): every request
 carries its unit's token (``serenazgo unit credentials UNIT``) as
@@ -28,7 +29,6 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from datetime import UTC, datetime
 from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Request
@@ -39,10 +39,9 @@ from starlette.routing import Route
 from api.access import public
 from api.auth import device_unit
 from api.context import ApiContext
-from mqtt_bridge.codecs import OSMAND_HTTP_TOPIC, decode_message
-from mqtt_bridge.http_ingest import RETRY_AFTER_S, HttpMessage
+from mqtt_bridge.codecs import OSMAND_HTTP_TOPIC
+from mqtt_bridge.http_ingest_worker import RETRY_AFTER_S
 from tracker.errors import StorageError
-from tracker.model import Decoded, DecodeResult, Ignored, Rejection
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
 
@@ -137,26 +136,11 @@ async def _authenticate(request: Request, ctx: ApiContext, given: str | None) ->
 async def _ingest(
     ctx: ApiContext, topic: str, payload: bytes, received: float, unit_id: str | None, ok: bytes
 ) -> Response:
-    """Decode, check the sender against the token, submit, and answer."""
-    decoded: DecodeResult = decode_message(
-        topic, payload, datetime.fromtimestamp(received, UTC), ctx.settings.max_payload_bytes
-    )
-    if type(decoded) is Ignored:
-        return Response(ok, media_type="application/json" if ok else None)
-    if unit_id is not None and type(decoded) is Decoded:
-        found = ctx.registry.resolve(decoded.ref, False)
-        owner = None if isinstance(found, Rejection) else found[0].unit_id
-        if owner != unit_id:
-            return _error(
-                403,
-                "wrong_device",
-                f"this token belongs to unit {unit_id!r}, and {decoded.ref.source.value} device id "
-                f"{decoded.ref.external_id!r} is not one of its external ids (PATCH the unit to add it)",
-            )
+    """Submit to the group commit (which decodes and checks the sender against the token) and answer."""
     ingest = ctx.http_ingest
     if ingest is None:
         return _error(503, "not_running", "HTTP ingest is not running")
-    outcome = await ingest.submit(HttpMessage(topic, payload, received), decoded)
+    outcome = await ingest.submit(topic, payload, received, unit_id)
     if outcome.status == 200:
         return Response(ok, media_type="application/json" if ok else None)
     return _error(outcome.status, outcome.reason, outcome.detail)

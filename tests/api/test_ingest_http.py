@@ -9,6 +9,8 @@ stored rows are read back with SQL and compared with values worked out by hand.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -25,14 +27,16 @@ from api.cli import app as cli_app
 from api.context import ApiContext
 from api.routes.ingest import osmand_app
 from api.runtime import bind_osmand_socket
+from mqtt_bridge.http_ingest_worker import REFRESH_MIN_S
 from tests.api.conftest import Api
 from tests.fixtures.auth import seed_headers
 from tracker.config import Settings
 from tracker.fleet import LiveFleet
-from tracker.model import PingFlag
+from tracker.model import PingFlag, Unit, UnitKind
 from tracker.registry import UnitRegistry
 from tracker.store.embedded import EmbeddedPostgres
 from tracker.store.migrations import migrate
+from tracker.store.units import create_unit_sync
 
 pytestmark = pytest.mark.integration
 
@@ -358,3 +362,59 @@ def test_a_taken_osmand_port_is_reported_with_the_setting_to_change() -> None:
     assert sock is None
     assert f"port {port}" in note and "SERENAZGO_OSMAND_PORT" in note and "/api/v1/ingest/osmand" in note
     assert bind_osmand_socket("127.0.0.1", 0) == (None, "off (SERENAZGO_OSMAND_PORT=0)")
+
+
+async def test_a_killed_worker_costs_503s_only_and_comes_back(open_api: Api, pg_url: str) -> None:
+    """The commit worker dies: its requests get 503 (nothing acknowledged), the next ones start it again."""
+    await register(open_api, "mov-20", osmand="902080")
+    ts = int(T0.timestamp())
+
+    async def send(k: int) -> httpx.Response:
+        query = f"id=902080&lat=-12.12&lon=-77.03&timestamp={ts + k}"
+        return await open_api.client.get(f"/api/v1/ingest/osmand?{query}")
+
+    assert (await send(0)).status_code == 200
+    ingest = open_api.ctx.http_ingest
+    assert ingest is not None
+    pid = ingest.worker_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    answers = [await send(k) for k in range(1, 4)]
+    statuses = [a.status_code for a in answers]
+    assert statuses[-1] == 200, [a.text for a in answers]
+    assert set(statuses) <= {200, 503}
+    for a in answers:
+        if a.status_code == 503:
+            assert a.json()["reason"] == "ingest_restarting"
+            assert a.headers["retry-after"] == "5"
+    assert ingest.worker_pid not in (None, pid)
+    # Exactly the fixes answered 200 are stored: the 503s were never sent to a live worker.
+    stored = {int(r[0].timestamp()) - ts for r in rows(pg_url, "mov-20")}
+    assert stored == {0} | {k for k, a in zip(range(1, 4), answers, strict=True) if a.status_code == 200}
+
+
+async def test_units_registered_after_the_worker_started_are_known_at_once(
+    open_api: Api, pg_url: str
+) -> None:
+    """Through this API (the registry's generation moves) or straight into the database (a miss reloads)."""
+    await register(open_api, "mov-21", osmand="902081")
+    ts = int(T0.timestamp())
+    resp = await open_api.client.get(f"/api/v1/ingest/osmand?id=902081&lat=-12.12&lon=-77.03&timestamp={ts}")
+    assert resp.status_code == 200, resp.text  # the worker runs and has loaded its units
+    await register(open_api, "mov-22", osmand="902082")
+    resp = await open_api.client.get(f"/api/v1/ingest/osmand?id=902082&lat=-12.13&lon=-77.03&timestamp={ts}")
+    assert resp.status_code == 200, resp.text
+    # Another process (the CLI) registers a unit: this API's registry never hears of it.
+    with psycopg.connect(pg_url) as conn:
+        create_unit_sync(conn, Unit("mov-23", UnitKind.FOOT, external_ids={"osmand": "902083"}))
+        conn.commit()
+    await asyncio.sleep(REFRESH_MIN_S)  # past the reload rate limit of the worker's last reload
+    resp = await open_api.client.get(f"/api/v1/ingest/osmand?id=902083&lat=-12.14&lon=-77.03&timestamp={ts}")
+    assert resp.status_code == 200, resp.text
+    assert [len(rows(pg_url, u)) for u in ("mov-21", "mov-22", "mov-23")] == [1, 1, 1]
+    # This process learnt the unit from the worker: registry, and the live fleet with its fix.
+    assert open_api.ctx.registry.by_external("osmand", "902083") is not None
+    state = open_api.ctx.fleet.get("mov-23")
+    assert state is not None
+    assert state.fix is not None
+    assert state.fix.lat == -12.14

@@ -175,9 +175,7 @@ def test_a_server_stops_when_the_thread_that_started_it_ends(root: Path) -> None
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands folders to another OS user")
-def test_state_moves_where_the_server_user_can_reach_it(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_state_moves_where_the_server_user_can_reach_it(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     user = pick_run_user("PostgreSQL", ("postgres", "mosquitto"), hint="")
     assert isinstance(user, RunUser) and user.switches
     relocated_root = root / "relocated"

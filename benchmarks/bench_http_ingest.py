@@ -21,7 +21,9 @@ Why one connection per device matters: each commit waits for its WAL flush, so t
 rate is about (requests waiting when a batch starts) ÷ (flush + round trips).
 A closed loop of few connections keeps batches small and measures the flush
 latency; a fleet of phones, each with one request in flight, is many connections.
-Printed: both rates and ingest ÷ bare (goal ≥ 70 %).
+Printed: both rates and ingest ÷ bare (goal ≥ 70 %), and where each round's CPU went
+(µs per request: the server process, its HTTP ingest worker, PostgreSQL, the load
+generator, the rest; :mod:`benchmarks.cpu_account`), which says what limits it.
 Results: ``benchmarks/results/http_ingest.json``.
 
 Run: ``.venv/bin/python -m benchmarks.bench_http_ingest [--quick]``
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,6 +46,7 @@ from typing import Any
 import psycopg
 
 from benchmarks.bench_dispatch_http import served_beside_floor
+from benchmarks.cpu_account import CpuAccount, pid_listening
 from benchmarks.ingest_rig import stored_counts, temp_broker
 from benchmarks.pg_server import fresh_database, temp_postgres
 from benchmarks.report import add_run_options, say, table, write_results
@@ -51,6 +55,7 @@ from tracker.store.credentials import issue_token_sync
 from tracker.store.units import create_unit_sync
 
 GOAL_RATIO = 0.70
+SERVER = "server process"
 REPO = Path(__file__).resolve().parent.parent
 PATH = "/api/v1/ingest/osmand"
 MAX_RATE = 30_000  # requests/s the request list is sized for (no request is sent twice)
@@ -98,8 +103,10 @@ def setup_units(url: str, devices: int) -> list[str]:
     return [issue_token_sync(url, f"osm-{d:04d}") for d in range(devices)]
 
 
-def closed_round(url: str, paths_file: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """One closed-loop round against ``url``; the load client's JSON result."""
+def closed_round(
+    url: str, paths_file: Path, args: argparse.Namespace, cpu: CpuAccount | None = None
+) -> dict[str, Any]:
+    """One closed-loop round against ``url``; the load client's JSON result (+ ``cpu_us_per_request``)."""
     load = [
         "-m",
         "benchmarks._http_load",
@@ -109,10 +116,15 @@ def closed_round(url: str, paths_file: Path, args: argparse.Namespace) -> dict[s
         str(args.connections),
         str(args.seconds),
     ]
+    if cpu is not None:
+        cpu.start()
     out = subprocess.run(
         [sys.executable, *load], capture_output=True, check=True, cwd=REPO, timeout=args.seconds * 4 + 120
     )
     result: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    if cpu is not None:
+        cpu.stop()
+        result["cpu_us_per_request"] = cpu.per_request(result["answered"])
     return result
 
 
@@ -126,8 +138,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             url = fresh_database(pg, "http_ingest")
             tokens = setup_units(url, args.devices)
             say(f"registered {args.devices} units with device tokens")
-            paths_file = work / "paths.txt"
-            paths_file.write_text("\n".join(osmand_paths(tokens, int(MAX_RATE * args.seconds))))
+            # Each device's first fix warms both servers up (the worker started, the tokens checked
+            # once), so that the rounds measure the steady state; the rest are the rounds' requests.
+            paths = osmand_paths(tokens, args.devices + int(MAX_RATE * args.seconds))
+            warm_file, paths_file = work / "warm.txt", work / "paths.txt"
+            warm_file.write_text("\n".join(paths[: args.devices]))
+            paths_file.write_text("\n".join(paths[args.devices :]))
             with served_beside_floor(
                 work,
                 SERENAZGO_DATABASE_URL=url,
@@ -136,17 +152,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 SERENAZGO_OSMAND_PORT="0",
                 SERENAZGO_INGEST_AUTH="true",
             ) as (base, floor_base):
+                servers = {name: pid_listening(int(u.rsplit(":", 1)[1])) for name, u in (("bare", floor_base),
+                           ("ingest", base))}  # fmt: skip
+                closed_round(floor_base + PATH, warm_file, args)  # each ends once its list is used up
+                warm = closed_round(base + PATH, warm_file, args)
                 say(f"round bare: {args.connections} connections for {args.seconds:.0f} s")
-                rounds["bare"] = closed_round(floor_base + PATH, paths_file, args)
+                rounds["bare"] = closed_round(
+                    floor_base + PATH, paths_file, args, _account(servers["bare"], pg.pid)
+                )
                 say(f"round ingest: {args.connections} connections for {args.seconds:.0f} s")
-                rounds["ingest"] = closed_round(base + PATH, paths_file, args)
+                rounds["ingest"] = closed_round(
+                    base + PATH, paths_file, args, _account(servers["ingest"], pg.pid)
+                )
             stored = stored_counts(url)
-            ok = rounds["ingest"]["statuses"].get("200", 0)
+            ok = rounds["ingest"]["statuses"].get("200", 0) + warm["statuses"].get("200", 0)
             rounds["ingest"]["stored_positions"] = stored["positions"]
             rounds["ingest"]["rows_exact"] = stored["positions"] == ok
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return summarise(args, rounds)
+
+
+def _account(server: int | None, postgres: int | None) -> CpuAccount | None:
+    """CPU per process of a round: the server (its worker apart) and PostgreSQL; None if unknown."""
+    if server is None or postgres is None:
+        return None
+    return CpuAccount({SERVER: server, "PostgreSQL": postgres}, split=frozenset({SERVER}))
 
 
 def summarise(args: argparse.Namespace, rounds: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +202,8 @@ def summarise(args: argparse.Namespace, rounds: dict[str, Any]) -> dict[str, Any
           f"endpoint ({rounds['bare']['rate']:,.0f}/s); goal ≥ {GOAL_RATIO:.0%}: "
           f"{'met' if ratio >= GOAL_RATIO else 'NOT met'}")  # fmt: skip
     print(f"every 200 stored: {ing['rows_exact']} ({ing['stored_positions']:,} rows, "
-          f"{ing['statuses'].get('200', 0):,} answers 200)")  # fmt: skip
+          f"{ing['statuses'].get('200', 0):,} answers 200 + {args.devices} of the warm-up)")  # fmt: skip
+    print_cpu(rounds)
     return {
         "params": vars(args) | {"results_dir": str(args.results_dir) if args.results_dir else None},
         "when": datetime.now(UTC).isoformat(),
@@ -180,6 +212,27 @@ def summarise(args: argparse.Namespace, rounds: dict[str, Any]) -> dict[str, Any
         "goal_ratio": GOAL_RATIO,
         "goal_met": ratio >= GOAL_RATIO,
     }
+
+
+def print_cpu(rounds: dict[str, Any]) -> None:
+    """µs of CPU per request by process in each round, and the rate the machine's cores allow."""
+    cpu = {name: r.get("cpu_us_per_request") for name, r in rounds.items()}
+    if not all(cpu.values()):
+        return
+    names = [k for k in cpu["ingest"] if k not in ("machine busy", "machine idle")]
+    rows = [
+        [k, *(round(cpu[r].get(k, 0.0), 1) for r in rounds)] for k in [*names, "machine busy", "machine idle"]
+    ]
+    print()
+    print("CPU per request, µs (user + system; 'other': the broker, the kernel, the rest of the machine)")
+    print(table(["process", *rounds], rows))
+    cores = os.cpu_count() or 1
+    for name in rounds:
+        busy = cpu[name]["machine busy"]
+        idle = cpu[name]["machine idle"]
+        print(f"{name}: {busy:.0f} µs of CPU per request on {cores} cores: at most "
+              f"{cores * 1e6 / busy:,.0f} requests/s if every core were busy "
+              f"({idle:.0f} µs/request idle)")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -165,7 +165,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     base + PATH, paths_file, args, _account(servers["ingest"], pg.pid)
                 )
             stored = stored_counts(url)
-            ok = rounds["ingest"]["statuses"].get("200", 0) + warm["statuses"].get("200", 0)
+            rounds["ingest"]["warm_up_200"] = warm["statuses"].get("200", 0)
+            ok = rounds["ingest"]["statuses"].get("200", 0) + rounds["ingest"]["warm_up_200"]
             rounds["ingest"]["stored_positions"] = stored["positions"]
             rounds["ingest"]["rows_exact"] = stored["positions"] == ok
     finally:
@@ -202,7 +203,7 @@ def summarise(args: argparse.Namespace, rounds: dict[str, Any]) -> dict[str, Any
           f"endpoint ({rounds['bare']['rate']:,.0f}/s); goal ≥ {GOAL_RATIO:.0%}: "
           f"{'met' if ratio >= GOAL_RATIO else 'NOT met'}")  # fmt: skip
     print(f"every 200 stored: {ing['rows_exact']} ({ing['stored_positions']:,} rows, "
-          f"{ing['statuses'].get('200', 0):,} answers 200 + {args.devices} of the warm-up)")  # fmt: skip
+          f"{ing['statuses'].get('200', 0):,} answers 200 + {ing['warm_up_200']} warming up)")  # fmt: skip
     print_cpu(rounds)
     return {
         "params": vars(args) | {"results_dir": str(args.results_dir) if args.results_dir else None},

@@ -7,11 +7,12 @@ check against its token, resolving, GPS filters, one transaction) runs in a
 child process, :mod:`mqtt_bridge.http_ingest_worker`, so that it does not hold
 the API's interpreter lock (that module says why, with figures).
 
-Batching: one batch is in the worker at a time; everything submitted while it
-commits forms the next batch (up to ``batch_max``). An idle server commits a
-lone request at once; a busy one commits many per transaction, which is what
-makes "200 only after commit" affordable (as PostgreSQL's own group commit does
-for fsync). Once a batch is committed, this process applies it to the shared
+Batching: up to two batches are in the worker at a time, one being committed
+while the next is decoded and filtered; everything submitted meanwhile forms
+the batch after (up to ``batch_max``). An idle server commits a lone request at
+once; a busy one commits many per transaction, which is what makes "200 only
+after commit" affordable (as PostgreSQL's own group commit does for fsync).
+Once a batch is committed, this process applies it to the shared
 :class:`LiveFleet` and registry, counts it in the metrics and announces its dead
 letters.
 
@@ -28,6 +29,7 @@ import logging
 import pickle
 import sys
 from asyncio.subprocess import Process
+from collections import deque
 from collections.abc import Callable
 
 from mqtt_bridge.bridge import DEAD_LETTER_TOPIC
@@ -51,80 +53,130 @@ log = logging.getLogger(__name__)
 # Run by import, not ``-m``: as ``__main__`` the module's classes would not be the ones pickled here.
 WORKER_CODE = "from mqtt_bridge.http_ingest_worker import main; main()"
 STOP_TIMEOUT_S = 10.0  # for the worker to close its connection and exit once told to
+# Batches in the worker at once: one committing while the next is decoded and filtered.
+IN_FLIGHT = 2
 
 
 class WorkerGoneError(Exception):
     """The worker process exited or its pipes broke before answering a batch."""
 
 
-class _WorkerProcess:
-    """The child process and its pipes; started on first use and again after it died."""
+Futures = list["asyncio.Future[Outcome]"]
+Deliver = Callable[[Reply, Futures], None]
 
-    def __init__(self, hello: Hello) -> None:
+
+def _restarting(n: int) -> list[Outcome]:
+    return [Outcome(503, "ingest_restarting", f"HTTP ingest is restarting; retry in {RETRY_AFTER_S} s")] * n
+
+
+class _Session:
+    """One worker process, the batches sent to it and not yet answered, and the task reading its replies."""
+
+    def __init__(self, proc: Process, deliver: Deliver, wake: Callable[[], None]) -> None:
+        self.proc = proc
+        self.deliver = deliver
+        self.wake = wake
+        self.flights: deque[Futures] = deque()  # one entry per batch sent, answered in order
+        self.alive = True
+        self.reader = asyncio.create_task(self._read(), name="http-ingest-replies")
+
+    async def send(self, batch: Batch, futures: Futures) -> None:
+        """Write ``batch`` to the worker; its futures are resolved when its reply comes."""
+        assert self.proc.stdin is not None
+        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self.proc.stdin.write(len(data).to_bytes(4, "big") + data)
+            await self.proc.stdin.drain()
+        except OSError as exc:
+            await self.end(f"the HTTP ingest worker stopped ({type(exc).__name__})")
+            raise WorkerGoneError(str(exc)) from exc
+        self.flights.append(futures)
+
+    async def _read(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        try:
+            while True:
+                n = frame_length(await stdout.readexactly(4))
+                # Our own child's frames (see the worker's docstring): trusted.
+                reply = pickle.loads(await stdout.readexactly(n))  # noqa: S301
+                assert isinstance(reply, Reply)
+                self.deliver(reply, self.flights.popleft())
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            await self.end(f"the HTTP ingest worker stopped ({type(exc).__name__})")
+
+    async def end(self, why: str) -> None:
+        """The worker is gone (or broken): answer 503 to what it held, and make sure it is dead."""
+        if self.alive:
+            self.alive = False
+            if self.flights:
+                n = sum(len(f) for f in self.flights)
+                log.warning("%s; answering 503 to its %d requests and starting it again", why, n)
+            while self.flights:
+                futures = self.flights.popleft()
+                for future, outcome in zip(futures, _restarting(len(futures)), strict=True):
+                    if not future.done():
+                        future.set_result(outcome)
+            self.wake()  # the sender may start a new worker for what is queued
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        await self.proc.wait()
+
+    async def close(self) -> None:
+        """Tell the worker to finish (end of its input) and wait for it to answer all and exit."""
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.reader), STOP_TIMEOUT_S)
+            await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("the HTTP ingest worker did not exit within %.0f s: killed", STOP_TIMEOUT_S)
+            await self.end("the HTTP ingest worker was killed at stop")
+
+
+class _Worker:
+    """The worker process: started on first use and again after it died."""
+
+    def __init__(self, hello: Hello, deliver: Deliver, wake: Callable[[], None]) -> None:
         self._hello = pickle.dumps(hello, protocol=pickle.HIGHEST_PROTOCOL)
-        self._proc: Process | None = None
+        self._deliver = deliver
+        self._wake = wake
+        self._session: _Session | None = None
 
     @property
     def pid(self) -> int | None:
         """The running worker's process id, or None."""
-        proc = self._proc
-        return proc.pid if proc is not None and proc.returncode is None else None
+        s = self._session
+        return s.proc.pid if s is not None and s.alive and s.proc.returncode is None else None
 
-    async def call(self, batch: Batch) -> Reply:
-        """Send ``batch`` and wait for its reply; :class:`WorkerGoneError` if the worker cannot answer."""
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            proc = await self._spawn()
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            proc.stdin.write(len(data).to_bytes(4, "big") + data)
-            await proc.stdin.drain()
-            n = frame_length(await proc.stdout.readexactly(4))
-            # Our own child's frames (see the worker's docstring): trusted.
-            reply = pickle.loads(await proc.stdout.readexactly(n))  # noqa: S301
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            await self._reap()
-            raise WorkerGoneError(f"the HTTP ingest worker stopped ({type(exc).__name__})") from exc
-        assert isinstance(reply, Reply)
-        return reply
+    @property
+    def in_flight(self) -> int:
+        """Batches sent and not yet answered."""
+        s = self._session
+        return len(s.flights) if s is not None and s.alive else 0
 
-    async def _spawn(self) -> Process:
-        await self._reap()
+    async def send(self, batch: Batch, futures: Futures) -> None:
+        """Send ``batch`` (starting the worker if need be); :class:`WorkerGoneError` if it cannot take it."""
+        s = self._session
+        if s is None or not s.alive:
+            s = self._session = await self._spawn()
+        await s.send(batch, futures)
+
+    async def _spawn(self) -> _Session:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", WORKER_CODE,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert proc.stdin is not None
         proc.stdin.write(len(self._hello).to_bytes(4, "big") + self._hello)
-        self._proc = proc
-        return proc
-
-    async def _reap(self) -> None:
-        """Forget a dead (or broken) worker, killing it if it still runs."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        await proc.wait()
+        return _Session(proc, self._deliver, self._wake)
 
     async def close(self) -> None:
-        """Tell the worker to finish (end of its input) and wait for it to exit."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("the HTTP ingest worker did not exit within %.0f s: killed", STOP_TIMEOUT_S)
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        """Stop the worker once it answered everything sent to it."""
+        s, self._session = self._session, None
+        if s is not None:
+            await s.close()
 
 
 class HttpIngest:
@@ -144,10 +196,10 @@ class HttpIngest:
         self.fleet = fleet
         self.batch_max = batch_max
         self.publish = publish  # dead-letter announcements on serenazgo/deadletter, best effort
-        self._worker = _WorkerProcess(Hello(settings, conninfo))
         self._items: list[Item] = []
-        self._futures: list[asyncio.Future[Outcome]] = []
+        self._futures: Futures = []
         self._wake = asyncio.Event()
+        self._worker = _Worker(Hello(settings, conninfo), self._deliver, self._wake.set)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.batches = 0
@@ -159,7 +211,7 @@ class HttpIngest:
         return self._worker.pid
 
     async def start(self) -> None:
-        """Start the commit loop on the running event loop."""
+        """Start the sending loop on the running event loop."""
         if self._task is None:
             self._stopping = False
             self._task = asyncio.create_task(self._loop(), name="http-ingest")
@@ -170,7 +222,7 @@ class HttpIngest:
         if task is not None:
             self._stopping = True
             self._wake.set()
-            await task  # it returns once nothing is pending
+            await task  # it returns once nothing is pending or in flight
         await self._worker.close()
 
     async def submit(self, topic: str, payload: bytes, received_at: float, unit_id: str | None) -> Outcome:
@@ -188,36 +240,42 @@ class HttpIngest:
         return await future
 
     async def _loop(self) -> None:
+        """Send what is queued as a batch whenever fewer than IN_FLIGHT batches are in the worker."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._items:
+            while self._items and self._worker.in_flight < IN_FLIGHT:
                 items, futures = self._items[: self.batch_max], self._futures[: self.batch_max]
                 del self._items[: self.batch_max], self._futures[: self.batch_max]
-                outcomes = await self._run(items)
-                for future, outcome in zip(futures, outcomes, strict=True):
-                    if not future.done():  # the client may have gone away
-                        future.set_result(outcome)
-            if self._stopping:
+                try:
+                    await self._worker.send(Batch(self.registry.generation, items), futures)
+                except WorkerGoneError:
+                    self._answer(futures, _restarting(len(futures)))
+                except Exception:  # never leave a phone waiting: a bug here answers, and the loop goes on
+                    log.exception("HTTP ingest batch failed")
+                    failed = Outcome(500, "internal_error", "ingest failed; see the server log")
+                    self._answer(futures, [failed] * len(futures))
+            if self._stopping and not self._items and not self._worker.in_flight:
                 return
 
-    async def _run(self, items: list[Item]) -> list[Outcome]:
-        """One batch through the worker, then the fleet: the outcome of each item."""
+    @staticmethod
+    def _answer(futures: Futures, outcomes: list[Outcome]) -> None:
+        for future, outcome in zip(futures, outcomes, strict=True):
+            if not future.done():  # the client may have gone away
+                future.set_result(outcome)
+
+    def _deliver(self, reply: Reply, futures: Futures) -> None:
+        """A batch's reply: the fleet, then the answers; wakes the sending loop."""
         try:
-            reply = await self._worker.call(Batch(self.registry.generation, items))
-        except WorkerGoneError as exc:
-            log.warning("%s; answering 503 to its %d requests and starting it again", exc, len(items))
-            detail = f"HTTP ingest is restarting; retry in {RETRY_AFTER_S} s"
-            return [Outcome(503, "ingest_restarting", detail)] * len(items)
-        except Exception:  # never leave a phone waiting: a bug here answers, and the loop goes on
-            log.exception("HTTP ingest batch failed")
-            return [Outcome(500, "internal_error", "ingest failed; see the server log")] * len(items)
-        self.database_down = reply.database_down
-        if reply.failure:
-            metrics.BATCH_FAILURES.labels(reply.failure).inc()
-        if reply.committed:
-            self._after_commit(reply, len(items))
-        return reply.outcomes
+            self.database_down = reply.database_down
+            if reply.failure:
+                metrics.BATCH_FAILURES.labels(reply.failure).inc()
+            if reply.committed:
+                self._after_commit(reply, len(futures))
+        except Exception:  # the batch is stored: its 200s stand even if the fleet update failed
+            log.exception("HTTP ingest: updating the live fleet failed")
+        self._answer(futures, reply.outcomes)
+        self._wake.set()
 
     def _after_commit(self, reply: Reply, n: int) -> None:
         """Registry, fleet, metrics and dead-letter announcements of a committed batch."""

@@ -33,9 +33,11 @@ import contextlib
 import logging
 import os
 import pickle
+import queue
 import signal
 import struct
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -131,6 +133,17 @@ class Reply:
     announcements: list[bytes] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A batch between the worker's two stages: decoded, checked and filtered, not yet stored."""
+
+    outcomes: list[Outcome]  # 403s filled in; the rest come from the commit
+    messages: list[HttpMessage]  # what goes to the transaction ...
+    index: list[int]  # ... and where each of them stands in the batch
+    result: PipelineResult
+    loaded: list[Unit]  # units the database gave a reload since the last batch
+
+
 def write_frame(out: BinaryIO, obj: object) -> None:
     """Send ``obj`` as one frame (length, pickle) and flush."""
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -182,10 +195,10 @@ class CommitWorker:
         """Close the database connection."""
         self.writer.close()
 
-    def process(self, batch: Batch) -> Reply:
-        """Decode, check each sender against its token, filter and commit ``batch``."""
+    def prepare(self, batch: Batch) -> Prepared:
+        """Decode ``batch``, check each sender against its token, resolve and filter (the first stage)."""
         if batch.generation != self.generation:
-            with contextlib.suppress(StorageError):  # no database: the writer says so below
+            with contextlib.suppress(StorageError):  # no database: the writer says so at commit
                 self._reload()
                 self.generation = batch.generation
         outcomes: list[Outcome] = [OK] * len(batch.items)
@@ -204,14 +217,24 @@ class CommitWorker:
             messages.append(HttpMessage(topic, payload, received))
             decoded.append(result)
             index.append(i)
-        reply = self._commit(messages, decoded)
-        for i, outcome in zip(index, reply.outcomes, strict=True):
+        filtered = self.pipeline.run(messages, decoded=decoded)  # may reload the units on a miss
+        loaded, self._loaded = self._loaded, []
+        return Prepared(outcomes, messages, index, filtered, loaded)
+
+    def commit(self, prepared: Prepared) -> Reply:
+        """Store a prepared batch in one transaction (the second stage): its Reply."""
+        reply = self._commit(prepared.result, prepared.messages)
+        outcomes = prepared.outcomes
+        for i, outcome in zip(prepared.index, reply.outcomes, strict=True):
             outcomes[i] = outcome
         reply.outcomes = outcomes
-        if reply.committed and self._loaded:
-            reply.units = self._loaded + reply.units
-            self._loaded = []
+        # Loaded from the database: the parent may learn them whatever became of the batch.
+        reply.units = prepared.loaded + reply.units
         return reply
+
+    def process(self, batch: Batch) -> Reply:
+        """Both stages, one after the other."""
+        return self.commit(self.prepare(batch))
 
     # -- units -----------------------------------------------------------------------------------
 
@@ -252,9 +275,8 @@ class CommitWorker:
 
     # -- one transaction -------------------------------------------------------------------------
 
-    def _commit(self, messages: list[HttpMessage], decoded: list[DecodeResult]) -> Reply:
-        """Pipeline, one transaction: a Reply with one outcome per message."""
-        result = self.pipeline.run(messages, decoded=decoded)
+    def _commit(self, result: PipelineResult, messages: list[HttpMessage]) -> Reply:
+        """One transaction: a Reply with one outcome per message."""
         if not messages:
             return Reply(outcomes=[], committed=True)
         started = time.perf_counter()
@@ -351,26 +373,52 @@ def _outcomes(result: PipelineResult, n: int) -> list[Outcome]:
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> int:
-    """Answer batches from ``inp`` on ``out`` until the end of input; the exit code."""
+    """Answer batches from ``inp`` on ``out`` until the end of input; the exit code.
+
+    Two stages, as in the MQTT bridge: a thread reads and prepares the next batch
+    (decoding, filters: Python) while this one commits the current one (mostly
+    waiting for PostgreSQL), so the parent may send a batch before the previous
+    one's reply. Replies go out in the order the batches came.
+    """
     hello = read_frame(inp)
     if not isinstance(hello, Hello):
         log.error("HTTP ingest worker: expected a Hello frame, got %r", type(hello).__name__)
         return 2
     worker = CommitWorker(hello.settings, hello.conninfo)
     worker.start()
+    stage: queue.Queue[Prepared | Reply | None] = queue.Queue(maxsize=1)
+
+    def prepare_all() -> None:
+        try:
+            while (batch := read_frame(inp)) is not None:
+                assert isinstance(batch, Batch)
+                try:
+                    stage.put(worker.prepare(batch))
+                except Exception:
+                    log.exception("HTTP ingest batch failed")
+                    stage.put(_failed(len(batch.items)))
+        finally:
+            stage.put(None)  # end of input: the commit stage finishes and returns
+
+    reader = threading.Thread(target=prepare_all, name="prepare", daemon=True)
+    reader.start()
     try:
-        while (batch := read_frame(inp)) is not None:
-            assert isinstance(batch, Batch)
-            try:
-                reply = worker.process(batch)
-            except Exception:
-                log.exception("HTTP ingest batch failed")
-                failed = Outcome(500, "internal_error", "ingest failed; see the server log")
-                reply = Reply(outcomes=[failed] * len(batch.items), failure="internal")
-            write_frame(out, reply)
+        while (item := stage.get()) is not None:
+            if isinstance(item, Prepared):
+                try:
+                    item = worker.commit(item)
+                except Exception:
+                    log.exception("HTTP ingest batch failed")
+                    item = _failed(len(item.outcomes))
+            write_frame(out, item)
     finally:
         worker.close()
     return 0
+
+
+def _failed(n: int) -> Reply:
+    failed = Outcome(500, "internal_error", "ingest failed; see the server log")
+    return Reply(outcomes=[failed] * n, failure="internal")
 
 
 def main() -> None:
@@ -393,6 +441,7 @@ __all__ = [
     "HttpMessage",
     "Item",
     "Outcome",
+    "Prepared",
     "Reply",
     "read_frame",
     "serve",

@@ -147,6 +147,14 @@ class Ping:
     source: Source = Source.NATIVE
     received_at: datetime | None = None
 
+    def __reduce__(self) -> tuple[type[Ping], tuple[object, ...]]:
+        # HTTP ingest's worker sends every committed fix to the API process: the fields as a
+        # tuple pickle in 0.4 µs instead of 2.6 (and load in 0.4 instead of 1.1).
+        return (Ping, (
+            self.unit_id, self.ts, self.lat, self.lon, self.alt, self.speed, self.heading,
+            self.accuracy, self.battery, self.flags, self.source, self.received_at,
+        ))  # fmt: skip
+
 
 @dataclass(slots=True)
 class DroneTelemetry:

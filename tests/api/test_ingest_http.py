@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +28,8 @@ from api.cli import app as cli_app
 from api.context import ApiContext
 from api.routes.ingest import osmand_app
 from api.runtime import bind_osmand_socket
+from mqtt_bridge.codecs import OSMAND_HTTP_TOPIC
+from mqtt_bridge.http_ingest import HttpIngest
 from mqtt_bridge.http_ingest_worker import REFRESH_MIN_S
 from tests.api.conftest import Api
 from tests.fixtures.auth import seed_headers
@@ -418,3 +421,25 @@ async def test_units_registered_after_the_worker_started_are_known_at_once(
     assert state is not None
     assert state.fix is not None
     assert state.fix.lat == -12.14
+
+
+async def test_stopping_commits_and_answers_everything_queued(open_api: Api, pg_url: str) -> None:
+    """stop() with batches queued and in the worker: every request gets its 200, every fix is stored."""
+    n = 300
+    for i in range(3):
+        await register(open_api, f"stp-{i}", osmand=str(903000 + i))
+    ctx = open_api.ctx
+    ingest = HttpIngest(ctx.settings, pg_url, ctx.registry, ctx.fleet, batch_max=40)
+    await ingest.start()
+    ts = int(T0.timestamp())
+    queries = [
+        f"id={903000 + k % 3}&lat=-12.12&lon=-77.03&timestamp={ts + k // 3}".encode() for k in range(n)
+    ]
+    pending = [asyncio.create_task(ingest.submit(OSMAND_HTTP_TOPIC, q, time.time(), None)) for q in queries]
+    await asyncio.sleep(0)  # every request queued; the first batch is on its way
+    await ingest.stop()
+    outcomes = [task.result() for task in pending]  # stop() returned: all are answered
+    assert [o.status for o in outcomes] == [200] * n
+    assert ingest.batches >= n // 40
+    assert ingest.worker_pid is None
+    assert [len(rows(pg_url, f"stp-{i}")) for i in range(3)] == [n // 3] * 3

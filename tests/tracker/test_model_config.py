@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pickle
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from tracker.config import Settings, parse_mqtt_url
 from tracker.errors import ConfigError, InvalidUnitIdError
 from tracker.freshness import FreshnessThresholds
-from tracker.model import is_valid_unit_id, validate_unit_id
+from tracker.model import Ping, PingFlag, Source, is_valid_unit_id, validate_unit_id
 
 
 @pytest.mark.parametrize("uid", ["SER-014", "a", "mov.03", "dji.1581F5BKD", "x:y_z-1", "A" * 64])
@@ -51,3 +55,20 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.filters.poor_accuracy_m == 50
     with pytest.raises(ValueError, match="positive"):
         Settings(batch_max=0)
+
+
+def test_a_ping_pickles_with_every_field() -> None:
+    """Ping.__reduce__ (HTTP ingest's worker → API process) lists every field, in order."""
+    t = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+    values: dict[str, object] = {
+        "unit_id": "mov-07", "ts": t, "lat": -12.1, "lon": -77.03, "alt": 80.5, "speed": 1.5,
+        "heading": 90.0, "accuracy": 8.0, "battery": 77.0, "flags": PingFlag.JITTER | PingFlag.LATE,
+        "source": Source.OSMAND, "received_at": t + timedelta(seconds=1),
+    }  # fmt: skip
+    assert list(values) == [f.name for f in fields(Ping)]  # a new field must be added here and there
+    ping = Ping(**values)  # type: ignore[arg-type]
+    back = pickle.loads(pickle.dumps(ping))
+    assert back == ping
+    assert [getattr(back, name) for name in values] == list(values.values())
+    assert type(back.flags) is PingFlag
+    assert type(back.source) is Source

@@ -11,6 +11,7 @@ import pytest
 
 from tracker.batch import DeadLetter, FlagUpdate, IngestBatch
 from tracker.model import Ping, PingFlag, Source, StatusUpdate, Unit, UnitKind, UnitStatus
+from tracker.store import writer as writer_module
 from tracker.store.schema import DEAD_LETTER_PAYLOAD_MAX, SOURCE_BY_CODE
 from tracker.store.units import create_unit_sync
 from tracker.store.writer import PositionWriter
@@ -34,6 +35,13 @@ def ping(unit_id: str, second: float, lat: float = -12.12, lon: float = -77.03, 
     }
     fields.update(kw)
     return Ping(unit_id, ts, lat, lon, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True, params=["arrays", "staging"])
+def latest_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both ways to unit_latest: binary arrays (few units a batch) and the staging COPY."""
+    monkeypatch.setattr(writer_module, "LATEST_ARRAYS_MAX", 10**6 if request.param == "arrays" else 0)
+    return str(request.param)
 
 
 @pytest.fixture

@@ -101,9 +101,7 @@ COPY_LATEST_STAGING_SQL = f"COPY latest_staging (pass, {_LATEST_COLUMNS}) FROM S
 
 # For a JITTER fix the unit is standing still: take its time, speed and battery, keep the
 # previous position (lat, lon, alt, heading and the accuracy that describes that position).
-UPSERT_LATEST_SQL = f"""
-INSERT INTO unit_latest AS l ({_LATEST_COLUMNS})
-SELECT {_LATEST_COLUMNS} FROM latest_staging WHERE pass = %s
+_UPSERT_LATEST_SET = f"""
 ON CONFLICT (unit_id) DO UPDATE SET
     ts = EXCLUDED.ts,
     lat = CASE WHEN EXCLUDED.flags & {_JITTER} <> 0 THEN l.lat ELSE EXCLUDED.lat END,
@@ -118,6 +116,21 @@ ON CONFLICT (unit_id) DO UPDATE SET
     received_at = EXCLUDED.received_at
 WHERE l.ts < EXCLUDED.ts
 """
+UPSERT_LATEST_SQL = f"""
+INSERT INTO unit_latest AS l ({_LATEST_COLUMNS})
+SELECT {_LATEST_COLUMNS} FROM latest_staging WHERE pass = %s
+{_UPSERT_LATEST_SET}"""
+
+# Few units in a batch (HTTP ingest's batches of phones): the candidates as binary arrays in one
+# statement. It spares the staging table's COPY and its truncation at commit, which cost
+# PostgreSQL about 0.6 ms per transaction: 20-40 % less CPU per fix at 25-100 units a batch
+# (measured 2026-11-26). Past LATEST_ARRAYS_MAX units the arrays cost more Python than COPY.
+UPSERT_LATEST_ARRAYS_SQL = f"""
+INSERT INTO unit_latest AS l ({_LATEST_COLUMNS})
+SELECT * FROM unnest(%b::text[], %b::timestamptz[], %b::float8[], %b::float8[], %b::float4[], %b::float4[],
+    %b::float4[], %b::float4[], %b::float4[], %b::int2[], %b::int2[], %b::timestamptz[])
+{_UPSERT_LATEST_SET}"""
+LATEST_ARRAYS_MAX = 128
 
 FLAG_UPDATE_SQL = "UPDATE positions SET flags = flags | %s WHERE unit_id = %s AND ts = %s"
 
@@ -256,6 +269,17 @@ def position_rows(pings: list[Ping]) -> tuple[list[PositionRow], dict[str, Ping]
                 if best is None or p.ts > best.ts:
                     anchors[p.unit_id] = p
     return rows, newest, anchors
+
+
+def _latest_arrays(ps: list[Ping]) -> tuple[list[Any], ...]:
+    """``unit_latest`` candidates as one array per column (UPSERT_LATEST_ARRAYS_SQL's parameters)."""
+    codes = SOURCE_CODES
+    return (
+        [p.unit_id for p in ps], [p.ts for p in ps], [p.lat for p in ps], [p.lon for p in ps],
+        [p.alt for p in ps], [p.speed for p in ps], [p.heading for p in ps], [p.accuracy for p in ps],
+        [p.battery for p in ps], [int(p.flags) for p in ps], [codes[p.source] for p in ps],
+        [p.received_at for p in ps],
+    )  # fmt: skip
 
 
 class PositionWriter:
@@ -423,6 +447,11 @@ class PositionWriter:
     def _store_pings(self, cur: psycopg.Cursor[Any], pings: list[Ping]) -> int:
         rows, newest, anchors = position_rows(pings)
         stored = self._insert_positions(cur, rows)
+        if len(newest) + len(anchors) <= LATEST_ARRAYS_MAX:
+            for candidates in (anchors, newest):  # anchors first (see position_rows)
+                if candidates:
+                    cur.execute(UPSERT_LATEST_ARRAYS_SQL, _latest_arrays(list(candidates.values())))
+            return stored
         with cur.copy(COPY_LATEST_STAGING_SQL) as copy:
             copy.set_types(_LATEST_TYPES)
             for pass_no, candidates in ((1, anchors), (2, newest)):

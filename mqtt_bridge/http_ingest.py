@@ -104,6 +104,9 @@ class _Session:
                 self.deliver(reply, self.flights.popleft())
         except (OSError, asyncio.IncompleteReadError) as exc:
             await self.end(f"the HTTP ingest worker stopped ({type(exc).__name__})")
+        except Exception as exc:  # a garbled frame: this worker cannot be trusted to answer in order
+            log.exception("HTTP ingest: unreadable reply from the worker")
+            await self.end(f"the HTTP ingest worker sent an unreadable reply ({type(exc).__name__})")
 
     async def end(self, why: str) -> None:
         """The worker is gone (or broken): answer 503 to what it held, and make sure it is dead."""

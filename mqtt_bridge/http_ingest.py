@@ -55,6 +55,9 @@ WORKER_CODE = "from mqtt_bridge.http_ingest_worker import main; main()"
 STOP_TIMEOUT_S = 10.0  # for the worker to close its connection and exit once told to
 # Batches in the worker at once: one committing while the next is decoded and filtered.
 IN_FLIGHT = 2
+# A worker that holds a batch this long is stuck (its database calls time out well before): it is
+# killed, its requests get 503 and the next request starts a new one.
+REPLY_TIMEOUT_S = 60.0
 
 
 class WorkerGoneError(Exception):
@@ -72,13 +75,16 @@ def _restarting(n: int) -> list[Outcome]:
 class _Session:
     """One worker process, the batches sent to it and not yet answered, and the task reading its replies."""
 
-    def __init__(self, proc: Process, deliver: Deliver, wake: Callable[[], None]) -> None:
+    def __init__(self, proc: Process, deliver: Deliver, wake: Callable[[], None], timeout_s: float) -> None:
         self.proc = proc
         self.deliver = deliver
         self.wake = wake
+        self.timeout_s = timeout_s
         self.flights: deque[Futures] = deque()  # one entry per batch sent, answered in order
+        self.sent_at: deque[float] = deque()  # when each of them was sent (loop time)
         self.alive = True
         self.reader = asyncio.create_task(self._read(), name="http-ingest-replies")
+        self.watchdog = asyncio.create_task(self._watch(), name="http-ingest-watchdog")
 
     async def send(self, batch: Batch, futures: Futures) -> None:
         """Write ``batch`` to the worker; its futures are resolved when its reply comes."""
@@ -91,6 +97,7 @@ class _Session:
             await self.end(f"the HTTP ingest worker stopped ({type(exc).__name__})")
             raise WorkerGoneError(str(exc)) from exc
         self.flights.append(futures)
+        self.sent_at.append(asyncio.get_running_loop().time())
 
     async def _read(self) -> None:
         stdout = self.proc.stdout
@@ -101,6 +108,7 @@ class _Session:
                 # Our own child's frames (see the worker's docstring): trusted.
                 reply = pickle.loads(await stdout.readexactly(n))  # noqa: S301
                 assert isinstance(reply, Reply)
+                self.sent_at.popleft()
                 self.deliver(reply, self.flights.popleft())
         except (OSError, asyncio.IncompleteReadError) as exc:
             await self.end(f"the HTTP ingest worker stopped ({type(exc).__name__})")
@@ -108,10 +116,18 @@ class _Session:
             log.exception("HTTP ingest: unreadable reply from the worker")
             await self.end(f"the HTTP ingest worker sent an unreadable reply ({type(exc).__name__})")
 
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.alive:
+            await asyncio.sleep(min(1.0, self.timeout_s / 4))
+            if self.sent_at and loop.time() - self.sent_at[0] > self.timeout_s:
+                await self.end(f"the HTTP ingest worker did not answer within {self.timeout_s:g} s")
+
     async def end(self, why: str) -> None:
         """The worker is gone (or broken): answer 503 to what it held, and make sure it is dead."""
         if self.alive:
             self.alive = False
+            self.sent_at.clear()
             if self.flights:
                 n = sum(len(f) for f in self.flights)
                 log.warning("%s; answering 503 to its %d requests and starting it again", why, n)
@@ -136,15 +152,18 @@ class _Session:
         except TimeoutError:
             log.warning("the HTTP ingest worker did not exit within %.0f s: killed", STOP_TIMEOUT_S)
             await self.end("the HTTP ingest worker was killed at stop")
+        finally:
+            self.watchdog.cancel()
 
 
 class _Worker:
     """The worker process: started on first use and again after it died."""
 
-    def __init__(self, hello: Hello, deliver: Deliver, wake: Callable[[], None]) -> None:
+    def __init__(self, hello: Hello, deliver: Deliver, wake: Callable[[], None], timeout_s: float) -> None:
         self._hello = pickle.dumps(hello, protocol=pickle.HIGHEST_PROTOCOL)
         self._deliver = deliver
         self._wake = wake
+        self._timeout_s = timeout_s
         self._session: _Session | None = None
 
     @property
@@ -173,7 +192,7 @@ class _Worker:
         )  # fmt: skip
         assert proc.stdin is not None
         proc.stdin.write(len(self._hello).to_bytes(4, "big") + self._hello)
-        return _Session(proc, self._deliver, self._wake)
+        return _Session(proc, self._deliver, self._wake, self._timeout_s)
 
     async def close(self) -> None:
         """Stop the worker once it answered everything sent to it."""
@@ -194,6 +213,7 @@ class HttpIngest:
         *,
         batch_max: int = 1000,
         publish: Callable[[str, bytes, int], object] | None = None,
+        reply_timeout_s: float = REPLY_TIMEOUT_S,
     ) -> None:
         self.registry = registry
         self.fleet = fleet
@@ -202,7 +222,7 @@ class HttpIngest:
         self._items: list[Item] = []
         self._futures: Futures = []
         self._wake = asyncio.Event()
-        self._worker = _Worker(Hello(settings, conninfo), self._deliver, self._wake.set)
+        self._worker = _Worker(Hello(settings, conninfo), self._deliver, self._wake.set, reply_timeout_s)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.batches = 0

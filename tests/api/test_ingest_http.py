@@ -443,3 +443,29 @@ async def test_stopping_commits_and_answers_everything_queued(open_api: Api, pg_
     assert ingest.batches >= n // 40
     assert ingest.worker_pid is None
     assert [len(rows(pg_url, f"stp-{i}")) for i in range(3)] == [n // 3] * 3
+
+
+async def test_a_stuck_worker_is_replaced_and_its_requests_get_503(open_api: Api, pg_url: str) -> None:
+    """A worker that stops answering (here: SIGSTOP) is killed after the reply timeout, then replaced."""
+    await register(open_api, "mov-24", osmand="902084")
+    ctx = open_api.ctx
+    ingest = HttpIngest(ctx.settings, pg_url, ctx.registry, ctx.fleet, reply_timeout_s=1.0)
+    await ingest.start()
+    ts = time.time() - 60
+    try:
+        first = await ingest.submit(
+            OSMAND_HTTP_TOPIC, f"id=902084&lat=-12.1&lon=-77.0&timestamp={int(ts)}".encode(), ts, None
+        )
+        assert first.status == 200
+        stuck = ingest.worker_pid
+        assert stuck is not None
+        os.kill(stuck, signal.SIGSTOP)
+        query = f"id=902084&lat=-12.1&lon=-77.0&timestamp={int(ts) + 1}".encode()
+        held = await asyncio.wait_for(ingest.submit(OSMAND_HTTP_TOPIC, query, ts, None), 30)
+        assert (held.status, held.reason) == (503, "ingest_restarting")
+        again = await ingest.submit(OSMAND_HTTP_TOPIC, query, ts, None)  # the phone resends
+        assert again.status == 200
+        assert ingest.worker_pid not in (None, stuck)
+    finally:
+        await ingest.stop()
+    assert len(rows(pg_url, "mov-24")) == 2

@@ -24,7 +24,8 @@ Failures:
   stops reading the socket while the queue is that long.
 * :class:`StorageDataError` (the database refuses the data itself): the batch is
   split in halves, recursively, until the message at fault is alone; it is then
-  stored as a ``storage_refused`` dead letter instead, and the rest is stored.
+  stored as a ``storage_refused`` dead letter instead, and the rest is stored
+  (:func:`mqtt_bridge.storing.store_isolating`, shared with HTTP ingest).
 * A crash at any point: whatever was not acknowledged is redelivered by the
   broker (persistent session) and stored once (``(unit_id, ts)`` is unique).
   Dead letters have no natural key: one that was committed but not yet
@@ -59,7 +60,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import FrameType
 
 import psycopg
@@ -67,11 +67,12 @@ import psycopg
 from mqtt_bridge import ackclient
 from mqtt_bridge.ackclient import AckClient, InboundMessage
 from mqtt_bridge.pipeline import IngestPipeline, PipelineResult
+from mqtt_bridge.storing import StoredPart, store_isolating
 from mqtt_bridge.topics import subscription_filters
 from tracker import metrics
-from tracker.batch import BatchResult, DeadLetter, IngestBatch
+from tracker.batch import DeadLetter
 from tracker.config import MqttTarget, Settings
-from tracker.errors import ConfigError, DuplicateUnitError, StorageDataError, StorageError
+from tracker.errors import ConfigError, DuplicateUnitError, StorageError
 from tracker.filters import FilterPipeline
 from tracker.fleet import LiveFleet
 from tracker.registry import UnitRegistry
@@ -83,7 +84,6 @@ from tracker.store.writer import PositionWriter
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_TOPIC = "serenazgo/deadletter"
-STORAGE_REFUSED = "storage_refused"
 # Cycle-collector thresholds for a process that ingests (see tune_gc). Measured in the
 # ingest benchmark: the default (700, 10, 10) spent ~10 µs of GIL time per message in
 # collections (about 1,100 of them per 200,000 messages), this under 1 µs.
@@ -407,23 +407,23 @@ class Bridge:
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         acked = self.mqtt.ack_many(messages)
         self._settled += len(messages)
-        stored = sum(r.stored for _, r in parts)
-        duplicates = sum(r.duplicates for _, r in parts)
-        dead = sum(r.dead_letters for _, r in parts)
+        stored = sum(p.written.stored for p in parts)
+        duplicates = sum(p.written.duplicates for p in parts)
+        dead = sum(p.written.dead_letters for p in parts)
         self._stored += stored
         self._duplicates += duplicates
         self._dead += dead
         self._ignored += sum(result.ignored.values())
         self._batches += 1
         self._record(result, messages, stored, duplicates, committed_at, len(messages) - acked)
-        for part, _ in parts:
-            b = part.batch
+        for p in parts:
+            b = p.result.batch
             for unit in b.new_units:
                 self.fleet.upsert_unit(unit)
-            self.fleet.apply(b.pings, b.statuses, part.disconnected, b.telemetry)
+            self.fleet.apply(b.pings, b.statuses, p.result.disconnected, b.telemetry)
             if b.dead_letters:
                 self._announce(b.dead_letters)
-        incidents = [i for _, r in parts for i in r.incidents]
+        incidents = [i for p in parts for i in p.written.incidents]
         if incidents and self.on_incidents is not None:
             try:
                 self.on_incidents(incidents)
@@ -432,11 +432,11 @@ class Bridge:
 
     def _store_until_done(
         self, result: PipelineResult, messages: Sequence[InboundMessage]
-    ) -> list[tuple[PipelineResult, BatchResult]] | None:
+    ) -> list[StoredPart] | None:
         delay = 0.05
         while True:
             try:
-                parts = self._store(result, messages, 0, len(messages))
+                parts = store_isolating(self.writer, result, messages, who=f"bridge {self.client_id}")
             except StorageError as exc:  # an outage: keep the batch, acknowledge nothing
                 self._retries += 1
                 metrics.BATCH_FAILURES.labels("outage").inc()
@@ -452,45 +452,6 @@ class Bridge:
                 log.info("bridge %s: storing again", self.client_id)
             self._set_db_down(False, "")
             return parts
-
-    def _store(
-        self, result: PipelineResult, messages: Sequence[InboundMessage], lo: int, hi: int
-    ) -> list[tuple[PipelineResult, BatchResult]]:
-        """Store messages ``lo:hi`` of ``result``, splitting around data the database refuses."""
-        part = result if (lo, hi) == (0, len(messages)) else result.part(lo, hi)
-        try:
-            return [(part, self.writer.write(part.batch))]
-        except StorageDataError as exc:
-            metrics.BATCH_FAILURES.labels("data").inc()
-            if hi - lo > 1:
-                mid = (lo + hi) // 2
-                return self._store(result, messages, lo, mid) + self._store(result, messages, mid, hi)
-            return [self._store_refused(part, messages[lo], exc)]
-
-    def _store_refused(
-        self, part: PipelineResult, message: InboundMessage, exc: StorageDataError
-    ) -> tuple[PipelineResult, BatchResult]:
-        """Store the one message the database refused as a dead letter (its new unit, if any, kept)."""
-        log.warning(
-            "bridge %s: the database refused a message on %.200r: %s", self.client_id, message.topic, exc
-        )
-        metrics.REJECTED.labels(STORAGE_REFUSED).inc()
-        letter = DeadLetter(
-            message.topic,
-            message.payload,
-            STORAGE_REFUSED,
-            f"the database refused this message: {str(exc)[:500]}",
-            datetime.fromtimestamp(message.received_at, UTC),
-        )
-        fallback = PipelineResult(batch=IngestBatch(dead_letters=[letter], new_units=part.batch.new_units))
-        for batch in (fallback.batch, IngestBatch(dead_letters=[letter])):
-            try:
-                fallback.batch = batch
-                return fallback, self.writer.write(batch)
-            except StorageDataError:
-                continue
-        log.error("bridge %s: not even the dead letter could be stored; dropping the message", self.client_id)
-        return PipelineResult(), BatchResult(0, 0, 0)
 
     def _set_db_down(self, down: bool, error: str) -> None:
         self._db_down = down

@@ -39,14 +39,14 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO
 
 from mqtt_bridge.codecs import decode_message
 from mqtt_bridge.pipeline import NO_ENDS, IngestPipeline, PipelineResult
-from tracker.batch import DeadLetter, IngestBatch
+from mqtt_bridge.storing import store_isolating
+from tracker.batch import IngestBatch
 from tracker.config import Settings
 from tracker.errors import StorageDataError, StorageError
 from tracker.model import Decoded, DecodeResult, DroneTelemetry, Ping, Rejection, StatusUpdate, Unit
@@ -275,50 +275,46 @@ class CommitWorker:
     # -- one transaction -------------------------------------------------------------------------
 
     def _commit(self, result: PipelineResult, messages: list[HttpMessage]) -> Reply:
-        """One transaction: a Reply with one outcome per message."""
+        """One transaction (more when the database refuses some data): a Reply, one outcome per message."""
         if not messages:
             return Reply(outcomes=[], committed=True)
         started = time.perf_counter()
-        failure = ""
         try:
             try:
-                self.writer.write(result.batch)
+                parts = store_isolating(self.writer, result, messages, who="HTTP ingest")
             except StorageError as first:
                 if isinstance(first, StorageDataError):
                     raise
                 # Once more at once: a new day's partition may race another writer (or deadlock);
                 # an outage fails again just as fast (a refused connection).
-                self.writer.write(result.batch)
-            parts = [(0, len(messages), result)]
+                parts = store_isolating(self.writer, result, messages, who="HTTP ingest")
         except StorageError as exc:
-            if not isinstance(exc, StorageDataError):
-                return self._outage(exc, len(messages))
-            failure = "data"
-            try:
-                parts = self._one_by_one(result, messages)
-            except StorageError as again:
-                return self._outage(again, len(messages))
+            return self._outage(exc, len(messages))
         self.database_down = False
-        outcomes: list[Outcome] = []
-        for lo, hi, part in parts:
-            outcomes.extend(_outcomes(part, hi - lo))
-        b = result.batch
-        letters = [d for _, _, part in parts for d in part.batch.dead_letters]
-        return Reply(
-            outcomes=outcomes,
+        reply = Reply(
+            outcomes=[],
             committed=True,
             commit_s=time.perf_counter() - started,
-            failure=failure,
-            units=b.new_units,
-            pings=b.pings,
-            statuses=b.statuses,
-            disconnected=result.disconnected,
-            telemetry=b.telemetry,
+            failure="data" if any(part.refused is not None for part in parts) else "",
             pings_received=result.pings_received,
             rejected=dict(result.rejected),
             ignored=dict(result.ignored),
-            announcements=[d.announcement() for d in letters],
         )
+        for part in parts:  # what was stored, so that a refused message never reaches the LiveFleet
+            b = part.result.batch
+            if part.refused is not None:
+                letter = part.refused
+                reply.outcomes.append(Outcome(422, letter.reason, letter.detail))
+                reply.rejected[letter.reason] = reply.rejected.get(letter.reason, 0) + 1
+            else:
+                reply.outcomes.extend(_outcomes(part.result, part.hi - part.lo))
+            reply.units.extend(b.new_units)
+            reply.pings.extend(b.pings)
+            reply.statuses.extend(b.statuses)
+            reply.disconnected.extend(part.result.disconnected)
+            reply.telemetry.extend(b.telemetry)
+            reply.announcements.extend(d.announcement() for d in b.dead_letters)
+        return reply
 
     def _outage(self, exc: StorageError, n: int) -> Reply:
         if not self.database_down:
@@ -330,26 +326,6 @@ class CommitWorker:
             database_down=True,
             failure="outage",
         )
-
-    def _one_by_one(
-        self, result: PipelineResult, messages: Sequence[HttpMessage]
-    ) -> list[tuple[int, int, PipelineResult]]:
-        """The database refused the batch's data: store each request alone, dead-letter the one at fault."""
-        parts: list[tuple[int, int, PipelineResult]] = []
-        for i, m in enumerate(messages):
-            part = result.part(i, i + 1)
-            try:
-                self.writer.write(part.batch)
-            except StorageDataError as exc:
-                detail = f"the database refused this request: {str(exc)[:500]}"
-                received = datetime.fromtimestamp(m.received_at, UTC)
-                letter = DeadLetter(m.topic, m.payload, "storage_refused", detail, received)
-                part = PipelineResult(
-                    batch=IngestBatch(dead_letters=[letter]), ends=[(0, 0, 0, 0, 1, 0, 0, 0)]
-                )
-                self.writer.write(part.batch)
-            parts.append((i, i + 1, part))
-        return parts
 
 
 def _outcomes(result: PipelineResult, n: int) -> list[Outcome]:

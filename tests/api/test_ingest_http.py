@@ -469,3 +469,30 @@ async def test_a_stuck_worker_is_replaced_and_its_requests_get_503(open_api: Api
     finally:
         await ingest.stop()
     assert len(rows(pg_url, "mov-24")) == 2
+
+
+async def test_a_fix_the_database_refuses_gets_422_and_the_rest_of_its_batch_is_stored(
+    open_api: Api, pg_url: str
+) -> None:
+    """The worker isolates refused data as the bridge does; the refused fix never reaches the live fleet."""
+    await register(open_api, "mov-25", osmand="902085")
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # a real refusal (SQLSTATE 23514)
+        conn.execute("ALTER TABLE positions ADD CONSTRAINT refuse_one CHECK (lat <> -12.124)")
+    ts = int(T0.timestamp())
+    lats = [-12.121, -12.122, -12.123, -12.124]  # a minute apart, walking; the refused fix is the newest
+    answers = await asyncio.gather(
+        *(
+            open_api.client.get(
+                f"/api/v1/ingest/osmand?id=902085&lat={lat}&lon=-77.03&timestamp={ts + 60 * k}"
+            )
+            for k, lat in enumerate(lats)
+        )
+    )
+    assert [a.status_code for a in answers] == [200, 200, 200, 422]
+    assert answers[3].json()["reason"] == "storage_refused"
+    assert [r[1] for r in rows(pg_url, "mov-25")] == lats[:3]
+    assert [(t, r) for t, r, _ in dead_letters(pg_url)] == [(OSMAND_HTTP_TOPIC, "storage_refused")]
+    state = open_api.ctx.fleet.get("mov-25")
+    assert state is not None
+    assert state.fix is not None
+    assert state.fix.lat == -12.123

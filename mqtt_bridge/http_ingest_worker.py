@@ -46,7 +46,6 @@ from typing import BinaryIO
 from mqtt_bridge.codecs import decode_message
 from mqtt_bridge.pipeline import NO_ENDS, IngestPipeline, PipelineResult
 from mqtt_bridge.storing import store_isolating
-from tracker.batch import IngestBatch
 from tracker.config import Settings
 from tracker.errors import StorageDataError, StorageError
 from tracker.model import Decoded, DecodeResult, DroneTelemetry, Ping, Rejection, StatusUpdate, Unit
@@ -186,7 +185,7 @@ class CommitWorker:
     def start(self) -> None:
         """Connect (creating the days' partitions) and load the units; without a database, later."""
         with contextlib.suppress(StorageError):
-            self.writer.write(IngestBatch())
+            self.writer.connect()
         with contextlib.suppress(StorageError):
             self._reload()
 
@@ -230,10 +229,6 @@ class CommitWorker:
         # Loaded from the database: the parent may learn them whatever became of the batch.
         reply.units = prepared.loaded + reply.units
         return reply
-
-    def process(self, batch: Batch) -> Reply:
-        """Both stages, one after the other."""
-        return self.commit(self.prepare(batch))
 
     # -- units -----------------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO
 
+from mqtt_bridge.bridge import tune_gc
 from mqtt_bridge.codecs import decode_message
 from mqtt_bridge.pipeline import NO_ENDS, IngestPipeline, PipelineResult
 from mqtt_bridge.storing import store_isolating
@@ -397,6 +398,7 @@ def main() -> None:
     # Ctrl-C reaches the whole process group: the parent decides when to stop (it closes our stdin
     # once what is pending is committed), so a batch is never cut short here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tune_gc()  # an ingest process: see the bridge's measurement
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt a frame
     sys.exit(serve(sys.stdin.buffer, out))

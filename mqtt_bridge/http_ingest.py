@@ -40,6 +40,7 @@ from mqtt_bridge.http_ingest_worker import (
     Item,
     Outcome,
     Reply,
+    encode_frame,
     frame_length,
 )
 from tracker import metrics
@@ -89,9 +90,8 @@ class _Session:
     async def send(self, batch: Batch, futures: Futures) -> None:
         """Write ``batch`` to the worker; its futures are resolved when its reply comes."""
         assert self.proc.stdin is not None
-        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            self.proc.stdin.write(len(data).to_bytes(4, "big") + data)
+            self.proc.stdin.write(encode_frame(batch))
             await self.proc.stdin.drain()
         except OSError as exc:
             await self.end(f"the HTTP ingest worker stopped ({type(exc).__name__})")
@@ -160,7 +160,7 @@ class _Worker:
     """The worker process: started on first use and again after it died."""
 
     def __init__(self, hello: Hello, deliver: Deliver, wake: Callable[[], None], timeout_s: float) -> None:
-        self._hello = pickle.dumps(hello, protocol=pickle.HIGHEST_PROTOCOL)
+        self._hello = encode_frame(hello)
         self._deliver = deliver
         self._wake = wake
         self._timeout_s = timeout_s
@@ -191,7 +191,7 @@ class _Worker:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert proc.stdin is not None
-        proc.stdin.write(len(self._hello).to_bytes(4, "big") + self._hello)
+        proc.stdin.write(self._hello)
         return _Session(proc, self._deliver, self._wake, self._timeout_s)
 
     async def close(self) -> None:

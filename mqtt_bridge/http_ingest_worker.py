@@ -143,10 +143,15 @@ class Prepared:
     loaded: list[Unit]  # units the database gave a reload since the last batch
 
 
-def write_frame(out: BinaryIO, obj: object) -> None:
-    """Send ``obj`` as one frame (length, pickle) and flush."""
+def encode_frame(obj: object) -> bytes:
+    """``obj`` as one frame: its pickle's length (4 bytes, big-endian), then the pickle."""
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(_LENGTH.pack(len(data)) + data)
+    return _LENGTH.pack(len(data)) + data
+
+
+def write_frame(out: BinaryIO, obj: object) -> None:
+    """Send ``obj`` as one frame and flush."""
+    out.write(encode_frame(obj))
     out.flush()
 
 
@@ -415,6 +420,7 @@ __all__ = [
     "Outcome",
     "Prepared",
     "Reply",
+    "encode_frame",
     "read_frame",
     "serve",
     "write_frame",

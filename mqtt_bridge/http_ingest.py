@@ -73,6 +73,12 @@ def _restarting(n: int) -> list[Outcome]:
     return [Outcome(503, "ingest_restarting", f"HTTP ingest is restarting; retry in {RETRY_AFTER_S} s")] * n
 
 
+def _answer(futures: Futures, outcomes: list[Outcome]) -> None:
+    for future, outcome in zip(futures, outcomes, strict=True):
+        if not future.done():  # the client may have gone away
+            future.set_result(outcome)
+
+
 class _Session:
     """One worker process, the batches sent to it and not yet answered, and the task reading its replies."""
 
@@ -81,8 +87,8 @@ class _Session:
         self.deliver = deliver
         self.wake = wake
         self.timeout_s = timeout_s
-        self.flights: deque[Futures] = deque()  # one entry per batch sent, answered in order
-        self.sent_at: deque[float] = deque()  # when each of them was sent (loop time)
+        # One entry per batch sent, answered in order: when it was sent (loop time), its requests.
+        self.flights: deque[tuple[float, Futures]] = deque()
         self.alive = True
         self.reader = asyncio.create_task(self._read(), name="http-ingest-replies")
         self.watchdog = asyncio.create_task(self._watch(), name="http-ingest-watchdog")
@@ -96,8 +102,7 @@ class _Session:
         except OSError as exc:
             await self.end(f"the HTTP ingest worker stopped ({type(exc).__name__})")
             raise WorkerGoneError(str(exc)) from exc
-        self.flights.append(futures)
-        self.sent_at.append(asyncio.get_running_loop().time())
+        self.flights.append((asyncio.get_running_loop().time(), futures))
 
     async def _read(self) -> None:
         stdout = self.proc.stdout
@@ -108,8 +113,7 @@ class _Session:
                 # Our own child's frames (see the worker's docstring): trusted.
                 reply = pickle.loads(await stdout.readexactly(n))  # noqa: S301
                 assert isinstance(reply, Reply)
-                self.sent_at.popleft()
-                self.deliver(reply, self.flights.popleft())
+                self.deliver(reply, self.flights.popleft()[1])
         except (OSError, asyncio.IncompleteReadError) as exc:
             await self.end(f"the HTTP ingest worker stopped ({type(exc).__name__})")
         except Exception as exc:  # a garbled frame: this worker cannot be trusted to answer in order
@@ -120,22 +124,19 @@ class _Session:
         loop = asyncio.get_running_loop()
         while self.alive:
             await asyncio.sleep(min(1.0, self.timeout_s / 4))
-            if self.sent_at and loop.time() - self.sent_at[0] > self.timeout_s:
+            if self.flights and loop.time() - self.flights[0][0] > self.timeout_s:
                 await self.end(f"the HTTP ingest worker did not answer within {self.timeout_s:g} s")
 
     async def end(self, why: str) -> None:
         """The worker is gone (or broken): answer 503 to what it held, and make sure it is dead."""
         if self.alive:
             self.alive = False
-            self.sent_at.clear()
             if self.flights:
-                n = sum(len(f) for f in self.flights)
+                n = sum(len(f) for _, f in self.flights)
                 log.warning("%s; answering 503 to its %d requests and starting it again", why, n)
             while self.flights:
-                futures = self.flights.popleft()
-                for future, outcome in zip(futures, _restarting(len(futures)), strict=True):
-                    if not future.done():
-                        future.set_result(outcome)
+                futures = self.flights.popleft()[1]
+                _answer(futures, _restarting(len(futures)))
             self.wake()  # the sender may start a new worker for what is queued
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -273,19 +274,13 @@ class HttpIngest:
                 try:
                     await self._worker.send(Batch(self.registry.generation, items), futures)
                 except WorkerGoneError:
-                    self._answer(futures, _restarting(len(futures)))
+                    _answer(futures, _restarting(len(futures)))
                 except Exception:  # never leave a phone waiting: a bug here answers, and the loop goes on
                     log.exception("HTTP ingest batch failed")
                     failed = Outcome(500, "internal_error", "ingest failed; see the server log")
-                    self._answer(futures, [failed] * len(futures))
+                    _answer(futures, [failed] * len(futures))
             if self._stopping and not self._items and not self._worker.in_flight:
                 return
-
-    @staticmethod
-    def _answer(futures: Futures, outcomes: list[Outcome]) -> None:
-        for future, outcome in zip(futures, outcomes, strict=True):
-            if not future.done():  # the client may have gone away
-                future.set_result(outcome)
 
     def _deliver(self, reply: Reply, futures: Futures) -> None:
         """A batch's reply: the fleet, then the answers; wakes the sending loop."""
@@ -297,7 +292,7 @@ class HttpIngest:
                 self._after_commit(reply, len(futures))
         except Exception:  # the batch is stored: its 200s stand even if the fleet update failed
             log.exception("HTTP ingest: updating the live fleet failed")
-        self._answer(futures, reply.outcomes)
+        _answer(futures, reply.outcomes)
         self._wake.set()
 
     def _after_commit(self, reply: Reply, n: int) -> None:

@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -107,12 +107,21 @@ def process(
                 proc.wait()
 
 
+class Served(NamedTuple):
+    """The two servers of :func:`served_beside_floor`: base URLs and process ids."""
+
+    base: str
+    floor: str
+    pid: int
+    floor_pid: int
+
+
 @contextlib.contextmanager
-def served_beside_floor(work: Path, **settings: str) -> Iterator[tuple[str, str]]:
+def served_beside_floor(work: Path, **settings: str) -> Iterator[Served]:
     """``serenazgo up --no-demo`` (with these ``SERENAZGO_*`` settings) and the bare floor server.
 
-    Both run as child processes on free ports, logging under ``work``; yields their
-    base URLs ``(service, floor)`` once both answer ``/healthz``, stops both on exit.
+    Both run as child processes on free ports, logging under ``work``; yields them
+    once both answer ``/healthz``, stops both on exit.
     """
     port, floor_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERENAZGO_")}
@@ -125,7 +134,7 @@ def served_beside_floor(work: Path, **settings: str) -> Iterator[tuple[str, str]
         base, floor_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{floor_port}"
         wait_http(f"{base}/healthz", service, work / "serenazgo.log")
         wait_http(f"{floor_base}/healthz", floor_proc, work / "floor.log")
-        yield base, floor_base
+        yield Served(base, floor_base, service.pid, floor_proc.pid)
 
 
 def http_round(url: str, args: argparse.Namespace, seed: int, token: str = "") -> dict[str, Any]:
@@ -170,7 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 SERENAZGO_DATABASE_URL=url,
                 SERENAZGO_MQTT_URL=broker.url,
                 SERENAZGO_MQTT_CLIENT_ID="bench-dispatch-http",
-            ) as (base, floor_base):
+            ) as (base, floor_base, _, _):
                 say(f"service at {base}; publishing one fix per unit")
                 loadgen.publish("127.0.0.1", broker.port, warm, rate=None, timeout=120)
                 _wait_rows(url, len(warm))

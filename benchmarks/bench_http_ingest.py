@@ -46,7 +46,7 @@ from typing import Any
 import psycopg
 
 from benchmarks.bench_dispatch_http import served_beside_floor
-from benchmarks.cpu_account import CpuAccount, pid_listening
+from benchmarks.cpu_account import CpuAccount
 from benchmarks.ingest_rig import stored_counts, temp_broker
 from benchmarks.pg_server import fresh_database, temp_postgres
 from benchmarks.report import add_run_options, say, table, write_results
@@ -151,19 +151,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 SERENAZGO_MQTT_CLIENT_ID="bench-http-ingest",
                 SERENAZGO_OSMAND_PORT="0",
                 SERENAZGO_INGEST_AUTH="true",
-            ) as (base, floor_base):
-                servers = {name: pid_listening(int(u.rsplit(":", 1)[1])) for name, u in (("bare", floor_base),
-                           ("ingest", base))}  # fmt: skip
+            ) as (base, floor_base, pid, floor_pid):
                 closed_round(floor_base + PATH, warm_file, args)  # each ends once its list is used up
                 warm = closed_round(base + PATH, warm_file, args)
                 say(f"round bare: {args.connections} connections for {args.seconds:.0f} s")
                 rounds["bare"] = closed_round(
-                    floor_base + PATH, paths_file, args, _account(servers["bare"], pg.pid)
+                    floor_base + PATH, paths_file, args, _account(floor_pid, pg.pid)
                 )
                 say(f"round ingest: {args.connections} connections for {args.seconds:.0f} s")
-                rounds["ingest"] = closed_round(
-                    base + PATH, paths_file, args, _account(servers["ingest"], pg.pid)
-                )
+                rounds["ingest"] = closed_round(base + PATH, paths_file, args, _account(pid, pg.pid))
             stored = stored_counts(url)
             rounds["ingest"]["warm_up_200"] = warm["statuses"].get("200", 0)
             ok = rounds["ingest"]["statuses"].get("200", 0) + rounds["ingest"]["warm_up_200"]
@@ -174,9 +170,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return summarise(args, rounds)
 
 
-def _account(server: int | None, postgres: int | None) -> CpuAccount | None:
+def _account(server: int, postgres: int | None) -> CpuAccount | None:
     """CPU per process of a round: the server (its worker apart) and PostgreSQL; None if unknown."""
-    if server is None or postgres is None:
+    if postgres is None:
         return None
     return CpuAccount({SERVER: server, "PostgreSQL": postgres}, split=frozenset({SERVER}))
 

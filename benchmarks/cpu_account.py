@@ -11,7 +11,6 @@ was waited for, is read from ``RUSAGE_CHILDREN`` instead.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import resource
 from dataclasses import dataclass, field
@@ -62,29 +61,6 @@ def machine_cpu_s() -> tuple[float, float]:
     return (sum(values[:8]) - idle) / _TICK, idle / _TICK
 
 
-def pid_listening(port: int) -> int | None:
-    """The process with a listening TCP socket on 127.0.0.1:``port`` (IPv4), or None."""
-    wanted = f":{port:04X}"
-    inode = None
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        parts = line.split()
-        if parts[1].endswith(wanted) and parts[3] == "0A":  # 0A: LISTEN
-            inode = parts[9]
-            break
-    if inode is None:
-        return None
-    target = f"socket:[{inode}]"
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):  # gone, or not ours to read
-            for fd in os.listdir(f"/proc/{entry}/fd"):
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{entry}/fd/{fd}") == target:
-                        return int(entry)
-    return None
-
-
 def _children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -131,4 +107,4 @@ class CpuAccount:
         return {k: v / max(1, requests) * 1e6 for k, v in self.used_s.items()}
 
 
-__all__ = ["CpuAccount", "machine_cpu_s", "pid_listening", "process_cpu_s", "process_tree", "tree_cpu_s"]
+__all__ = ["CpuAccount", "machine_cpu_s", "process_cpu_s", "process_tree", "tree_cpu_s"]

@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 from mqtt_bridge.bridge import DEAD_LETTER_TOPIC
 from mqtt_bridge.http_ingest_worker import (
+    OUTAGE,
     RETRY_AFTER_S,
     Batch,
     Hello,
@@ -285,7 +286,7 @@ class HttpIngest:
     def _deliver(self, reply: Reply, futures: Futures) -> None:
         """A batch's reply: the fleet, then the answers; wakes the sending loop."""
         try:
-            self.database_down = reply.database_down
+            self.database_down = reply.failure == OUTAGE
             if reply.failure:
                 metrics.BATCH_FAILURES.labels(reply.failure).inc()
             if reply.committed:

@@ -57,6 +57,7 @@ from tracker.store.writer import PositionWriter
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5  # what a 503 asks the client to wait
+OUTAGE = "outage"  # a Reply's failure when the database could not take the batch
 # An unknown device or a device id its token's unit does not own reloads the units from the
 # database (registered by another process, or a moment ago), at most this often.
 REFRESH_MIN_S = 1.0
@@ -116,8 +117,9 @@ class Reply:
     outcomes: list[Outcome]
     committed: bool = False
     commit_s: float = 0.0
-    database_down: bool = False
-    failure: str = ""  # "outage" or "data" when the batch as a whole could not be stored
+    # "data": the database refused part of it (the rest is stored); OUTAGE: nothing is stored, the
+    # database is down; "internal": nothing is stored, a bug (see the log).
+    failure: str = ""
     # For the parent's registry and LiveFleet: units it may not know (auto-registered by this batch,
     # or loaded from the database since the last reply), then what the writer committed.
     units: list[Unit] = field(default_factory=list)
@@ -324,8 +326,7 @@ class CommitWorker:
         detail = f"the database is unavailable; retry in {RETRY_AFTER_S} s"
         return Reply(
             outcomes=[Outcome(503, "database_unavailable", detail)] * n,
-            database_down=True,
-            failure="outage",
+            failure=OUTAGE,
         )
 
 
@@ -411,6 +412,7 @@ def main() -> None:
 
 __all__ = [
     "OK",
+    "OUTAGE",
     "RETRY_AFTER_S",
     "Batch",
     "CommitWorker",

